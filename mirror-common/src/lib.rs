@@ -1,0 +1,215 @@
+//! Types shared by the `mirror` TC classifier (kernel side) and the daemon (userspace side).
+//!
+//! Everything here is `#[repr(C)]` and plain old data: the kernel writes these records into a BPF
+//! ring buffer and userspace reads them back byte for byte. With the `user` feature the types also
+//! implement `aya::Pod` so userspace can read and write them through maps.
+#![no_std]
+
+/// Name of the TC classifier program inside the eBPF object. Also the name the program carries in
+/// the kernel, which is how stale netlink filters of ours are found and removed.
+pub const CLASSIFIER_PROGRAM: &str = "mirror_tc";
+/// Ring buffer of [`SegmentRecord`]s.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// `Array<u32>` indexed by TCP port: non-zero value marks a target port.
+pub const TARGET_PORTS_MAP: &str = "TARGET_PORTS";
+/// `PerCpuArray<u64>` indexed by [`Counter`].
+pub const COUNTERS_MAP: &str = "COUNTERS";
+
+/// Number of entries in [`TARGET_PORTS_MAP`]: one per TCP port.
+pub const TARGET_PORTS_ENTRIES: u32 = 65536;
+/// Value stored in [`TARGET_PORTS_MAP`] for a port whose traffic is captured.
+pub const PORT_TARGET: u32 = 1;
+
+/// Payload capacities of the ring-buffer record size classes, smallest first. Ring-buffer
+/// reservations must have a constant size, so each class is its own record type; the classifier
+/// picks the smallest class that holds what is left of a segment, so a 200-byte request costs a
+/// 512-byte record, not a 8 KiB one. All are powers of two (the verifier bound trick needs it).
+pub const CHUNK_SIZE_CLASSES: [usize; 4] = [128, 512, 2048, 8192];
+/// Largest chunk payload.
+pub const MAX_CHUNK: usize = CHUNK_SIZE_CLASSES[CHUNK_SIZE_CLASSES.len() - 1];
+/// Upper bound on chunks per segment: 16 x 8 KiB = 128 KiB, twice the 64 KiB GSO/GRO maximum.
+/// Payload beyond it (BIG TCP) is counted in [`Counter::TruncatedBytes`], never dropped silently.
+pub const MAX_CHUNKS_PER_SEGMENT: u32 = 16;
+
+/// `TCX_NEXT`: let the next program in the TCX chain (e.g. the CNI's) see the packet. Any other
+/// value would end the chain.
+pub const TCX_NEXT: i32 = -1;
+
+/// Address family of a [`SegmentHeader`].
+pub const FAMILY_IPV4: u8 = 4;
+/// Address family of a [`SegmentHeader`].
+pub const FAMILY_IPV6: u8 = 6;
+
+/// Segment direction relative to the target service.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Client to service: the destination port is a target port.
+    Request = 0,
+    /// Service to client: the source port is a target port.
+    Response = 1,
+}
+
+impl Direction {
+    /// Decodes the on-wire byte; `None` for unknown values.
+    pub const fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            0 => Some(Self::Request),
+            1 => Some(Self::Response),
+            _ => None,
+        }
+    }
+}
+
+/// TCP flag bits as in the TCP header's 13th byte.
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+}
+
+/// Header of every ring-buffer record. One TCP segment with `payload_len` bytes of payload becomes
+/// one or more records (chunks); chunk `i` carries `chunk_len` bytes starting at `chunk_offset`
+/// within the segment payload. Segments without payload (SYN/FIN/RST) produce one record with
+/// `chunk_len == 0`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the classifier saw the packet.
+    pub timestamp_ns: u64,
+    /// TCP sequence number of the segment (first payload byte, or the SYN itself).
+    pub seq: u32,
+    /// TCP acknowledgement number.
+    pub ack: u32,
+    /// Total TCP payload length of the segment (the whole GSO/GRO skb).
+    pub payload_len: u32,
+    /// Offset of this chunk inside the segment payload.
+    pub chunk_offset: u32,
+    /// Payload bytes carried by this record.
+    pub chunk_len: u32,
+    /// Interface the packet was seen on.
+    pub ifindex: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+    /// [`Direction`] as `u8`.
+    pub direction: u8,
+    /// TCP flags byte.
+    pub tcp_flags: u8,
+    pub _padding: u8,
+    /// Source address; IPv4 uses the first 4 bytes, the rest is zero.
+    pub src_addr: [u8; 16],
+    /// Destination address; IPv4 uses the first 4 bytes, the rest is zero.
+    pub dst_addr: [u8; 16],
+}
+
+/// Size of [`SegmentHeader`] in a record.
+pub const SEGMENT_HEADER_LEN: usize = core::mem::size_of::<SegmentHeader>();
+
+/// One ring-buffer record: header plus up to `N` payload bytes (only `chunk_len` are valid).
+#[repr(C)]
+pub struct SegmentRecord<const N: usize> {
+    pub header: SegmentHeader,
+    pub data: [u8; N],
+}
+
+/// Per-CPU counters kept by the classifier, indices into [`COUNTERS_MAP`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Every packet the classifier ran on.
+    PacketsSeen = 0,
+    /// TCP packets to or from a target port.
+    PacketsMatched = 1,
+    /// Records submitted to the ring buffer.
+    RecordsEmitted = 2,
+    /// Payload bytes copied into the ring buffer.
+    PayloadBytes = 3,
+    /// Records that could not be reserved because the ring buffer was full.
+    RingbufFull = 4,
+    /// Payload bytes not copied because a record could not be reserved or filled.
+    LostBytes = 5,
+    /// `bpf_skb_load_bytes` failures (record discarded).
+    CopyErrors = 6,
+    /// Payload bytes beyond [`MAX_CHUNKS_PER_SEGMENT`] chunks, not copied.
+    TruncatedBytes = 7,
+    /// IP or TCP headers that could not be read (short or malformed packet).
+    HeaderErrors = 8,
+    /// IPv4/IPv6 fragments: ports unknown, not inspected.
+    IpFragments = 9,
+}
+
+/// Number of [`Counter`] entries.
+pub const COUNTER_COUNT: u32 = 10;
+
+impl Counter {
+    /// All counters in index order.
+    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
+        Counter::PacketsSeen,
+        Counter::PacketsMatched,
+        Counter::RecordsEmitted,
+        Counter::PayloadBytes,
+        Counter::RingbufFull,
+        Counter::LostBytes,
+        Counter::CopyErrors,
+        Counter::TruncatedBytes,
+        Counter::HeaderErrors,
+        Counter::IpFragments,
+    ];
+
+    /// Stable snake_case name, used in logs and metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::PacketsSeen => "packets_seen",
+            Counter::PacketsMatched => "packets_matched",
+            Counter::RecordsEmitted => "records_emitted",
+            Counter::PayloadBytes => "payload_bytes",
+            Counter::RingbufFull => "ringbuf_full",
+            Counter::LostBytes => "lost_bytes",
+            Counter::CopyErrors => "copy_errors",
+            Counter::TruncatedBytes => "truncated_bytes",
+            Counter::HeaderErrors => "header_errors",
+            Counter::IpFragments => "ip_fragments",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: plain `#[repr(C)]` data without padding holes that could hold uninitialised bytes
+// (the explicit `_padding` byte fills the only gap), valid for any bit pattern.
+unsafe impl aya::Pod for SegmentHeader {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_layout_is_stable() {
+        // The kernel and userspace must agree on this layout byte for byte.
+        assert_eq!(SEGMENT_HEADER_LEN, 72);
+        assert_eq!(core::mem::align_of::<SegmentHeader>(), 8);
+        assert_eq!(core::mem::offset_of!(SegmentHeader, src_addr), 40);
+    }
+
+    #[test]
+    fn size_classes_are_ascending_powers_of_two() {
+        for pair in CHUNK_SIZE_CLASSES.windows(2) {
+            assert!(pair[0] < pair[1]);
+        }
+        for class in CHUNK_SIZE_CLASSES {
+            assert!(class.is_power_of_two());
+        }
+        assert!(MAX_CHUNK * MAX_CHUNKS_PER_SEGMENT as usize >= 65536);
+    }
+
+    #[test]
+    fn counters_are_indexed_in_order() {
+        for (index, counter) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*counter as usize, index);
+        }
+    }
+}

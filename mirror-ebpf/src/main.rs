@@ -1,0 +1,436 @@
+//! TC classifier: copies every TCP segment to or from a target port into a ring buffer.
+//!
+//! Minimum kernel: 5.8 (BPF ring buffer); TCX attachment needs 6.6 (older kernels use netlink
+//! cls_bpf, chosen by userspace). The program never drops, redirects or modifies a packet and
+//! returns `TCX_NEXT` on every path, so programs after ours (the CNI's) always run.
+//!
+//! Sections: maps, counters, header parsing, payload emission, entry point.
+#![no_std]
+#![no_main]
+
+use core::hint::black_box;
+
+use aya_ebpf::{
+    bindings::TC_ACT_OK,
+    helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes},
+    macros::{classifier, map},
+    maps::{Array, PerCpuArray, RingBuf},
+    programs::TcContext,
+};
+use mirror_common::{
+    COUNTER_COUNT, CHUNK_SIZE_CLASSES, Counter, Direction, FAMILY_IPV4, FAMILY_IPV6,
+    MAX_CHUNKS_PER_SEGMENT, SegmentHeader, SegmentRecord, TARGET_PORTS_ENTRIES, TCX_NEXT,
+    tcp_flags,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Maps
+// ---------------------------------------------------------------------------------------------
+
+/// Default ring size; userspace overrides it with `[capture] ring_buffer_bytes` before loading.
+const DEFAULT_RING_BYTES: u32 = 16 * 1024 * 1024;
+
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+#[map(name = "TARGET_PORTS")]
+static TARGET_PORTS: Array<u32> = Array::with_max_entries(TARGET_PORTS_ENTRIES, 0);
+
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+// ---------------------------------------------------------------------------------------------
+// Counters
+// ---------------------------------------------------------------------------------------------
+
+#[inline(always)]
+fn count(counter: Counter, amount: u64) {
+    if let Some(value) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, programs on one CPU do not run concurrently with each other here.
+        unsafe { *value += amount };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header parsing
+// ---------------------------------------------------------------------------------------------
+
+const ETH_HEADER_LEN: usize = 14;
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPPROTO_TCP: u8 = 6;
+const IPV6_HEADER_LEN: usize = 40;
+const TCP_MIN_HEADER_LEN: usize = 20;
+/// VLAN tags parsed inline (802.1ad outer + 802.1Q inner). Hardware-accelerated tags are already
+/// stripped into skb metadata and do not appear in the frame.
+const MAX_VLAN_TAGS: usize = 2;
+/// IPv6 extension headers skipped before giving up.
+const MAX_IPV6_EXTENSIONS: usize = 4;
+
+/// Why a packet was not recorded. Only `Header` is a loss worth counting on the hot path; the
+/// other outcomes are normal for non-target traffic.
+enum Skip {
+    /// Not TCP over IPv4/IPv6, or not a target port: nothing to do.
+    NotOurs,
+    /// Headers could not be read.
+    Header,
+    /// IP fragment: ports unknown.
+    Fragment,
+}
+
+/// The parsed facts the record header needs.
+struct TcpSegment {
+    family: u8,
+    src_addr: [u8; 16],
+    dst_addr: [u8; 16],
+    src_port: u16,
+    dst_port: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload_offset: u32,
+    payload_len: u32,
+}
+
+#[inline(always)]
+fn load<T>(ctx: &TcContext, offset: usize) -> Result<T, Skip> {
+    ctx.load::<T>(offset).map_err(|_| Skip::Header)
+}
+
+#[inline(always)]
+fn be16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+#[inline(always)]
+fn be32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// Returns the ethertype and the offset of the network header, skipping inline VLAN tags.
+#[inline(always)]
+fn parse_ethernet(ctx: &TcContext) -> Result<(u16, usize), Skip> {
+    let mut ethertype = u16::from_be(load::<u16>(ctx, 12).map_err(|_| Skip::NotOurs)?);
+    let mut offset = ETH_HEADER_LEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        ethertype = u16::from_be(load::<u16>(ctx, offset + 2)?);
+        offset += 4;
+    }
+    Ok((ethertype, offset))
+}
+
+/// Network layer: addresses, offset of the TCP header and the L3 length (header + payload).
+struct Network {
+    family: u8,
+    src_addr: [u8; 16],
+    dst_addr: [u8; 16],
+    l4_offset: usize,
+    /// Bytes from the TCP header to the end of the IP packet.
+    l4_len: u32,
+}
+
+#[inline(always)]
+fn parse_ipv4(ctx: &TcContext, offset: usize) -> Result<Network, Skip> {
+    let header: [u8; 20] = load(ctx, offset)?;
+    if header[0] >> 4 != 4 {
+        return Err(Skip::Header);
+    }
+    let header_len = ((header[0] & 0x0f) as usize) * 4;
+    if header_len < 20 {
+        return Err(Skip::Header);
+    }
+    if header[9] != IPPROTO_TCP {
+        return Err(Skip::NotOurs);
+    }
+    // More-fragments flag or a fragment offset: only the first fragment has ports, and we do
+    // not reassemble IP; TCP with PMTU discovery does not fragment in practice.
+    if be16(&header, 6) & 0x3fff != 0 {
+        return Err(Skip::Fragment);
+    }
+    let frame_l3_len = ctx.len().saturating_sub(offset as u32);
+    let total_len = be16(&header, 2) as u32;
+    // BIG TCP IPv4 GSO packets carry total length 0; fall back to the skb length. Otherwise the
+    // header's length excludes Ethernet padding of short frames.
+    let l3_len = if total_len == 0 {
+        frame_l3_len
+    } else {
+        total_len.min(frame_l3_len)
+    };
+    let mut src_addr = [0u8; 16];
+    let mut dst_addr = [0u8; 16];
+    src_addr[..4].copy_from_slice(&header[12..16]);
+    dst_addr[..4].copy_from_slice(&header[16..20]);
+    Ok(Network {
+        family: FAMILY_IPV4,
+        src_addr,
+        dst_addr,
+        l4_offset: offset + header_len,
+        l4_len: l3_len.saturating_sub(header_len as u32),
+    })
+}
+
+#[inline(always)]
+fn parse_ipv6(ctx: &TcContext, offset: usize) -> Result<Network, Skip> {
+    let header: [u8; IPV6_HEADER_LEN] = load(ctx, offset)?;
+    if header[0] >> 4 != 6 {
+        return Err(Skip::Header);
+    }
+    let frame_l3_len = ctx.len().saturating_sub(offset as u32);
+    let payload_len = be16(&header, 4) as u32;
+    // Jumbograms (BIG TCP) carry payload length 0.
+    let l3_len = if payload_len == 0 {
+        frame_l3_len
+    } else {
+        (IPV6_HEADER_LEN as u32 + payload_len).min(frame_l3_len)
+    };
+    let mut next_header = header[6];
+    let mut l4_offset = offset + IPV6_HEADER_LEN;
+    for _ in 0..MAX_IPV6_EXTENSIONS {
+        match next_header {
+            // Hop-by-hop, routing, destination options: skip by their length field.
+            0 | 43 | 60 => {
+                let extension: [u8; 2] = load(ctx, l4_offset)?;
+                next_header = extension[0];
+                l4_offset += (extension[1] as usize + 1) * 8;
+            }
+            44 => return Err(Skip::Fragment),
+            _ => break,
+        }
+    }
+    if next_header != IPPROTO_TCP {
+        return Err(Skip::NotOurs);
+    }
+    let mut src_addr = [0u8; 16];
+    let mut dst_addr = [0u8; 16];
+    src_addr.copy_from_slice(&header[8..24]);
+    dst_addr.copy_from_slice(&header[24..40]);
+    let l4_len = l3_len.saturating_sub((l4_offset - offset) as u32);
+    Ok(Network {
+        family: FAMILY_IPV6,
+        src_addr,
+        dst_addr,
+        l4_offset,
+        l4_len,
+    })
+}
+
+#[inline(always)]
+fn is_target_port(port: u16) -> bool {
+    matches!(TARGET_PORTS.get(port as u32), Some(value) if *value != 0)
+}
+
+/// Parses the packet down to TCP and decides the direction; `Skip::NotOurs` for anything that is
+/// not a target-port TCP segment.
+#[inline(always)]
+fn parse(ctx: &TcContext) -> Result<(Direction, TcpSegment), Skip> {
+    let (ethertype, l3_offset) = parse_ethernet(ctx)?;
+    let network = match ethertype {
+        ETH_P_IPV4 => parse_ipv4(ctx, l3_offset)?,
+        ETH_P_IPV6 => parse_ipv6(ctx, l3_offset)?,
+        _ => return Err(Skip::NotOurs),
+    };
+    let tcp: [u8; TCP_MIN_HEADER_LEN] = load(ctx, network.l4_offset)?;
+    let src_port = be16(&tcp, 0);
+    let dst_port = be16(&tcp, 2);
+    // Destination port first: a client that happens to use a target port as its source port
+    // still sends requests.
+    let direction = if is_target_port(dst_port) {
+        Direction::Request
+    } else if is_target_port(src_port) {
+        Direction::Response
+    } else {
+        return Err(Skip::NotOurs);
+    };
+    let tcp_header_len = ((tcp[12] >> 4) as u32) * 4;
+    if tcp_header_len < TCP_MIN_HEADER_LEN as u32 || tcp_header_len > network.l4_len {
+        return Err(Skip::Header);
+    }
+    Ok((
+        direction,
+        TcpSegment {
+            family: network.family,
+            src_addr: network.src_addr,
+            dst_addr: network.dst_addr,
+            src_port,
+            dst_port,
+            seq: be32(&tcp, 4),
+            ack: be32(&tcp, 8),
+            flags: tcp[13],
+            payload_offset: network.l4_offset as u32 + tcp_header_len,
+            payload_len: network.l4_len - tcp_header_len,
+        },
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payload emission
+// ---------------------------------------------------------------------------------------------
+
+/// Reserves one record of payload class `N`, copies `len` (1..=N, or 0 for a bare SYN/FIN/RST)
+/// payload bytes starting at `chunk_offset` and submits it. Returns the bytes copied.
+#[inline(always)]
+fn emit_chunk<const N: usize>(
+    ctx: &TcContext,
+    header: &SegmentHeader,
+    segment: &TcpSegment,
+    chunk_offset: u32,
+    len: u32,
+) -> Result<u32, ()> {
+    let Some(mut entry) = EVENTS.reserve::<SegmentRecord<N>>(0) else {
+        count(Counter::RingbufFull, 1);
+        return Err(());
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` points at a reserved, exclusively owned ring-buffer slot of the right size.
+    unsafe {
+        (*record).header = SegmentHeader {
+            chunk_offset,
+            chunk_len: len,
+            ..*header
+        };
+    }
+    if len > 0 {
+        // The verifier must see a length it can prove is within 1..=N: mask it (N is a power of
+        // two) after hiding the value from the optimiser, which would otherwise fold the mask
+        // away because it "knows" len <= N. `TcContext::load_bytes` is rejected here (aya #1207).
+        let n = black_box(len as usize);
+        let n = ((n - 1) & (N - 1)) + 1;
+        // SAFETY: the destination is the record's N-byte data array, n <= N.
+        let ret = unsafe {
+            bpf_skb_load_bytes(
+                ctx.skb.skb.cast(),
+                segment.payload_offset + chunk_offset,
+                (*record).data.as_mut_ptr().cast(),
+                n as u32,
+            )
+        };
+        if ret != 0 {
+            entry.discard(0);
+            count(Counter::CopyErrors, 1);
+            return Err(());
+        }
+    }
+    entry.submit(0);
+    count(Counter::RecordsEmitted, 1);
+    count(Counter::PayloadBytes, len as u64);
+    Ok(len)
+}
+
+/// Picks the smallest size class that holds `remaining` bytes (capped at the largest class).
+#[inline(always)]
+fn emit_next_chunk(
+    ctx: &TcContext,
+    header: &SegmentHeader,
+    segment: &TcpSegment,
+    chunk_offset: u32,
+    remaining: u32,
+) -> Result<u32, ()> {
+    const C0: usize = CHUNK_SIZE_CLASSES[0];
+    const C1: usize = CHUNK_SIZE_CLASSES[1];
+    const C2: usize = CHUNK_SIZE_CLASSES[2];
+    const C3: usize = CHUNK_SIZE_CLASSES[3];
+    if remaining <= C0 as u32 {
+        emit_chunk::<C0>(ctx, header, segment, chunk_offset, remaining)
+    } else if remaining <= C1 as u32 {
+        emit_chunk::<C1>(ctx, header, segment, chunk_offset, remaining)
+    } else if remaining <= C2 as u32 {
+        emit_chunk::<C2>(ctx, header, segment, chunk_offset, remaining)
+    } else {
+        let len = if remaining < C3 as u32 { remaining } else { C3 as u32 };
+        emit_chunk::<C3>(ctx, header, segment, chunk_offset, len)
+    }
+}
+
+fn emit_segment(ctx: &TcContext, direction: Direction, segment: &TcpSegment) {
+    let header = SegmentHeader {
+        // SAFETY: helper without preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        seq: segment.seq,
+        ack: segment.ack,
+        payload_len: segment.payload_len,
+        chunk_offset: 0,
+        chunk_len: 0,
+        // SAFETY: `skb` is the context pointer the kernel passed to this program.
+        ifindex: unsafe { (*ctx.skb.skb).ifindex },
+        src_port: segment.src_port,
+        dst_port: segment.dst_port,
+        family: segment.family,
+        direction: direction as u8,
+        tcp_flags: segment.flags,
+        _padding: 0,
+        src_addr: segment.src_addr,
+        dst_addr: segment.dst_addr,
+    };
+    if segment.payload_len == 0 {
+        // Bare SYN/FIN/RST: userspace needs them for the connection lifecycle.
+        let _ = emit_chunk::<{ CHUNK_SIZE_CLASSES[0] }>(ctx, &header, segment, 0, 0);
+        return;
+    }
+    let mut chunk_offset = 0u32;
+    for _ in 0..MAX_CHUNKS_PER_SEGMENT {
+        if chunk_offset >= segment.payload_len {
+            return;
+        }
+        let remaining = segment.payload_len - chunk_offset;
+        match emit_next_chunk(ctx, &header, segment, chunk_offset, remaining) {
+            Ok(copied) => chunk_offset += copied,
+            Err(()) => {
+                // The rest of this segment is lost; account for it so userspace sees a counted
+                // gap rather than a silent one.
+                count(Counter::LostBytes, remaining as u64);
+                return;
+            }
+        }
+    }
+    if chunk_offset < segment.payload_len {
+        count(
+            Counter::TruncatedBytes,
+            (segment.payload_len - chunk_offset) as u64,
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry point
+// ---------------------------------------------------------------------------------------------
+
+fn try_mirror_tc(ctx: &TcContext) -> Result<(), Skip> {
+    count(Counter::PacketsSeen, 1);
+    let (direction, segment) = parse(ctx)?;
+    count(Counter::PacketsMatched, 1);
+    let lifecycle = segment.flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0;
+    if segment.payload_len == 0 && !lifecycle {
+        // Pure ACK: carries nothing userspace needs.
+        return Ok(());
+    }
+    emit_segment(ctx, direction, &segment);
+    Ok(())
+}
+
+/// Entry point. Always `TCX_NEXT`: we observe, never decide.
+#[classifier]
+pub fn mirror_tc(ctx: TcContext) -> i32 {
+    match try_mirror_tc(&ctx) {
+        Ok(()) | Err(Skip::NotOurs) => {}
+        Err(Skip::Header) => count(Counter::HeaderErrors, 1),
+        Err(Skip::Fragment) => count(Counter::IpFragments, 1),
+    }
+    // TC_ACT_OK would end a TCX chain; keep the constant referenced so a reader sees the contrast.
+    const _: () = assert!(TCX_NEXT != TC_ACT_OK as i32);
+    TCX_NEXT
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

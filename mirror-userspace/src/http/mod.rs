@@ -1,0 +1,1 @@
+//! HTTP/1.x request and response framing (I/O-free).

@@ -1,0 +1,10 @@
+//! `mirror`: a packet-level HTTP/1.x traffic mirror.
+//!
+//! A TC eBPF classifier copies the TCP segments of target ports into a ring buffer ([`capture`]);
+//! the I/O-free core ([`reassembly`], [`http`]) turns them into requests and responses without
+//! touching a clock or a socket, so it is tested deterministically.
+
+pub mod capture;
+pub mod http;
+pub mod reassembly;
+pub mod segment;

@@ -1,0 +1,1 @@
+//! TCP stream reassembly (I/O-free). See the module docs once implemented.
