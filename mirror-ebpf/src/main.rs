@@ -18,7 +18,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use mirror_common::{
-    COUNTER_COUNT, CHUNK_SIZE_CLASSES, Counter, Direction, FAMILY_IPV4, FAMILY_IPV6,
+    CHUNK_SIZE_CLASSES, COUNTER_COUNT, Counter, Direction, FAMILY_IPV4, FAMILY_IPV6, MAX_CHUNK,
     MAX_CHUNKS_PER_SEGMENT, SegmentHeader, SegmentRecord, TARGET_PORTS_ENTRIES, TCX_NEXT,
     tcp_flags,
 };
@@ -321,27 +321,26 @@ fn emit_chunk<const N: usize>(
     Ok(len)
 }
 
-/// Picks the smallest size class that holds `remaining` bytes (capped at the largest class).
+/// Emits the tail of a segment (`1..MAX_CHUNK` bytes) in the smallest size class that holds it.
 #[inline(always)]
-fn emit_next_chunk(
+fn emit_tail(
     ctx: &TcContext,
     header: &SegmentHeader,
     segment: &TcpSegment,
     chunk_offset: u32,
-    remaining: u32,
+    len: u32,
 ) -> Result<u32, ()> {
     const C0: usize = CHUNK_SIZE_CLASSES[0];
     const C1: usize = CHUNK_SIZE_CLASSES[1];
     const C2: usize = CHUNK_SIZE_CLASSES[2];
     const C3: usize = CHUNK_SIZE_CLASSES[3];
-    if remaining <= C0 as u32 {
-        emit_chunk::<C0>(ctx, header, segment, chunk_offset, remaining)
-    } else if remaining <= C1 as u32 {
-        emit_chunk::<C1>(ctx, header, segment, chunk_offset, remaining)
-    } else if remaining <= C2 as u32 {
-        emit_chunk::<C2>(ctx, header, segment, chunk_offset, remaining)
+    if len <= C0 as u32 {
+        emit_chunk::<C0>(ctx, header, segment, chunk_offset, len)
+    } else if len <= C1 as u32 {
+        emit_chunk::<C1>(ctx, header, segment, chunk_offset, len)
+    } else if len <= C2 as u32 {
+        emit_chunk::<C2>(ctx, header, segment, chunk_offset, len)
     } else {
-        let len = if remaining < C3 as u32 { remaining } else { C3 as u32 };
         emit_chunk::<C3>(ctx, header, segment, chunk_offset, len)
     }
 }
@@ -371,29 +370,34 @@ fn emit_segment(ctx: &TcContext, direction: Direction, segment: &TcpSegment) {
         let _ = emit_chunk::<{ CHUNK_SIZE_CLASSES[0] }>(ctx, &header, segment, 0, 0);
         return;
     }
+    // Full chunks first, in a loop whose body has a single constant-size class: the verifier
+    // walks each iteration, and branching on the size class inside it would multiply its states
+    // past the complexity limit. The tail is emitted once, after the loop, in the smallest class.
     let mut chunk_offset = 0u32;
     for _ in 0..MAX_CHUNKS_PER_SEGMENT {
-        if chunk_offset >= segment.payload_len {
+        if segment.payload_len - chunk_offset < MAX_CHUNK_U32 {
+            break;
+        }
+        if emit_chunk::<MAX_CHUNK>(ctx, &header, segment, chunk_offset, MAX_CHUNK_U32).is_err() {
+            // The rest of this segment is lost; account for it so userspace sees a counted gap
+            // rather than a silent one.
+            count(Counter::LostBytes, (segment.payload_len - chunk_offset) as u64);
             return;
         }
-        let remaining = segment.payload_len - chunk_offset;
-        match emit_next_chunk(ctx, &header, segment, chunk_offset, remaining) {
-            Ok(copied) => chunk_offset += copied,
-            Err(()) => {
-                // The rest of this segment is lost; account for it so userspace sees a counted
-                // gap rather than a silent one.
-                count(Counter::LostBytes, remaining as u64);
-                return;
-            }
-        }
+        chunk_offset += MAX_CHUNK_U32;
     }
-    if chunk_offset < segment.payload_len {
-        count(
-            Counter::TruncatedBytes,
-            (segment.payload_len - chunk_offset) as u64,
-        );
+    let remaining = segment.payload_len - chunk_offset;
+    if remaining >= MAX_CHUNK_U32 {
+        // More than MAX_CHUNKS_PER_SEGMENT full chunks (BIG TCP): counted, not copied.
+        count(Counter::TruncatedBytes, remaining as u64);
+        return;
+    }
+    if remaining > 0 && emit_tail(ctx, &header, segment, chunk_offset, remaining).is_err() {
+        count(Counter::LostBytes, remaining as u64);
     }
 }
+
+const MAX_CHUNK_U32: u32 = MAX_CHUNK as u32;
 
 // ---------------------------------------------------------------------------------------------
 // Entry point

@@ -8,3 +8,5 @@ pub mod capture;
 pub mod http;
 pub mod reassembly;
 pub mod segment;
+pub mod cli;
+pub mod commands;

@@ -1,1 +1,48 @@
-fn main(){}
+//! The `mirror` binary: parses the command line, sets up logging and runs a subcommand.
+
+use std::{io::IsTerminal as _, process::ExitCode};
+
+use clap::Parser;
+use mirror::cli::{Cli, Command, LogFormat};
+use tracing_subscriber::{EnvFilter, fmt};
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("mirror: starting the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Capture(args) => mirror::commands::capture::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One sentence with its causes, e.g. "mirror: attaching ...: permission denied".
+            eprintln!("mirror: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,0 @@
-//! Loading and attaching the classifier, draining the ring buffer.

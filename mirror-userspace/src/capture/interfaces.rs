@@ -1,0 +1,143 @@
+//! Interface selection: exact names and glob patterns (`veth*`) resolved against the links of the
+//! current network namespace.
+
+use std::collections::BTreeSet;
+
+use super::CaptureError;
+
+/// A network interface to attach to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Interface {
+    pub name: String,
+    pub index: u32,
+}
+
+impl Interface {
+    /// Loopback sees every packet twice (egress, then ingress): capture one direction there.
+    pub fn is_loopback(&self) -> bool {
+        self.name == "lo"
+    }
+}
+
+fn is_pattern(spec: &str) -> bool {
+    spec.contains(['*', '?', '['])
+}
+
+/// Lists the links of the calling thread's network namespace. Uses `if_nameindex(3)` (a netlink
+/// query in the caller's namespace) rather than `/sys/class/net`, which shows the namespace sysfs
+/// was mounted in.
+pub fn list_interfaces() -> Result<Vec<Interface>, CaptureError> {
+    let interfaces = nix::net::if_::if_nameindex()
+        .map_err(|errno| CaptureError::ListInterfaces(errno.into()))?;
+    Ok(interfaces
+        .iter()
+        .map(|interface| Interface {
+            name: interface.name().to_string_lossy().into_owned(),
+            index: interface.index(),
+        })
+        .collect())
+}
+
+/// Resolves names and glob patterns against `available`. An exact name must exist; a pattern must
+/// match at least one link (an empty match is almost always a typo worth stopping for).
+pub fn resolve(specs: &[String], available: &[Interface]) -> Result<Vec<Interface>, CaptureError> {
+    if specs.is_empty() {
+        return Err(CaptureError::NoInterfaces);
+    }
+    let mut selected = BTreeSet::new();
+    for spec in specs {
+        if is_pattern(spec) {
+            let pattern = glob::Pattern::new(spec).map_err(|source| CaptureError::Pattern {
+                pattern: spec.clone(),
+                reason: source.msg,
+            })?;
+            let before = selected.len();
+            selected.extend(
+                available
+                    .iter()
+                    .filter(|interface| pattern.matches(&interface.name))
+                    .cloned(),
+            );
+            if selected.len() == before {
+                return Err(CaptureError::NoMatch {
+                    pattern: spec.clone(),
+                    available: names(available),
+                });
+            }
+        } else {
+            let interface = available
+                .iter()
+                .find(|interface| interface.name == *spec)
+                .ok_or_else(|| CaptureError::UnknownInterface {
+                    name: spec.clone(),
+                    available: names(available),
+                })?;
+            selected.insert(interface.clone());
+        }
+    }
+    Ok(selected.into_iter().collect())
+}
+
+fn names(available: &[Interface]) -> String {
+    available
+        .iter()
+        .map(|interface| interface.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn links() -> Vec<Interface> {
+        ["lo", "eth0", "veth1a", "veth2b", "cali9"]
+            .iter()
+            .enumerate()
+            .map(|(index, name)| Interface {
+                name: (*name).to_owned(),
+                index: index as u32 + 1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exact_names_and_patterns_combine_without_duplicates() {
+        let specs = vec!["veth*".to_owned(), "veth1a".to_owned(), "eth0".to_owned()];
+        let resolved = resolve(&specs, &links()).unwrap();
+        let names: Vec<_> = resolved.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["eth0", "veth1a", "veth2b"]);
+    }
+
+    #[test]
+    fn unknown_name_lists_what_exists() {
+        let error = resolve(&["eth9".to_owned()], &links()).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("eth9"), "{message}");
+        assert!(message.contains("veth1a"), "{message}");
+    }
+
+    #[test]
+    fn pattern_without_match_is_an_error() {
+        let error = resolve(&["lxc*".to_owned()], &links()).unwrap_err();
+        assert!(matches!(error, CaptureError::NoMatch { .. }));
+    }
+
+    #[test]
+    fn bad_pattern_and_empty_list_are_errors() {
+        assert!(matches!(
+            resolve(&["veth[".to_owned()], &links()),
+            Err(CaptureError::Pattern { .. })
+        ));
+        assert!(matches!(
+            resolve(&[], &links()),
+            Err(CaptureError::NoInterfaces)
+        ));
+    }
+
+    #[test]
+    fn loopback_is_recognised() {
+        assert!(links()[0].is_loopback());
+        assert!(!links()[1].is_loopback());
+    }
+}

@@ -1,0 +1,328 @@
+//! Capture adapter: loads the TC classifier, attaches it to interfaces, fills the target-port map,
+//! reads the per-CPU counters and hands out the ring-buffer reader ([`reader`]).
+//!
+//! Minimum kernel: 5.8 (ring buffer). On kernels >= 6.6 programs attach through TCX links, which
+//! the kernel detaches when the last file descriptor closes (also on SIGKILL). Older kernels use
+//! netlink cls_bpf filters that outlive a killed process, so start-up removes stale filters that
+//! carry our program name (never the whole clsact qdisc, which the CNI may use).
+
+pub mod interfaces;
+pub mod reader;
+
+use std::io;
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType,
+        tc::{self, SchedClassifierLinkId},
+    },
+    util::KernelVersion,
+};
+pub use interfaces::Interface;
+use mirror_common::{
+    CLASSIFIER_PROGRAM, COUNTER_COUNT, COUNTERS_MAP, Counter, EVENTS_MAP, PORT_TARGET,
+    TARGET_PORTS_MAP,
+};
+pub use reader::{ReaderStats, RingReader, SegmentBatch, spawn_reader};
+use tracing::{debug, info, warn};
+
+/// The classifier object, built by `build.rs` from the `mirror-ebpf` crate.
+static CLASSIFIER_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mirror-ebpf"));
+
+/// Errors of the capture domain, each with the operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("no interface given; pass --interface NAME (or a pattern such as 'veth*')")]
+    NoInterfaces,
+    #[error("no target port given; pass --port PORT")]
+    NoPorts,
+    #[error("interface '{name}' does not exist in this network namespace (available: {available})")]
+    UnknownInterface { name: String, available: String },
+    #[error("interface pattern '{pattern}' matches no link (available: {available})")]
+    NoMatch { pattern: String, available: String },
+    #[error("invalid interface pattern '{pattern}': {reason}")]
+    Pattern { pattern: String, reason: &'static str },
+    #[error("listing network interfaces (if_nameindex): {0}")]
+    ListInterfaces(#[source] io::Error),
+    #[error(
+        "ring buffer size {0} is invalid: it must be a power of two and a multiple of the page size"
+    )]
+    RingSize(u32),
+    #[error(
+        "loading the eBPF object (bpf syscall): {0}; mirror needs root or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"
+    )]
+    Load(#[source] EbpfError),
+    #[error("the eBPF object has no {0}; it was built from a different mirror-ebpf version")]
+    MissingObject(&'static str),
+    #[error("loading the classifier into the kernel (BPF_PROG_LOAD): {0}")]
+    ProgramLoad(#[source] ProgramError),
+    #[error("{operation} map {map}: {source}")]
+    Map {
+        map: &'static str,
+        operation: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("attaching the classifier to {interface} {direction} (TCX/netlink): {source}")]
+    Attach {
+        interface: String,
+        direction: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("registering the ring buffer with the async reactor (epoll_ctl): {0}")]
+    Reactor(#[source] io::Error),
+}
+
+/// What to capture.
+#[derive(Clone, Debug)]
+pub struct CaptureConfig {
+    /// Interface names or glob patterns.
+    pub interfaces: Vec<String>,
+    /// Target TCP ports: segments to them are requests, from them responses.
+    pub ports: Vec<u16>,
+    /// Ring buffer size in bytes: a power of two, multiple of the page size.
+    pub ring_buffer_bytes: u32,
+}
+
+/// Default ring buffer size (`[capture] ring_buffer_bytes`).
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 16 * 1024 * 1024;
+
+/// Sums of the classifier's per-CPU counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    values: [u64; COUNTER_COUNT as usize],
+}
+
+impl KernelCounters {
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.values[counter as usize]
+    }
+
+    /// Records lost in the kernel (ring buffer full or copy failures).
+    pub fn lost_records(&self) -> u64 {
+        self.get(Counter::RingbufFull) + self.get(Counter::CopyErrors)
+    }
+
+    /// Payload bytes the kernel saw but could not deliver.
+    pub fn lost_bytes(&self) -> u64 {
+        self.get(Counter::LostBytes) + self.get(Counter::TruncatedBytes)
+    }
+
+    /// All counters with their names, in index order.
+    pub fn iter(&self) -> impl Iterator<Item = (Counter, u64)> + '_ {
+        Counter::ALL.iter().map(|counter| (*counter, self.get(*counter)))
+    }
+}
+
+/// One attachment of the classifier.
+#[derive(Debug)]
+struct Attachment {
+    interface: Interface,
+    attach_type: TcAttachType,
+    link: SchedClassifierLinkId,
+}
+
+fn direction_name(attach_type: TcAttachType) -> &'static str {
+    match attach_type {
+        TcAttachType::Ingress => "ingress",
+        TcAttachType::Egress => "egress",
+        TcAttachType::Custom(_) => "custom",
+    }
+}
+
+/// A loaded and attached classifier. Dropping it detaches every link (aya owns them).
+pub struct Capture {
+    ebpf: Ebpf,
+    counters: PerCpuArray<MapData, u64>,
+    ring: Option<RingBuf<MapData>>,
+    attachments: Vec<Attachment>,
+}
+
+fn uses_tcx() -> bool {
+    KernelVersion::current().is_ok_and(|version| version >= KernelVersion::new(6, 6, 0))
+}
+
+impl Capture {
+    /// Loads the classifier, fills the port map and attaches to every selected interface of the
+    /// calling thread's network namespace (ingress and egress; ingress only on loopback).
+    pub fn start(config: &CaptureConfig) -> Result<Self, CaptureError> {
+        if config.ports.is_empty() {
+            return Err(CaptureError::NoPorts);
+        }
+        let page = page_size();
+        let ring = config.ring_buffer_bytes;
+        if !ring.is_power_of_two() || (ring as usize) < page || ring as usize % page != 0 {
+            return Err(CaptureError::RingSize(ring));
+        }
+        let interfaces = interfaces::resolve(&config.interfaces, &interfaces::list_interfaces()?)?;
+
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(EVENTS_MAP, ring)
+            .load(CLASSIFIER_OBJECT)
+            .map_err(CaptureError::Load)?;
+
+        let mut ports: Array<_, u32> = Array::try_from(
+            ebpf.map_mut(TARGET_PORTS_MAP)
+                .ok_or(CaptureError::MissingObject(TARGET_PORTS_MAP))?,
+        )
+        .map_err(|source| CaptureError::Map {
+            map: TARGET_PORTS_MAP,
+            operation: "opening",
+            source,
+        })?;
+        for port in &config.ports {
+            ports
+                .set(u32::from(*port), PORT_TARGET, 0)
+                .map_err(|source| CaptureError::Map {
+                    map: TARGET_PORTS_MAP,
+                    operation: "updating",
+                    source,
+                })?;
+        }
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map(COUNTERS_MAP)
+                .ok_or(CaptureError::MissingObject(COUNTERS_MAP))?,
+        )
+        .map_err(|source| CaptureError::Map {
+            map: COUNTERS_MAP,
+            operation: "opening",
+            source,
+        })?;
+        let ring = RingBuf::try_from(
+            ebpf.take_map(EVENTS_MAP)
+                .ok_or(CaptureError::MissingObject(EVENTS_MAP))?,
+        )
+        .map_err(|source| CaptureError::Map {
+            map: EVENTS_MAP,
+            operation: "opening",
+            source,
+        })?;
+
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(CLASSIFIER_PROGRAM)
+            .ok_or(CaptureError::MissingObject(CLASSIFIER_PROGRAM))?
+            .try_into()
+            .map_err(CaptureError::ProgramLoad)?;
+        program.load().map_err(CaptureError::ProgramLoad)?;
+
+        let tcx = uses_tcx();
+        let mut attachments = Vec::new();
+        for interface in interfaces {
+            let attach_types: &[TcAttachType] = if interface.is_loopback() {
+                &[TcAttachType::Ingress]
+            } else {
+                &[TcAttachType::Ingress, TcAttachType::Egress]
+            };
+            if !tcx {
+                prepare_netlink(&interface, attach_types);
+            }
+            for attach_type in attach_types {
+                let link = program
+                    .attach(&interface.name, *attach_type)
+                    .map_err(|source| CaptureError::Attach {
+                        interface: interface.name.clone(),
+                        direction: direction_name(*attach_type),
+                        source,
+                    })?;
+                info!(
+                    interface = %interface.name,
+                    direction = direction_name(*attach_type),
+                    mode = if tcx { "tcx" } else { "netlink" },
+                    "classifier attached"
+                );
+                attachments.push(Attachment {
+                    interface: interface.clone(),
+                    attach_type: *attach_type,
+                    link,
+                });
+            }
+        }
+        Ok(Self {
+            ebpf,
+            counters,
+            ring: Some(ring),
+            attachments,
+        })
+    }
+
+    /// The interfaces the classifier is attached to.
+    pub fn interfaces(&self) -> Vec<Interface> {
+        let mut interfaces: Vec<_> = self
+            .attachments
+            .iter()
+            .map(|attachment| attachment.interface.clone())
+            .collect();
+        interfaces.dedup();
+        interfaces
+    }
+
+    /// Takes the ring-buffer reader (once). It must be used inside a tokio runtime with I/O
+    /// enabled.
+    pub fn take_reader(&mut self) -> Result<Option<RingReader>, CaptureError> {
+        self.ring.take().map(RingReader::new).transpose()
+    }
+
+    /// Reads the classifier's per-CPU counters and sums them.
+    pub fn counters(&self) -> Result<KernelCounters, CaptureError> {
+        let mut totals = KernelCounters::default();
+        for counter in Counter::ALL {
+            let values =
+                self.counters
+                    .get(&(counter as u32), 0)
+                    .map_err(|source| CaptureError::Map {
+                        map: COUNTERS_MAP,
+                        operation: "reading",
+                        source,
+                    })?;
+            totals.values[counter as usize] = values.iter().copied().sum();
+        }
+        Ok(totals)
+    }
+
+    /// Detaches every link now (dropping the capture does the same, silently).
+    pub fn detach(mut self) {
+        let Some(program) = self
+            .ebpf
+            .program_mut(CLASSIFIER_PROGRAM)
+            .and_then(|program| <&mut SchedClassifier>::try_from(program).ok())
+        else {
+            return;
+        };
+        for attachment in self.attachments.drain(..) {
+            let direction = direction_name(attachment.attach_type);
+            match program.detach(attachment.link) {
+                Ok(()) => info!(interface = %attachment.interface.name, direction, "classifier detached"),
+                Err(error) => warn!(interface = %attachment.interface.name, direction, %error, "detaching the classifier failed"),
+            }
+        }
+    }
+}
+
+/// Netlink (pre-TCX) attachment needs a clsact qdisc and must not stack on a filter that a
+/// killed earlier run left behind.
+fn prepare_netlink(interface: &Interface, attach_types: &[TcAttachType]) {
+    if let Err(error) = tc::qdisc_add_clsact(&interface.name) {
+        // Usually "exists"; a real failure surfaces at attach time with its own error.
+        debug!(interface = %interface.name, %error, "adding clsact qdisc");
+    }
+    for attach_type in attach_types {
+        match tc::qdisc_detach_program(&interface.name, *attach_type, CLASSIFIER_PROGRAM) {
+            Ok(()) => warn!(
+                interface = %interface.name,
+                direction = direction_name(*attach_type),
+                "removed a stale {CLASSIFIER_PROGRAM} filter left by an earlier run"
+            ),
+            Err(error) => debug!(interface = %interface.name, %error, "no stale filter removed"),
+        }
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}

@@ -1,0 +1,145 @@
+//! Ring-buffer reader: drains records with tokio's `AsyncFd` (epoll on the ring buffer's fd),
+//! decodes them into [`Segment`]s and hands batches to a bounded channel without ever waiting on
+//! the consumer. A consumer that falls behind loses whole batches, counted in [`ReaderStats`];
+//! the ring buffer itself is always drained, so the kernel side keeps flowing.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use aya::maps::{MapData, RingBuf};
+use bytes::{Bytes, BytesMut};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::mpsc,
+    task::JoinHandle,
+};
+use tracing::warn;
+
+use super::CaptureError;
+use crate::segment::{self, Segment};
+
+/// Records decoded per wake-up before yielding to other tasks.
+const MAX_RECORDS_PER_BATCH: usize = 4096;
+
+/// Decoded segments from one drain of the ring buffer, in ring order.
+pub type SegmentBatch = Vec<Segment>;
+
+/// Counters of the userspace side of capture.
+#[derive(Debug, Default)]
+pub struct ReaderStats {
+    /// Records taken off the ring buffer.
+    pub records: AtomicU64,
+    /// Records that did not decode (a kernel/userspace layout mismatch; never expected).
+    pub decode_errors: AtomicU64,
+    /// Segments dropped because the consumer channel was full.
+    pub consumer_dropped: AtomicU64,
+}
+
+impl ReaderStats {
+    pub fn records(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors.load(Ordering::Relaxed)
+    }
+
+    pub fn consumer_dropped(&self) -> u64 {
+        self.consumer_dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Async reader over the classifier's ring buffer.
+pub struct RingReader {
+    fd: AsyncFd<RingBuf<MapData>>,
+}
+
+impl RingReader {
+    pub(super) fn new(ring: RingBuf<MapData>) -> Result<Self, CaptureError> {
+        // SAFETY: the fd is the ring buffer map's, owned by `ring`, which the AsyncFd owns for its
+        // whole life; `RingBuf::as_raw_fd` always returns that same fd.
+        let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|error| CaptureError::Reactor(error.into_parts().1))?;
+        Ok(Self { fd })
+    }
+
+    /// Waits until records are available, then drains up to [`MAX_RECORDS_PER_BATCH`] of them.
+    /// Records are copied once, into one arena per batch; every segment's payload is a zero-copy
+    /// slice of that arena.
+    pub async fn next_batch(&mut self, stats: &ReaderStats) -> Result<SegmentBatch, CaptureError> {
+        loop {
+            let mut guard = self.fd.readable_mut().await.map_err(CaptureError::Reactor)?;
+            let ring = guard.get_inner_mut();
+            let mut arena = BytesMut::new();
+            let mut bounds = Vec::new();
+            let mut ring_empty = false;
+            while bounds.len() < MAX_RECORDS_PER_BATCH {
+                let Some(item) = ring.next() else {
+                    ring_empty = true;
+                    break;
+                };
+                let start = arena.len();
+                arena.extend_from_slice(&item);
+                bounds.push(start..arena.len());
+            }
+            // Only an empty ring waits for the next epoll wake-up; a full batch may leave records
+            // behind, so readiness stays set. (tokio clears readiness only if no newer event
+            // arrived since the guard was taken, so a record submitted meanwhile is not missed.)
+            if ring_empty {
+                guard.clear_ready();
+            }
+            if bounds.is_empty() {
+                continue;
+            }
+            stats
+                .records
+                .fetch_add(bounds.len() as u64, Ordering::Relaxed);
+            let arena: Bytes = arena.freeze();
+            let mut batch = Vec::with_capacity(bounds.len());
+            for range in bounds {
+                match segment::decode(arena.slice(range)) {
+                    Ok(segment) => batch.push(segment),
+                    Err(error) => {
+                        stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                        warn!(%error, "undecodable ring-buffer record");
+                    }
+                }
+            }
+            return Ok(batch);
+        }
+    }
+}
+
+/// Spawns a task that drains `reader` into a channel of `capacity` batches. A full channel drops
+/// the batch (counted in `consumer_dropped`) rather than stalling the drain. The task ends when
+/// the receiver is dropped or the reactor fails.
+pub fn spawn_reader(
+    mut reader: RingReader,
+    capacity: usize,
+) -> (
+    mpsc::Receiver<SegmentBatch>,
+    Arc<ReaderStats>,
+    JoinHandle<Result<(), CaptureError>>,
+) {
+    let (sender, receiver) = mpsc::channel(capacity);
+    let stats = Arc::new(ReaderStats::default());
+    let task_stats = Arc::clone(&stats);
+    let task = tokio::spawn(async move {
+        loop {
+            let batch = reader.next_batch(&task_stats).await?;
+            let len = batch.len() as u64;
+            match sender.try_send(batch) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    task_stats
+                        .consumer_dropped
+                        .fetch_add(len, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
+            }
+        }
+    });
+    (receiver, stats, task)
+}

@@ -1,0 +1,3 @@
+//! Subcommand implementations (thin: they wire adapters and the core together).
+
+pub mod capture;
