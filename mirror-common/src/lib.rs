@@ -23,13 +23,14 @@ pub const PORT_TARGET: u32 = 1;
 /// Payload capacities of the ring-buffer record size classes, smallest first. Ring-buffer
 /// reservations must have a constant size, so each class is its own record type; the classifier
 /// picks the smallest class that holds what is left of a segment, so a 200-byte request costs a
-/// 512-byte record, not a 8 KiB one. All are powers of two (the verifier bound trick needs it).
-pub const CHUNK_SIZE_CLASSES: [usize; 4] = [128, 512, 2048, 8192];
+/// 512-byte record, not a 2 KiB one, and a full-MSS segment fits one 2 KiB record. All are powers
+/// of two (the verifier bound trick needs it).
+pub const CHUNK_SIZE_CLASSES: [usize; 3] = [128, 512, 2048];
 /// Largest chunk payload.
 pub const MAX_CHUNK: usize = CHUNK_SIZE_CLASSES[CHUNK_SIZE_CLASSES.len() - 1];
-/// Upper bound on chunks per segment: 16 x 8 KiB = 128 KiB, twice the 64 KiB GSO/GRO maximum.
+/// Upper bound on chunks per segment: 64 x 2 KiB = 128 KiB, twice the 64 KiB GSO/GRO maximum.
 /// Payload beyond it (BIG TCP) is counted in [`Counter::TruncatedBytes`], never dropped silently.
-pub const MAX_CHUNKS_PER_SEGMENT: u32 = 16;
+pub const MAX_CHUNKS_PER_SEGMENT: u32 = 64;
 
 /// `TCX_NEXT`: let the next program in the TCX chain (e.g. the CNI's) see the packet. Any other
 /// value would end the chain.

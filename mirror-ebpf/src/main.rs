@@ -333,15 +333,12 @@ fn emit_tail(
     const C0: usize = CHUNK_SIZE_CLASSES[0];
     const C1: usize = CHUNK_SIZE_CLASSES[1];
     const C2: usize = CHUNK_SIZE_CLASSES[2];
-    const C3: usize = CHUNK_SIZE_CLASSES[3];
     if len <= C0 as u32 {
         emit_chunk::<C0>(ctx, header, segment, chunk_offset, len)
     } else if len <= C1 as u32 {
         emit_chunk::<C1>(ctx, header, segment, chunk_offset, len)
-    } else if len <= C2 as u32 {
-        emit_chunk::<C2>(ctx, header, segment, chunk_offset, len)
     } else {
-        emit_chunk::<C3>(ctx, header, segment, chunk_offset, len)
+        emit_chunk::<C2>(ctx, header, segment, chunk_offset, len)
     }
 }
 

@@ -134,11 +134,118 @@ fn direction_name(attach_type: TcAttachType) -> &'static str {
     }
 }
 
-/// A loaded and attached classifier. Dropping it detaches every link (aya owns them).
-pub struct Capture {
+/// The classifier loaded into the kernel with its maps, not attached anywhere yet. Tests drive it
+/// with `BPF_PROG_TEST_RUN` through [`Classifier::program`].
+pub struct Classifier {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
     ring: Option<RingBuf<MapData>>,
+}
+
+fn map_error(map: &'static str, operation: &'static str) -> impl FnOnce(MapError) -> CaptureError {
+    move |source| CaptureError::Map {
+        map,
+        operation,
+        source,
+    }
+}
+
+impl Classifier {
+    /// Loads the classifier (BPF_PROG_LOAD) with a ring buffer of `ring_buffer_bytes` and marks
+    /// `ports` as targets.
+    pub fn load(ports: &[u16], ring_buffer_bytes: u32) -> Result<Self, CaptureError> {
+        if ports.is_empty() {
+            return Err(CaptureError::NoPorts);
+        }
+        let page = page_size();
+        let ring = ring_buffer_bytes;
+        if !ring.is_power_of_two() || (ring as usize) < page || ring as usize % page != 0 {
+            return Err(CaptureError::RingSize(ring));
+        }
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(EVENTS_MAP, ring)
+            .load(CLASSIFIER_OBJECT)
+            .map_err(CaptureError::Load)?;
+
+        let mut target_ports: Array<_, u32> = Array::try_from(
+            ebpf.map_mut(TARGET_PORTS_MAP)
+                .ok_or(CaptureError::MissingObject(TARGET_PORTS_MAP))?,
+        )
+        .map_err(map_error(TARGET_PORTS_MAP, "opening"))?;
+        for port in ports {
+            target_ports
+                .set(u32::from(*port), PORT_TARGET, 0)
+                .map_err(map_error(TARGET_PORTS_MAP, "updating"))?;
+        }
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map(COUNTERS_MAP)
+                .ok_or(CaptureError::MissingObject(COUNTERS_MAP))?,
+        )
+        .map_err(map_error(COUNTERS_MAP, "opening"))?;
+        let ring = RingBuf::try_from(
+            ebpf.take_map(EVENTS_MAP)
+                .ok_or(CaptureError::MissingObject(EVENTS_MAP))?,
+        )
+        .map_err(map_error(EVENTS_MAP, "opening"))?;
+
+        let mut classifier = Self {
+            ebpf,
+            counters,
+            ring: Some(ring),
+        };
+        classifier
+            .program_mut()?
+            .load()
+            .map_err(CaptureError::ProgramLoad)?;
+        Ok(classifier)
+    }
+
+    /// The loaded program (for `test_run`, program info and statistics).
+    pub fn program(&self) -> Result<&SchedClassifier, CaptureError> {
+        self.ebpf
+            .program(CLASSIFIER_PROGRAM)
+            .ok_or(CaptureError::MissingObject(CLASSIFIER_PROGRAM))?
+            .try_into()
+            .map_err(CaptureError::ProgramLoad)
+    }
+
+    /// The loaded program, mutably (attach it by hand, e.g. one direction only in benchmarks).
+    pub fn program_mut(&mut self) -> Result<&mut SchedClassifier, CaptureError> {
+        self.ebpf
+            .program_mut(CLASSIFIER_PROGRAM)
+            .ok_or(CaptureError::MissingObject(CLASSIFIER_PROGRAM))?
+            .try_into()
+            .map_err(CaptureError::ProgramLoad)
+    }
+
+    /// Takes the ring buffer for synchronous reading (once; tests and benchmarks).
+    pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
+        self.ring.take()
+    }
+
+    /// Takes the ring-buffer reader (once). It must be used inside a tokio runtime with I/O
+    /// enabled.
+    pub fn take_reader(&mut self) -> Result<Option<RingReader>, CaptureError> {
+        self.ring.take().map(RingReader::new).transpose()
+    }
+
+    /// Reads the classifier's per-CPU counters and sums them.
+    pub fn counters(&self) -> Result<KernelCounters, CaptureError> {
+        let mut totals = KernelCounters::default();
+        for counter in Counter::ALL {
+            let values = self
+                .counters
+                .get(&(counter as u32), 0)
+                .map_err(map_error(COUNTERS_MAP, "reading"))?;
+            totals.values[counter as usize] = values.iter().copied().sum();
+        }
+        Ok(totals)
+    }
+}
+
+/// A loaded classifier attached to interfaces. Dropping it detaches every link (aya owns them).
+pub struct Capture {
+    classifier: Classifier,
     attachments: Vec<Attachment>,
 }
 
@@ -150,65 +257,9 @@ impl Capture {
     /// Loads the classifier, fills the port map and attaches to every selected interface of the
     /// calling thread's network namespace (ingress and egress; ingress only on loopback).
     pub fn start(config: &CaptureConfig) -> Result<Self, CaptureError> {
-        if config.ports.is_empty() {
-            return Err(CaptureError::NoPorts);
-        }
-        let page = page_size();
-        let ring = config.ring_buffer_bytes;
-        if !ring.is_power_of_two() || (ring as usize) < page || ring as usize % page != 0 {
-            return Err(CaptureError::RingSize(ring));
-        }
         let interfaces = interfaces::resolve(&config.interfaces, &interfaces::list_interfaces()?)?;
-
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(EVENTS_MAP, ring)
-            .load(CLASSIFIER_OBJECT)
-            .map_err(CaptureError::Load)?;
-
-        let mut ports: Array<_, u32> = Array::try_from(
-            ebpf.map_mut(TARGET_PORTS_MAP)
-                .ok_or(CaptureError::MissingObject(TARGET_PORTS_MAP))?,
-        )
-        .map_err(|source| CaptureError::Map {
-            map: TARGET_PORTS_MAP,
-            operation: "opening",
-            source,
-        })?;
-        for port in &config.ports {
-            ports
-                .set(u32::from(*port), PORT_TARGET, 0)
-                .map_err(|source| CaptureError::Map {
-                    map: TARGET_PORTS_MAP,
-                    operation: "updating",
-                    source,
-                })?;
-        }
-        let counters = PerCpuArray::try_from(
-            ebpf.take_map(COUNTERS_MAP)
-                .ok_or(CaptureError::MissingObject(COUNTERS_MAP))?,
-        )
-        .map_err(|source| CaptureError::Map {
-            map: COUNTERS_MAP,
-            operation: "opening",
-            source,
-        })?;
-        let ring = RingBuf::try_from(
-            ebpf.take_map(EVENTS_MAP)
-                .ok_or(CaptureError::MissingObject(EVENTS_MAP))?,
-        )
-        .map_err(|source| CaptureError::Map {
-            map: EVENTS_MAP,
-            operation: "opening",
-            source,
-        })?;
-
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(CLASSIFIER_PROGRAM)
-            .ok_or(CaptureError::MissingObject(CLASSIFIER_PROGRAM))?
-            .try_into()
-            .map_err(CaptureError::ProgramLoad)?;
-        program.load().map_err(CaptureError::ProgramLoad)?;
-
+        let mut classifier = Classifier::load(&config.ports, config.ring_buffer_bytes)?;
+        let program = classifier.program_mut()?;
         let tcx = uses_tcx();
         let mut attachments = Vec::new();
         for interface in interfaces {
@@ -242,9 +293,7 @@ impl Capture {
             }
         }
         Ok(Self {
-            ebpf,
-            counters,
-            ring: Some(ring),
+            classifier,
             attachments,
         })
     }
@@ -260,43 +309,33 @@ impl Capture {
         interfaces
     }
 
-    /// Takes the ring-buffer reader (once). It must be used inside a tokio runtime with I/O
-    /// enabled.
+    /// The loaded classifier (reader, counters, program statistics).
+    pub fn classifier(&mut self) -> &mut Classifier {
+        &mut self.classifier
+    }
+
+    /// Takes the ring-buffer reader (once); see [`Classifier::take_reader`].
     pub fn take_reader(&mut self) -> Result<Option<RingReader>, CaptureError> {
-        self.ring.take().map(RingReader::new).transpose()
+        self.classifier.take_reader()
     }
 
     /// Reads the classifier's per-CPU counters and sums them.
     pub fn counters(&self) -> Result<KernelCounters, CaptureError> {
-        let mut totals = KernelCounters::default();
-        for counter in Counter::ALL {
-            let values =
-                self.counters
-                    .get(&(counter as u32), 0)
-                    .map_err(|source| CaptureError::Map {
-                        map: COUNTERS_MAP,
-                        operation: "reading",
-                        source,
-                    })?;
-            totals.values[counter as usize] = values.iter().copied().sum();
-        }
-        Ok(totals)
+        self.classifier.counters()
     }
 
-    /// Detaches every link now (dropping the capture does the same, silently).
+    /// Detaches every link now, logging each (dropping the capture does the same, silently).
     pub fn detach(mut self) {
-        let Some(program) = self
-            .ebpf
-            .program_mut(CLASSIFIER_PROGRAM)
-            .and_then(|program| <&mut SchedClassifier>::try_from(program).ok())
-        else {
+        let attachments = std::mem::take(&mut self.attachments);
+        let Ok(program) = self.classifier.program_mut() else {
             return;
         };
-        for attachment in self.attachments.drain(..) {
+        for attachment in attachments {
             let direction = direction_name(attachment.attach_type);
+            let interface = &attachment.interface.name;
             match program.detach(attachment.link) {
-                Ok(()) => info!(interface = %attachment.interface.name, direction, "classifier detached"),
-                Err(error) => warn!(interface = %attachment.interface.name, direction, %error, "detaching the classifier failed"),
+                Ok(()) => info!(%interface, direction, "classifier detached"),
+                Err(error) => warn!(%interface, direction, %error, "detaching the classifier failed"),
             }
         }
     }
