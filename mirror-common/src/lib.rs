@@ -43,7 +43,7 @@ pub const FAMILY_IPV6: u8 = 6;
 
 /// Segment direction relative to the target service.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Direction {
     /// Client to service: the destination port is a target port.
     Request = 0,

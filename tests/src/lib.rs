@@ -1,1 +1,65 @@
+//! Support for mirror's end-to-end tests: a privilege gate that fails under CI instead of
+//! skipping, network namespaces that clean up in `Drop`, crafted frames for the classifier, an
+//! independent stream assembler used as the oracle, and a recording HTTP server.
 
+pub mod capture;
+pub mod frames;
+pub mod netns;
+pub mod server;
+pub mod streams;
+
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+/// True when the test may run. Privileged tests must fail, not skip, under CI (`CI=true`);
+/// elsewhere they skip with a clear message when not root.
+pub fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs root (BPF, network namespaces); under CI it fails instead of skipping"
+    );
+    eprintln!("skipping {test}: needs root (BPF, network namespaces); run as root or under CI");
+    false
+}
+
+/// A name unique to this process and call: short enough for an interface name (15 bytes max).
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let sequence = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{prefix}{:05x}{:02x}",
+        std::process::id() & 0xf_ffff,
+        sequence & 0xff
+    )
+}
+
+/// Path of the `mirror` binary: `MIRROR_BIN` (set by `cargo xtask test`), else the target
+/// directory this test binary lives in.
+pub fn mirror_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("MIRROR_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/mirror
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary inside target/<profile>/deps")
+        .join("mirror");
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build -p mirror-userspace` first (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+/// Directory of the test fixtures (scripts for real servers).
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}

@@ -1,1 +1,439 @@
-//! TCP stream reassembly (I/O-free). See the module docs once implemented.
+//! TCP stream reassembly (I/O-free): connection table, per-direction reassembly, gaps, eviction
+//! and memory caps.
+//!
+//! [`Reassembler`] takes captured [`Segment`]s in capture order and hands each connection's two
+//! byte streams, in order, to a [`ConnectionHandler`] (the HTTP layer) as [`StreamEvent`]s. It never
+//! reads a clock: time is the kernel timestamp carried by segments and the `now_ns` passed to
+//! [`Reassembler::on_tick`], so every run over the same input is identical.
+//!
+//! Rules:
+//! - Both directions of a connection share one entry keyed by the client-to-server [`FlowKey`].
+//! - Sequence numbers become 64-bit stream offsets ([`seq`]), so wraparound is invisible.
+//! - Out-of-order data is held up to [`ReassemblyConfig::max_out_of_order_bytes`] per direction;
+//!   retransmitted bytes are dropped; overlaps are first-wins with conflicting bytes counted.
+//! - A hole that is not filled within `gap_timeout_ms`, or while more than a window of data waits
+//!   behind it, is a gap: [`StreamEvent::Gap`] tells the handler how many bytes are missing so it
+//!   can abandon (and count) the message in progress and resynchronise.
+//! - A direction whose first seen byte was not preceded by a SYN (the daemon started while the
+//!   connection was open) starts with [`StreamEvent::JoinedMidStream`].
+//! - A connection ends on FIN in both directions, on RST, after `idle_timeout_secs` without a
+//!   segment, or by eviction: least recently used first when `max_connections` or
+//!   `reassembly_memory_bytes` (out-of-order bytes plus the handler's buffered bytes, over all
+//!   connections) would be exceeded. Each end is counted by reason in [`ReassemblyStats`].
+
+mod assembler;
+pub mod seq;
+mod table;
+
+use bytes::Bytes;
+
+pub use self::assembler::{StreamAssembler, StreamLimits};
+use self::table::LruTable;
+use crate::segment::{Direction, FlowKey, Segment, TcpFlags};
+
+/// Limits of the reassembly layer; the first four map 1:1 to the `[limits]` config keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReassemblyConfig {
+    /// All buffered stream bytes together; least-recently-used connections are evicted beyond.
+    pub reassembly_memory_bytes: usize,
+    /// Tracked connections; the least recently used one is evicted to admit a new one beyond.
+    pub max_connections: usize,
+    /// A connection without any segment for this long is dropped.
+    pub idle_timeout_secs: u64,
+    /// Out-of-order bytes held per direction while waiting for a hole to be filled.
+    pub max_out_of_order_bytes: usize,
+    /// How long a hole may stay unfilled before it is declared a gap. Retransmissions come after
+    /// at least one RTO (200 ms minimum on Linux); a segment lost by the capture never comes.
+    pub gap_timeout_ms: u64,
+}
+
+impl Default for ReassemblyConfig {
+    fn default() -> Self {
+        Self {
+            reassembly_memory_bytes: 268_435_456,
+            max_connections: 262_144,
+            idle_timeout_secs: 120,
+            max_out_of_order_bytes: 4 << 20,
+            gap_timeout_ms: 500,
+        }
+    }
+}
+
+/// In-order bytes of one direction, with the metadata of the segment that carried them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamData {
+    pub payload: Bytes,
+    /// Raw sequence number of the first byte of `payload`.
+    pub seq: u32,
+    /// Acknowledgement number of the carrying segment (a position in the other direction).
+    pub ack: u32,
+    /// Kernel timestamp of the carrying segment.
+    pub timestamp_ns: u64,
+}
+
+/// What a direction delivers to the handler, in stream order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// The first bytes of this direction were not preceded by its SYN: the stream starts at an
+    /// arbitrary point.
+    JoinedMidStream,
+    Data(StreamData),
+    /// `len` bytes are missing here and will never be delivered.
+    Gap { len: u64, timestamp_ns: u64 },
+    /// The direction ended with a FIN after its last byte.
+    Fin { timestamp_ns: u64 },
+}
+
+/// Why a connection was evicted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EvictionReason {
+    /// No segment for `idle_timeout_secs`.
+    Idle,
+    /// `reassembly_memory_bytes` exceeded; least recently used first.
+    Memory,
+    /// `max_connections` reached while admitting a new connection.
+    MaxConnections,
+}
+
+impl EvictionReason {
+    pub const ALL: [Self; 3] = [Self::Idle, Self::Memory, Self::MaxConnections];
+
+    /// Metric label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Memory => "memory",
+            Self::MaxConnections => "max_connections",
+        }
+    }
+}
+
+/// Why a connection left the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// Both directions ended with FIN and every byte was delivered.
+    Finished,
+    /// RST seen.
+    Reset,
+    /// A SYN with a new initial sequence number reused the 4-tuple.
+    Reused,
+    Evicted(EvictionReason),
+}
+
+/// Counters of the reassembly layer (monotonic, except where noted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReassemblyStats {
+    pub connections_opened: u64,
+    /// Directions that joined an already open connection (no SYN seen).
+    pub streams_joined_mid_stream: u64,
+    pub connections_finished: u64,
+    pub connections_reset: u64,
+    pub connections_reused: u64,
+    pub evicted_idle: u64,
+    pub evicted_memory: u64,
+    pub evicted_max_connections: u64,
+    /// Holes declared lost (`mirror_tcp_gaps_total`).
+    pub gaps: u64,
+    pub gap_bytes: u64,
+    /// Gaps declared because the out-of-order window overflowed (subset of `gaps`).
+    pub gaps_window_exceeded: u64,
+    pub duplicate_segments: u64,
+    pub duplicate_bytes: u64,
+    /// Overlapping bytes that differed from the bytes already held (first wins).
+    pub conflicting_bytes: u64,
+    pub out_of_order_segments: u64,
+    pub segments_after_fin: u64,
+    /// Segments of unknown connections without payload or SYN (late ACKs, RSTs): not tracked.
+    pub segments_ignored: u64,
+}
+
+impl ReassemblyStats {
+    /// `mirror_tcp_streams_evicted_total{reason}`.
+    pub const fn evicted(&self, reason: EvictionReason) -> u64 {
+        match reason {
+            EvictionReason::Idle => self.evicted_idle,
+            EvictionReason::Memory => self.evicted_memory,
+            EvictionReason::MaxConnections => self.evicted_max_connections,
+        }
+    }
+}
+
+/// Per-connection consumer of reassembled streams (the HTTP layer implements it).
+pub trait ConnectionHandler: Sized {
+    /// Shared state passed to every call (config, counters, event queue).
+    type Context;
+
+    /// A new connection entered the table.
+    fn open(cx: &mut Self::Context, flow: &FlowKey) -> Self;
+
+    /// In-order stream events of one direction.
+    fn on_stream(
+        &mut self,
+        cx: &mut Self::Context,
+        flow: &FlowKey,
+        direction: Direction,
+        event: StreamEvent,
+    );
+
+    /// The connection left the table; whatever is in progress is abandoned.
+    fn on_close(self, cx: &mut Self::Context, flow: &FlowKey, reason: CloseReason);
+
+    /// Bytes the handler holds (counted against `reassembly_memory_bytes`).
+    fn buffered_bytes(&self) -> usize;
+
+    /// False once the handler gave up on the connection: payload is then dropped unbuffered.
+    fn wants_payload(&self) -> bool;
+}
+
+#[derive(Debug)]
+struct Connection<H> {
+    streams: [StreamAssembler; 2],
+    handler: H,
+    /// The connection was first seen with a SYN or SYN-ACK, so both directions start at a
+    /// message boundary.
+    from_handshake: bool,
+    last_seen_ns: u64,
+    /// Buffered bytes last accounted in [`Reassembler::buffered`].
+    footprint: usize,
+}
+
+impl<H: ConnectionHandler> Connection<H> {
+    fn measure(&self) -> usize {
+        self.streams[0].buffered_bytes()
+            + self.streams[1].buffered_bytes()
+            + self.handler.buffered_bytes()
+    }
+
+    fn finished(&self) -> bool {
+        self.streams[0].is_finished() && self.streams[1].is_finished()
+    }
+}
+
+/// The connection table and its reassembly state; see the module docs.
+#[derive(Debug)]
+pub struct Reassembler<H> {
+    config: ReassemblyConfig,
+    limits: StreamLimits,
+    table: LruTable<Connection<H>>,
+    stats: ReassemblyStats,
+    buffered: usize,
+}
+
+impl<H: ConnectionHandler> Reassembler<H> {
+    pub fn new(config: ReassemblyConfig) -> Self {
+        let limits = StreamLimits {
+            max_out_of_order_bytes: config.max_out_of_order_bytes,
+            gap_timeout_ns: config.gap_timeout_ms.saturating_mul(1_000_000),
+        };
+        Self {
+            config,
+            limits,
+            table: LruTable::default(),
+            stats: ReassemblyStats::default(),
+            buffered: 0,
+        }
+    }
+
+    pub fn config(&self) -> &ReassemblyConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &ReassemblyStats {
+        &self.stats
+    }
+
+    /// Tracked connections (`mirror_tcp_streams_active`).
+    pub fn active_connections(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Bytes buffered over all connections (out-of-order data plus handler buffers).
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
+    }
+
+    /// Feeds one captured segment chunk.
+    pub fn on_segment(&mut self, segment: &Segment, cx: &mut H::Context) {
+        let flags = segment.effective_flags();
+        let id = match self.table.find(&segment.flow) {
+            Some(id) => {
+                let reused = segment.direction == Direction::Request
+                    && flags.syn()
+                    && !flags.contains(TcpFlags::ACK)
+                    && !self.table.get_mut(id).streams[0].on_syn(segment.seq);
+                if reused {
+                    self.close(id, CloseReason::Reused, cx);
+                    self.open(segment.flow, cx)
+                } else {
+                    id
+                }
+            }
+            None if flags.rst() || (segment.payload.is_empty() && !flags.syn()) => {
+                self.stats.segments_ignored += 1;
+                return;
+            }
+            None => self.open(segment.flow, cx),
+        };
+        self.table.touch(id);
+        if flags.rst() {
+            self.close(id, CloseReason::Reset, cx);
+            return;
+        }
+        let flow = segment.flow;
+        let direction = segment.direction;
+        let connection = self.table.get_mut(id);
+        connection.last_seen_ns = connection.last_seen_ns.max(segment.timestamp_ns);
+        let [requests, responses] = &mut connection.streams;
+        if flags.syn() {
+            connection.from_handshake = true;
+            match direction {
+                Direction::Request => {
+                    requests.on_syn(segment.seq);
+                }
+                Direction::Response => {
+                    responses.on_syn(segment.seq);
+                    if flags.contains(TcpFlags::ACK) {
+                        // SYN-ACK acknowledges the client's ISN + 1 even if the SYN was missed.
+                        requests.synchronise(segment.ack);
+                    }
+                }
+            }
+        } else if connection.from_handshake
+            && direction == Direction::Request
+            && flags.contains(TcpFlags::ACK)
+            && !responses.is_synchronised()
+        {
+            // The SYN-ACK was missed; the client's ACK names the server's first byte.
+            responses.synchronise(segment.ack);
+        }
+        let stream = &mut connection.streams[direction as usize];
+        if connection.handler.wants_payload() {
+            let handler = &mut connection.handler;
+            stream.on_segment(
+                segment.seq,
+                &segment.payload,
+                flags.fin(),
+                segment.ack,
+                segment.timestamp_ns,
+                &self.limits,
+                &mut self.stats,
+                &mut |event| handler.on_stream(cx, &flow, direction, event),
+            );
+            if !connection.handler.wants_payload() {
+                for stream in &mut connection.streams {
+                    stream.clear_pending();
+                }
+            }
+        } else if flags.fin() {
+            stream.abort();
+        }
+        self.settle(id, cx);
+        self.enforce_memory_cap(cx);
+    }
+
+    /// Advances time: drops idle connections and declares stale holes gaps. O(connections with
+    /// held data); call it about once a second.
+    pub fn on_tick(&mut self, now_ns: u64, cx: &mut H::Context) {
+        let idle_ns = self.config.idle_timeout_secs.saturating_mul(1_000_000_000);
+        while let Some(id) = self.table.oldest() {
+            if now_ns.saturating_sub(self.table.get(id).last_seen_ns) < idle_ns {
+                break;
+            }
+            self.close(id, CloseReason::Evicted(EvictionReason::Idle), cx);
+        }
+        let waiting: Vec<u32> = self
+            .table
+            .ids()
+            .filter(|&id| {
+                let connection = self.table.get(id);
+                connection.streams.iter().any(StreamAssembler::is_waiting)
+            })
+            .collect();
+        for id in waiting {
+            let flow = self.table.key(id);
+            let connection = self.table.get_mut(id);
+            for direction in [Direction::Request, Direction::Response] {
+                let handler = &mut connection.handler;
+                connection.streams[direction as usize].expire_holes(
+                    now_ns,
+                    &self.limits,
+                    &mut self.stats,
+                    &mut |event| handler.on_stream(cx, &flow, direction, event),
+                );
+            }
+            self.settle(id, cx);
+        }
+        self.enforce_memory_cap(cx);
+    }
+
+    /// Ends every connection (daemon shutdown); in-progress messages are counted as evicted.
+    pub fn drain(&mut self, cx: &mut H::Context) {
+        while let Some(id) = self.table.oldest() {
+            self.close(id, CloseReason::Evicted(EvictionReason::Idle), cx);
+        }
+    }
+
+    fn open(&mut self, flow: FlowKey, cx: &mut H::Context) -> u32 {
+        if self.table.len() >= self.config.max_connections.max(1)
+            && let Some(oldest) = self.table.oldest()
+        {
+            self.close(
+                oldest,
+                CloseReason::Evicted(EvictionReason::MaxConnections),
+                cx,
+            );
+        }
+        self.stats.connections_opened += 1;
+        let handler = H::open(cx, &flow);
+        self.table.insert(
+            flow,
+            Connection {
+                streams: Default::default(),
+                handler,
+                from_handshake: false,
+                last_seen_ns: 0,
+                footprint: 0,
+            },
+        )
+    }
+
+    /// Re-measures `id`'s buffered bytes and closes it when both directions are done.
+    fn settle(&mut self, id: u32, cx: &mut H::Context) {
+        let connection = self.table.get_mut(id);
+        let footprint = connection.measure();
+        self.buffered = self.buffered - connection.footprint + footprint;
+        connection.footprint = footprint;
+        if connection.finished() {
+            self.close(id, CloseReason::Finished, cx);
+        }
+    }
+
+    fn enforce_memory_cap(&mut self, cx: &mut H::Context) {
+        while self.buffered > self.config.reassembly_memory_bytes {
+            let Some(oldest) = self.table.oldest() else {
+                break;
+            };
+            self.close(oldest, CloseReason::Evicted(EvictionReason::Memory), cx);
+        }
+    }
+
+    fn close(&mut self, id: u32, reason: CloseReason, cx: &mut H::Context) {
+        let (flow, connection) = self.table.remove(id);
+        self.buffered -= connection.footprint;
+        let counter = match reason {
+            CloseReason::Finished => &mut self.stats.connections_finished,
+            CloseReason::Reset => &mut self.stats.connections_reset,
+            CloseReason::Reused => &mut self.stats.connections_reused,
+            CloseReason::Evicted(EvictionReason::Idle) => &mut self.stats.evicted_idle,
+            CloseReason::Evicted(EvictionReason::Memory) => &mut self.stats.evicted_memory,
+            CloseReason::Evicted(EvictionReason::MaxConnections) => {
+                &mut self.stats.evicted_max_connections
+            }
+        };
+        *counter += 1;
+        connection.handler.on_close(cx, &flow, reason);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,85 @@
+//! The recording HTTP server (Python's http.server, `fixtures/recording_server.py`) run inside a
+//! namespace, and the per-connection recordings it leaves behind.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+};
+
+use crate::{fixtures_dir, netns::NetNs, unique_name};
+
+/// What the server read from and wrote to one client connection.
+#[derive(Debug, Default)]
+pub struct Recording {
+    pub request: Vec<u8>,
+    pub response: Vec<u8>,
+    /// Every write succeeded, so `response` is exactly what went on the wire.
+    pub complete: bool,
+}
+
+/// A running recording server; killed and its directory removed on drop.
+pub struct RecordingServer {
+    child: Child,
+    pub dir: PathBuf,
+}
+
+impl RecordingServer {
+    pub fn start(ns: &NetNs, bind: &str, port: u16) -> Self {
+        let dir = std::env::temp_dir().join(unique_name("mirror-rec-"));
+        std::fs::create_dir_all(&dir).expect("create recordings dir");
+        let mut child = ns
+            .command("python3")
+            .arg(fixtures_dir().join("recording_server.py"))
+            .args(["--bind", bind, "--port", &port.to_string(), "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting python3 recording server");
+        let mut ready = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut ready)
+            .expect("reading server readiness");
+        assert_eq!(ready.trim(), "ready", "recording server did not start");
+        Self { child, dir }
+    }
+
+    /// Recordings by client port. Panics if a port was used by two connections: the comparison
+    /// with captured flows would be ambiguous.
+    pub fn recordings(&self) -> BTreeMap<u16, Recording> {
+        load(&self.dir)
+    }
+}
+
+impl Drop for RecordingServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn load(dir: &Path) -> BTreeMap<u16, Recording> {
+    let mut recordings = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).expect("read recordings dir") {
+        let path = entry.expect("dir entry").path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !name.contains(".dup"),
+            "client port reused within one test ({name}): recordings are ambiguous"
+        );
+        let Some((port, kind)) = name.split_once('.') else {
+            continue;
+        };
+        let port: u16 = port.parse().expect("recording named by port");
+        let recording: &mut Recording = recordings.entry(port).or_default();
+        match kind {
+            "req" => recording.request = std::fs::read(&path).expect("read .req"),
+            "resp" => recording.response = std::fs::read(&path).expect("read .resp"),
+            "done" => recording.complete = true,
+            _ => {}
+        }
+    }
+    recordings
+}
