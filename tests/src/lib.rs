@@ -3,6 +3,7 @@
 //! independent stream assembler used as the oracle, and a recording HTTP server.
 
 pub mod capture;
+pub mod compare;
 pub mod frames;
 pub mod netns;
 pub mod server;

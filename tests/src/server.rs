@@ -83,3 +83,23 @@ fn load(dir: &Path) -> BTreeMap<u16, Recording> {
     }
     recordings
 }
+
+impl RecordingServer {
+    /// Waits until no new connection has been saved for `quiet` (handlers save when their
+    /// connection ends), at most `limit`.
+    pub fn settle(&self, quiet: std::time::Duration, limit: std::time::Duration) {
+        let start = std::time::Instant::now();
+        let mut last = usize::MAX;
+        let mut since = std::time::Instant::now();
+        while start.elapsed() < limit {
+            let count = std::fs::read_dir(&self.dir).map_or(0, |dir| dir.count());
+            if count != last {
+                last = count;
+                since = std::time::Instant::now();
+            } else if since.elapsed() >= quiet {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
