@@ -305,7 +305,7 @@ mod tests {
         let (data, consumed, done) = decode(b"3\nabc\n000\n\nX", 1).unwrap();
         assert!(done);
         assert_eq!(data, b"abc");
-        assert_eq!(consumed, 12);
+        assert_eq!(consumed, 11);
     }
 
     #[test]
