@@ -1,1 +1,155 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | build | test | demo | bench`.
+//!
+//! `setup` installs what a fresh machine lacks (rust-src for the nightly toolchain, bpf-linker,
+//! cargo-fuzz, the Debian packages the tests use), idempotently and in seconds when everything is
+//! present. The other tasks run it first.
+
+mod bench;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "mirror project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install missing prerequisites (toolchain parts, bpf-linker, cargo-fuzz, Debian packages).
+    Setup,
+    /// Build the `mirror` binary (release).
+    Build,
+    /// Run every test: unit, property, classifier (BPF_PROG_TEST_RUN), end-to-end in network
+    /// namespaces, and a short fuzz run. Privileged tests need root.
+    Test {
+        /// Fuzzing time per fuzz target, in seconds (0 skips fuzzing).
+        #[arg(long, default_value_t = 30)]
+        fuzz_seconds: u64,
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Build, then run `mirror demo` (needs root).
+    Demo {
+        /// Arguments for `mirror demo`.
+        #[arg(last = true)]
+        demo_args: Vec<String>,
+    },
+    /// Measure the classifier (ns per packet) and the core (criterion); writes BENCHMARKS.md.
+    Bench {
+        /// Skip the criterion benchmarks of the userspace core.
+        #[arg(long)]
+        skip_criterion: bool,
+    },
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask inside the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command in the workspace root, failing with the command line on a non-zero exit.
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
+    let line = format!("{command:?}");
+    let status = command
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("starting {line}"))?;
+    if !status.success() {
+        bail!("{line} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+}
+
+fn build_release() -> anyhow::Result<PathBuf> {
+    run(cargo().args(["build", "--release", "-p", "mirror-userspace", "--bin", "mirror"]))?;
+    Ok(workspace_root().join("target/release/mirror"))
+}
+
+fn test(fuzz_seconds: u64, cargo_args: &[String]) -> anyhow::Result<()> {
+    // The end-to-end tests run the real binary.
+    run(cargo().args(["build", "-p", "mirror-userspace", "--bin", "mirror"]))?;
+    let bin = workspace_root().join("target/debug/mirror");
+    // Namespace-heavy end-to-end tests share two cores: run them one at a time, after the
+    // unit and property tests (which run in parallel).
+    run(cargo()
+        .args(["test", "--workspace", "--exclude", "mirror-tests"])
+        .args(cargo_args))?;
+    run(cargo()
+        .args(["test", "-p", "mirror-tests"])
+        .args(cargo_args)
+        .args(["--", "--test-threads=1"])
+        .env("MIRROR_BIN", &bin))?;
+    if fuzz_seconds > 0 {
+        fuzz(fuzz_seconds)?;
+    }
+    Ok(())
+}
+
+/// A short, bounded run of every fuzz target over its seed corpus.
+fn fuzz(seconds: u64) -> anyhow::Result<()> {
+    let fuzz_dir = workspace_root().join("fuzz");
+    if !fuzz_dir.join("Cargo.toml").exists() {
+        println!("fuzz: no fuzz crate, skipped");
+        return Ok(());
+    }
+    let output = Command::new("cargo")
+        .args(["+nightly", "fuzz", "list"])
+        .current_dir(&fuzz_dir)
+        .output()
+        .context("cargo fuzz list")?;
+    let targets = String::from_utf8_lossy(&output.stdout).into_owned();
+    for target in targets.lines().filter(|line| !line.trim().is_empty()) {
+        println!("fuzz: {target} for {seconds} s");
+        run(Command::new("cargo")
+            .args(["+nightly", "fuzz", "run", target, "--"])
+            .arg(format!("-max_total_time={seconds}"))
+            .current_dir(&fuzz_dir))?;
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => setup::setup(),
+        Task::Build => {
+            setup::setup()?;
+            let bin = build_release()?;
+            println!("built {}", bin.display());
+            Ok(())
+        }
+        Task::Test {
+            fuzz_seconds,
+            cargo_args,
+        } => {
+            setup::setup()?;
+            test(fuzz_seconds, &cargo_args)
+        }
+        Task::Demo { demo_args } => {
+            setup::setup()?;
+            let bin = build_release()?;
+            run(Command::new(bin).arg("demo").args(demo_args))
+        }
+        Task::Bench { skip_criterion } => {
+            setup::setup()?;
+            bench::bench(skip_criterion)
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! `cargo xtask setup`: one line per prerequisite, installing only what is missing.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::run;
+
+/// bpf-linker release that uses the nightly toolchain's own LLVM; newer ones need a system LLVM
+/// this machine's Debian lacks.
+const BPF_LINKER_VERSION: &str = "0.10.4";
+
+/// Debian packages the tests and benchmarks run: `ip` (iproute2), curl and wrk as clients,
+/// Python's http.server as a real server.
+const DEBIAN_PACKAGES: &[&str] = &["iproute2", "curl", "wrk", "python3"];
+
+fn succeeds(command: &mut Command) -> bool {
+    command.output().is_ok_and(|output| output.status.success())
+}
+
+fn stdout_of(command: &mut Command) -> Option<String> {
+    let output = command.output().ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn step(name: &str, present: bool, install: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    if present {
+        println!("setup: {name:<34} ok");
+        return Ok(());
+    }
+    println!("setup: {name:<34} installing");
+    install().with_context(|| format!("installing {name}"))?;
+    println!("setup: {name:<34} installed");
+    Ok(())
+}
+
+fn has_nightly() -> bool {
+    succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"]))
+}
+
+pub fn setup() -> anyhow::Result<()> {
+    // The eBPF crate needs -Z build-std, so rust-src for the toolchain that builds it: nightly
+    // when present, otherwise stable with RUSTC_BOOTSTRAP=1 (mirror-userspace/build.rs decides).
+    let toolchain = if has_nightly() { "nightly" } else { "stable" };
+    let rust_src = stdout_of(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        toolchain,
+    ]))
+    .is_some_and(|installed| installed.lines().any(|line| line.starts_with("rust-src")));
+    step(&format!("rust-src ({toolchain})"), rust_src, || {
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", toolchain]))
+    })?;
+
+    let linker = stdout_of(Command::new("bpf-linker").arg("--version"))
+        .is_some_and(|version| version.contains(BPF_LINKER_VERSION));
+    step(&format!("bpf-linker {BPF_LINKER_VERSION}"), linker, || {
+        run(Command::new("cargo").args([
+            "install",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            "--locked",
+            "--force",
+        ]))
+    })?;
+
+    let fuzz = succeeds(Command::new("cargo").args(["fuzz", "--version"]));
+    step("cargo-fuzz", fuzz, || {
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+    })?;
+
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|package| {
+            !stdout_of(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+                .is_some_and(|status| status.contains("install ok installed"))
+        })
+        .collect();
+    step(
+        &format!("debian: {}", DEBIAN_PACKAGES.join(" ")),
+        missing.is_empty(),
+        || {
+            if !nix_is_root() {
+                bail!("missing Debian packages {missing:?}; run as root or install them");
+            }
+            run(Command::new("apt-get").args(["update", "-qq"]))?;
+            run(Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"))
+        },
+    )?;
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    stdout_of(Command::new("id").arg("-u")).is_some_and(|uid| uid.trim() == "0")
+}
