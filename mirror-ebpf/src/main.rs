@@ -94,8 +94,17 @@ struct TcpSegment {
     payload_len: u32,
 }
 
+/// Reads a header at `offset`: directly from the linear packet data when it is there (no helper
+/// call, the common case), else through `bpf_skb_load_bytes` (headers in a paged fragment).
 #[inline(always)]
 fn load<T>(ctx: &TcContext, offset: usize) -> Result<T, Skip> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() <= end {
+        // SAFETY: the bounds check above is the one the verifier requires for direct packet
+        // access; `T` is a plain byte array or integer, valid for any bytes.
+        return Ok(unsafe { ((start + offset) as *const T).read_unaligned() });
+    }
     ctx.load::<T>(offset).map_err(|_| Skip::Header)
 }
 
