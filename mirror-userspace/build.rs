@@ -18,7 +18,11 @@ fn has_nightly() -> bool {
 
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=MIRROR_EBPF_TOOLCHAIN");
-    if Command::new("bpf-linker").arg("--version").output().is_err() {
+    if Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         bail!("bpf-linker is not installed; run `cargo xtask setup` (installs bpf-linker@0.10.4)");
     }
     let toolchain_name = std::env::var("MIRROR_EBPF_TOOLCHAIN").ok();
@@ -48,5 +52,7 @@ fn main() -> anyhow::Result<()> {
         }],
         toolchain,
     )
-    .context("building the eBPF classifier (mirror-ebpf); `cargo xtask setup` installs what it needs")
+    .context(
+        "building the eBPF classifier (mirror-ebpf); `cargo xtask setup` installs what it needs",
+    )
 }

@@ -387,7 +387,10 @@ fn emit_segment(ctx: &TcContext, direction: Direction, segment: &TcpSegment) {
         if emit_chunk::<MAX_CHUNK>(ctx, &header, segment, chunk_offset, MAX_CHUNK_U32).is_err() {
             // The rest of this segment is lost; account for it so userspace sees a counted gap
             // rather than a silent one.
-            count(Counter::LostBytes, (segment.payload_len - chunk_offset) as u64);
+            count(
+                Counter::LostBytes,
+                (segment.payload_len - chunk_offset) as u64,
+            );
             return;
         }
         chunk_offset += MAX_CHUNK_U32;

@@ -64,8 +64,18 @@ mod tests {
     #[test]
     fn capture_takes_repeated_interfaces_and_ports() {
         let cli = Cli::try_parse_from([
-            "mirror", "capture", "-i", "eth0", "--interface", "veth*", "--port", "8080", "-p",
-            "9090", "--count", "5",
+            "mirror",
+            "capture",
+            "-i",
+            "eth0",
+            "--interface",
+            "veth*",
+            "--port",
+            "8080",
+            "-p",
+            "9090",
+            "--count",
+            "5",
         ])
         .unwrap();
         let Command::Capture(args) = cli.command;

@@ -5,8 +5,12 @@
 //! touching a clock or a socket, so it is tested deterministically.
 
 pub mod capture;
-pub mod http;
-pub mod reassembly;
-pub mod segment;
 pub mod cli;
 pub mod commands;
+pub mod config;
+pub mod http;
+pub mod netns;
+pub mod policy;
+pub mod reassembly;
+pub mod rewrite;
+pub mod segment;

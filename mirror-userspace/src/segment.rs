@@ -252,7 +252,10 @@ mod tests {
     #[test]
     fn decodes_request_chunk_with_wrapping_seq() {
         // The record carries 8 bytes of class padding after the 6 valid ones.
-        let record = encode(&header(Direction::Request, FAMILY_IPV4), b"abcdef\0\0\0\0\0\0\0\0");
+        let record = encode(
+            &header(Direction::Request, FAMILY_IPV4),
+            b"abcdef\0\0\0\0\0\0\0\0",
+        );
         let segment = decode(Bytes::from(record)).unwrap();
         assert_eq!(segment.payload, Bytes::from_static(b"abcdef"));
         assert_eq!(segment.seq, 2, "u32::MAX - 1 + 4 wraps to 2");
@@ -292,7 +295,10 @@ mod tests {
         );
         let record = encode(&header(Direction::Request, 9), b"abcdef");
         assert_eq!(decode(Bytes::from(record)), Err(DecodeError::Family(9)));
-        assert_eq!(decode(Bytes::from_static(b"short")), Err(DecodeError::Short(5)));
+        assert_eq!(
+            decode(Bytes::from_static(b"short")),
+            Err(DecodeError::Short(5))
+        );
     }
 
     #[test]

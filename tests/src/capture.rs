@@ -31,7 +31,8 @@ impl Captured {
     pub fn assert_lossless(&self) {
         let lost = self.kernel.lost_records() + self.kernel.lost_bytes() + self.decode_errors;
         assert_eq!(
-            lost, 0,
+            lost,
+            0,
             "capture lost data; counters: {:?}, decode errors {}",
             self.kernel.iter().collect::<Vec<_>>(),
             self.decode_errors
@@ -42,7 +43,7 @@ impl Captured {
 /// A capture attached in a namespace; [`CaptureSession::stop`] detaches and returns what it saw.
 pub struct CaptureSession {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Captured>>,
+    thread: Option<JoinHandle<Result<Captured, mirror::netns::NetnsError>>>,
 }
 
 impl CaptureSession {
@@ -114,6 +115,7 @@ impl CaptureSession {
             .expect("not stopped twice")
             .join()
             .expect("capture thread panicked")
+            .expect("entering the namespace")
     }
 }
 

@@ -9,10 +9,7 @@ pub mod netns;
 pub mod server;
 pub mod streams;
 
-use std::{
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
-};
+use std::path::PathBuf;
 
 /// True when the test may run. Privileged tests must fail, not skip, under CI (`CI=true`);
 /// elsewhere they skip with a clear message when not root.
@@ -28,16 +25,7 @@ pub fn privileged(test: &str) -> bool {
     false
 }
 
-/// A name unique to this process and call: short enough for an interface name (15 bytes max).
-pub fn unique_name(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let sequence = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{prefix}{:05x}{:02x}",
-        std::process::id() & 0xf_ffff,
-        sequence & 0xff
-    )
-}
+pub use mirror::netns::unique_name;
 
 /// Path of the `mirror` binary: `MIRROR_BIN` (set by `cargo xtask test`), else the target
 /// directory this test binary lives in.

@@ -67,7 +67,10 @@ pub fn assemble(segments: &[Segment]) -> BTreeMap<(FlowKey, Direction), Captured
         stream.saw_fin |= segment.effective_flags().fin();
         stream.saw_rst |= segment.effective_flags().rst();
     }
-    for segment in segments.iter().filter(|segment| !segment.payload.is_empty()) {
+    for segment in segments
+        .iter()
+        .filter(|segment| !segment.payload.is_empty())
+    {
         let key = (segment.flow, segment.direction);
         let stream = streams.get_mut(&key).expect("stream created above");
         let Some(base) = stream.base else { continue };

@@ -13,7 +13,7 @@ use mirror_tests::{
     capture::CaptureSession,
     compare::assert_streams_match,
     frames::pattern,
-    netns::{CLIENT_ADDR, NetNs, SERVER_ADDR, Topology},
+    netns::{CLIENT_ADDR, NetNs, SERVER_ADDR, topology},
     privileged,
     server::RecordingServer,
 };
@@ -52,7 +52,7 @@ fn curl_exchanges_are_captured_byte_exact() {
     if !privileged("curl_exchanges_are_captured_byte_exact") {
         return;
     }
-    let topology = Topology::new();
+    let topology = topology();
     let server = RecordingServer::start(&topology.server, SERVER_ADDR, PORT);
     let capture = CaptureSession::start(&topology.server, &[&topology.server_if], &[PORT]);
 
@@ -60,16 +60,35 @@ fn curl_exchanges_are_captured_byte_exact() {
     std::fs::write(&upload, pattern(200 * 1024, 42)).unwrap();
     let upload_arg = format!("@{}", upload.display());
     let client = &topology.client;
-    run(client, "curl", &["-sS", "-o", "/dev/null", &url("/size/100")]);
-    run(client, "curl", &["-sS", "-o", "/dev/null", "-I", &url("/size/5000")]);
+    run(
+        client,
+        "curl",
+        &["-sS", "-o", "/dev/null", &url("/size/100")],
+    );
+    run(
+        client,
+        "curl",
+        &["-sS", "-o", "/dev/null", "-I", &url("/size/5000")],
+    );
     run(client, "curl", &["-sS", "-o", "/dev/null", &url("/empty")]);
     // Large response: the server's GSO path.
-    run(client, "curl", &["-sS", "-o", "/dev/null", &url("/size/300000")]);
+    run(
+        client,
+        "curl",
+        &["-sS", "-o", "/dev/null", &url("/size/300000")],
+    );
     // 200 KiB upload: the client's GSO path, Content-Length framed.
     run(
         client,
         "curl",
-        &["-sS", "-o", "/dev/null", "--data-binary", &upload_arg, &url("/upload")],
+        &[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--data-binary",
+            &upload_arg,
+            &url("/upload"),
+        ],
     );
     // The same body chunked.
     run(
@@ -122,7 +141,10 @@ fn curl_exchanges_are_captured_byte_exact() {
     assert!(comparison.response_bytes > 300_000, "{comparison:?}");
     // The uploads arrived as GSO/GRO segments larger than one chunk: the multi-chunk path ran.
     assert!(
-        captured.segments.iter().any(|segment| segment.chunk_offset > 0),
+        captured
+            .segments
+            .iter()
+            .any(|segment| segment.chunk_offset > 0),
         "no multi-chunk segment seen"
     );
 }
@@ -132,7 +154,7 @@ fn thousand_concurrent_short_connections_are_captured_byte_exact() {
     if !privileged("thousand_concurrent_short_connections_are_captured_byte_exact") {
         return;
     }
-    let topology = Topology::new();
+    let topology = topology();
     // A wide ephemeral range: no client port is reused within the run, so recordings (named by
     // port) map to captured connections one to one.
     run(
@@ -165,9 +187,6 @@ fn thousand_concurrent_short_connections_are_captured_byte_exact() {
     let comparison =
         assert_streams_match(&recordings, &captured.segments, client_addr, server_addr);
     // Connections wrk closes when its 3 s end may lose their response; all others compare.
-    assert!(
-        comparison.responses_not_compared <= 1000,
-        "{comparison:?}"
-    );
+    assert!(comparison.responses_not_compared <= 1000, "{comparison:?}");
     eprintln!("compared {comparison:?}; wrk:\n{report}");
 }

@@ -9,8 +9,13 @@ use std::{
 };
 
 use aya::programs::{SchedClassifier, TcAttachType};
+use mirror::netns::Topology;
 use mirror_common::CLASSIFIER_PROGRAM;
-use mirror_tests::{mirror_bin, netns::Topology, privileged};
+use mirror_tests::{
+    mirror_bin,
+    netns::{in_netns, topology},
+    privileged,
+};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
@@ -19,25 +24,17 @@ use nix::{
 /// Names of the TCX programs attached to `interface` in the server namespace, per direction.
 fn attached(topology: &Topology) -> Vec<String> {
     let interface = topology.server_if.clone();
-    topology
-        .server
-        .spawn(move || {
-            let mut names = Vec::new();
-            for attach_type in [TcAttachType::Ingress, TcAttachType::Egress] {
-                let (_, programs) = SchedClassifier::query_tcx(&interface, attach_type)
-                    .expect("query TCX programs");
-                names.extend(programs.iter().map(|program| {
-                    format!(
-                        "{:?}:{}",
-                        attach_type,
-                        program.name_as_str().unwrap_or("?")
-                    )
-                }));
-            }
-            names
-        })
-        .join()
-        .expect("query thread")
+    in_netns(&topology.server, move || {
+        let mut names = Vec::new();
+        for attach_type in [TcAttachType::Ingress, TcAttachType::Egress] {
+            let (_, programs) =
+                SchedClassifier::query_tcx(&interface, attach_type).expect("query TCX programs");
+            names.extend(programs.iter().map(|program| {
+                format!("{:?}:{}", attach_type, program.name_as_str().unwrap_or("?"))
+            }));
+        }
+        names
+    })
 }
 
 fn ours(names: &[String]) -> usize {
@@ -52,7 +49,13 @@ fn start_daemon(topology: &Topology) -> (Child, mpsc::Receiver<String>) {
     let mut child = topology
         .server
         .command(mirror_bin())
-        .args(["capture", "--interface", &topology.server_if, "--port", "8080"])
+        .args([
+            "capture",
+            "--interface",
+            &topology.server_if,
+            "--port",
+            "8080",
+        ])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -75,7 +78,10 @@ fn start_daemon(topology: &Topology) -> (Child, mpsc::Receiver<String>) {
         if line.contains("capturing") {
             break;
         }
-        assert!(!line.starts_with("mirror:"), "mirror capture failed: {line}");
+        assert!(
+            !line.starts_with("mirror:"),
+            "mirror capture failed: {line}"
+        );
     }
     (child, lines_rx)
 }
@@ -90,7 +96,7 @@ fn sigterm_and_sigkill_leave_nothing_attached_and_restart_attaches_again() {
     if !privileged("sigterm_and_sigkill_leave_nothing_attached_and_restart_attaches_again") {
         return;
     }
-    let topology = Topology::new();
+    let topology = topology();
     assert_eq!(ours(&attached(&topology)), 0);
 
     let (mut daemon, lines) = start_daemon(&topology);
@@ -127,6 +133,10 @@ fn sigterm_and_sigkill_leave_nothing_attached_and_restart_attaches_again() {
     assert_eq!(remaining, 0, "detached after SIGKILL");
 
     let (mut daemon, _lines) = start_daemon(&topology);
-    assert_eq!(ours(&attached(&topology)), 2, "attached after SIGKILL restart");
+    assert_eq!(
+        ours(&attached(&topology)),
+        2,
+        "attached after SIGKILL restart"
+    );
     assert!(signal_and_wait(&mut daemon, Signal::SIGTERM).success());
 }

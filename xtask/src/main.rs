@@ -78,7 +78,14 @@ fn cargo() -> Command {
 }
 
 fn build_release() -> anyhow::Result<PathBuf> {
-    run(cargo().args(["build", "--release", "-p", "mirror-userspace", "--bin", "mirror"]))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "mirror-userspace",
+        "--bin",
+        "mirror",
+    ]))?;
     Ok(workspace_root().join("target/release/mirror"))
 }
 

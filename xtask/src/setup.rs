@@ -26,7 +26,11 @@ fn stdout_of(command: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn step(name: &str, present: bool, install: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+fn step(
+    name: &str,
+    present: bool,
+    install: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     if present {
         println!("setup: {name:<34} ok");
         return Ok(());

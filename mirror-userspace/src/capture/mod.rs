@@ -44,7 +44,10 @@ pub enum CaptureError {
     #[error("interface pattern '{pattern}' matches no link (available: {available})")]
     NoMatch { pattern: String, available: String },
     #[error("invalid interface pattern '{pattern}': {reason}")]
-    Pattern { pattern: String, reason: &'static str },
+    Pattern {
+        pattern: String,
+        reason: &'static str,
+    },
     #[error("listing network interfaces (if_nameindex): {0}")]
     ListInterfaces(#[source] io::Error),
     #[error(
@@ -114,7 +117,9 @@ impl KernelCounters {
 
     /// All counters with their names, in index order.
     pub fn iter(&self) -> impl Iterator<Item = (Counter, u64)> + '_ {
-        Counter::ALL.iter().map(|counter| (*counter, self.get(*counter)))
+        Counter::ALL
+            .iter()
+            .map(|counter| (*counter, self.get(*counter)))
     }
 }
 
@@ -335,7 +340,9 @@ impl Capture {
             let interface = &attachment.interface.name;
             match program.detach(attachment.link) {
                 Ok(()) => info!(%interface, direction, "classifier detached"),
-                Err(error) => warn!(%interface, direction, %error, "detaching the classifier failed"),
+                Err(error) => {
+                    warn!(%interface, direction, %error, "detaching the classifier failed")
+                }
             }
         }
     }

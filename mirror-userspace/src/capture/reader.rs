@@ -70,7 +70,11 @@ impl RingReader {
     /// slice of that arena.
     pub async fn next_batch(&mut self, stats: &ReaderStats) -> Result<SegmentBatch, CaptureError> {
         loop {
-            let mut guard = self.fd.readable_mut().await.map_err(CaptureError::Reactor)?;
+            let mut guard = self
+                .fd
+                .readable_mut()
+                .await
+                .map_err(CaptureError::Reactor)?;
             let ring = guard.get_inner_mut();
             let mut arena = BytesMut::new();
             let mut bounds = Vec::new();

@@ -39,8 +39,16 @@ pub fn summary(kernel: &KernelCounters, reader: &ReaderStats) -> String {
         let _ = writeln!(text, "  kernel.{:<20} {value}", counter.name());
     }
     let _ = writeln!(text, "  user.records_read         {}", reader.records());
-    let _ = writeln!(text, "  user.decode_errors        {}", reader.decode_errors());
-    let _ = writeln!(text, "  user.consumer_dropped     {}", reader.consumer_dropped());
+    let _ = writeln!(
+        text,
+        "  user.decode_errors        {}",
+        reader.decode_errors()
+    );
+    let _ = writeln!(
+        text,
+        "  user.consumer_dropped     {}",
+        reader.consumer_dropped()
+    );
     text
 }
 

@@ -204,7 +204,9 @@ impl ChunkedDecoder {
 /// Reads one message body of any framing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyReader {
-    Length { remaining: u64 },
+    Length {
+        remaining: u64,
+    },
     Chunked(ChunkedDecoder),
     /// Ends only when the connection does.
     Close,
@@ -333,7 +335,10 @@ mod tests {
             Err(ChunkedError::LineTooLong(MAX_CHUNK_LINE))
         );
         let big_trailer = [b"0\r\nX: ".as_slice(), &[b'a'; 100]].concat();
-        assert_eq!(decode(&big_trailer, 5), Err(ChunkedError::TrailerTooLarge(64)));
+        assert_eq!(
+            decode(&big_trailer, 5),
+            Err(ChunkedError::TrailerTooLarge(64))
+        );
     }
 
     #[test]

@@ -118,9 +118,16 @@ mod tests {
     #[test]
     fn sniffs_tls_client_hello_and_h2_preface() {
         assert_eq!(sniff_client(&[0x16, 0x03, 0x01, 0x02, 0x00]), Sniff::Tls);
-        assert_eq!(sniff_client(&[0x17, 0x03, 0x03]), Sniff::Tls, "mid-stream record");
+        assert_eq!(
+            sniff_client(&[0x17, 0x03, 0x03]),
+            Sniff::Tls,
+            "mid-stream record"
+        );
         assert_eq!(sniff_client(&[0x16]), Sniff::NeedMore);
-        assert_eq!(sniff_client(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Sniff::Http2);
+        assert_eq!(
+            sniff_client(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            Sniff::Http2
+        );
         assert_eq!(sniff_client(b"PRI * HT"), Sniff::NeedMore);
         assert_eq!(sniff_client(b"POST / HTTP/1.1\r\n"), Sniff::Http1);
         assert_eq!(sniff_client(b"GET"), Sniff::Http1);
@@ -139,7 +146,10 @@ mod tests {
 
     #[test]
     fn status_lines_are_found_at_line_starts_only() {
-        assert_eq!(find_status_line(b"xx\r\nHTTP/1.1 200 OK", false), Scan::Found(4));
+        assert_eq!(
+            find_status_line(b"xx\r\nHTTP/1.1 200 OK", false),
+            Scan::Found(4)
+        );
         assert_eq!(find_status_line(b"xx\r\nHTT", false), Scan::Partial(4));
         assert_eq!(find_status_line(b"xHTTP/1.1 200", true), Scan::NotFound);
     }

@@ -13,7 +13,10 @@ pub enum HttpEvent {
     Request(RequestEvent),
     Response(ResponseEvent),
     /// Mirroring ended for this connection; its remaining bytes are ignored.
-    ConnectionSkipped { flow: FlowKey, reason: SkipReason },
+    ConnectionSkipped {
+        flow: FlowKey,
+        reason: SkipReason,
+    },
     /// A message in progress was abandoned.
     Lost(LossEvent),
 }

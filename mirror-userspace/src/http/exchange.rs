@@ -10,11 +10,11 @@
 
 use std::collections::VecDeque;
 
+use super::HttpConfig;
 use super::event::{HttpEvent, HttpStats, LossEvent, LossReason, RequestSummary, SkipReason};
 use super::head::HeadLimits;
 use super::request::RequestFramer;
 use super::response::ResponseFramer;
-use super::HttpConfig;
 use crate::reassembly::{CloseReason, ConnectionHandler, StreamEvent};
 use crate::segment::{Direction, FlowKey};
 
@@ -151,7 +151,9 @@ impl Ctx<'_> {
     }
 
     pub fn forget_pending(&mut self, index: u64) {
-        self.pairing.pending.retain(|pending| pending.index != index);
+        self.pairing
+            .pending
+            .retain(|pending| pending.index != index);
     }
 
     /// The request a response starting in a segment with acknowledgement `ack` answers.

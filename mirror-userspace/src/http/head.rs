@@ -440,7 +440,10 @@ mod tests {
             request(&format!("POST / HTTP/1.1\r\n{headers}\r\n")).map(|h| h.unwrap().body)
         };
         assert_eq!(framing("Content-Length: 5\r\n"), Ok(BodyFraming::Length(5)));
-        assert_eq!(framing("Content-Length: 5, 5\r\n"), Ok(BodyFraming::Length(5)));
+        assert_eq!(
+            framing("Content-Length: 5, 5\r\n"),
+            Ok(BodyFraming::Length(5))
+        );
         assert_eq!(
             framing("Content-Length: 5\r\nContent-Length: 5\r\n"),
             Ok(BodyFraming::Length(5))
@@ -450,8 +453,14 @@ mod tests {
             framing("Content-Length: 5\r\nContent-Length: 6\r\n"),
             Err(HeadError::ContentLength)
         );
-        assert_eq!(framing("Content-Length: -1\r\n"), Err(HeadError::ContentLength));
-        assert_eq!(framing("Content-Length: 1e3\r\n"), Err(HeadError::ContentLength));
+        assert_eq!(
+            framing("Content-Length: -1\r\n"),
+            Err(HeadError::ContentLength)
+        );
+        assert_eq!(
+            framing("Content-Length: 1e3\r\n"),
+            Err(HeadError::ContentLength)
+        );
     }
 
     #[test]
@@ -459,7 +468,10 @@ mod tests {
         let framing = |headers: &str| {
             request(&format!("POST / HTTP/1.1\r\n{headers}\r\n")).map(|h| h.unwrap().body)
         };
-        assert_eq!(framing("Transfer-Encoding: chunked\r\n"), Ok(BodyFraming::Chunked));
+        assert_eq!(
+            framing("Transfer-Encoding: chunked\r\n"),
+            Ok(BodyFraming::Chunked)
+        );
         assert_eq!(
             framing("Transfer-Encoding: gzip, Chunked\r\n"),
             Ok(BodyFraming::Chunked)
@@ -478,7 +490,9 @@ mod tests {
     #[test]
     fn response_framing_rfc9112_6_3() {
         let body = |text: &str, head_request: bool, connect: bool| {
-            let head = parse_response_head(text.as_bytes(), &LIMITS).unwrap().unwrap();
+            let head = parse_response_head(text.as_bytes(), &LIMITS)
+                .unwrap()
+                .unwrap();
             response_body(&head, head_request, connect).unwrap()
         };
         let with_length = "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n";
@@ -493,20 +507,33 @@ mod tests {
         );
         for status in ["204 No Content", "304 Not Modified"] {
             let text = format!("HTTP/1.1 {status}\r\nContent-Length: 7\r\n\r\n");
-            assert_eq!(body(&text, false, false), ResponseBody::Body(BodyFraming::None));
+            assert_eq!(
+                body(&text, false, false),
+                ResponseBody::Body(BodyFraming::None)
+            );
         }
-        assert_eq!(body("HTTP/1.1 100 Continue\r\n\r\n", false, false), ResponseBody::Interim);
+        assert_eq!(
+            body("HTTP/1.1 100 Continue\r\n\r\n", false, false),
+            ResponseBody::Interim
+        );
         assert_eq!(
             body("HTTP/1.1 101 Switching Protocols\r\n\r\n", false, false),
             ResponseBody::Switch
         );
-        assert_eq!(body("HTTP/1.1 200 OK\r\n\r\n", false, true), ResponseBody::Switch);
+        assert_eq!(
+            body("HTTP/1.1 200 OK\r\n\r\n", false, true),
+            ResponseBody::Switch
+        );
         assert_eq!(
             body("HTTP/1.1 200 OK\r\n\r\n", false, false),
             ResponseBody::Body(BodyFraming::Close)
         );
         assert_eq!(
-            body("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false, false),
+            body(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                false,
+                false
+            ),
             ResponseBody::Body(BodyFraming::Close)
         );
         assert_eq!(

@@ -23,7 +23,9 @@ const CANDIDATE_PEEK: usize = 16;
 enum State {
     /// Expecting a request line. `tentative`: found by scanning, so a parse failure is just a
     /// false candidate, not a malformed request.
-    Head { tentative: bool },
+    Head {
+        tentative: bool,
+    },
     Body,
     /// Scanning for a line that starts with a method.
     Resync,
@@ -445,7 +447,9 @@ impl RequestFramer {
                     self.buf.split().freeze()
                 }
             };
-            let skip = message.ends_mirroring.or((!message.keep).then_some(SkipReason::TooLarge));
+            let skip = message
+                .ends_mirroring
+                .or((!message.keep).then_some(SkipReason::TooLarge));
             let request = HttpRequest::new(bytes, message.head);
             let stats = cx.stats();
             stats.requests_total += 1;

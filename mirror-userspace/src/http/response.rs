@@ -11,7 +11,9 @@ use super::chunked::BodyReader;
 use super::detect::{Scan, find_status_line};
 use super::event::{HttpEvent, LossReason, ResponseEvent, SkipReason};
 use super::exchange::{Ctx, Pending};
-use super::head::{HttpResponseHead, ResponseBody, parse_response_head, response_body};
+use super::head::{
+    HttpResponseHead, ResponseBody, ResponseHead, parse_response_head, response_body,
+};
 use crate::reassembly::{StreamData, StreamEvent};
 use crate::segment::Direction;
 
@@ -22,18 +24,30 @@ enum State {
     /// Joined mid-stream: nothing can be paired before a request was seen.
     AwaitRequest,
     Resync,
-    Head { tentative: bool },
+    Head {
+        tentative: bool,
+    },
     Body,
     Closed,
 }
 
 /// Digest of a body that may arrive in pieces; a body in one piece is hashed in one call.
-#[derive(Debug, Default)]
+#[derive(Default)]
 enum Digest {
     #[default]
     Empty,
     One(Bytes),
     Streaming(Box<Xxh3>),
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Empty => f.write_str("Empty"),
+            Self::One(bytes) => write!(f, "One({} bytes)", bytes.len()),
+            Self::Streaming(_) => f.write_str("Streaming"),
+        }
+    }
 }
 
 impl Digest {
@@ -247,7 +261,7 @@ impl ResponseFramer {
                             Ok(Some(head)) => {
                                 let bytes = input.slice(pos..pos + head.head_len);
                                 pos += head.head_len;
-                                self.start(HttpResponseHead::new(bytes, head), tentative, cx);
+                                self.start(bytes, head, tentative, cx);
                             }
                             Ok(None) => {
                                 self.buf.extend_from_slice(&input[pos..]);
@@ -268,7 +282,7 @@ impl ResponseFramer {
                                 self.buf.truncate(head.head_len);
                                 pos += head.head_len - old;
                                 let bytes = self.buf.split().freeze();
-                                self.start(HttpResponseHead::new(bytes, head), tentative, cx);
+                                self.start(bytes, head, tentative, cx);
                             }
                             Ok(None) => pos += take,
                             Err(error) => self.malformed(error, tentative, cx),
@@ -284,19 +298,13 @@ impl ResponseFramer {
     }
 
     /// A head was parsed: decide its framing and pairing.
-    fn start(&mut self, head: HttpResponseHead, tentative: bool, cx: &mut Ctx<'_>) {
+    fn start(&mut self, bytes: Bytes, head: ResponseHead, tentative: bool, cx: &mut Ctx<'_>) {
         let ack = self.head_ack;
         let (is_head, is_connect) = cx
             .peek_pair(ack)
             .map_or((false, false), |pair| (pair.is_head, pair.is_connect));
-        let parsed = super::head::ResponseHead {
-            head_len: head.bytes().len(),
-            status: head.status(),
-            version_minor: head.version_minor(),
-            headers: Vec::new(),
-            facts: head_facts(&head),
-        };
-        let body = match response_body(&parsed, is_head, is_connect) {
+        let status = head.status;
+        let body = match response_body(&head, is_head, is_connect) {
             Ok(body) => body,
             Err(error) => {
                 self.malformed(error, tentative, cx);
@@ -315,6 +323,7 @@ impl ResponseFramer {
             ResponseBody::Body(framing) => Some(framing),
         };
         let pair = cx.take_pair(ack);
+        let head = HttpResponseHead::new(bytes, head);
         let reader = framing.map_or(BodyReader::Done, |framing| {
             BodyReader::new(framing, cx.shared.limits.max_head_bytes)
         });
@@ -331,7 +340,6 @@ impl ResponseFramer {
         });
         self.state = State::Body;
         if framing.is_none() {
-            let status = parsed.status;
             self.finish(self.head_started_ns, cx);
             cx.skip_connection(if status == 101 {
                 SkipReason::Upgrade
@@ -344,7 +352,13 @@ impl ResponseFramer {
         }
     }
 
-    fn advance_body(&mut self, input: &Bytes, pos: &mut usize, data: &StreamData, cx: &mut Ctx<'_>) {
+    fn advance_body(
+        &mut self,
+        input: &Bytes,
+        pos: &mut usize,
+        data: &StreamData,
+        cx: &mut Ctx<'_>,
+    ) {
         let Some(message) = &mut self.message else {
             self.state = State::Head { tentative: false };
             return;
@@ -411,8 +425,4 @@ impl ResponseFramer {
             interim_responses: interim,
         }));
     }
-}
-
-fn head_facts(head: &HttpResponseHead) -> super::head::HeadFacts {
-    head.facts()
 }

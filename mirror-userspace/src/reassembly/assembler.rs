@@ -92,7 +92,10 @@ impl StreamAssembler {
     }
 
     /// Takes one segment chunk. `emit` receives the in-order data, gaps and the FIN.
-    #[expect(clippy::too_many_arguments, reason = "segment fields are passed unpacked")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "segment fields are passed unpacked"
+    )]
     pub fn on_segment(
         &mut self,
         seq: u32,
@@ -135,7 +138,10 @@ impl StreamAssembler {
         self.deliver_fin(timestamp_ns, emit);
     }
 
-    #[expect(clippy::too_many_arguments, reason = "segment fields are passed unpacked")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "segment fields are passed unpacked"
+    )]
     fn accept(
         &mut self,
         start: i64,
@@ -222,7 +228,8 @@ impl StreamAssembler {
                 break;
             }
             if existing.offset > cursor {
-                let piece = data.slice((cursor - offset) as usize..(existing.offset - offset) as usize);
+                let piece =
+                    data.slice((cursor - offset) as usize..(existing.offset - offset) as usize);
                 self.pending_bytes += piece.len();
                 self.pending.insert(
                     index,
@@ -413,16 +420,14 @@ mod tests {
             let Self {
                 stream,
                 stats,
+                out,
                 events,
-                ..
             } = self;
-            stream.expire_holes(now, &LIMITS, stats, &mut |event| {
-                if let StreamEvent::Gap { len, .. } = event {
-                    events.push(format!("gap {len}"));
-                }
-                if let StreamEvent::Fin { .. } = event {
-                    events.push("fin".into());
-                }
+            stream.expire_holes(now, &LIMITS, stats, &mut |event| match event {
+                StreamEvent::Data(data) => out.extend_from_slice(&data.payload),
+                StreamEvent::Gap { len, .. } => events.push(format!("gap {len}")),
+                StreamEvent::Fin { .. } => events.push("fin".into()),
+                StreamEvent::JoinedMidStream => events.push("mid".into()),
             });
         }
     }
@@ -454,9 +459,9 @@ mod tests {
     fn reassembly_crosses_sequence_wraparound() {
         let mut h = Harness::with_syn(u32::MAX - 3);
         // Offset 0 is u32::MAX - 2; "abcdef" wraps after 3 bytes.
-        h.segment(1, b"def", false, 0);
+        h.segment(0, b"def", false, 0);
         h.segment(u32::MAX - 2, b"abc", false, 0);
-        h.segment(4, b"g", false, 0);
+        h.segment(3, b"g", false, 0);
         assert_eq!(h.out, b"abcdefg");
     }
 
@@ -546,7 +551,10 @@ mod tests {
     fn syn_with_other_isn_reports_reuse() {
         let mut stream = StreamAssembler::default();
         assert!(stream.on_syn(10));
-        assert!(stream.on_syn(10), "a retransmitted SYN is the same connection");
+        assert!(
+            stream.on_syn(10),
+            "a retransmitted SYN is the same connection"
+        );
         assert!(!stream.on_syn(77));
     }
 }

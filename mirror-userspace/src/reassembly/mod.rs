@@ -79,9 +79,14 @@ pub enum StreamEvent {
     JoinedMidStream,
     Data(StreamData),
     /// `len` bytes are missing here and will never be delivered.
-    Gap { len: u64, timestamp_ns: u64 },
+    Gap {
+        len: u64,
+        timestamp_ns: u64,
+    },
     /// The direction ended with a FIN after its last byte.
-    Fin { timestamp_ns: u64 },
+    Fin {
+        timestamp_ns: u64,
+    },
 }
 
 /// Why a connection was evicted.

@@ -48,10 +48,6 @@ impl<V> LruTable<V> {
         self.index.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
-    }
-
     /// Slot of `key`, if present. Does not change the LRU order.
     pub fn find(&self, key: &FlowKey) -> Option<u32> {
         self.index.get(key).copied()
@@ -124,6 +120,7 @@ impl<V> LruTable<V> {
     }
 
     /// The entry used just after `id`, walking towards the newest.
+    #[cfg(test)]
     pub fn newer(&self, id: u32) -> Option<u32> {
         let newer = self.slots[id as usize].newer;
         (newer != NONE).then_some(newer)

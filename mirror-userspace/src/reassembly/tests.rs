@@ -27,7 +27,13 @@ impl ConnectionHandler for Recorder {
         }
     }
 
-    fn on_stream(&mut self, cx: &mut Log, flow: &FlowKey, direction: Direction, event: StreamEvent) {
+    fn on_stream(
+        &mut self,
+        cx: &mut Log,
+        flow: &FlowKey,
+        direction: Direction,
+        event: StreamEvent,
+    ) {
         let port = flow.client.port();
         let dir = match direction {
             Direction::Request => "req",
@@ -149,7 +155,12 @@ fn missed_syn_ack_is_recovered_from_the_clients_ack() {
     r.on_segment(&segment(1, Resp, 5001, 1004, ACK, b"HT", 0), &mut log);
     assert_eq!(
         log.lines,
-        ["open 1", "1 req data GET", "1 resp data HT", "1 resp data TP"]
+        [
+            "open 1",
+            "1 req data GET",
+            "1 resp data HT",
+            "1 resp data TP"
+        ]
     );
 }
 
@@ -229,7 +240,10 @@ fn max_connections_evicts_least_recently_used() {
     r.on_segment(&segment(1, Req, 2, 0, ACK, b"b", 0), &mut log);
     r.on_segment(&segment(3, Req, 1, 0, ACK, b"a", 0), &mut log);
     assert_eq!(r.active_connections(), 2);
-    assert!(log.lines.contains(&"close 2 Evicted(MaxConnections)".to_string()));
+    assert!(
+        log.lines
+            .contains(&"close 2 Evicted(MaxConnections)".to_string())
+    );
     assert_eq!(r.stats().evicted(EvictionReason::MaxConnections), 1);
 }
 

@@ -25,7 +25,7 @@ use mirror::capture::{Classifier, KernelCounters};
 use mirror_common::Counter;
 use mirror_tests::{
     frames::{Frame, pattern},
-    netns::{SERVER_ADDR, Topology},
+    netns::{SERVER_ADDR, topology},
 };
 
 const TARGET: u16 = 8080;
@@ -83,7 +83,12 @@ impl Loaded {
 
     /// (run_time_ns, run_cnt) so far.
     fn stats(&self) -> (u128, u64) {
-        let info = self.classifier.program().expect("program").info().expect("info");
+        let info = self
+            .classifier
+            .program()
+            .expect("program")
+            .info()
+            .expect("info");
         (info.run_time().as_nanos(), info.run_count())
     }
 
@@ -125,7 +130,7 @@ fn test_run_ns(frame: &[u8], repeat: u32) -> (f64, KernelCounters) {
 /// namespace, the classifier attached to the server veth's ingress. Returns ns per packet and
 /// average payload bytes per matched packet.
 fn real_traffic(port: u16, total: usize) -> (f64, f64, KernelCounters) {
-    let topology = Topology::new();
+    let topology = topology();
     let server_if = topology.server_if.clone();
     let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
@@ -158,9 +163,10 @@ fn real_traffic(port: u16, total: usize) -> (f64, f64, KernelCounters) {
             sent += chunk.len();
         }
     });
-    client.join().expect("client");
+    client.join().expect("client").expect("client namespace");
     let _ = done_tx.send(());
-    let ((time0, count0), (time1, count1), counters) = server.join().expect("server");
+    let ((time0, count0), (time1, count1), counters) =
+        server.join().expect("server").expect("server namespace");
     let per_packet = (time1 - time0) as f64 / (count1 - count0).max(1) as f64;
     let matched = counters.get(Counter::PacketsMatched).max(1);
     let bytes_per_packet = counters.get(Counter::PayloadBytes) as f64 / matched as f64;
@@ -195,14 +201,23 @@ fn main() {
         let (ns, counters) = test_run_ns(&frame.bytes(), 400_000);
         assert_no_loss("test_run", &counters);
         rows.push((
-            if len == 100 { "target, 100 B payload" } else { "target, 1448 B payload (1.5 KiB frame)" },
+            if len == 100 {
+                "target, 100 B payload"
+            } else {
+                "target, 1448 B payload (1.5 KiB frame)"
+            },
             "BPF_PROG_TEST_RUN",
             ns,
             len as f64,
         ));
     }
     let (ns, bytes, _) = real_traffic(OTHER, 256 << 20);
-    rows.push(("non-target TCP packet (GSO bulk)", "veth, bpf_stats", ns, bytes));
+    rows.push((
+        "non-target TCP packet (GSO bulk)",
+        "veth, bpf_stats",
+        ns,
+        bytes,
+    ));
     let (ns, bytes, counters) = real_traffic(TARGET, 256 << 20);
     assert_no_loss("real traffic", &counters);
     rows.push(("target, 64 KiB GSO segments", "veth, bpf_stats", ns, bytes));

@@ -1,0 +1,1 @@
+//! Per-target mirroring decisions (I/O-free).

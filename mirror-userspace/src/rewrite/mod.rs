@@ -1,0 +1,1 @@
+//! Header rewriting producing the exact bytes to replay (I/O-free).
