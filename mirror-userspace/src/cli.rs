@@ -28,6 +28,8 @@ pub enum Command {
     /// Show the traffic of target ports as seen on the wire; replays nothing. Needs root (or
     /// CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON).
     Capture(CaptureArgs),
+    /// Self-contained tour in network namespaces it creates and removes (needs root).
+    Demo,
 }
 
 #[derive(Debug, Args)]
@@ -78,7 +80,9 @@ mod tests {
             "5",
         ])
         .unwrap();
-        let Command::Capture(args) = cli.command;
+        let Command::Capture(args) = cli.command else {
+            panic!("parsed as capture");
+        };
         assert_eq!(args.interfaces, ["eth0", "veth*"]);
         assert_eq!(args.ports, [8080, 9090]);
         assert_eq!(args.count, Some(5));

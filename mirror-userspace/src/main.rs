@@ -35,6 +35,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Capture(args) => mirror::commands::capture::run(args).await,
+            Command::Demo => mirror::commands::demo::run().await,
         }
     });
     match result {

@@ -28,8 +28,9 @@ pub fn sniff_client(bytes: &[u8]) -> Sniff {
     }
 }
 
-/// Methods a resynchronising scanner accepts at a line start (RFC 9110 §9 plus common WebDAV
-/// ones). Requiring a known method keeps body bytes from looking like a request line.
+/// Methods a resynchronising scanner accepts (RFC 9110 §9 plus common WebDAV ones). Requiring a
+/// known method keeps body bytes from looking like a request line; the candidate must then parse
+/// as a complete head before anything is emitted.
 const METHODS: [&[u8]; 16] = [
     b"GET ",
     b"HEAD ",
@@ -67,33 +68,30 @@ fn match_prefix(rest: &[u8], prefix: &[u8]) -> Option<bool> {
     }
 }
 
-fn scan_lines(data: &[u8], at_line_start: bool, matches: impl Fn(&[u8]) -> Option<bool>) -> Scan {
-    let mut start = if at_line_start {
-        Some(0)
-    } else {
-        data.iter().position(|&byte| byte == b'\n').map(|lf| lf + 1)
-    };
-    while let Some(position) = start {
-        if position >= data.len() {
+/// Candidates are looked for at every position, not only at line starts: a message that follows
+/// a Content-Length body starts mid-line.
+fn scan(data: &[u8], first_bytes: &[u8], matches: impl Fn(&[u8]) -> Option<bool>) -> Scan {
+    let mut position = 0;
+    while position < data.len() {
+        let Some(skip) = data[position..]
+            .iter()
+            .position(|byte| first_bytes.contains(byte))
+        else {
             break;
-        }
+        };
+        position += skip;
         match matches(&data[position..]) {
             Some(true) => return Scan::Found(position),
             Some(false) => return Scan::Partial(position),
-            None => {}
+            None => position += 1,
         }
-        start = data[position..]
-            .iter()
-            .position(|&byte| byte == b'\n')
-            .map(|lf| position + lf + 1);
     }
     Scan::NotFound
 }
 
-/// Finds the next line that starts with `METHOD SP`. `at_line_start`: `data[0]` follows a line
-/// feed (or a stream start / gap, where a message boundary is likely).
-pub fn find_request_line(data: &[u8], at_line_start: bool) -> Scan {
-    scan_lines(data, at_line_start, |rest| {
+/// Finds the next `METHOD SP`.
+pub fn find_request_line(data: &[u8]) -> Scan {
+    scan(data, b"GHPDCOTMLU", |rest| {
         let mut partial = false;
         for method in METHODS {
             match match_prefix(rest, method) {
@@ -106,9 +104,9 @@ pub fn find_request_line(data: &[u8], at_line_start: bool) -> Scan {
     })
 }
 
-/// Finds the next line that starts with `HTTP/1.`.
-pub fn find_status_line(data: &[u8], at_line_start: bool) -> Scan {
-    scan_lines(data, at_line_start, |rest| match_prefix(rest, b"HTTP/1."))
+/// Finds the next `HTTP/1.`.
+pub fn find_status_line(data: &[u8]) -> Scan {
+    scan(data, b"H", |rest| match_prefix(rest, b"HTTP/1."))
 }
 
 #[cfg(test)]
@@ -134,23 +132,18 @@ mod tests {
     }
 
     #[test]
-    fn request_lines_are_found_at_line_starts_only() {
-        assert_eq!(find_request_line(b"GET / HTTP/1.1", true), Scan::Found(0));
-        assert_eq!(find_request_line(b"xGET / HTTP/1.1", true), Scan::NotFound);
-        assert_eq!(find_request_line(b"body\r\nPOST /a", false), Scan::Found(6));
-        assert_eq!(find_request_line(b"GET / HTTP/1.1", false), Scan::NotFound);
-        assert_eq!(find_request_line(b"tail\r\nDEL", false), Scan::Partial(6));
-        assert_eq!(find_request_line(b"tail\r\nGETX", false), Scan::NotFound);
-        assert_eq!(find_request_line(b"a\nb\nOPTIONS *", false), Scan::Found(4));
+    fn request_lines_are_found_anywhere() {
+        assert_eq!(find_request_line(b"GET / HTTP/1.1"), Scan::Found(0));
+        assert_eq!(find_request_line(b"body-bytesPOST /a"), Scan::Found(10));
+        assert_eq!(find_request_line(b"tail\r\nDEL"), Scan::Partial(6));
+        assert_eq!(find_request_line(b"GETX PUTS"), Scan::NotFound);
+        assert_eq!(find_request_line(b"a\nb\nOPTIONS *"), Scan::Found(4));
     }
 
     #[test]
-    fn status_lines_are_found_at_line_starts_only() {
-        assert_eq!(
-            find_status_line(b"xx\r\nHTTP/1.1 200 OK", false),
-            Scan::Found(4)
-        );
-        assert_eq!(find_status_line(b"xx\r\nHTT", false), Scan::Partial(4));
-        assert_eq!(find_status_line(b"xHTTP/1.1 200", true), Scan::NotFound);
+    fn status_lines_are_found_anywhere() {
+        assert_eq!(find_status_line(b"xx\r\nHTTP/1.1 200 OK"), Scan::Found(4));
+        assert_eq!(find_status_line(b"xx\r\nHTT"), Scan::Partial(4));
+        assert_eq!(find_status_line(b"HTTP/2 200"), Scan::NotFound);
     }
 }

@@ -54,8 +54,6 @@ pub struct RequestFramer {
     state: State,
     /// The message in progress when it spans chunks, or a partial head or resync candidate.
     buf: BytesMut,
-    /// Whether the scanner may treat the next byte as a line start.
-    at_line_start: bool,
     /// Look for TLS / HTTP/2 in the next bytes (connection start or mid-stream join).
     sniff: bool,
     /// Only TLS can be recognised after a mid-stream join.
@@ -69,7 +67,6 @@ impl Default for RequestFramer {
         Self {
             state: State::Head { tentative: false },
             buf: BytesMut::new(),
-            at_line_start: true,
             sniff: true,
             sniff_tls_only: false,
             head_started_ns: 0,
@@ -87,7 +84,6 @@ impl RequestFramer {
         match event {
             StreamEvent::JoinedMidStream => {
                 self.state = State::Resync;
-                self.at_line_start = true;
                 self.sniff = true;
                 self.sniff_tls_only = true;
                 cx.desync();
@@ -139,7 +135,6 @@ impl RequestFramer {
         // is a likely message boundary (lost segments often hold whole requests).
         cx.desync();
         self.state = State::Resync;
-        self.at_line_start = true;
     }
 
     fn malformed(&mut self, error: impl std::fmt::Display, tentative: bool, cx: &mut Ctx<'_>) {
@@ -155,7 +150,6 @@ impl RequestFramer {
         }
         self.buf.clear();
         self.state = State::Resync;
-        self.at_line_start = false;
     }
 
     fn on_data(&mut self, data: &StreamData, cx: &mut Ctx<'_>) {
@@ -182,7 +176,7 @@ impl RequestFramer {
                         // A candidate straddles chunks: extend it a little and look again.
                         let take = (input.len() - pos).min(CANDIDATE_PEEK);
                         self.buf.extend_from_slice(&input[pos..pos + take]);
-                        match find_request_line(&self.buf, true) {
+                        match find_request_line(&self.buf) {
                             Scan::Found(0) => {
                                 pos += take;
                                 msg_start = pos;
@@ -192,12 +186,11 @@ impl RequestFramer {
                             Scan::Partial(0) => pos += take,
                             _ => {
                                 self.buf.clear();
-                                self.at_line_start = false;
                             }
                         }
                         continue;
                     }
-                    match find_request_line(&input[pos..], self.at_line_start) {
+                    match find_request_line(&input[pos..]) {
                         Scan::Found(offset) => {
                             pos += offset;
                             cx.stats().resyncs += 1;
@@ -209,7 +202,6 @@ impl RequestFramer {
                             pos = input.len();
                         }
                         Scan::NotFound => {
-                            self.at_line_start = input.last() == Some(&b'\n');
                             pos = input.len();
                         }
                     }

@@ -100,7 +100,6 @@ pub struct ResponseFramer {
     state: State,
     /// Partial head or resync candidate.
     buf: BytesMut,
-    at_line_start: bool,
     head_started_ns: u64,
     head_ack: u32,
     interim: u32,
@@ -112,7 +111,6 @@ impl Default for ResponseFramer {
         Self {
             state: State::Head { tentative: false },
             buf: BytesMut::new(),
-            at_line_start: true,
             head_started_ns: 0,
             head_ack: 0,
             interim: 0,
@@ -179,7 +177,6 @@ impl ResponseFramer {
         self.abandon(LossReason::Gap, cx);
         cx.desync();
         self.state = State::Resync;
-        self.at_line_start = true;
     }
 
     fn malformed(&mut self, error: impl std::fmt::Display, tentative: bool, cx: &mut Ctx<'_>) {
@@ -197,7 +194,6 @@ impl ResponseFramer {
         self.message = None;
         self.buf.clear();
         self.state = State::Resync;
-        self.at_line_start = false;
     }
 
     fn on_data(&mut self, data: &StreamData, cx: &mut Ctx<'_>) {
@@ -215,13 +211,12 @@ impl ResponseFramer {
                     }
                     // The first response bytes after a request often start its response.
                     self.state = State::Resync;
-                    self.at_line_start = true;
                 }
                 State::Resync => {
                     if !self.buf.is_empty() {
                         let take = (input.len() - pos).min(CANDIDATE_PEEK);
                         self.buf.extend_from_slice(&input[pos..pos + take]);
-                        match find_status_line(&self.buf, true) {
+                        match find_status_line(&self.buf) {
                             Scan::Found(0) => {
                                 pos += take;
                                 cx.stats().resyncs += 1;
@@ -230,12 +225,11 @@ impl ResponseFramer {
                             Scan::Partial(0) => pos += take,
                             _ => {
                                 self.buf.clear();
-                                self.at_line_start = false;
                             }
                         }
                         continue;
                     }
-                    match find_status_line(&input[pos..], self.at_line_start) {
+                    match find_status_line(&input[pos..]) {
                         Scan::Found(offset) => {
                             pos += offset;
                             cx.stats().resyncs += 1;
@@ -248,7 +242,6 @@ impl ResponseFramer {
                             pos = input.len();
                         }
                         Scan::NotFound => {
-                            self.at_line_start = input.last() == Some(&b'\n');
                             pos = input.len();
                         }
                     }
