@@ -164,7 +164,7 @@ impl Classifier {
         }
         let page = page_size();
         let ring = ring_buffer_bytes;
-        if !ring.is_power_of_two() || (ring as usize) < page || ring as usize % page != 0 {
+        if !ring.is_power_of_two() || (ring as usize) < page || !(ring as usize).is_multiple_of(page) {
             return Err(CaptureError::RingSize(ring));
         }
         let mut ebpf = EbpfLoader::new()

@@ -1,0 +1,75 @@
+//! The file as written: serde structs that keep the position of every value a semantic check may
+//! reject, so the error can point at it. Validation turns them into the public types.
+//!
+//! Integers are read as `i64` (what TOML has) and range-checked by validation, which gives
+//! "out of range: allowed 1..=65535" instead of serde's "expected u16".
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub capture: RawCapture,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default, rename = "target")]
+    pub targets: Option<Spanned<Vec<Spanned<RawTarget>>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCapture {
+    pub interfaces: Option<Spanned<Vec<Spanned<String>>>>,
+    pub ring_buffer_bytes: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub listen: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub reassembly_memory_bytes: Option<Spanned<i64>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub idle_timeout_secs: Option<Spanned<i64>>,
+    pub max_message_bytes: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    pub name: Spanned<String>,
+    pub port: Spanned<i64>,
+    pub shadow: Spanned<String>,
+    pub sample_percent: Option<Spanned<f64>>,
+    pub sample_by: Option<Spanned<String>>,
+    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
+    pub allow_writes: Option<Spanned<bool>>,
+    pub paths: Option<RawPaths>,
+    pub host: Option<Spanned<String>>,
+    pub set_headers: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    pub remove_headers: Option<Vec<Spanned<String>>>,
+    pub compare_responses: Option<bool>,
+    pub max_rps: Option<Spanned<i64>>,
+    pub queue: Option<Spanned<i64>>,
+    pub concurrency: Option<Spanned<i64>>,
+    pub timeout_ms: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPaths {
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub deny: Vec<Spanned<String>>,
+}
