@@ -25,7 +25,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Show the traffic of target ports as seen on the wire; replays nothing. Needs root (or
+    /// Show the HTTP traffic of target ports as seen on the wire, one line per request/response
+    /// pair (method, Host, target, status, primary latency); replays nothing. Needs root (or
     /// CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON).
     Capture(CaptureArgs),
     /// Self-contained tour in network namespaces it creates and removes (needs root).
@@ -46,6 +47,11 @@ pub struct CaptureArgs {
     /// Stop after N lines.
     #[arg(long, short = 'c', value_name = "N")]
     pub count: Option<u64>,
+
+    /// Print one line per TCP segment (flow, direction, seq, flags, length) instead of one per
+    /// HTTP request/response pair.
+    #[arg(long)]
+    pub segments: bool,
 
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES)]

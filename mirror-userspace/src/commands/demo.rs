@@ -30,7 +30,10 @@ fn site_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(crate::netns::unique_name("mirror-demo-"));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("index.html"), "<h1>search v1</h1>\n")?;
-    std::fs::write(dir.join("results.json"), "{\"hits\": [1, 2, 3]}\n".repeat(2000))?;
+    std::fs::write(
+        dir.join("results.json"),
+        "{\"hits\": [1, 2, 3]}\n".repeat(2000),
+    )?;
     Ok(dir)
 }
 
@@ -38,7 +41,12 @@ async fn wait_for_server(client: &NetNs) -> anyhow::Result<()> {
     for _ in 0..50 {
         let status = client
             .command("curl")
-            .args(["-s", "-o", "/dev/null", &format!("http://{SERVER_ADDR}:{PORT}/")])
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                &format!("http://{SERVER_ADDR}:{PORT}/"),
+            ])
             .status()
             .context("running curl")?;
         if status.success() {
@@ -89,7 +97,13 @@ async fn tour() -> anyhow::Result<()> {
     let server = topology
         .server
         .command("python3")
-        .args(["-m", "http.server", &PORT.to_string(), "--bind", SERVER_ADDR])
+        .args([
+            "-m",
+            "http.server",
+            &PORT.to_string(),
+            "--bind",
+            SERVER_ADDR,
+        ])
         .current_dir(&site)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -99,7 +113,10 @@ async fn tour() -> anyhow::Result<()> {
     wait_for_server(&topology.client).await?;
     println!("server: python3 -m http.server on {SERVER_ADDR}:{PORT}\n");
 
-    println!("$ mirror capture --interface {} --port {PORT}", topology.server_if);
+    println!(
+        "$ mirror capture --interface {} --port {PORT}",
+        topology.server_if
+    );
     let mut capture = start_capture(&topology)?;
     sleep(Duration::from_millis(200)).await;
 
@@ -107,11 +124,8 @@ async fn tour() -> anyhow::Result<()> {
     let requests: [Vec<String>; 4] = [
         vec![format!("{base}/")],
         vec!["-I".into(), format!("{base}/index.html")],
-        // Keep-alive: two requests on one connection; the second response is ~40 KB.
-        vec![
-            format!("{base}/index.html"),
-            format!("{base}/results.json"),
-        ],
+        // Two URLs in one curl run; the second response is ~40 KB (several GSO segments).
+        vec![format!("{base}/index.html"), format!("{base}/results.json")],
         vec!["--data".into(), "q=mirror".into(), format!("{base}/search")],
     ];
     for args in requests {
@@ -125,9 +139,7 @@ async fn tour() -> anyhow::Result<()> {
             }
             curl.arg(arg);
         }
-        let status = curl
-            .status()
-            .context("running curl")?;
+        let status = curl.status().context("running curl")?;
         if !status.success() {
             bail!("curl {} failed: {status}", args.join(" "));
         }
