@@ -1,0 +1,248 @@
+//! `mirror capture` (the binary) in the server namespace prints one line per HTTP request/response
+//! pair for real clients: curl GET/HEAD/POST (Content-Length and chunked), a 204, a pipelined
+//! batch, and a keep-alive connection opened before the daemon started (picked up mid-stream).
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    process::{Child, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use mirror_tests::{
+    frames::pattern,
+    mirror_bin,
+    netns::{NetNs, SERVER_ADDR, Topology, topology},
+    privileged,
+    server::RecordingServer,
+};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+const PORT: u16 = 8080;
+
+/// Reads one response with a Content-Length body (the recording server always sends one).
+fn read_response(reader: &mut BufReader<TcpStream>) -> String {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read response head");
+        head.push_str(&line);
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("Content-Length: "))
+        .map_or(0, |value| value.trim().parse().expect("content length"));
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).expect("read response body");
+    head
+}
+
+/// A keep-alive connection that sends one request now and one when told to.
+fn early_connection(
+    ns: &NetNs,
+) -> (
+    mpsc::Sender<()>,
+    std::thread::JoinHandle<Result<(), mirror::netns::NetnsError>>,
+) {
+    let (go_tx, go_rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let thread = ns.spawn(move || {
+        let stream = TcpStream::connect((SERVER_ADDR, PORT)).expect("connect");
+        let mut writer = stream.try_clone().expect("clone");
+        let mut reader = BufReader::new(stream);
+        writer
+            .write_all(b"GET /size/7 HTTP/1.1\r\nHost: early\r\n\r\n")
+            .expect("write");
+        read_response(&mut reader);
+        ready_tx.send(()).expect("ready");
+        go_rx.recv().expect("go");
+        writer
+            .write_all(b"GET /size/8 HTTP/1.1\r\nHost: early\r\n\r\n")
+            .expect("write");
+        read_response(&mut reader);
+    });
+    ready_rx.recv().expect("early connection ready");
+    (go_tx, thread)
+}
+
+fn pipelined_batch(ns: &NetNs) {
+    ns.spawn(|| {
+        let stream = TcpStream::connect((SERVER_ADDR, PORT)).expect("connect");
+        let mut writer = stream.try_clone().expect("clone");
+        let mut reader = BufReader::new(stream);
+        let batch: String = (1..=3)
+            .map(|n| format!("GET /size/{n} HTTP/1.1\r\nHost: pipelined\r\n\r\n"))
+            .collect();
+        writer.write_all(batch.as_bytes()).expect("write batch");
+        for _ in 0..3 {
+            assert!(read_response(&mut reader).starts_with("HTTP/1.1 200"));
+        }
+    })
+    .join()
+    .expect("pipelined client")
+    .expect("client namespace");
+}
+
+fn curl(topology: &Topology, args: &[&str]) {
+    let status = topology
+        .client
+        .command("curl")
+        .args(["-sS", "-o", "/dev/null"])
+        .args(args)
+        .status()
+        .expect("curl");
+    assert!(status.success(), "curl {args:?}: {status}");
+}
+
+/// Starts `mirror capture`; returns the child and a receiver of its stdout lines.
+fn start_capture(topology: &Topology) -> (Child, mpsc::Receiver<String>) {
+    let mut child = topology
+        .server
+        .command(mirror_bin())
+        .args([
+            "capture",
+            "-i",
+            &topology.server_if,
+            "-p",
+            &PORT.to_string(),
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mirror capture");
+    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut stderr_lines = stderr.lines();
+    loop {
+        let line = stderr_lines
+            .next()
+            .expect("mirror capture exited before capturing")
+            .expect("stderr");
+        if line.contains("capturing") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in stderr_lines {});
+    let (lines_tx, lines_rx) = mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    (child, lines_rx)
+}
+
+/// `time client > server METHOD host target status latency`
+#[derive(Debug, Clone, PartialEq)]
+struct Line {
+    client: String,
+    method: String,
+    host: String,
+    target: String,
+    status: u16,
+    latency_ms: f64,
+}
+
+fn parse(line: &str) -> Line {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields.len(), 9, "unexpected line {line:?}");
+    assert_eq!(fields[2], ">");
+    Line {
+        client: fields[1].to_owned(),
+        method: fields[4].to_owned(),
+        host: fields[5].to_owned(),
+        target: fields[6].to_owned(),
+        status: fields[7].parse().expect("status"),
+        latency_ms: fields[8]
+            .strip_suffix("ms")
+            .expect("latency in ms")
+            .parse()
+            .expect("latency"),
+    }
+}
+
+#[test]
+fn capture_prints_one_line_per_exchange() {
+    if !privileged("capture_prints_one_line_per_exchange") {
+        return;
+    }
+    let topology = topology();
+    let _server = RecordingServer::start(&topology.server, SERVER_ADDR, PORT);
+    let (go, early) = early_connection(&topology.client);
+
+    let (mut capture, lines) = start_capture(&topology);
+    go.send(()).expect("go");
+    early
+        .join()
+        .expect("early client")
+        .expect("client namespace");
+
+    let upload = std::env::temp_dir().join(mirror_tests::unique_name("upload-"));
+    std::fs::write(&upload, pattern(50_000, 3)).expect("write upload");
+    let upload_arg = format!("@{}", upload.display());
+    let url = |path: &str| format!("http://{SERVER_ADDR}:{PORT}{path}");
+    curl(&topology, &[&url("/size/100")]);
+    curl(&topology, &["-I", &url("/size/50")]);
+    curl(&topology, &["--data-binary", &upload_arg, &url("/upload")]);
+    curl(
+        &topology,
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &upload_arg,
+            &url("/upload"),
+        ],
+    );
+    curl(&topology, &[&url("/empty")]);
+    pipelined_batch(&topology.client);
+    let _ = std::fs::remove_file(&upload);
+
+    std::thread::sleep(Duration::from_millis(500));
+    kill(Pid::from_raw(capture.id() as i32), Signal::SIGINT).expect("SIGINT");
+    assert!(capture.wait().expect("wait").success());
+    let printed: Vec<Line> = lines.try_iter().map(|line| parse(&line)).collect();
+
+    let host = format!("{SERVER_ADDR}:{PORT}");
+    let expected: Vec<(&str, &str, &str, u16)> = vec![
+        ("GET", "early", "/size/8", 200),
+        ("GET", &host, "/size/100", 200),
+        ("HEAD", &host, "/size/50", 200),
+        ("POST", &host, "/upload", 200),
+        ("POST", &host, "/upload", 200),
+        ("GET", &host, "/empty", 204),
+        ("GET", "pipelined", "/size/1", 200),
+        ("GET", "pipelined", "/size/2", 200),
+        ("GET", "pipelined", "/size/3", 200),
+    ];
+    let seen: Vec<(&str, &str, &str, u16)> = printed
+        .iter()
+        .map(|line| {
+            (
+                line.method.as_str(),
+                line.host.as_str(),
+                line.target.as_str(),
+                line.status,
+            )
+        })
+        .collect();
+    assert_eq!(seen, expected, "printed lines: {printed:#?}");
+    for line in &printed {
+        assert!(
+            line.latency_ms > 0.0 && line.latency_ms < 5_000.0,
+            "wire latency of {line:?}"
+        );
+    }
+    // The pipelined batch shares one connection; the request before the daemon started is not
+    // invented.
+    assert_eq!(printed[6].client, printed[8].client);
+    assert!(!printed.iter().any(|line| line.target == "/size/7"));
+}
