@@ -14,6 +14,13 @@ pub const EVENTS_MAP: &str = "EVENTS";
 pub const TARGET_PORTS_MAP: &str = "TARGET_PORTS";
 /// `PerCpuArray<u64>` indexed by [`Counter`].
 pub const COUNTERS_MAP: &str = "COUNTERS";
+/// `HashMap<u64, u8>`: socket cookies (`SO_COOKIE`) of the daemon's own replay sockets.
+pub const REPLAY_SOCKETS_MAP: &str = "REPLAY_SOCKETS";
+/// `LruHashMap<FlowTuple, u8>`: 4-tuples (both orientations) of connections the classifier saw
+/// leaving a replay socket; their packets are never recorded.
+pub const IGNORED_FLOWS_MAP: &str = "IGNORED_FLOWS";
+/// Capacity of [`REPLAY_SOCKETS_MAP`] and [`IGNORED_FLOWS_MAP`] (two entries per connection).
+pub const SELF_TRAFFIC_ENTRIES: u32 = 65536;
 
 /// Number of entries in [`TARGET_PORTS_MAP`]: one per TCP port.
 pub const TARGET_PORTS_ENTRIES: u32 = 65536;
@@ -108,6 +115,33 @@ pub struct SegmentHeader {
     pub dst_addr: [u8; 16],
 }
 
+/// Key of [`IGNORED_FLOWS_MAP`]: a packet's own addresses and ports as on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowTuple {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+    pub _padding: [u8; 3],
+}
+
+impl FlowTuple {
+    /// The same connection seen in the other direction.
+    pub const fn reversed(&self) -> Self {
+        Self {
+            src_addr: self.dst_addr,
+            dst_addr: self.src_addr,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            family: self.family,
+            _padding: [0; 3],
+        }
+    }
+}
+
 /// Size of [`SegmentHeader`] in a record.
 pub const SEGMENT_HEADER_LEN: usize = core::mem::size_of::<SegmentHeader>();
 
@@ -142,10 +176,12 @@ pub enum Counter {
     HeaderErrors = 8,
     /// IPv4/IPv6 fragments: ports unknown, not inspected.
     IpFragments = 9,
+    /// Target-port packets of the daemon's own replay connections, not recorded.
+    SelfTraffic = 10,
 }
 
 /// Number of [`Counter`] entries.
-pub const COUNTER_COUNT: u32 = 10;
+pub const COUNTER_COUNT: u32 = 11;
 
 impl Counter {
     /// All counters in index order.
@@ -160,6 +196,7 @@ impl Counter {
         Counter::TruncatedBytes,
         Counter::HeaderErrors,
         Counter::IpFragments,
+        Counter::SelfTraffic,
     ];
 
     /// Stable snake_case name, used in logs and metrics labels.
@@ -175,6 +212,7 @@ impl Counter {
             Counter::TruncatedBytes => "truncated_bytes",
             Counter::HeaderErrors => "header_errors",
             Counter::IpFragments => "ip_fragments",
+            Counter::SelfTraffic => "self_traffic",
         }
     }
 }
@@ -183,6 +221,10 @@ impl Counter {
 // SAFETY: plain `#[repr(C)]` data without padding holes that could hold uninitialised bytes
 // (the explicit `_padding` byte fills the only gap), valid for any bit pattern.
 unsafe impl aya::Pod for SegmentHeader {}
+
+#[cfg(feature = "user")]
+// SAFETY: plain `#[repr(C)]` data; the explicit `_padding` bytes fill the only gap.
+unsafe impl aya::Pod for FlowTuple {}
 
 #[cfg(test)]
 mod tests {
@@ -194,6 +236,21 @@ mod tests {
         assert_eq!(SEGMENT_HEADER_LEN, 72);
         assert_eq!(core::mem::align_of::<SegmentHeader>(), 8);
         assert_eq!(core::mem::offset_of!(SegmentHeader, src_addr), 40);
+    }
+
+    #[test]
+    fn flow_tuple_has_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<FlowTuple>(), 40);
+        let tuple = FlowTuple {
+            src_addr: [1; 16],
+            dst_addr: [2; 16],
+            src_port: 3,
+            dst_port: 4,
+            family: FAMILY_IPV4,
+            _padding: [0; 3],
+        };
+        assert_eq!(tuple.reversed().reversed(), tuple);
+        assert_eq!(tuple.reversed().src_port, 4);
     }
 
     #[test]

@@ -12,15 +12,15 @@ use core::hint::black_box;
 
 use aya_ebpf::{
     bindings::TC_ACT_OK,
-    helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes},
+    helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_load_bytes},
     macros::{classifier, map},
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TcContext,
 };
 use mirror_common::{
-    CHUNK_SIZE_CLASSES, COUNTER_COUNT, Counter, Direction, FAMILY_IPV4, FAMILY_IPV6, MAX_CHUNK,
-    MAX_CHUNKS_PER_SEGMENT, SegmentHeader, SegmentRecord, TARGET_PORTS_ENTRIES, TCX_NEXT,
-    tcp_flags,
+    CHUNK_SIZE_CLASSES, COUNTER_COUNT, Counter, Direction, FAMILY_IPV4, FAMILY_IPV6, FlowTuple,
+    MAX_CHUNK, MAX_CHUNKS_PER_SEGMENT, SELF_TRAFFIC_ENTRIES, SegmentHeader, SegmentRecord,
+    TARGET_PORTS_ENTRIES, TCX_NEXT, tcp_flags,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -38,6 +38,16 @@ static TARGET_PORTS: Array<u32> = Array::with_max_entries(TARGET_PORTS_ENTRIES, 
 
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+/// Socket cookies of the daemon's replay sockets, registered before they connect.
+#[map(name = "REPLAY_SOCKETS")]
+static REPLAY_SOCKETS: HashMap<u64, u8> = HashMap::with_max_entries(SELF_TRAFFIC_ENTRIES, 0);
+
+/// Both orientations of every connection seen leaving a replay socket. LRU: closed connections
+/// age out without userspace bookkeeping.
+#[map(name = "IGNORED_FLOWS")]
+static IGNORED_FLOWS: LruHashMap<FlowTuple, u8> =
+    LruHashMap::with_max_entries(SELF_TRAFFIC_ENTRIES, 0);
 
 // ---------------------------------------------------------------------------------------------
 // Counters
@@ -412,9 +422,48 @@ const MAX_CHUNK_U32: u32 = MAX_CHUNK as u32;
 // Entry point
 // ---------------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------------
+// Self-traffic
+// ---------------------------------------------------------------------------------------------
+
+/// True for packets of the daemon's own replay connections, which must never be recorded (a
+/// shadow on a captured interface and target port would otherwise loop). Independent of the
+/// shadow's address and port: a packet that leaves one of our registered sockets (found by its
+/// socket cookie, present on locally generated packets) marks its 4-tuple, as seen on this hook
+/// after any NAT, in both orientations; replies then match the reversed tuple.
+#[inline(always)]
+fn is_self_traffic(ctx: &TcContext, segment: &TcpSegment) -> bool {
+    let tuple = FlowTuple {
+        src_addr: segment.src_addr,
+        dst_addr: segment.dst_addr,
+        src_port: segment.src_port,
+        dst_port: segment.dst_port,
+        family: segment.family,
+        _padding: [0; 3],
+    };
+    // SAFETY: lookups of plain keys; the values are not dereferenced.
+    if unsafe { IGNORED_FLOWS.get(&tuple) }.is_some() {
+        return true;
+    }
+    // SAFETY: `skb` is the context pointer the kernel passed to this program.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
+    // SAFETY: as above.
+    if cookie == 0 || unsafe { REPLAY_SOCKETS.get(&cookie) }.is_none() {
+        return false;
+    }
+    // Failing inserts (map full of live entries) only cost the next packet another lookup.
+    let _ = IGNORED_FLOWS.insert(&tuple, &1, 0);
+    let _ = IGNORED_FLOWS.insert(&tuple.reversed(), &1, 0);
+    true
+}
+
 fn try_mirror_tc(ctx: &TcContext) -> Result<(), Skip> {
     count(Counter::PacketsSeen, 1);
     let (direction, segment) = parse(ctx)?;
+    if is_self_traffic(ctx, &segment) {
+        count(Counter::SelfTraffic, 1);
+        return Ok(());
+    }
     count(Counter::PacketsMatched, 1);
     let lifecycle = segment.flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0;
     if segment.payload_len == 0 && !lifecycle {

@@ -36,7 +36,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct CaptureArgs {
     /// Interface name or glob pattern ('veth*'); repeat for several. Loopback is captured on
-    /// ingress only (it sees each packet twice).
+    /// egress only (it sees each packet twice).
     #[arg(long = "interface", short = 'i', value_name = "IFACE", required = true)]
     pub interfaces: Vec<String>,
 

@@ -12,7 +12,9 @@ use std::{
 };
 
 use mirror::{
-    capture::{Capture, CaptureConfig, DEFAULT_RING_BUFFER_BYTES, KernelCounters, ReaderStats},
+    capture::{
+        Capture, CaptureConfig, DEFAULT_RING_BUFFER_BYTES, KernelCounters, ReaderStats, SelfTraffic,
+    },
     segment::Segment,
 };
 
@@ -42,6 +44,8 @@ impl Captured {
 
 /// A capture attached in a namespace; [`CaptureSession::stop`] detaches and returns what it saw.
 pub struct CaptureSession {
+    /// Registry of sockets whose traffic the classifier must ignore.
+    pub self_traffic: SelfTraffic,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<Captured, mirror::netns::NetnsError>>>,
 }
@@ -74,7 +78,7 @@ impl CaptureSession {
                     }
                 };
                 let mut reader = capture.take_reader().expect("reader").expect("ring");
-                let _ = ready_tx.send(Ok(()));
+                let _ = ready_tx.send(Ok(capture.classifier().self_traffic()));
                 let stats = ReaderStats::default();
                 let mut segments = Vec::new();
                 loop {
@@ -97,12 +101,13 @@ impl CaptureSession {
                 }
             })
         });
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
+        let self_traffic = match ready_rx.recv() {
+            Ok(Ok(self_traffic)) => self_traffic,
             Ok(Err(error)) => panic!("capture failed to start: {error}"),
             Err(_) => panic!("capture thread died before attaching"),
-        }
+        };
         Self {
+            self_traffic,
             stop,
             thread: Some(thread),
         }

@@ -13,7 +13,8 @@ pub struct Interface {
 }
 
 impl Interface {
-    /// Loopback sees every packet twice (egress, then ingress): capture one direction there.
+    /// Loopback sees every packet twice (egress, then ingress): capture one direction there
+    /// (egress: the sending socket is still attached, which self-traffic detection needs).
     pub fn is_loopback(&self) -> bool {
         self.name == "lo"
     }

@@ -9,11 +9,15 @@
 pub mod interfaces;
 pub mod reader;
 
-use std::io;
+use std::{
+    io,
+    os::fd::{AsRawFd, BorrowedFd},
+    sync::{Arc, Mutex},
+};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
         ProgramError, SchedClassifier, TcAttachType,
         tc::{self, SchedClassifierLinkId},
@@ -23,7 +27,7 @@ use aya::{
 pub use interfaces::Interface;
 use mirror_common::{
     CLASSIFIER_PROGRAM, COUNTER_COUNT, COUNTERS_MAP, Counter, EVENTS_MAP, PORT_TARGET,
-    TARGET_PORTS_MAP,
+    REPLAY_SOCKETS_MAP, TARGET_PORTS_MAP,
 };
 pub use reader::{ReaderStats, RingReader, SegmentBatch, spawn_reader};
 use tracing::{debug, info, warn};
@@ -78,6 +82,8 @@ pub enum CaptureError {
     },
     #[error("registering the ring buffer with the async reactor (epoll_ctl): {0}")]
     Reactor(#[source] io::Error),
+    #[error("reading the socket cookie of a replay socket (getsockopt SO_COOKIE): {0}")]
+    SocketCookie(#[source] io::Error),
 }
 
 /// What to capture.
@@ -145,6 +151,57 @@ pub struct Classifier {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
     ring: Option<RingBuf<MapData>>,
+    self_traffic: SelfTraffic,
+}
+
+/// Registry of the daemon's own replay sockets: the classifier never records their traffic, in
+/// either direction, whatever the shadow's address or port (see `is_self_traffic` in the
+/// classifier). Cheap to clone; share it with the replay connection pool.
+#[derive(Clone)]
+pub struct SelfTraffic {
+    sockets: Arc<Mutex<HashMap<MapData, u64, u8>>>,
+}
+
+impl SelfTraffic {
+    /// Registers `socket` (before it connects, so its SYN is already ignored). Returns the
+    /// socket cookie to pass to [`SelfTraffic::unregister`] when the socket closes.
+    pub fn register(&self, socket: BorrowedFd<'_>) -> Result<u64, CaptureError> {
+        let cookie = socket_cookie(socket)?;
+        let mut sockets = self.sockets.lock().unwrap_or_else(|poison| poison.into_inner());
+        sockets
+            .insert(cookie, 1, 0)
+            .map_err(map_error(REPLAY_SOCKETS_MAP, "updating"))?;
+        Ok(cookie)
+    }
+
+    /// Forgets a closed socket. The classifier's remembered 4-tuples age out by themselves.
+    pub fn unregister(&self, cookie: u64) {
+        let mut sockets = self.sockets.lock().unwrap_or_else(|poison| poison.into_inner());
+        if let Err(error) = sockets.remove(&cookie) {
+            debug!(cookie, %error, "unregistering a replay socket");
+        }
+    }
+}
+
+/// `getsockopt(SOL_SOCKET, SO_COOKIE)`: the kernel's 64-bit identity of a socket, the same value
+/// `bpf_get_socket_cookie` returns for its packets.
+fn socket_cookie(socket: BorrowedFd<'_>) -> Result<u64, CaptureError> {
+    let mut cookie = 0u64;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: valid fd, output buffer and length of the right size.
+    let ret = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    if ret != 0 {
+        return Err(CaptureError::SocketCookie(io::Error::last_os_error()));
+    }
+    Ok(cookie)
 }
 
 fn map_error(map: &'static str, operation: &'static str) -> impl FnOnce(MapError) -> CaptureError {
@@ -192,11 +249,19 @@ impl Classifier {
                 .ok_or(CaptureError::MissingObject(EVENTS_MAP))?,
         )
         .map_err(map_error(EVENTS_MAP, "opening"))?;
+        let sockets = HashMap::try_from(
+            ebpf.take_map(REPLAY_SOCKETS_MAP)
+                .ok_or(CaptureError::MissingObject(REPLAY_SOCKETS_MAP))?,
+        )
+        .map_err(map_error(REPLAY_SOCKETS_MAP, "opening"))?;
 
         let mut classifier = Self {
             ebpf,
             counters,
             ring: Some(ring),
+            self_traffic: SelfTraffic {
+                sockets: Arc::new(Mutex::new(sockets)),
+            },
         };
         classifier
             .program_mut()?
@@ -221,6 +286,11 @@ impl Classifier {
             .ok_or(CaptureError::MissingObject(CLASSIFIER_PROGRAM))?
             .try_into()
             .map_err(CaptureError::ProgramLoad)
+    }
+
+    /// The registry of replay sockets whose traffic the classifier ignores.
+    pub fn self_traffic(&self) -> SelfTraffic {
+        self.self_traffic.clone()
     }
 
     /// Takes the ring buffer for synchronous reading (once; tests and benchmarks).
@@ -260,7 +330,8 @@ fn uses_tcx() -> bool {
 
 impl Capture {
     /// Loads the classifier, fills the port map and attaches to every selected interface of the
-    /// calling thread's network namespace (ingress and egress; ingress only on loopback).
+    /// calling thread's network namespace (ingress and egress; egress only on loopback, where
+    /// every packet passes both hooks and only egress still carries the sending socket).
     pub fn start(config: &CaptureConfig) -> Result<Self, CaptureError> {
         let interfaces = interfaces::resolve(&config.interfaces, &interfaces::list_interfaces()?)?;
         let mut classifier = Classifier::load(&config.ports, config.ring_buffer_bytes)?;
@@ -269,7 +340,7 @@ impl Capture {
         let mut attachments = Vec::new();
         for interface in interfaces {
             let attach_types: &[TcAttachType] = if interface.is_loopback() {
-                &[TcAttachType::Ingress]
+                &[TcAttachType::Egress]
             } else {
                 &[TcAttachType::Ingress, TcAttachType::Egress]
             };
