@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod netns;
 pub mod policy;
 pub mod reassembly;

@@ -149,7 +149,7 @@ fn direction_name(attach_type: TcAttachType) -> &'static str {
 /// with `BPF_PROG_TEST_RUN` through [`Classifier::program`].
 pub struct Classifier {
     ebpf: Ebpf,
-    counters: PerCpuArray<MapData, u64>,
+    counters: KernelCounterReader,
     ring: Option<RingBuf<MapData>>,
     self_traffic: SelfTraffic,
 }
@@ -167,7 +167,10 @@ impl SelfTraffic {
     /// socket cookie to pass to [`SelfTraffic::unregister`] when the socket closes.
     pub fn register(&self, socket: BorrowedFd<'_>) -> Result<u64, CaptureError> {
         let cookie = socket_cookie(socket)?;
-        let mut sockets = self.sockets.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut sockets = self
+            .sockets
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         sockets
             .insert(cookie, 1, 0)
             .map_err(map_error(REPLAY_SOCKETS_MAP, "updating"))?;
@@ -176,7 +179,10 @@ impl SelfTraffic {
 
     /// Forgets a closed socket. The classifier's remembered 4-tuples age out by themselves.
     pub fn unregister(&self, cookie: u64) {
-        let mut sockets = self.sockets.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut sockets = self
+            .sockets
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if let Err(error) = sockets.remove(&cookie) {
             debug!(cookie, %error, "unregistering a replay socket");
         }
@@ -221,7 +227,10 @@ impl Classifier {
         }
         let page = page_size();
         let ring = ring_buffer_bytes;
-        if !ring.is_power_of_two() || (ring as usize) < page || !(ring as usize).is_multiple_of(page) {
+        if !ring.is_power_of_two()
+            || (ring as usize) < page
+            || !(ring as usize).is_multiple_of(page)
+        {
             return Err(CaptureError::RingSize(ring));
         }
         let mut ebpf = EbpfLoader::new()
@@ -239,11 +248,15 @@ impl Classifier {
                 .set(u32::from(*port), PORT_TARGET, 0)
                 .map_err(map_error(TARGET_PORTS_MAP, "updating"))?;
         }
-        let counters = PerCpuArray::try_from(
-            ebpf.take_map(COUNTERS_MAP)
-                .ok_or(CaptureError::MissingObject(COUNTERS_MAP))?,
-        )
-        .map_err(map_error(COUNTERS_MAP, "opening"))?;
+        let counters = KernelCounterReader {
+            map: Arc::new(
+                PerCpuArray::try_from(
+                    ebpf.take_map(COUNTERS_MAP)
+                        .ok_or(CaptureError::MissingObject(COUNTERS_MAP))?,
+                )
+                .map_err(map_error(COUNTERS_MAP, "opening"))?,
+            ),
+        };
         let ring = RingBuf::try_from(
             ebpf.take_map(EVENTS_MAP)
                 .ok_or(CaptureError::MissingObject(EVENTS_MAP))?,
@@ -306,10 +319,29 @@ impl Classifier {
 
     /// Reads the classifier's per-CPU counters and sums them.
     pub fn counters(&self) -> Result<KernelCounters, CaptureError> {
+        self.counters.read()
+    }
+
+    /// A reader of the counters that can live elsewhere (the metrics endpoint reads them at
+    /// scrape time).
+    pub fn counter_reader(&self) -> KernelCounterReader {
+        self.counters.clone()
+    }
+}
+
+/// Shared handle on the classifier's per-CPU counters.
+#[derive(Clone)]
+pub struct KernelCounterReader {
+    map: Arc<PerCpuArray<MapData, u64>>,
+}
+
+impl KernelCounterReader {
+    /// Reads every counter and sums it over CPUs.
+    pub fn read(&self) -> Result<KernelCounters, CaptureError> {
         let mut totals = KernelCounters::default();
         for counter in Counter::ALL {
             let values = self
-                .counters
+                .map
                 .get(&(counter as u32), 0)
                 .map_err(map_error(COUNTERS_MAP, "reading"))?;
             totals.values[counter as usize] = values.iter().copied().sum();

@@ -1,1 +1,164 @@
-//! The TOML configuration file.
+//! The TOML configuration file (contract: DESIGN.md §5) and its merge with `mirror run` flags
+//! (§4).
+//!
+//! Loading is two steps: serde reads the file into position-keeping structs (syntax, types and
+//! unknown keys fail there, with toml's own position), then validation checks every value
+//! (ranges, regexes, URLs, modes, uniqueness, write safety) and builds the public types. Either
+//! way the first problem is reported as `file:line:col: message`.
+//!
+//! ```
+//! let config = mirror::config::Config::from_toml(
+//!     "[[target]]\nname = \"search\"\nport = 8080\nshadow = \"http://search-v2:8080\"\n",
+//!     "mirror.toml",
+//! )
+//! .unwrap();
+//! assert_eq!(config.targets[0].methods, ["GET", "HEAD", "OPTIONS"]);
+//! ```
+
+mod error;
+mod overrides;
+mod raw;
+mod target;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_errors;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use serde::Serialize;
+
+pub use error::ConfigError;
+pub use overrides::{IMPLICIT_TARGET_NAME, RunOverrides};
+pub use target::{
+    DEFAULT_METHODS, HeaderField, HeaderFieldError, HostMode, PathFilter, PathPattern,
+    SAFE_METHODS, SampleBy, ShadowUrl, TargetConfig, WRITE_METHODS, is_safe_method,
+};
+
+/// The effective configuration of a daemon.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Config {
+    pub capture: CaptureSection,
+    pub metrics: MetricsSection,
+    pub limits: LimitsSection,
+    /// At least one; names and ports are unique.
+    #[serde(rename = "target")]
+    pub targets: Vec<TargetConfig>,
+}
+
+/// `[capture]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CaptureSection {
+    /// Interface names or glob patterns (`veth*`). The file may leave this empty when
+    /// `--interface` is given; [`Config::with_overrides`] requires at least one.
+    pub interfaces: Vec<String>,
+    /// BPF ring buffer size: a power of two, at least one page. Default 16 MiB.
+    pub ring_buffer_bytes: u32,
+}
+
+impl Default for CaptureSection {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            ring_buffer_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MetricsSection {
+    /// Address of the `/metrics` and `/healthz` endpoint. Default `0.0.0.0:9477`.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 9477)),
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LimitsSection {
+    /// All buffered stream bytes together; LRU eviction beyond. Default 256 MiB.
+    pub reassembly_memory_bytes: usize,
+    /// Tracked connections; LRU eviction beyond. Default 262144.
+    pub max_connections: usize,
+    /// A connection silent for this long is forgotten. Default 120.
+    pub idle_timeout_secs: u64,
+    /// Larger requests/responses are counted and not mirrored. Default 16 MiB.
+    pub max_message_bytes: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            reassembly_memory_bytes: 256 * 1024 * 1024,
+            max_connections: 262_144,
+            idle_timeout_secs: 120,
+            max_message_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a config file's text. `source_name` (usually the path) prefixes
+    /// error positions.
+    pub fn from_toml(text: &str, source_name: &str) -> Result<Self, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|error| {
+            ConfigError::at(
+                source_name,
+                text,
+                error.span().unwrap_or(0..0),
+                toml_message(&error),
+            )
+        })?;
+        validate::validate(raw, text)
+            .map_err(|problem| ConfigError::at(source_name, text, problem.span, problem.message))
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: name.clone(),
+            source,
+        })?;
+        Self::from_toml(&text, &name)
+    }
+
+    /// The effective configuration as TOML (every default spelled out); [`from_toml`] reads it
+    /// back to an equal `Config`.
+    ///
+    /// [`from_toml`]: Self::from_toml
+    pub fn to_toml_string(&self) -> String {
+        // Every value is a string, integer, float, bool, array or table: serialization of these
+        // types cannot fail.
+        toml::to_string(self).expect("config serializes to TOML")
+    }
+
+    /// The target whose primary service listens on `port`.
+    pub fn target_for_port(&self, port: u16) -> Option<&TargetConfig> {
+        self.targets.iter().find(|target| target.port == port)
+    }
+}
+
+/// toml's message, one line, with serde's Rust type names replaced by TOML words.
+fn toml_message(error: &toml::de::Error) -> String {
+    let message = error.message().trim().replace('\n', "; ");
+    [
+        ("expected i64", "expected an integer"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a string", "expected a quoted string"),
+    ]
+    .iter()
+    .fold(message, |message, (from, to)| message.replace(from, to))
+}

@@ -19,6 +19,9 @@ use crate::segment::Direction;
 /// Bytes appended per step while a resynchronisation candidate straddles two chunks.
 const CANDIDATE_PEEK: usize = 16;
 
+/// Most bytes reserved ahead for a request body of announced length.
+const MAX_RESERVE: u64 = 1 << 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Expecting a request line. `tentative`: found by scanning, so a parse failure is just a
@@ -360,6 +363,12 @@ impl RequestFramer {
             (false, Some((input, msg_start))) => Some(input.slice(msg_start..pos)),
             (false, None) => Some(self.buf.split().freeze()),
         };
+        if keep && let BodyFraming::Length(length) = head.body {
+            // One allocation for the whole request instead of doubling as chunks arrive; capped
+            // so a large announced length costs nothing until its bytes actually come.
+            let total = (head_len + length).min(MAX_RESERVE) as usize;
+            self.buf.reserve(total.saturating_sub(self.buf.len()));
+        }
         let reader = BodyReader::new(head.body, cx.shared.limits.max_head_bytes);
         self.message = Some(Message {
             index,

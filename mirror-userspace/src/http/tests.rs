@@ -827,3 +827,4 @@ fn every_started_request_is_accounted() {
     );
     assert_eq!(stats.requests_unanswered, 1);
 }
+

@@ -1,0 +1,304 @@
+//! Prometheus metrics (contract: DESIGN.md §6) and the HTTP endpoint that serves them
+//! ([`server`]). Metric names and labels are fixed: dashboards, alerts and canary analysis
+//! depend on them.
+//!
+//! Counters of the classifier and the ring reader are read at scrape time by
+//! [`CaptureCollector`]; everything else is updated by the pipeline as events happen.
+
+pub mod server;
+
+use std::{
+    fmt,
+    sync::{Arc, Mutex},
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::capture::{KernelCounterReader, ReaderStats};
+use mirror_common::Counter as KernelCounter;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetReasonLabels {
+    pub target: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetOutcomeLabels {
+    pub target: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetRoleLabels {
+    pub target: String,
+    pub role: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetRoleCodeLabels {
+    pub target: String,
+    pub role: &'static str,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetKindLabels {
+    pub target: String,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    // 100 µs .. ~52 s: wire latencies of fast caches up to timed-out shadows.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+}
+
+type HistogramFamily = Family<TargetRoleLabels, Histogram, fn() -> Histogram>;
+
+/// Handles to every metric the pipeline updates. Cloning shares the underlying values.
+#[derive(Clone)]
+pub struct Metrics {
+    pub packets: Family<DirectionLabels, Counter>,
+    pub capture_bytes: Family<DirectionLabels, Counter>,
+    pub tcp_streams_active: Gauge,
+    pub tcp_gaps: Counter,
+    pub tcp_streams_evicted: Family<ReasonLabels, Counter>,
+    pub requests: Family<TargetLabels, Counter>,
+    pub parse_errors: Family<TargetLabels, Counter>,
+    pub requests_skipped: Family<TargetReasonLabels, Counter>,
+    /// Extra (not in the contract table): requests abandoned in progress, by reason.
+    pub requests_lost: Family<TargetReasonLabels, Counter>,
+    pub replays: Family<TargetOutcomeLabels, Counter>,
+    pub replay_queue_depth: Family<TargetLabels, Gauge>,
+    pub response_duration: HistogramFamily,
+    pub responses: Family<TargetRoleCodeLabels, Counter>,
+    pub mismatches: Family<TargetKindLabels, Counter>,
+}
+
+impl Metrics {
+    /// Creates every metric and registers it in a new registry.
+    pub fn new() -> (Self, Registry) {
+        let mut registry = Registry::default();
+        let metrics = Self {
+            packets: Family::default(),
+            capture_bytes: Family::default(),
+            tcp_streams_active: Gauge::default(),
+            tcp_gaps: Counter::default(),
+            tcp_streams_evicted: Family::default(),
+            requests: Family::default(),
+            parse_errors: Family::default(),
+            requests_skipped: Family::default(),
+            requests_lost: Family::default(),
+            replays: Family::default(),
+            replay_queue_depth: Family::default(),
+            response_duration: Family::new_with_constructor(duration_histogram),
+            responses: Family::default(),
+            mismatches: Family::default(),
+        };
+        // prometheus-client appends `_total` to counters.
+        let r = &mut registry;
+        r.register(
+            "mirror_packets",
+            "TCP segments captured, by direction",
+            metrics.packets.clone(),
+        );
+        r.register(
+            "mirror_capture_bytes",
+            "TCP payload bytes captured, by direction",
+            metrics.capture_bytes.clone(),
+        );
+        r.register(
+            "mirror_tcp_streams_active",
+            "TCP connections being reassembled",
+            metrics.tcp_streams_active.clone(),
+        );
+        r.register(
+            "mirror_tcp_gaps",
+            "Holes in captured TCP streams declared lost",
+            metrics.tcp_gaps.clone(),
+        );
+        r.register(
+            "mirror_tcp_streams_evicted",
+            "TCP connections evicted, by reason",
+            metrics.tcp_streams_evicted.clone(),
+        );
+        r.register(
+            "mirror_requests",
+            "HTTP requests framed off the wire, by target",
+            metrics.requests.clone(),
+        );
+        r.register(
+            "mirror_parse_errors",
+            "Request bytes that did not parse as HTTP/1.x",
+            metrics.parse_errors.clone(),
+        );
+        r.register(
+            "mirror_requests_skipped",
+            "Framed requests not replayed, by reason",
+            metrics.requests_skipped.clone(),
+        );
+        r.register(
+            "mirror_requests_lost",
+            "Requests abandoned part-way (gap, reset, eviction...), by reason",
+            metrics.requests_lost.clone(),
+        );
+        r.register(
+            "mirror_replays",
+            "Requests handed to the shadow, by outcome (ok, error, timeout, dropped)",
+            metrics.replays.clone(),
+        );
+        r.register(
+            "mirror_replay_queue_depth",
+            "Requests waiting in the replay queue",
+            metrics.replay_queue_depth.clone(),
+        );
+        r.register(
+            "mirror_response_duration_seconds",
+            "Last request byte to first response byte, primary (on the wire) and shadow",
+            metrics.response_duration.clone(),
+        );
+        r.register(
+            "mirror_responses",
+            "Responses by role and status code",
+            metrics.responses.clone(),
+        );
+        r.register(
+            "mirror_response_mismatches",
+            "Shadow responses that differ from the primary's, by kind (status, body)",
+            metrics.mismatches.clone(),
+        );
+        let build_info: Family<VersionLabels, Gauge> = Family::default();
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        r.register("mirror_build_info", "Build information", build_info);
+        (metrics, registry)
+    }
+}
+
+/// Reports the classifier's and the ring reader's counters at scrape time:
+/// `mirror_capture_drops_total{reason}` (records/segments lost before reassembly) and
+/// `mirror_capture_lost_bytes_total{reason}`, plus the classifier's own packet counters.
+pub struct CaptureCollector {
+    kernel: KernelCounterReader,
+    reader: Arc<ReaderStats>,
+    /// The last successful read, reported if a later read fails (counters never go back).
+    last: Mutex<crate::capture::KernelCounters>,
+}
+
+impl CaptureCollector {
+    pub fn new(kernel: KernelCounterReader, reader: Arc<ReaderStats>) -> Self {
+        Self {
+            kernel,
+            reader,
+            last: Mutex::default(),
+        }
+    }
+}
+
+impl fmt::Debug for CaptureCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaptureCollector").finish_non_exhaustive()
+    }
+}
+
+fn encode_family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &[(&'static str, u64)],
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (reason, value) in values {
+        let labels = ReasonLabels { reason };
+        ConstCounter::new(*value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for CaptureCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let kernel = {
+            let mut last = self
+                .last
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            if let Ok(now) = self.kernel.read() {
+                *last = now;
+            }
+            *last
+        };
+        encode_family(
+            &mut encoder,
+            "mirror_capture_drops",
+            "Captured records or segments lost before reassembly, by reason",
+            &[
+                ("ringbuf_full", kernel.get(KernelCounter::RingbufFull)),
+                ("copy_error", kernel.get(KernelCounter::CopyErrors)),
+                ("decode_error", self.reader.decode_errors()),
+                ("consumer_full", self.reader.consumer_dropped()),
+            ],
+        )?;
+        encode_family(
+            &mut encoder,
+            "mirror_capture_lost_bytes",
+            "Payload bytes seen by the classifier but not delivered, by reason",
+            &[
+                (
+                    "ringbuf_full_or_copy_error",
+                    kernel.get(KernelCounter::LostBytes),
+                ),
+                ("truncated", kernel.get(KernelCounter::TruncatedBytes)),
+            ],
+        )?;
+        encode_family(
+            &mut encoder,
+            "mirror_classifier_packets",
+            "Packets the classifier ran on, by outcome",
+            &[
+                ("seen", kernel.get(KernelCounter::PacketsSeen)),
+                ("matched", kernel.get(KernelCounter::PacketsMatched)),
+                ("self_traffic", kernel.get(KernelCounter::SelfTraffic)),
+                ("header_error", kernel.get(KernelCounter::HeaderErrors)),
+                ("ip_fragment", kernel.get(KernelCounter::IpFragments)),
+            ],
+        )
+    }
+}
