@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod netns;
 pub mod policy;
 pub mod reassembly;
+pub mod replay;
 pub mod rewrite;
 pub mod segment;

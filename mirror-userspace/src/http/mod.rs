@@ -46,7 +46,7 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
-pub use self::chunked::{ChunkedDecoder, ChunkedError};
+pub use self::chunked::{BodyReader, ChunkedDecoder, ChunkedError};
 pub use self::detect::{Sniff, sniff_client};
 pub use self::event::{
     HttpEvent, HttpStats, LossCounts, LossEvent, LossReason, RequestEvent, RequestSummary,
@@ -54,6 +54,8 @@ pub use self::event::{
 };
 use self::exchange::{HttpConnection, Shared};
 pub use self::head::{BodyFraming, HeadError, HeaderSpan, HttpRequest, HttpResponseHead};
+// The replay side reads shadow responses with the same framing rules.
+pub use self::head::{HeadLimits, ResponseBody, ResponseHead, parse_response_head, response_body};
 use crate::reassembly::{Reassembler, ReassemblyConfig};
 use crate::segment::Segment;
 

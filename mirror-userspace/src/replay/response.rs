@@ -1,0 +1,221 @@
+//! Reads one response from a shadow connection with the same framing rules as the capture side
+//! (RFC 9112 §6.3), so a keep-alive connection stays usable after every response, and digests
+//! the body the same way (xxh3-128 of the de-chunked body) so bodies compare across sides.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::http::{BodyReader, HeadLimits, ResponseBody, parse_response_head};
+
+/// Why a response could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    #[error("reading from the shadow: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the shadow closed the connection without sending a response")]
+    NoResponse,
+    #[error("the shadow closed the connection before a complete response")]
+    Closed,
+    #[error("malformed response head from the shadow: {0}")]
+    Head(#[from] crate::http::HeadError),
+    #[error("malformed chunked body from the shadow: {0}")]
+    Chunked(#[from] crate::http::ChunkedError),
+    #[error("the shadow switched protocols (status {0}); the connection cannot be reused")]
+    Switched(u16),
+}
+
+/// What the comparison needs of a shadow response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShadowResponse {
+    pub status: u16,
+    pub body_len: u64,
+    pub body_digest: u128,
+    /// The connection must not be reused (close-delimited body, `Connection: close`, HTTP/1.0).
+    pub closes: bool,
+}
+
+const LIMITS: HeadLimits = HeadLimits {
+    max_headers: 100,
+    max_head_bytes: 65_536,
+};
+const MAX_TRAILER_BYTES: usize = 65_536;
+
+/// Reads more bytes into `buffer`; `Ok(false)` at end of stream.
+async fn fill<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut BytesMut,
+) -> std::io::Result<bool> {
+    buffer.reserve(16 * 1024);
+    Ok(reader.read_buf(buffer).await? > 0)
+}
+
+fn connection_closes(head: &crate::http::ResponseHead, bytes: &[u8]) -> bool {
+    let connection = head
+        .headers
+        .iter()
+        .filter(|span| span.name(bytes).eq_ignore_ascii_case(b"connection"))
+        .flat_map(|span| span.value(bytes).split(|byte| *byte == b','))
+        .map(|option| option.trim_ascii().to_ascii_lowercase())
+        .collect::<Vec<_>>();
+    if head.version_minor == 0 {
+        !connection.iter().any(|option| option == b"keep-alive")
+    } else {
+        connection.iter().any(|option| option == b"close")
+    }
+}
+
+/// Reads the final response to one request (interim 1xx responses are skipped). `on_first_byte`
+/// runs once, when the first response byte has arrived (shadow latency is measured there).
+/// Bytes after the response stay in `buffer` (a well-behaved server sends none).
+pub async fn read_response<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut BytesMut,
+    request_is_head: bool,
+    mut on_first_byte: impl FnMut(),
+) -> Result<ShadowResponse, ResponseError> {
+    let mut first = true;
+    loop {
+        // Head.
+        let head = loop {
+            if !buffer.is_empty() && first {
+                first = false;
+                on_first_byte();
+            }
+            if let Some(head) = parse_response_head(buffer, &LIMITS)? {
+                break head;
+            }
+            if !fill(reader, buffer).await? {
+                return Err(if first {
+                    ResponseError::NoResponse
+                } else {
+                    ResponseError::Closed
+                });
+            }
+        };
+        let framing = match crate::http::response_body(&head, request_is_head, false)? {
+            ResponseBody::Interim => {
+                buffer.advance(head.head_len);
+                continue;
+            }
+            ResponseBody::Switch => return Err(ResponseError::Switched(head.status)),
+            ResponseBody::Body(framing) => framing,
+        };
+        let closes = connection_closes(&head, &buffer[..head.head_len])
+            || framing == crate::http::BodyFraming::Close;
+        buffer.advance(head.head_len);
+        // Body.
+        let mut body = BodyReader::new(framing, MAX_TRAILER_BYTES);
+        let mut hasher = Xxh3::new();
+        let mut body_len = 0u64;
+        loop {
+            let consumed = body.feed(buffer, &mut |data: &[u8]| {
+                body_len += data.len() as u64;
+                hasher.update(data);
+            })?;
+            buffer.advance(consumed);
+            if body.is_done() {
+                break;
+            }
+            if !fill(reader, buffer).await? {
+                if matches!(body, BodyReader::Close) {
+                    break;
+                }
+                return Err(ResponseError::Closed);
+            }
+        }
+        return Ok(ShadowResponse {
+            status: head.status,
+            body_len,
+            body_digest: hasher.digest128(),
+            closes,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read(input: &[u8], is_head: bool) -> (Result<ShadowResponse, ResponseError>, usize) {
+        let mut reader = input;
+        let mut buffer = BytesMut::new();
+        let mut first_bytes = 0;
+        let result = read_response(&mut reader, &mut buffer, is_head, || first_bytes += 1).await;
+        assert!(first_bytes <= 1);
+        (result, buffer.len() + reader.len())
+    }
+
+    fn run<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    #[test]
+    fn content_length_body_is_digested_and_the_next_response_left() {
+        let (result, left) = run(read(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 204 No Content\r\n\r\n",
+            false,
+        ));
+        let response = result.unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body_len, 5);
+        assert_eq!(response.body_digest, xxhash_rust::xxh3::xxh3_128(b"hello"));
+        assert!(!response.closes);
+        assert_eq!(left, "HTTP/1.1 204 No Content\r\n\r\n".len());
+    }
+
+    #[test]
+    fn chunked_body_digest_equals_the_dechunked_body() {
+        let (result, _) = run(read(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=1\r\nhel\r\n2\r\nlo\r\n0\r\nT: v\r\n\r\n",
+            false,
+        ));
+        let response = result.unwrap();
+        assert_eq!(response.body_digest, xxhash_rust::xxh3::xxh3_128(b"hello"));
+    }
+
+    #[test]
+    fn interim_responses_are_skipped_and_head_has_no_body() {
+        let (result, left) = run(read(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+            true,
+        ));
+        let response = result.unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body_len, 0);
+        assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn close_delimited_and_connection_close_are_not_reusable() {
+        let (result, _) = run(read(b"HTTP/1.1 200 OK\r\n\r\nuntil close", false));
+        let response = result.unwrap();
+        assert!(response.closes);
+        assert_eq!(response.body_len, 11);
+        let (result, _) = run(read(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            false,
+        ));
+        assert!(result.unwrap().closes);
+        let (result, _) = run(read(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false));
+        assert!(result.unwrap().closes, "HTTP/1.0 without keep-alive");
+    }
+
+    #[test]
+    fn truncated_and_malformed_responses_are_errors() {
+        let (result, _) = run(read(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+            false,
+        ));
+        assert!(matches!(result, Err(ResponseError::Closed)));
+        let (result, _) = run(read(b"", false));
+        assert!(matches!(result, Err(ResponseError::NoResponse)));
+        let (result, _) = run(read(b"garbage\r\n\r\n", false));
+        assert!(matches!(result, Err(ResponseError::Head(_))));
+        let (result, _) = run(read(b"HTTP/1.1 101 Switching\r\n\r\n", false));
+        assert!(matches!(result, Err(ResponseError::Switched(101))));
+    }
+}
