@@ -5,6 +5,7 @@
 //! touching a clock or a socket, so it is tested deterministically.
 
 pub mod capture;
+pub mod compare;
 pub mod cli;
 pub mod commands;
 pub mod config;

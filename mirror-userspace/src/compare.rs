@@ -1,0 +1,200 @@
+//! Pairs each shadow response with the primary's response to the same request and judges them
+//! (I/O-free; time passed in). Either side may arrive first; an entry whose other side never
+//! comes (primary response lost, replay dropped) expires after a deadline, so memory is bounded.
+
+use std::collections::{HashMap, VecDeque};
+
+/// One side of an exchange, as far as the comparison cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub status: u16,
+    pub body_digest: u128,
+}
+
+/// The judgement of one pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Index of the target the exchange belongs to.
+    pub target: usize,
+    pub primary: Observed,
+    pub shadow: Observed,
+    pub status_mismatch: bool,
+    pub body_mismatch: bool,
+}
+
+#[derive(Debug)]
+struct Entry {
+    target: usize,
+    compare_bodies: bool,
+    primary: Option<Observed>,
+    shadow: Option<Observed>,
+}
+
+/// Open comparisons keyed by replay id.
+#[derive(Debug)]
+pub struct Comparator {
+    entries: HashMap<u64, Entry>,
+    /// Insertion order with deadlines, for expiry.
+    deadlines: VecDeque<(u64, u64)>,
+    ttl_ns: u64,
+    max_entries: usize,
+    /// Entries dropped unjudged (other side never came, or the table was full).
+    pub expired: u64,
+}
+
+impl Comparator {
+    /// `ttl_ns`: how long an entry waits for its other side; `max_entries`: hard bound.
+    pub fn new(ttl_ns: u64, max_entries: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            deadlines: VecDeque::new(),
+            ttl_ns,
+            max_entries: max_entries.max(1),
+            expired: 0,
+        }
+    }
+
+    /// Opens a comparison for replay `id`. `compare_bodies` false judges status codes only.
+    pub fn open(&mut self, id: u64, target: usize, compare_bodies: bool, now_ns: u64) {
+        if self.entries.len() >= self.max_entries {
+            self.evict_oldest();
+        }
+        self.entries.insert(
+            id,
+            Entry {
+                target,
+                compare_bodies,
+                primary: None,
+                shadow: None,
+            },
+        );
+        self.deadlines.push_back((id, now_ns + self.ttl_ns));
+    }
+
+    /// Forgets `id` without a verdict (the replay was dropped or failed).
+    pub fn cancel(&mut self, id: u64) {
+        self.entries.remove(&id);
+    }
+
+    pub fn on_primary(&mut self, id: u64, observed: Observed) -> Option<Verdict> {
+        self.entries.get_mut(&id)?.primary = Some(observed);
+        self.judge(id)
+    }
+
+    pub fn on_shadow(&mut self, id: u64, observed: Observed) -> Option<Verdict> {
+        self.entries.get_mut(&id)?.shadow = Some(observed);
+        self.judge(id)
+    }
+
+    fn judge(&mut self, id: u64) -> Option<Verdict> {
+        let entry = self.entries.get(&id)?;
+        let (primary, shadow) = (entry.primary?, entry.shadow?);
+        let verdict = Verdict {
+            target: entry.target,
+            primary,
+            shadow,
+            status_mismatch: primary.status != shadow.status,
+            body_mismatch: entry.compare_bodies && primary.body_digest != shadow.body_digest,
+        };
+        self.entries.remove(&id);
+        Some(verdict)
+    }
+
+    /// Drops entries past their deadline.
+    pub fn expire(&mut self, now_ns: u64) {
+        while let Some(&(id, deadline)) = self.deadlines.front() {
+            if deadline > now_ns {
+                break;
+            }
+            self.deadlines.pop_front();
+            if self.entries.remove(&id).is_some() {
+                self.expired += 1;
+            }
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        while let Some((id, _)) = self.deadlines.pop_front() {
+            if self.entries.remove(&id).is_some() {
+                self.expired += 1;
+                return;
+            }
+        }
+    }
+
+    /// Open comparisons.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: Observed = Observed {
+        status: 200,
+        body_digest: 1,
+    };
+
+    #[test]
+    fn either_side_may_come_first() {
+        let mut comparator = Comparator::new(1_000, 10);
+        comparator.open(1, 0, true, 0);
+        assert_eq!(comparator.on_shadow(1, OK), None);
+        let verdict = comparator.on_primary(1, OK).expect("judged");
+        assert!(!verdict.status_mismatch && !verdict.body_mismatch);
+        comparator.open(2, 3, true, 0);
+        assert_eq!(comparator.on_primary(2, OK), None);
+        let verdict = comparator
+            .on_shadow(
+                2,
+                Observed {
+                    status: 500,
+                    body_digest: 2,
+                },
+            )
+            .expect("judged");
+        assert_eq!(verdict.target, 3);
+        assert!(verdict.status_mismatch && verdict.body_mismatch);
+        assert!(comparator.is_empty());
+    }
+
+    #[test]
+    fn bodies_are_ignored_when_asked() {
+        let mut comparator = Comparator::new(1_000, 10);
+        comparator.open(1, 0, false, 0);
+        comparator.on_primary(1, OK);
+        let verdict = comparator
+            .on_shadow(
+                1,
+                Observed {
+                    status: 200,
+                    body_digest: 9,
+                },
+            )
+            .unwrap();
+        assert!(!verdict.body_mismatch);
+    }
+
+    #[test]
+    fn unanswered_entries_expire_and_the_table_is_bounded() {
+        let mut comparator = Comparator::new(100, 2);
+        comparator.open(1, 0, true, 0);
+        comparator.open(2, 0, true, 50);
+        comparator.expire(120);
+        assert_eq!(comparator.len(), 1);
+        assert_eq!(comparator.expired, 1);
+        comparator.open(3, 0, true, 120);
+        comparator.open(4, 0, true, 121);
+        assert_eq!(comparator.len(), 2, "oldest evicted at the bound");
+        assert_eq!(comparator.expired, 2);
+        assert_eq!(comparator.on_primary(2, OK), None, "2 was evicted");
+        comparator.cancel(3);
+        assert_eq!(comparator.on_shadow(3, OK), None);
+    }
+}
