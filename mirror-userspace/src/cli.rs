@@ -25,12 +25,55 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Mirror live traffic: capture, sample, rewrite and replay requests to the shadow, compare
+    /// its responses with the primary's, export metrics. Needs root (or CAP_BPF, CAP_NET_ADMIN
+    /// and CAP_PERFMON). Flags override the config file; without a file, --interface, --port
+    /// and --shadow define one target named "default".
+    Run(RunArgs),
+    /// Validate a config file: print the effective configuration, or the first error as
+    /// file:line:col.
+    CheckConfig {
+        /// The TOML configuration file.
+        file: std::path::PathBuf,
+    },
     /// Show the HTTP traffic of target ports as seen on the wire, one line per request/response
     /// pair (method, Host, target, status, primary latency); replays nothing. Needs root (or
     /// CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON).
     Capture(CaptureArgs),
     /// Self-contained tour in network namespaces it creates and removes (needs root).
     Demo,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML configuration file (see `mirror check-config`).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// Interface name or glob pattern ('veth*'); repeat for several. Replaces the file's list.
+    #[arg(long = "interface", short = 'i', value_name = "IFACE")]
+    pub interfaces: Vec<String>,
+
+    /// Primary service port (requests: destination port; responses: source port).
+    #[arg(long, short = 'p', value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Shadow base URL, e.g. http://search-v2:8080.
+    #[arg(long, value_name = "URL")]
+    pub shadow: Option<String>,
+
+    /// Percentage of requests to mirror, 0..=100, fractions allowed.
+    #[arg(long, value_name = "PERCENT")]
+    pub sample: Option<f64>,
+
+    /// Also mirror POST, PUT, PATCH and DELETE (off by default: the shadow must not repeat
+    /// side effects such as charging a card).
+    #[arg(long)]
+    pub allow_writes: bool,
+
+    /// Address of the metrics endpoint (/metrics, /healthz), e.g. 0.0.0.0:9477.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +135,34 @@ mod tests {
         assert_eq!(args.interfaces, ["eth0", "veth*"]);
         assert_eq!(args.ports, [8080, 9090]);
         assert_eq!(args.count, Some(5));
+    }
+
+    #[test]
+    fn run_takes_the_contract_flags() {
+        let cli = Cli::try_parse_from([
+            "mirror",
+            "run",
+            "--interface",
+            "eth0",
+            "--port",
+            "8080",
+            "--shadow",
+            "http://10.0.0.7:8080",
+            "--sample",
+            "10",
+            "--allow-writes",
+            "--metrics-addr",
+            "127.0.0.1:9477",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("parsed as run");
+        };
+        assert_eq!(args.interfaces, ["eth0"]);
+        assert_eq!(args.port, Some(8080));
+        assert_eq!(args.sample, Some(10.0));
+        assert!(args.allow_writes);
+        assert_eq!(args.metrics_addr.as_deref(), Some("127.0.0.1:9477"));
     }
 
     #[test]

@@ -4,6 +4,15 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::segment::FlowKey;
+
+/// Identifies one request of one captured connection (the tracker's per-connection index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ExchangeKey {
+    pub flow: FlowKey,
+    pub index: u64,
+}
+
 /// One side of an exchange, as far as the comparison cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Observed {
@@ -12,10 +21,12 @@ pub struct Observed {
 }
 
 /// The judgement of one pair.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
     /// Index of the target the exchange belongs to.
     pub target: usize,
+    /// `METHOD target` of the request, for logs.
+    pub request_line: String,
     pub primary: Observed,
     pub shadow: Observed,
     pub status_mismatch: bool,
@@ -25,17 +36,18 @@ pub struct Verdict {
 #[derive(Debug)]
 struct Entry {
     target: usize,
+    request_line: String,
     compare_bodies: bool,
     primary: Option<Observed>,
     shadow: Option<Observed>,
 }
 
-/// Open comparisons keyed by replay id.
+/// Open comparisons keyed by exchange.
 #[derive(Debug)]
 pub struct Comparator {
-    entries: HashMap<u64, Entry>,
+    entries: HashMap<ExchangeKey, Entry>,
     /// Insertion order with deadlines, for expiry.
-    deadlines: VecDeque<(u64, u64)>,
+    deadlines: VecDeque<(ExchangeKey, u64)>,
     ttl_ns: u64,
     max_entries: usize,
     /// Entries dropped unjudged (other side never came, or the table was full).
@@ -54,8 +66,15 @@ impl Comparator {
         }
     }
 
-    /// Opens a comparison for replay `id`. `compare_bodies` false judges status codes only.
-    pub fn open(&mut self, id: u64, target: usize, compare_bodies: bool, now_ns: u64) {
+    /// Opens a comparison for exchange `id`. `compare_bodies` false judges status codes only.
+    pub fn open(
+        &mut self,
+        id: ExchangeKey,
+        target: usize,
+        request_line: String,
+        compare_bodies: bool,
+        now_ns: u64,
+    ) {
         if self.entries.len() >= self.max_entries {
             self.evict_oldest();
         }
@@ -63,6 +82,7 @@ impl Comparator {
             id,
             Entry {
                 target,
+                request_line,
                 compare_bodies,
                 primary: None,
                 shadow: None,
@@ -72,32 +92,32 @@ impl Comparator {
     }
 
     /// Forgets `id` without a verdict (the replay was dropped or failed).
-    pub fn cancel(&mut self, id: u64) {
+    pub fn cancel(&mut self, id: ExchangeKey) {
         self.entries.remove(&id);
     }
 
-    pub fn on_primary(&mut self, id: u64, observed: Observed) -> Option<Verdict> {
+    pub fn on_primary(&mut self, id: ExchangeKey, observed: Observed) -> Option<Verdict> {
         self.entries.get_mut(&id)?.primary = Some(observed);
         self.judge(id)
     }
 
-    pub fn on_shadow(&mut self, id: u64, observed: Observed) -> Option<Verdict> {
+    pub fn on_shadow(&mut self, id: ExchangeKey, observed: Observed) -> Option<Verdict> {
         self.entries.get_mut(&id)?.shadow = Some(observed);
         self.judge(id)
     }
 
-    fn judge(&mut self, id: u64) -> Option<Verdict> {
+    fn judge(&mut self, id: ExchangeKey) -> Option<Verdict> {
         let entry = self.entries.get(&id)?;
         let (primary, shadow) = (entry.primary?, entry.shadow?);
-        let verdict = Verdict {
+        let entry = self.entries.remove(&id)?;
+        Some(Verdict {
             target: entry.target,
+            request_line: entry.request_line,
             primary,
             shadow,
             status_mismatch: primary.status != shadow.status,
             body_mismatch: entry.compare_bodies && primary.body_digest != shadow.body_digest,
-        };
-        self.entries.remove(&id);
-        Some(verdict)
+        })
     }
 
     /// Drops entries past their deadline.
@@ -141,18 +161,28 @@ mod tests {
         body_digest: 1,
     };
 
+    fn key(index: u64) -> ExchangeKey {
+        ExchangeKey {
+            flow: FlowKey {
+                client: "198.18.0.1:40000".parse().unwrap(),
+                server: "198.18.0.2:8080".parse().unwrap(),
+            },
+            index,
+        }
+    }
+
     #[test]
     fn either_side_may_come_first() {
         let mut comparator = Comparator::new(1_000, 10);
-        comparator.open(1, 0, true, 0);
-        assert_eq!(comparator.on_shadow(1, OK), None);
-        let verdict = comparator.on_primary(1, OK).expect("judged");
+        comparator.open(key(1), 0, "GET /".into(), true, 0);
+        assert_eq!(comparator.on_shadow(key(1), OK), None);
+        let verdict = comparator.on_primary(key(1), OK).expect("judged");
         assert!(!verdict.status_mismatch && !verdict.body_mismatch);
-        comparator.open(2, 3, true, 0);
-        assert_eq!(comparator.on_primary(2, OK), None);
+        comparator.open(key(2), 3, "GET /".into(), true, 0);
+        assert_eq!(comparator.on_primary(key(2), OK), None);
         let verdict = comparator
             .on_shadow(
-                2,
+                key(2),
                 Observed {
                     status: 500,
                     body_digest: 2,
@@ -167,11 +197,11 @@ mod tests {
     #[test]
     fn bodies_are_ignored_when_asked() {
         let mut comparator = Comparator::new(1_000, 10);
-        comparator.open(1, 0, false, 0);
-        comparator.on_primary(1, OK);
+        comparator.open(key(1), 0, "GET /".into(), false, 0);
+        comparator.on_primary(key(1), OK);
         let verdict = comparator
             .on_shadow(
-                1,
+                key(1),
                 Observed {
                     status: 200,
                     body_digest: 9,
@@ -184,17 +214,17 @@ mod tests {
     #[test]
     fn unanswered_entries_expire_and_the_table_is_bounded() {
         let mut comparator = Comparator::new(100, 2);
-        comparator.open(1, 0, true, 0);
-        comparator.open(2, 0, true, 50);
+        comparator.open(key(1), 0, "GET /".into(), true, 0);
+        comparator.open(key(2), 0, "GET /".into(), true, 50);
         comparator.expire(120);
         assert_eq!(comparator.len(), 1);
         assert_eq!(comparator.expired, 1);
-        comparator.open(3, 0, true, 120);
-        comparator.open(4, 0, true, 121);
+        comparator.open(key(3), 0, "GET /".into(), true, 120);
+        comparator.open(key(4), 0, "GET /".into(), true, 121);
         assert_eq!(comparator.len(), 2, "oldest evicted at the bound");
         assert_eq!(comparator.expired, 2);
-        assert_eq!(comparator.on_primary(2, OK), None, "2 was evicted");
-        comparator.cancel(3);
-        assert_eq!(comparator.on_shadow(3, OK), None);
+        assert_eq!(comparator.on_primary(key(2), OK), None, "2 was evicted");
+        comparator.cancel(key(3));
+        assert_eq!(comparator.on_shadow(key(3), OK), None);
     }
 }

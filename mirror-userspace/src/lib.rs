@@ -12,6 +12,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod netns;
+pub mod pipeline;
 pub mod policy;
 pub mod reassembly;
 pub mod replay;

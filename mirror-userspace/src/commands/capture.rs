@@ -142,13 +142,6 @@ pub fn summary(kernel: &KernelCounters, reader: &ReaderStats, core: Option<&Stat
     text
 }
 
-/// CLOCK_MONOTONIC now, the clock of the kernel's segment timestamps.
-fn monotonic_ns() -> u64 {
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map_or(Duration::ZERO, Duration::from);
-    now.as_nanos() as u64
-}
-
 /// Turns batches into output lines.
 enum Printer {
     Segments { interfaces: HashMap<u32, String> },
@@ -187,7 +180,7 @@ impl Printer {
 
     fn tick(&mut self, out: &mut Vec<String>) {
         if let Printer::Exchanges { tracker } = self {
-            tracker.on_tick(monotonic_ns());
+            tracker.on_tick(super::run::monotonic_ns());
             Self::drain(tracker, out);
         }
     }

@@ -2,3 +2,14 @@
 
 pub mod capture;
 pub mod demo;
+pub mod run;
+
+use std::path::Path;
+
+/// `mirror check-config FILE`: prints the effective configuration, or fails with the first
+/// error as `file:line:col: message`.
+pub fn check_config(file: &Path) -> anyhow::Result<()> {
+    let config = crate::config::Config::load(file)?;
+    print!("{}", config.to_toml_string());
+    Ok(())
+}

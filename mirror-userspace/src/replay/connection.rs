@@ -77,19 +77,26 @@ impl ShadowConnection {
         !self.spent && self.buffer.is_empty()
     }
 
-    /// Sends `request` and reads the final response. Returns it with the shadow latency: last
+    /// Sends the request (`head` then `body`) and reads the final response. Returns it with the shadow latency: last
     /// request byte written to first response byte read (the wire latency's userspace twin).
     pub async fn exchange(
         &mut self,
-        request: &[u8],
+        head: &[u8],
+        body: &[u8],
         request_is_head: bool,
     ) -> Result<(ShadowResponse, Duration), ConnectionError> {
         // Any failure below leaves the connection in an unknown state.
         self.spent = true;
         self.stream
-            .write_all(request)
+            .write_all(head)
             .await
             .map_err(ConnectionError::Write)?;
+        if !body.is_empty() {
+            self.stream
+                .write_all(body)
+                .await
+                .map_err(ConnectionError::Write)?;
+        }
         let sent = Instant::now();
         let mut first_byte = None;
         let response = read_response(&mut self.stream, &mut self.buffer, request_is_head, || {

@@ -21,7 +21,7 @@ pub use response::ShadowResponse;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::capture::SelfTraffic;
+use crate::{capture::SelfTraffic, compare::ExchangeKey};
 
 /// How often the shadow's name is resolved again (pods behind a headless service move).
 const RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -43,9 +43,11 @@ pub struct ReplayConfig {
 /// One request to replay.
 #[derive(Clone, Debug)]
 pub struct ReplayJob {
-    /// Caller's identifier, returned in the result (pairs it with the primary's response).
-    pub id: u64,
-    pub bytes: Bytes,
+    /// Returned in the result: pairs it with the primary's response.
+    pub key: ExchangeKey,
+    /// The rewritten head and the untouched body, written back to back.
+    pub head: Bytes,
+    pub body: Bytes,
     pub is_head: bool,
 }
 
@@ -71,7 +73,7 @@ impl ReplayOutcome {
 /// The end of one replay.
 #[derive(Clone, Debug)]
 pub struct ReplayResult {
-    pub id: u64,
+    pub key: ExchangeKey,
     pub outcome: ReplayOutcome,
     /// The shadow's response and latency when `outcome` is `Ok`.
     pub response: Option<(ShadowResponse, Duration)>,
@@ -188,7 +190,7 @@ async fn worker(
         let Some(job) = jobs.lock().await.recv().await else {
             return;
         };
-        let id = job.id;
+        let key = job.key;
         let result = tokio::time::timeout(
             state.config.timeout,
             replay_one(&state, &mut connection, self_traffic.as_ref(), &job),
@@ -196,7 +198,7 @@ async fn worker(
         .await;
         let result = match result {
             Ok(Ok(response)) => ReplayResult {
-                id,
+                key,
                 outcome: ReplayOutcome::Ok,
                 response: Some(response),
             },
@@ -204,7 +206,7 @@ async fn worker(
                 debug!(target = %state.config.target, %error, "replay failed");
                 connection = None;
                 ReplayResult {
-                    id,
+                    key,
                     outcome: ReplayOutcome::Error,
                     response: None,
                 }
@@ -213,7 +215,7 @@ async fn worker(
                 // The connection may be mid-response: never reuse it.
                 connection = None;
                 ReplayResult {
-                    id,
+                    key,
                     outcome: ReplayOutcome::Timeout,
                     response: None,
                 }
@@ -282,7 +284,7 @@ async fn exchange(
     let Some(open) = connection.as_mut() else {
         return Err(ReplayError::Unresolved);
     };
-    match open.exchange(&job.bytes, job.is_head).await {
+    match open.exchange(&job.head, &job.body, job.is_head).await {
         Ok(done) => {
             if !open.is_reusable() {
                 *connection = None;

@@ -1,0 +1,137 @@
+//! `mirror run`: the daemon. Wires capture, the pipeline, replay and the metrics endpoint, and
+//! shuts down cleanly on SIGINT/SIGTERM (the classifier is detached; TCX would detach it even
+//! on SIGKILL).
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+use tracing::{error, info};
+
+use crate::{
+    capture::{Capture, CaptureConfig, spawn_reader},
+    cli::RunArgs,
+    config::{Config, RunOverrides},
+    http::{HttpConfig, HttpTracker, TrackerConfig},
+    metrics::{CaptureCollector, Metrics, server},
+    pipeline::Pipeline,
+    reassembly::ReassemblyConfig,
+};
+
+/// Batches buffered between the ring reader and the pipeline; beyond, batches are dropped and
+/// counted (`mirror_capture_drops_total{reason="consumer_full"}`).
+const CHANNEL_BATCHES: usize = 1024;
+
+/// CLOCK_MONOTONIC now, the clock of the kernel's segment timestamps.
+pub fn monotonic_ns() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(Duration::ZERO, Duration::from);
+    now.as_nanos() as u64
+}
+
+fn effective_config(args: &RunArgs) -> anyhow::Result<Config> {
+    let file = args.config.as_ref().map(Config::load).transpose()?;
+    let overrides = RunOverrides {
+        interfaces: args.interfaces.clone(),
+        port: args.port,
+        shadow: args.shadow.clone(),
+        sample_percent: args.sample,
+        allow_writes: args.allow_writes,
+        metrics_addr: args.metrics_addr.clone(),
+    };
+    Ok(Config::with_overrides(file, &overrides)?)
+}
+
+fn tracker_config(config: &Config) -> TrackerConfig {
+    TrackerConfig {
+        reassembly: ReassemblyConfig {
+            reassembly_memory_bytes: config.limits.reassembly_memory_bytes,
+            max_connections: config.limits.max_connections,
+            idle_timeout_secs: config.limits.idle_timeout_secs,
+            ..ReassemblyConfig::default()
+        },
+        http: HttpConfig {
+            max_message_bytes: config.limits.max_message_bytes,
+            ..HttpConfig::default()
+        },
+    }
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = effective_config(&args)?;
+    let (metrics, mut registry) = Metrics::new();
+    let mut capture = Capture::start(&CaptureConfig {
+        interfaces: config.capture.interfaces.clone(),
+        ports: config.targets.iter().map(|target| target.port).collect(),
+        ring_buffer_bytes: config.capture.ring_buffer_bytes,
+    })
+    .context("starting capture")?;
+    let reader = capture
+        .take_reader()
+        .context("opening the ring buffer")?
+        .context("ring buffer already taken")?;
+    let (mut batches, reader_stats, reader_task) = spawn_reader(reader, CHANNEL_BATCHES);
+    registry.register_collector(Box::new(CaptureCollector::new(
+        capture.classifier().counter_reader(),
+        Arc::clone(&reader_stats),
+    )));
+    let (metrics_addr, serve) = server::bind(config.metrics.listen, Arc::new(registry))
+        .await
+        .context("starting the metrics endpoint")?;
+    let mut serve = std::pin::pin!(serve);
+
+    let (results_tx, mut results) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new(
+        HttpTracker::new(tracker_config(&config)),
+        &config.targets,
+        metrics,
+        Some(capture.classifier().self_traffic()),
+        results_tx,
+        monotonic_ns(),
+    );
+    for target in &config.targets {
+        info!(
+            target = %target.name,
+            port = target.port,
+            shadow = %target.shadow.authority(),
+            sample_percent = target.sample_percent,
+            "mirroring"
+        );
+    }
+    info!(%metrics_addr, "metrics at http://{metrics_addr}/metrics");
+
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            batch = batches.recv() => {
+                let Some(batch) = batch else { break };
+                pipeline.on_segments(&batch);
+            }
+            Some(result) = results.recv() => pipeline.on_replay_result(result, monotonic_ns()),
+            _ = tick.tick() => pipeline.on_tick(monotonic_ns()),
+            served = &mut serve => {
+                if let Err(failure) = served {
+                    error!(%failure, "metrics endpoint stopped");
+                }
+                break;
+            }
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    reader_task.abort();
+    let stats = pipeline.stats();
+    capture.detach();
+    info!(
+        requests = stats.http.requests_total,
+        responses = stats.http.responses_total,
+        gaps = stats.tcp.gaps,
+        "stopped"
+    );
+    Ok(())
+}

@@ -1,0 +1,450 @@
+//! The `mirror run` data path after capture: segments -> [`HttpTracker`] -> per-target
+//! [`Policy`] -> [`Rewriter`] -> [`Replayer`] queue, primary responses and replay results ->
+//! [`Comparator`], and every step into [`Metrics`]. It never waits: replay queues are only
+//! `try_send`, so a slow or dead shadow costs counted drops, not capture.
+//!
+//! Accounting (per target): every request framed off the wire (`mirror_requests_total`) ends in
+//! exactly one of `mirror_requests_skipped_total{reason}` or `mirror_replays_total{outcome}`
+//! (`dropped` included), once its replay finished. Requests abandoned before they were framed
+//! are in `mirror_requests_lost_total{reason}`; capture losses in `mirror_capture_drops_total`.
+
+use std::collections::HashMap;
+
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::{
+    capture::SelfTraffic,
+    compare::{Comparator, ExchangeKey, Observed},
+    config::TargetConfig,
+    http::{
+        HttpEvent, HttpRequest, HttpTracker, LossEvent, LossReason, RequestEvent, ResponseEvent,
+        Stats,
+    },
+    metrics::{
+        DirectionLabels, Metrics, ReasonLabels, TargetKindLabels, TargetLabels,
+        TargetOutcomeLabels, TargetReasonLabels, TargetRoleCodeLabels, TargetRoleLabels,
+    },
+    policy::{Decision, Policy, RequestView, connection_id},
+    reassembly::EvictionReason,
+    replay::{ReplayConfig, ReplayJob, ReplayOutcome, ReplayResult, Replayer},
+    rewrite::Rewriter,
+    segment::{Direction, Segment},
+};
+
+impl RequestView for HttpRequest {
+    fn method(&self) -> &str {
+        HttpRequest::method(self)
+    }
+
+    fn target(&self) -> &str {
+        HttpRequest::target(self)
+    }
+
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        HttpRequest::header(self, name)
+    }
+}
+
+/// How long a comparison waits for its other side, and how many may be open.
+const COMPARE_TTL_NS: u64 = 30_000_000_000;
+const COMPARE_MAX_ENTRIES: usize = 65_536;
+/// At most one mismatch log line per target per this interval.
+const MISMATCH_LOG_INTERVAL_NS: u64 = 1_000_000_000;
+
+/// Metric handles of one target, resolved once.
+struct TargetMetrics {
+    requests: Counter,
+    parse_errors: Counter,
+    queue_depth: Gauge,
+    primary_duration: Histogram,
+    shadow_duration: Histogram,
+    status_mismatches: Counter,
+    body_mismatches: Counter,
+}
+
+struct Target {
+    config: TargetConfig,
+    policy: Policy,
+    rewriter: Rewriter,
+    replayer: Replayer,
+    metrics: TargetMetrics,
+    last_mismatch_log_ns: u64,
+}
+
+/// Everything between the ring reader and the shadow.
+pub struct Pipeline {
+    tracker: HttpTracker,
+    targets: Vec<Target>,
+    by_port: HashMap<u16, usize>,
+    comparator: Comparator,
+    metrics: Metrics,
+    last_stats: Stats,
+    /// splitmix64 state for per-request sampling (no global RNG: deterministic when seeded).
+    random_state: u64,
+}
+
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+impl Pipeline {
+    /// Builds the per-target state and starts one [`Replayer`] per target (inside a tokio
+    /// runtime). Replay results arrive on `results`.
+    pub fn new(
+        tracker: HttpTracker,
+        targets: &[TargetConfig],
+        metrics: Metrics,
+        self_traffic: Option<SelfTraffic>,
+        results: mpsc::UnboundedSender<ReplayResult>,
+        seed: u64,
+    ) -> Self {
+        let mut by_port = HashMap::new();
+        let targets = targets
+            .iter()
+            .enumerate()
+            .map(|(index, config)| {
+                by_port.insert(config.port, index);
+                let name = config.name.clone();
+                let target = TargetLabels {
+                    target: name.clone(),
+                };
+                let role = |role| TargetRoleLabels {
+                    target: name.clone(),
+                    role,
+                };
+                let kind = |kind| TargetKindLabels {
+                    target: name.clone(),
+                    kind,
+                };
+                let target_metrics = TargetMetrics {
+                    requests: metrics.requests.get_or_create_owned(&target),
+                    parse_errors: metrics.parse_errors.get_or_create_owned(&target),
+                    queue_depth: metrics.replay_queue_depth.get_or_create_owned(&target),
+                    primary_duration: metrics
+                        .response_duration
+                        .get_or_create_owned(&role("primary")),
+                    shadow_duration: metrics
+                        .response_duration
+                        .get_or_create_owned(&role("shadow")),
+                    status_mismatches: metrics.mismatches.get_or_create_owned(&kind("status")),
+                    body_mismatches: metrics.mismatches.get_or_create_owned(&kind("body")),
+                };
+                let replayer = Replayer::spawn(
+                    ReplayConfig {
+                        target: name,
+                        shadow_host: config.shadow.host().to_owned(),
+                        shadow_port: config.shadow.port(),
+                        queue: config.queue,
+                        concurrency: config.concurrency,
+                        timeout: std::time::Duration::from_millis(config.timeout_ms),
+                    },
+                    self_traffic.clone(),
+                    results.clone(),
+                );
+                Target {
+                    config: config.clone(),
+                    policy: Policy::new(config),
+                    rewriter: Rewriter::new(config),
+                    replayer,
+                    metrics: target_metrics,
+                    last_mismatch_log_ns: 0,
+                }
+            })
+            .collect();
+        Self {
+            tracker,
+            targets,
+            by_port,
+            comparator: Comparator::new(COMPARE_TTL_NS, COMPARE_MAX_ENTRIES),
+            metrics,
+            last_stats: Stats::default(),
+            random_state: seed,
+        }
+    }
+
+    fn target_of(&self, server_port: u16) -> Option<usize> {
+        self.by_port.get(&server_port).copied()
+    }
+
+    fn skipped(&self, target: usize, reason: &'static str) {
+        self.metrics
+            .requests_skipped
+            .get_or_create(&TargetReasonLabels {
+                target: self.targets[target].config.name.clone(),
+                reason,
+            })
+            .inc();
+    }
+
+    fn replayed(&self, target: usize, outcome: &'static str) {
+        self.metrics
+            .replays
+            .get_or_create(&TargetOutcomeLabels {
+                target: self.targets[target].config.name.clone(),
+                outcome,
+            })
+            .inc();
+    }
+
+    fn response(&self, target: usize, role: &'static str, code: u16) {
+        self.metrics
+            .responses
+            .get_or_create(&TargetRoleCodeLabels {
+                target: self.targets[target].config.name.clone(),
+                role,
+                code,
+            })
+            .inc();
+    }
+
+    /// Feeds one batch of captured segments.
+    pub fn on_segments(&mut self, batch: &[Segment]) {
+        let mut counts = [(0u64, 0u64); 2];
+        for segment in batch {
+            let slot = &mut counts[segment.direction as usize];
+            slot.0 += u64::from(segment.is_first_chunk());
+            slot.1 += segment.payload.len() as u64;
+            self.tracker.on_segment(segment);
+        }
+        for (direction, (packets, bytes)) in [
+            (Direction::Request, counts[0]),
+            (Direction::Response, counts[1]),
+        ] {
+            let labels = DirectionLabels {
+                direction: match direction {
+                    Direction::Request => "request",
+                    Direction::Response => "response",
+                },
+            };
+            self.metrics.packets.get_or_create(&labels).inc_by(packets);
+            self.metrics
+                .capture_bytes
+                .get_or_create(&labels)
+                .inc_by(bytes);
+        }
+        self.drain_events();
+    }
+
+    /// Advances time: idle connections, stale holes, expired comparisons, gauges.
+    pub fn on_tick(&mut self, now_ns: u64) {
+        self.tracker.on_tick(now_ns);
+        self.drain_events();
+        self.comparator.expire(now_ns);
+        for target in &self.targets {
+            target
+                .metrics
+                .queue_depth
+                .set(target.replayer.queue_depth() as i64);
+        }
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(event) = self.tracker.poll_event() {
+            match event {
+                HttpEvent::Request(request) => self.on_request(request),
+                HttpEvent::Response(response) => self.on_primary_response(&response),
+                HttpEvent::ConnectionSkipped { flow, reason } => {
+                    // TLS and HTTP/2 connections hide their requests: the unit is a connection.
+                    if let Some(target) = self.target_of(flow.server.port()) {
+                        self.skipped(target, reason.as_str());
+                    }
+                }
+                HttpEvent::Lost(loss) => self.on_loss(&loss),
+            }
+        }
+        self.update_tcp_metrics();
+    }
+
+    fn update_tcp_metrics(&mut self) {
+        let stats = self.tracker.stats();
+        let before = &self.last_stats.tcp;
+        self.metrics
+            .tcp_gaps
+            .inc_by(stats.tcp.gaps.saturating_sub(before.gaps));
+        for reason in EvictionReason::ALL {
+            let delta = stats
+                .tcp
+                .evicted(reason)
+                .saturating_sub(before.evicted(reason));
+            if delta > 0 {
+                self.metrics
+                    .tcp_streams_evicted
+                    .get_or_create(&ReasonLabels {
+                        reason: reason.as_str(),
+                    })
+                    .inc_by(delta);
+            }
+        }
+        self.metrics
+            .tcp_streams_active
+            .set(self.tracker.active_connections() as i64);
+        self.last_stats = stats;
+    }
+
+    fn on_loss(&mut self, loss: &LossEvent) {
+        if loss.direction != Direction::Request {
+            return;
+        }
+        let Some(target) = self.target_of(loss.flow.server.port()) else {
+            return;
+        };
+        if loss.reason == LossReason::Malformed {
+            self.targets[target].metrics.parse_errors.inc();
+        }
+        let reason = match loss.reason {
+            LossReason::Gap => "gap",
+            LossReason::Malformed => "malformed",
+            LossReason::Truncated => "truncated",
+            LossReason::Reset => "reset",
+            LossReason::Evicted(_) => "evicted",
+            LossReason::Skipped => "connection_skipped",
+        };
+        self.metrics
+            .requests_lost
+            .get_or_create(&TargetReasonLabels {
+                target: self.targets[target].config.name.clone(),
+                reason,
+            })
+            .inc();
+    }
+
+    fn on_request(&mut self, event: RequestEvent) {
+        let Some(index) = self.target_of(event.flow.server.port()) else {
+            return;
+        };
+        self.targets[index].metrics.requests.inc();
+        if let Some(reason) = event.skip {
+            self.skipped(index, reason.as_str());
+            return;
+        }
+        let random = splitmix64(&mut self.random_state);
+        let connection = connection_id(event.flow.client, event.flow.server);
+        let target = &mut self.targets[index];
+        let decision = target
+            .policy
+            .decide(&event.request, connection, random, event.last_byte_ns);
+        if let Decision::Skip(reason) = decision {
+            self.skipped(index, reason.as_str());
+            return;
+        }
+        let request = &event.request;
+        let rewritten = match target.rewriter.rewrite(request.bytes(), request.head_len()) {
+            Ok(rewritten) => rewritten,
+            Err(error) => {
+                // Framing accepted the head, so this is a head the rewriter will not touch
+                // (e.g. obsolete line folding): never replay something we cannot rewrite.
+                warn!(target = %target.config.name, %error, "request not rewritable");
+                self.skipped(index, "unrewritable");
+                return;
+            }
+        };
+        let key = ExchangeKey {
+            flow: event.flow,
+            index: event.index,
+        };
+        let job = ReplayJob {
+            key,
+            head: rewritten.head,
+            body: rewritten.body,
+            is_head: request.method() == "HEAD",
+        };
+        if target.replayer.try_send(job) {
+            if target.config.compare_responses {
+                let request_line = format!("{} {}", request.method(), request.target());
+                self.comparator
+                    .open(key, index, request_line, true, event.last_byte_ns);
+            }
+        } else {
+            self.replayed(index, "dropped");
+        }
+    }
+
+    fn on_primary_response(&mut self, response: &ResponseEvent) {
+        let Some(target) = self.target_of(response.flow.server.port()) else {
+            return;
+        };
+        self.response(target, "primary", response.head.status());
+        if let Some(latency) = response.latency_ns {
+            self.targets[target]
+                .metrics
+                .primary_duration
+                .observe(seconds(latency));
+        }
+        if let Some(index) = response.request_index {
+            let key = ExchangeKey {
+                flow: response.flow,
+                index,
+            };
+            let observed = Observed {
+                status: response.head.status(),
+                body_digest: response.body_digest,
+            };
+            if let Some(verdict) = self.comparator.on_primary(key, observed) {
+                self.judge(verdict, response.first_byte_ns);
+            }
+        }
+    }
+
+    /// Accounts one finished replay.
+    pub fn on_replay_result(&mut self, result: ReplayResult, now_ns: u64) {
+        let Some(target) = self.target_of(result.key.flow.server.port()) else {
+            return;
+        };
+        self.replayed(target, result.outcome.as_str());
+        match (result.outcome, result.response) {
+            (ReplayOutcome::Ok, Some((response, latency))) => {
+                self.response(target, "shadow", response.status);
+                self.targets[target]
+                    .metrics
+                    .shadow_duration
+                    .observe(latency.as_secs_f64());
+                let observed = Observed {
+                    status: response.status,
+                    body_digest: response.body_digest,
+                };
+                if let Some(verdict) = self.comparator.on_shadow(result.key, observed) {
+                    self.judge(verdict, now_ns);
+                }
+            }
+            _ => self.comparator.cancel(result.key),
+        }
+    }
+
+    fn judge(&mut self, verdict: crate::compare::Verdict, now_ns: u64) {
+        let target = &mut self.targets[verdict.target];
+        if verdict.status_mismatch {
+            target.metrics.status_mismatches.inc();
+        }
+        if verdict.body_mismatch {
+            target.metrics.body_mismatches.inc();
+        }
+        if (verdict.status_mismatch || verdict.body_mismatch)
+            && now_ns.saturating_sub(target.last_mismatch_log_ns) >= MISMATCH_LOG_INTERVAL_NS
+        {
+            target.last_mismatch_log_ns = now_ns;
+            info!(
+                target = %target.config.name,
+                request = %verdict.request_line,
+                primary_status = verdict.primary.status,
+                shadow_status = verdict.shadow.status,
+                body_differs = verdict.body_mismatch,
+                "shadow response differs (at most one such line per second per target)"
+            );
+        }
+    }
+
+    /// Counters of the core (for logs and the exit summary).
+    pub fn stats(&self) -> Stats {
+        self.tracker.stats()
+    }
+}
