@@ -4,6 +4,7 @@
 
 pub mod capture;
 pub mod compare;
+pub mod daemon;
 pub mod frames;
 pub mod netns;
 pub mod server;

@@ -25,15 +25,40 @@ pub struct RecordingServer {
     pub dir: PathBuf,
 }
 
+/// How the recording server behaves.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum Behaviour {
+    #[default]
+    Normal,
+    /// Every reply waits this long.
+    Slow(std::time::Duration),
+    /// Every connection is answered with a TCP reset.
+    Reset,
+}
+
 impl RecordingServer {
     pub fn start(ns: &NetNs, bind: &str, port: u16) -> Self {
+        Self::start_with(ns, bind, port, Behaviour::Normal)
+    }
+
+    pub fn start_with(ns: &NetNs, bind: &str, port: u16, behaviour: Behaviour) -> Self {
         let dir = std::env::temp_dir().join(unique_name("mirror-rec-"));
         std::fs::create_dir_all(&dir).expect("create recordings dir");
-        let mut child = ns
-            .command("python3")
+        let mut command = ns.command("python3");
+        command
             .arg(fixtures_dir().join("recording_server.py"))
             .args(["--bind", bind, "--port", &port.to_string(), "--dir"])
-            .arg(&dir)
+            .arg(&dir);
+        match behaviour {
+            Behaviour::Normal => {}
+            Behaviour::Slow(delay) => {
+                command.args(["--delay-ms", &delay.as_millis().to_string()]);
+            }
+            Behaviour::Reset => {
+                command.arg("--reset");
+            }
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .spawn()
             .expect("starting python3 recording server");

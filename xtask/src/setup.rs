@@ -11,8 +11,8 @@ use crate::run;
 const BPF_LINKER_VERSION: &str = "0.10.4";
 
 /// Debian packages the tests and benchmarks run: `ip` (iproute2), curl and wrk as clients,
-/// Python's http.server as a real server.
-const DEBIAN_PACKAGES: &[&str] = &["iproute2", "curl", "wrk", "python3"];
+/// Python's http.server as a real server, and promtool (package prometheus) to check metrics.
+const DEBIAN_PACKAGES: &[&str] = &["iproute2", "curl", "wrk", "python3", "prometheus"];
 
 fn succeeds(command: &mut Command) -> bool {
     command.output().is_ok_and(|output| output.status.success())

@@ -1,0 +1,154 @@
+//! The `mirror run` daemon as a child process inside a namespace, with its metrics.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    process::{Child, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+use crate::{mirror_bin, netns::NetNs};
+
+/// Where the daemon serves metrics inside its namespace.
+pub const METRICS_ADDR: &str = "127.0.0.1:9477";
+
+/// A running `mirror run`; SIGTERMed on drop.
+pub struct Daemon {
+    child: Child,
+    namespace: String,
+    /// Lines the daemon logged (stderr), collected in the background.
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    /// Starts `mirror run ARGS --metrics-addr 127.0.0.1:9477` in `ns` and waits until it serves
+    /// metrics.
+    pub fn start(ns: &NetNs, args: &[&str]) -> Self {
+        let mut child = ns
+            .command(mirror_bin())
+            .arg("run")
+            .args(args)
+            .args(["--metrics-addr", METRICS_ADDR])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mirror run");
+        let (log_tx, log) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if log_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        loop {
+            match log.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) if line.contains("metrics at") => break,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("mirror run did not start; it said:\n{}", seen.join("\n")),
+            }
+        }
+        Self {
+            child,
+            namespace: ns.name.clone(),
+            log,
+        }
+    }
+
+    /// Process id (for memory measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        // `ip netns exec` execs the daemon, so the child's pid is the daemon's.
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("daemon /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// The raw `/metrics` text.
+    pub fn metrics_text(&self) -> String {
+        let path = format!("/var/run/netns/{}", self.namespace);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns");
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let mut stream = TcpStream::connect(METRICS_ADDR).expect("connect to metrics");
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+                .expect("request metrics");
+            let mut response = String::new();
+            stream.read_to_string(&mut response).expect("read metrics");
+            let (_, body) = response.split_once("\r\n\r\n").expect("http response");
+            body.to_owned()
+        })
+        .join()
+        .expect("metrics thread")
+    }
+
+    /// Parsed metrics.
+    pub fn metrics(&self) -> Metrics {
+        Metrics::parse(&self.metrics_text())
+    }
+
+    /// SIGTERM and wait; panics unless the exit is clean.
+    pub fn stop(mut self) {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+        let status = self.child.wait().expect("wait for mirror run");
+        assert!(status.success(), "mirror run exited with {status}");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+/// Samples of a metrics exposition: `name{labels}` -> value.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub samples: BTreeMap<String, f64>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Self {
+        let samples = text
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+            .filter_map(|line| {
+                let (key, value) = line.rsplit_once(' ')?;
+                Some((key.to_owned(), value.parse().ok()?))
+            })
+            .collect();
+        Self { samples }
+    }
+
+    /// Sum of every sample of `name` whose labels contain all of `labels` (`key="value"`).
+    pub fn sum(&self, name: &str, labels: &[&str]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(key, _)| {
+                let (metric, rest) = key.split_once('{').unwrap_or((key.as_str(), ""));
+                metric == name && labels.iter().all(|label| rest.contains(label))
+            })
+            .map(|(_, value)| value)
+            .sum()
+    }
+}
