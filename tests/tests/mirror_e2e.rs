@@ -357,3 +357,266 @@ fn metrics_parse_with_promtool() {
     );
     daemon.stop();
 }
+
+/// Sends `per_connection` requests on each of `connections` keep-alive connections (pipelined
+/// in windows of 50) from the client namespace; `request(connection, i)` builds each one. Every
+/// response must be a 200 from the primary, whatever the shadow does.
+fn load(
+    ns: &NetNs,
+    connections: usize,
+    per_connection: usize,
+    request: fn(usize, usize) -> Vec<u8>,
+) {
+    let threads: Vec<_> = (0..connections)
+        .map(|connection| {
+            ns.spawn(move || {
+                let stream = TcpStream::connect((SERVER_ADDR, PORT)).expect("connect to primary");
+                let mut writer = stream.try_clone().expect("clone");
+                let mut reader = BufReader::new(stream);
+                for window in (0..per_connection).collect::<Vec<_>>().chunks(50) {
+                    let batch: Vec<u8> = window
+                        .iter()
+                        .flat_map(|i| request(connection, *i))
+                        .collect();
+                    writer.write_all(&batch).expect("write");
+                    for _ in window {
+                        assert_eq!(read_response(&mut reader), 200, "primary answered");
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("client").expect("client namespace");
+    }
+}
+
+/// Targets of the requests the shadow received (`GET <target> HTTP/1.1` lines).
+fn shadow_targets(shadow: &RecordingServer) -> Vec<String> {
+    shadow_streams(shadow)
+        .iter()
+        .flat_map(|stream| {
+            String::from_utf8_lossy(stream)
+                .lines()
+                .filter_map(|line| line.strip_prefix("GET "))
+                .filter_map(|rest| rest.split(' ').next())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn write_config(setup: &Setup, target_lines: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(mirror_tests::unique_name("mirror-conf-"));
+    let config = format!(
+        "[capture]\ninterfaces = [\"{}\"]\n\n[[target]]\nname = \"search\"\nport = {PORT}\nshadow = \"http://{CLIENT_ADDR}:{PORT}\"\n{target_lines}\n",
+        setup.topology.server_if
+    );
+    std::fs::write(&path, config).expect("write config");
+    path
+}
+
+fn start_with_config(setup: &Setup, target_lines: &str) -> Daemon {
+    let path = write_config(setup, target_lines);
+    let path = path.to_str().expect("utf-8 path").to_owned();
+    Daemon::start(&setup.topology.server, &["--config", &path])
+}
+
+fn plain_get(connection: usize, i: usize) -> Vec<u8> {
+    format!("GET /c/{connection}/{i} HTTP/1.1\r\nHost: search.prod:8080\r\n\r\n").into_bytes()
+}
+
+#[test]
+fn ten_percent_sampling_lands_within_one_point() {
+    if !privileged("ten_percent_sampling_lands_within_one_point") {
+        return;
+    }
+    let setup = setup();
+    let daemon = start_daemon(&setup, &["--sample", "10"]);
+    load(&setup.topology.client, 20, 1000, plain_get);
+    let metrics = wait_for(&daemon, "20,000 framed requests", |m| {
+        m.sum("mirror_requests_total", &[]) >= 20_000.0
+    });
+    let metrics = wait_for(&daemon, "replays to finish", |m| {
+        m.sum("mirror_replay_queue_depth", &[]) == 0.0
+            && all_replays(m) + m.sum("mirror_requests_skipped_total", &[])
+                >= metrics.sum("mirror_requests_total", &[])
+    });
+    let requests = metrics.sum("mirror_requests_total", &[]);
+    let mirrored = all_replays(&metrics);
+    let share = mirrored / requests * 100.0;
+    assert_eq!(requests, 20_000.0);
+    assert!(
+        (9.0..=11.0).contains(&share),
+        "10% sampling mirrored {share:.2}% ({mirrored} of {requests})"
+    );
+    assert_eq!(replays(&metrics, "ok"), mirrored, "{:#?}", metrics.samples);
+    assert_eq!(
+        metrics.sum("mirror_requests_skipped_total", &["reason=\"sampled_out\""]),
+        requests - mirrored
+    );
+    assert_accounting(&metrics);
+    daemon.stop();
+    assert_eq!(shadow_targets(&setup.shadow).len() as f64, mirrored);
+}
+
+/// Groups shadow targets `/c/<key>/<i>` by key and checks each key is all or nothing.
+fn assert_all_or_nothing(targets: &[String], keys: usize, per_key: usize) {
+    let mut per: Vec<usize> = vec![0; keys];
+    for target in targets {
+        let key: usize = target
+            .split('/')
+            .nth(2)
+            .and_then(|key| key.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected target {target}"));
+        per[key] += 1;
+    }
+    assert!(
+        per.iter().all(|count| *count == 0 || *count == per_key),
+        "every key all or nothing: {per:?}"
+    );
+    let sampled = per.iter().filter(|count| **count > 0).count();
+    assert!(
+        sampled > 0 && sampled < keys,
+        "50% of {keys} keys sampled, got {sampled}"
+    );
+}
+
+#[test]
+fn connection_and_header_sampling_are_all_or_nothing_per_key() {
+    if !privileged("connection_and_header_sampling_are_all_or_nothing_per_key") {
+        return;
+    }
+    // Per connection: 60 connections of 5 requests.
+    let setup = setup();
+    let daemon = start_with_config(
+        &setup,
+        "sample_percent = 50.0\nsample_by = \"connection\"\n",
+    );
+    load(&setup.topology.client, 60, 5, plain_get);
+    wait_for(&daemon, "all 300 decided", |m| {
+        all_replays(m) + m.sum("mirror_requests_skipped_total", &[]) >= 300.0
+    });
+    daemon.stop();
+    assert_all_or_nothing(&shadow_targets(&setup.shadow), 60, 5);
+
+    // Per header: 40 users, each on 5 different connections.
+    let setup = self::setup();
+    let daemon = start_with_config(
+        &setup,
+        "sample_percent = 50.0\nsample_by = \"header:X-User\"\n",
+    );
+    load(&setup.topology.client, 5, 40, |connection, user| {
+        format!(
+            "GET /c/{user}/{connection} HTTP/1.1\r\nHost: search.prod:8080\r\nX-User: user-{user}\r\n\r\n"
+        )
+        .into_bytes()
+    });
+    wait_for(&daemon, "all 200 decided", |m| {
+        all_replays(m) + m.sum("mirror_requests_skipped_total", &[]) >= 200.0
+    });
+    daemon.stop();
+    assert_all_or_nothing(&shadow_targets(&setup.shadow), 40, 5);
+}
+
+/// Replaces the shadow with a normal one and checks replay resumes: new requests are replayed
+/// `ok` (after at most one back-off period).
+fn assert_recovers(setup: &mut Setup, daemon: &Daemon) {
+    setup.shadow = RecordingServer::start(&setup.topology.client, CLIENT_ADDR, PORT);
+    let before = replays(&daemon.metrics(), "ok");
+    let start = Instant::now();
+    loop {
+        load(&setup.topology.client, 1, 20, plain_get);
+        std::thread::sleep(Duration::from_millis(300));
+        if replays(&daemon.metrics(), "ok") > before {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "replay did not resume after the shadow recovered"
+        );
+    }
+}
+
+fn assert_bounded_memory(daemon: &Daemon) {
+    let rss_mib = daemon.rss_kib() / 1024;
+    // The limits (256 MiB of reassembly, 1024-deep queues) bound it far below this; a leak
+    // under a dead shadow (GoReplay's failure) would not stay here.
+    assert!(rss_mib < 200, "daemon RSS {rss_mib} MiB");
+}
+
+#[test]
+fn dead_slow_and_resetting_shadows_never_touch_the_primary() {
+    if !privileged("dead_slow_and_resetting_shadows_never_touch_the_primary") {
+        return;
+    }
+    // Dead: nothing listens on the shadow's address.
+    let mut setup = setup();
+    drop(std::mem::replace(
+        &mut setup.shadow,
+        RecordingServer::start(&setup.topology.client, CLIENT_ADDR, 9999),
+    ));
+    let daemon = start_daemon(&setup, &["--sample", "100"]);
+    load(&setup.topology.client, 10, 200, plain_get);
+    let metrics = wait_for(&daemon, "2000 decided", |m| {
+        all_replays(m) >= 2000.0 && m.sum("mirror_replay_queue_depth", &[]) == 0.0
+    });
+    assert_eq!(replays(&metrics, "ok"), 0.0);
+    assert!(replays(&metrics, "error") > 0.0, "{:#?}", metrics.samples);
+    assert_accounting(&metrics);
+    assert_bounded_memory(&daemon);
+    assert_recovers(&mut setup, &daemon);
+    daemon.stop();
+
+    // Slow: answers after 1 s, the replay timeout is 300 ms; a burst overflows the queue.
+    let mut setup = self::setup();
+    drop(std::mem::replace(
+        &mut setup.shadow,
+        RecordingServer::start(&setup.topology.client, CLIENT_ADDR, 9998),
+    ));
+    let slow = RecordingServer::start_with(
+        &setup.topology.client,
+        CLIENT_ADDR,
+        PORT,
+        mirror_tests::server::Behaviour::Slow(Duration::from_secs(1)),
+    );
+    let daemon = start_with_config(
+        &setup,
+        "sample_percent = 100.0\ntimeout_ms = 300\nqueue = 100\nconcurrency = 8\n",
+    );
+    load(&setup.topology.client, 10, 300, plain_get);
+    let metrics = wait_for(&daemon, "3000 decided", |m| {
+        all_replays(m) >= 3000.0 && m.sum("mirror_replay_queue_depth", &[]) == 0.0
+    });
+    assert!(replays(&metrics, "timeout") > 0.0, "{:#?}", metrics.samples);
+    assert!(replays(&metrics, "dropped") > 0.0, "{:#?}", metrics.samples);
+    assert_accounting(&metrics);
+    assert_bounded_memory(&daemon);
+    drop(slow);
+    assert_recovers(&mut setup, &daemon);
+    daemon.stop();
+
+    // Resetting: every connection is answered with RST.
+    let mut setup = self::setup();
+    drop(std::mem::replace(
+        &mut setup.shadow,
+        RecordingServer::start(&setup.topology.client, CLIENT_ADDR, 9997),
+    ));
+    let reset = RecordingServer::start_with(
+        &setup.topology.client,
+        CLIENT_ADDR,
+        PORT,
+        mirror_tests::server::Behaviour::Reset,
+    );
+    let daemon = start_daemon(&setup, &["--sample", "100"]);
+    load(&setup.topology.client, 10, 100, plain_get);
+    let metrics = wait_for(&daemon, "1000 decided", |m| {
+        all_replays(m) >= 1000.0 && m.sum("mirror_replay_queue_depth", &[]) == 0.0
+    });
+    assert_eq!(replays(&metrics, "ok"), 0.0);
+    assert!(replays(&metrics, "error") > 0.0, "{:#?}", metrics.samples);
+    assert_accounting(&metrics);
+    drop(reset);
+    assert_recovers(&mut setup, &daemon);
+    daemon.stop();
+}

@@ -11,14 +11,17 @@ pub enum ConfigError {
     /// The file (or a value in it) is invalid; `line` and `col` are 1-based, `col` in characters.
     #[error("{file}:{line}:{col}: {message}")]
     Invalid {
+        /// The path (or source name) given to the loader.
         file: String,
         line: usize,
         col: usize,
+        /// What is wrong and what is allowed.
         message: String,
     },
     /// The file could not be read.
     #[error("{file}: cannot read the config file: {source}")]
     Read {
+        /// The path as given.
         file: String,
         #[source]
         source: std::io::Error,

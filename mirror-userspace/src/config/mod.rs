@@ -41,8 +41,11 @@ pub use target::{
 /// The effective configuration of a daemon.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
+    /// `[capture]`.
     pub capture: CaptureSection,
+    /// `[metrics]`.
     pub metrics: MetricsSection,
+    /// `[limits]`.
     pub limits: LimitsSection,
     /// At least one; names and ports are unique.
     #[serde(rename = "target")]

@@ -114,8 +114,9 @@ impl ShadowUrl {
     /// Parses an `http://host[:port]` URL. A path other than `/`, a query, a fragment or
     /// credentials are rejected: replays keep the original request target.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let url = url::Url::parse(text)
-            .map_err(|error| format!("invalid shadow URL `{text}`: {error}; expected http://host[:port]"))?;
+        let url = url::Url::parse(text).map_err(|error| {
+            format!("invalid shadow URL `{text}`: {error}; expected http://host[:port]")
+        })?;
         match url.scheme() {
             "http" => {}
             "https" => {
@@ -140,7 +141,9 @@ impl ShadowUrl {
             ));
         }
         let (Some(host_str), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
-            return Err(format!("invalid shadow URL `{text}`: expected http://host[:port]"));
+            return Err(format!(
+                "invalid shadow URL `{text}`: expected http://host[:port]"
+            ));
         };
         let authority = match url.port() {
             Some(port) => format!("{host_str}:{port}"),
@@ -339,10 +342,12 @@ impl PathPattern {
         })
     }
 
+    /// The regex as written in the config.
     pub fn as_str(&self) -> &str {
         &self.source
     }
 
+    /// The compiled regex.
     pub fn regex(&self) -> &Regex {
         &self.regex
     }
@@ -358,6 +363,7 @@ impl PartialEq for PathPattern {
 /// control characters (no CR/LF can reach the wire).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderField {
+    /// As configured (its spelling is used when the header is appended).
     pub name: String,
     pub value: String,
 }
@@ -366,7 +372,9 @@ impl HeaderField {
     /// Validates a `set_headers` entry.
     pub fn new(name: &str, value: &str) -> Result<Self, HeaderFieldError> {
         check_header_name(name, "set_headers").map_err(HeaderFieldError::Name)?;
-        let invalid_byte = value.bytes().any(|byte| (byte < 0x20 && byte != b'\t') || byte == 0x7f);
+        let invalid_byte = value
+            .bytes()
+            .any(|byte| (byte < 0x20 && byte != b'\t') || byte == 0x7f);
         if invalid_byte || value.trim() != value {
             return Err(HeaderFieldError::Value(format!(
                 "invalid value {value:?} for header `{name}`: control characters (CR, LF, ...) and leading or trailing whitespace are not allowed"
@@ -382,7 +390,9 @@ impl HeaderField {
 /// Which part of a `set_headers` entry is invalid (they have different positions).
 #[derive(Debug)]
 pub enum HeaderFieldError {
+    /// The name is not a token or is a protected header; the message says which.
     Name(String),
+    /// The value has control characters or surrounding whitespace.
     Value(String),
 }
 

@@ -20,7 +20,13 @@ fn with_line(line: &str) -> String {
 #[test]
 fn error_carries_file_line_and_column() {
     let error = Config::from_toml(&with_line("queue = 0"), "conf/mirror.toml").unwrap_err();
-    let ConfigError::Invalid { file, line, col, message } = error else {
+    let ConfigError::Invalid {
+        file,
+        line,
+        col,
+        message,
+    } = error
+    else {
         panic!("{error:?}");
     };
     assert_eq!((file.as_str(), line, col), ("conf/mirror.toml", 5, 9));
@@ -86,19 +92,30 @@ fn unknown_keys_are_errors_not_ignored() {
     );
     let message = error(&format!("[capture]\ninterface = [\"eth0\"]\n{TARGET}"));
     assert!(
-        message.starts_with("t.toml:2:1: unknown field `interface`, expected `interfaces` or `ring_buffer_bytes`"),
+        message.starts_with(
+            "t.toml:2:1: unknown field `interface`, expected `interfaces` or `ring_buffer_bytes`"
+        ),
         "{message}"
     );
     let message = error(&format!("[metric]\nlisten = \"0.0.0.0:1\"\n{TARGET}"));
-    assert!(message.starts_with("t.toml:1:2: unknown field `metric`"), "{message}");
+    assert!(
+        message.starts_with("t.toml:1:2: unknown field `metric`"),
+        "{message}"
+    );
     let message = error(&with_line("paths = { allow = [], except = [] }"));
-    assert!(message.starts_with("t.toml:5:23: unknown field `except`"), "{message}");
+    assert!(
+        message.starts_with("t.toml:5:23: unknown field `except`"),
+        "{message}"
+    );
 }
 
 #[test]
 fn missing_required_target_fields_are_named() {
     let message = error("[[target]]\nname = \"a\"\nport = 1\n");
-    assert!(message.starts_with("t.toml:1:1: missing field `shadow`"), "{message}");
+    assert!(
+        message.starts_with("t.toml:1:1: missing field `shadow`"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -141,9 +158,15 @@ fn bad_host_modes() {
         error(&with_line("host = \"prefix:x\"")),
         "t.toml:5:8: invalid host mode `prefix:x`: expected \"suffix:<s>\", \"shadow\", \"keep\" or \"literal:<host>\""
     );
-    assert!(error(&with_line("host = \"suffix:\"")).starts_with("t.toml:5:8: invalid host suffix ``"));
-    assert!(error(&with_line("host = \"suffix:a b\"")).starts_with("t.toml:5:8: invalid host suffix"));
-    assert!(error(&with_line("host = \"literal:a,b\"")).starts_with("t.toml:5:8: invalid literal host"));
+    assert!(
+        error(&with_line("host = \"suffix:\"")).starts_with("t.toml:5:8: invalid host suffix ``")
+    );
+    assert!(
+        error(&with_line("host = \"suffix:a b\"")).starts_with("t.toml:5:8: invalid host suffix")
+    );
+    assert!(
+        error(&with_line("host = \"literal:a,b\"")).starts_with("t.toml:5:8: invalid literal host")
+    );
 }
 
 #[test]
@@ -153,7 +176,8 @@ fn bad_sample_by() {
         "t.toml:5:13: invalid sample_by `user`: expected \"request\", \"connection\" or \"header:<Name>\""
     );
     assert!(
-        error(&with_line("sample_by = \"header:\"")).starts_with("t.toml:5:13: invalid sample_by `header:`: `` is not a header name")
+        error(&with_line("sample_by = \"header:\""))
+            .starts_with("t.toml:5:13: invalid sample_by `header:`: `` is not a header name")
     );
     assert!(error(&with_line("sample_by = \"header:X User\"")).starts_with("t.toml:5:13: "));
 }
@@ -165,10 +189,16 @@ fn writes_need_allow_writes() {
         "t.toml:5:19: `POST` is a write method: mirroring POST/PUT/PATCH/DELETE (or any method other than GET, HEAD, OPTIONS, TRACE) needs allow_writes = true in this target"
     );
     // Any unsafe method, not only the four well-known ones.
-    assert!(error(&with_line("methods = [\"PURGE\"]")).starts_with("t.toml:5:12: `PURGE` is a write method"));
+    assert!(
+        error(&with_line("methods = [\"PURGE\"]"))
+            .starts_with("t.toml:5:12: `PURGE` is a write method")
+    );
     // allow_writes is honoured wherever it appears in the table.
     let accepted = format!("{TARGET}methods = [\"POST\"]\nallow_writes = true\n");
-    assert_eq!(Config::from_toml(&accepted, "t.toml").unwrap().targets[0].methods, ["POST"]);
+    assert_eq!(
+        Config::from_toml(&accepted, "t.toml").unwrap().targets[0].methods,
+        ["POST"]
+    );
 }
 
 #[test]
@@ -177,9 +207,14 @@ fn method_list_problems() {
         error(&with_line("methods = [\"GET\", \"get\"]")),
         "t.toml:5:19: methods are case-sensitive: `get` never matches; write `GET`"
     );
-    assert_eq!(error(&with_line("methods = [\"GET\", \"GET\"]")), "t.toml:5:19: method `GET` is listed twice");
+    assert_eq!(
+        error(&with_line("methods = [\"GET\", \"GET\"]")),
+        "t.toml:5:19: method `GET` is listed twice"
+    );
     assert!(error(&with_line("methods = []")).starts_with("t.toml:5:11: methods is empty"));
-    assert!(error(&with_line("methods = [\"G T\"]")).starts_with("t.toml:5:12: invalid method `G T`"));
+    assert!(
+        error(&with_line("methods = [\"G T\"]")).starts_with("t.toml:5:12: invalid method `G T`")
+    );
 }
 
 #[test]
@@ -200,13 +235,17 @@ fn targets_are_required_and_unique() {
         error(&format!("{TARGET}{second}")),
         "t.toml:7:8: port 8080 already belongs to target `search`: each port can have one target"
     );
-    assert!(error(&TARGET.replace("\"search\"", "\"\"")).starts_with("t.toml:2:8: invalid target name"));
+    assert!(
+        error(&TARGET.replace("\"search\"", "\"\"")).starts_with("t.toml:2:8: invalid target name")
+    );
 }
 
 #[test]
 fn header_settings_are_validated() {
     assert_eq!(
-        error(&with_line("set_headers = { \"x-a\" = \"1\\r\\nInjected: yes\" }")),
+        error(&with_line(
+            "set_headers = { \"x-a\" = \"1\\r\\nInjected: yes\" }"
+        )),
         "t.toml:5:25: invalid value \"1\\r\\nInjected: yes\" for header `x-a`: control characters (CR, LF, ...) and leading or trailing whitespace are not allowed"
     );
     assert_eq!(
@@ -217,11 +256,21 @@ fn header_settings_are_validated() {
         error(&with_line("set_headers = { \"Content-Length\" = \"1\" }"))
             .starts_with("t.toml:5:17: set_headers cannot change `Content-Length`")
     );
-    assert!(error(&with_line("remove_headers = [\"host\"]")).starts_with("t.toml:5:19: remove_headers cannot change `host`"));
-    assert!(error(&with_line("set_headers = { \"X-A\" = \"1\", \"x-a\" = \"2\" }")).starts_with("t.toml:5:30: header `x-a` is set twice"));
     assert!(
-        error(&format!("{TARGET}set_headers = {{ \"x-a\" = \"1\" }}\nremove_headers = [\"X-A\"]\n"))
-            .starts_with("t.toml:6:19: header `X-A` is both in set_headers and remove_headers")
+        error(&with_line("remove_headers = [\"host\"]"))
+            .starts_with("t.toml:5:19: remove_headers cannot change `host`")
+    );
+    assert!(
+        error(&with_line(
+            "set_headers = { \"X-A\" = \"1\", \"x-a\" = \"2\" }"
+        ))
+        .starts_with("t.toml:5:30: header `x-a` is set twice")
+    );
+    assert!(
+        error(&format!(
+            "{TARGET}set_headers = {{ \"x-a\" = \"1\" }}\nremove_headers = [\"X-A\"]\n"
+        ))
+        .starts_with("t.toml:6:19: header `X-A` is both in set_headers and remove_headers")
     );
 }
 
@@ -232,8 +281,10 @@ fn capture_and_metrics_values_are_validated() {
         "t.toml:2:10: invalid listen address `localhost:9477`: expected ip:port such as 0.0.0.0:9477 or [::]:9477"
     );
     assert!(
-        error(&format!("[capture]\ninterfaces = [\"eth0\", \"a-very-long-interface-name\"]\n{TARGET}"))
-            .starts_with("t.toml:2:23: invalid interface `a-very-long-interface-name`")
+        error(&format!(
+            "[capture]\ninterfaces = [\"eth0\", \"a-very-long-interface-name\"]\n{TARGET}"
+        ))
+        .starts_with("t.toml:2:23: invalid interface `a-very-long-interface-name`")
     );
     assert!(
         error(&format!("[capture]\ninterfaces = [\"veth[\"]\n{TARGET}"))

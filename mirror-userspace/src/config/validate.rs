@@ -40,7 +40,8 @@ fn capture(raw: RawCapture) -> Checked<CaptureSection> {
             .into_inner()
             .into_iter()
             .map(|name| {
-                check_interface(name.get_ref()).map_err(|message| Problem::new(name.span(), message))?;
+                check_interface(name.get_ref())
+                    .map_err(|message| Problem::new(name.span(), message))?;
                 Ok(name.into_inner())
             })
             .collect::<Checked<_>>()?,
@@ -72,7 +73,9 @@ fn capture(raw: RawCapture) -> Checked<CaptureSection> {
 pub(super) fn check_interface(name: &str) -> Result<(), String> {
     if name.is_empty()
         || name.len() > MAX_INTERFACE_NAME
-        || name.bytes().any(|byte| byte == b'/' || !byte.is_ascii_graphic())
+        || name
+            .bytes()
+            .any(|byte| byte == b'/' || !byte.is_ascii_graphic())
     {
         return Err(format!(
             "invalid interface `{name}`: expected a name or glob pattern of 1 to {MAX_INTERFACE_NAME} visible characters without '/'"
@@ -87,13 +90,16 @@ fn metrics(raw: RawMetrics) -> Checked<MetricsSection> {
     let Some(listen) = raw.listen else {
         return Ok(MetricsSection::default());
     };
-    let address = parse_listen(listen.get_ref()).map_err(|message| Problem::new(listen.span(), message))?;
+    let address =
+        parse_listen(listen.get_ref()).map_err(|message| Problem::new(listen.span(), message))?;
     Ok(MetricsSection { listen: address })
 }
 
 pub(super) fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
     text.parse().map_err(|_| {
-        format!("invalid listen address `{text}`: expected ip:port such as 0.0.0.0:9477 or [::]:9477")
+        format!(
+            "invalid listen address `{text}`: expected ip:port such as 0.0.0.0:9477 or [::]:9477"
+        )
     })
 }
 
@@ -148,10 +154,14 @@ fn int_or<T: TryFrom<i64>>(
             ),
         ));
     }
-    T::try_from(number).map_err(|_| Problem::new(value.span(), format!("{key} = {number} is too large")))
+    T::try_from(number)
+        .map_err(|_| Problem::new(value.span(), format!("{key} = {number} is too large")))
 }
 
-fn targets(raw: Option<Spanned<Vec<Spanned<RawTarget>>>>, text: &str) -> Checked<Vec<TargetConfig>> {
+fn targets(
+    raw: Option<Spanned<Vec<Spanned<RawTarget>>>>,
+    text: &str,
+) -> Checked<Vec<TargetConfig>> {
     let Some(raw) = raw else {
         return Err(Problem::new(
             0..0,
@@ -207,15 +217,17 @@ fn target(raw: RawTarget) -> Checked<TargetConfig> {
         ));
     }
     let port = int_or(Some(raw.port), "port", 1..=65535, 0u16)?;
-    let shadow = ShadowUrl::parse(raw.shadow.get_ref()).map_err(|m| Problem::new(raw.shadow.span(), m))?;
+    let shadow =
+        ShadowUrl::parse(raw.shadow.get_ref()).map_err(|m| Problem::new(raw.shadow.span(), m))?;
     let mut target = TargetConfig::with_defaults(name, port, shadow);
 
     if let Some(percent) = raw.sample_percent {
-        target.sample_percent =
-            check_sample_percent(*percent.get_ref()).map_err(|m| Problem::new(percent.span(), m))?;
+        target.sample_percent = check_sample_percent(*percent.get_ref())
+            .map_err(|m| Problem::new(percent.span(), m))?;
     }
     if let Some(sample_by) = raw.sample_by {
-        target.sample_by = SampleBy::parse(sample_by.get_ref()).map_err(|m| Problem::new(sample_by.span(), m))?;
+        target.sample_by =
+            SampleBy::parse(sample_by.get_ref()).map_err(|m| Problem::new(sample_by.span(), m))?;
     }
     if let Some(allow_writes) = &raw.allow_writes {
         target.allow_writes = *allow_writes.get_ref();
@@ -230,14 +242,30 @@ fn target(raw: RawTarget) -> Checked<TargetConfig> {
         target.host = HostMode::parse(host.get_ref()).map_err(|m| Problem::new(host.span(), m))?;
     }
     target.set_headers = set_headers(raw.set_headers.unwrap_or_default())?;
-    target.remove_headers = remove_headers(raw.remove_headers.unwrap_or_default(), &target.set_headers)?;
+    target.remove_headers =
+        remove_headers(raw.remove_headers.unwrap_or_default(), &target.set_headers)?;
     if let Some(compare) = raw.compare_responses {
         target.compare_responses = compare;
     }
-    target.max_rps = int_or(raw.max_rps, "max_rps", 0..=i64::from(u32::MAX), target.max_rps)?;
+    target.max_rps = int_or(
+        raw.max_rps,
+        "max_rps",
+        0..=i64::from(u32::MAX),
+        target.max_rps,
+    )?;
     target.queue = int_or(raw.queue, "queue", 1..=i64::from(u32::MAX), target.queue)?;
-    target.concurrency = int_or(raw.concurrency, "concurrency", 1..=65535, target.concurrency)?;
-    target.timeout_ms = int_or(raw.timeout_ms, "timeout_ms", 1..=86_400_000, target.timeout_ms)?;
+    target.concurrency = int_or(
+        raw.concurrency,
+        "concurrency",
+        1..=65535,
+        target.concurrency,
+    )?;
+    target.timeout_ms = int_or(
+        raw.timeout_ms,
+        "timeout_ms",
+        1..=86_400_000,
+        target.timeout_ms,
+    )?;
     Ok(target)
 }
 
@@ -263,7 +291,10 @@ fn methods(raw: Spanned<Vec<Spanned<String>>>, allow_writes: bool) -> Checked<Ve
         let span = method.span();
         let method = method.into_inner();
         if !is_token(&method) {
-            return Err(Problem::new(span, format!("invalid method `{method}`: expected a token such as GET")));
+            return Err(Problem::new(
+                span,
+                format!("invalid method `{method}`: expected a token such as GET"),
+            ));
         }
         let upper = method.to_ascii_uppercase();
         if upper != method && (is_safe_method(&upper) || WRITE_METHODS.contains(&upper.as_str())) {
@@ -273,7 +304,10 @@ fn methods(raw: Spanned<Vec<Spanned<String>>>, allow_writes: bool) -> Checked<Ve
             ));
         }
         if methods.contains(&method) {
-            return Err(Problem::new(span, format!("method `{method}` is listed twice")));
+            return Err(Problem::new(
+                span,
+                format!("method `{method}` is listed twice"),
+            ));
         }
         if !allow_writes && !is_safe_method(&method) {
             return Err(Problem::new(
@@ -291,7 +325,9 @@ fn methods(raw: Spanned<Vec<Spanned<String>>>, allow_writes: bool) -> Checked<Ve
 fn paths(raw: RawPaths) -> Checked<PathFilter> {
     let compile = |list: Vec<Spanned<String>>| {
         list.into_iter()
-            .map(|source| PathPattern::new(source.get_ref()).map_err(|m| Problem::new(source.span(), m)))
+            .map(|source| {
+                PathPattern::new(source.get_ref()).map_err(|m| Problem::new(source.span(), m))
+            })
             .collect::<Checked<Vec<_>>>()
     };
     Ok(PathFilter {
@@ -305,14 +341,21 @@ fn set_headers(
 ) -> Checked<Vec<HeaderField>> {
     let mut fields: Vec<HeaderField> = Vec::new();
     for (name, value) in raw {
-        let field = HeaderField::new(name.get_ref(), value.get_ref()).map_err(|error| match error {
-            HeaderFieldError::Name(message) => Problem::new(name.span(), message),
-            HeaderFieldError::Value(message) => Problem::new(value.span(), message),
-        })?;
-        if fields.iter().any(|other| other.name.eq_ignore_ascii_case(&field.name)) {
+        let field =
+            HeaderField::new(name.get_ref(), value.get_ref()).map_err(|error| match error {
+                HeaderFieldError::Name(message) => Problem::new(name.span(), message),
+                HeaderFieldError::Value(message) => Problem::new(value.span(), message),
+            })?;
+        if fields
+            .iter()
+            .any(|other| other.name.eq_ignore_ascii_case(&field.name))
+        {
             return Err(Problem::new(
                 name.span(),
-                format!("header `{}` is set twice (names are case-insensitive)", field.name),
+                format!(
+                    "header `{}` is set twice (names are case-insensitive)",
+                    field.name
+                ),
             ));
         }
         fields.push(field);
@@ -323,12 +366,19 @@ fn set_headers(
 fn remove_headers(raw: Vec<Spanned<String>>, set: &[HeaderField]) -> Checked<Vec<String>> {
     let mut names: Vec<String> = Vec::new();
     for name in raw {
-        check_header_name(name.get_ref(), "remove_headers").map_err(|m| Problem::new(name.span(), m))?;
+        check_header_name(name.get_ref(), "remove_headers")
+            .map_err(|m| Problem::new(name.span(), m))?;
         let lower = name.get_ref().to_ascii_lowercase();
-        if set.iter().any(|field| field.name.eq_ignore_ascii_case(&lower)) {
+        if set
+            .iter()
+            .any(|field| field.name.eq_ignore_ascii_case(&lower))
+        {
             return Err(Problem::new(
                 name.span(),
-                format!("header `{}` is both in set_headers and remove_headers: keep one", name.get_ref()),
+                format!(
+                    "header `{}` is both in set_headers and remove_headers: keep one",
+                    name.get_ref()
+                ),
             ));
         }
         if !names.contains(&lower) {

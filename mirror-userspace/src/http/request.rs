@@ -62,7 +62,8 @@ pub struct RequestFramer {
     /// Only TLS can be recognised after a mid-stream join.
     sniff_tls_only: bool,
     head_started_ns: u64,
-    message: Option<Message>,
+    /// Boxed: most connections sit idle between messages, and the table holds many.
+    message: Option<Box<Message>>,
 }
 
 impl Default for RequestFramer {
@@ -370,7 +371,7 @@ impl RequestFramer {
             self.buf.reserve(total.saturating_sub(self.buf.len()));
         }
         let reader = BodyReader::new(head.body, cx.shared.limits.max_head_bytes);
-        self.message = Some(Message {
+        self.message = Some(Box::new(Message {
             index,
             head,
             first_byte_ns: self.head_started_ns,
@@ -380,7 +381,7 @@ impl RequestFramer {
             lost: false,
             ends_mirroring,
             reader,
-        });
+        }));
         self.state = State::Body;
     }
 

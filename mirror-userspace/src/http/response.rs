@@ -103,7 +103,8 @@ pub struct ResponseFramer {
     head_started_ns: u64,
     head_ack: u32,
     interim: u32,
-    message: Option<Message>,
+    /// Boxed: most connections sit idle between messages, and the table holds many.
+    message: Option<Box<Message>>,
 }
 
 impl Default for ResponseFramer {
@@ -321,7 +322,7 @@ impl ResponseFramer {
             BodyReader::new(framing, cx.shared.limits.max_head_bytes)
         });
         let size = head.bytes().len() as u64;
-        self.message = Some(Message {
+        self.message = Some(Box::new(Message {
             head,
             pair,
             first_byte_ns: self.head_started_ns,
@@ -330,7 +331,7 @@ impl ResponseFramer {
             digest: Digest::Empty,
             reader,
             lost: false,
-        });
+        }));
         self.state = State::Body;
         if framing.is_none() {
             self.finish(self.head_started_ns, cx);

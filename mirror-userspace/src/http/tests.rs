@@ -827,4 +827,3 @@ fn every_started_request_is_accounted() {
     );
     assert_eq!(stats.requests_unanswered, 1);
 }
-

@@ -1,1 +1,236 @@
 //! Header rewriting producing the exact bytes to replay (I/O-free).
+//!
+//! Only these lines change: Host (per the `host` setting), each X-Forwarded-Host element (same
+//! rule: a staging service building redirects from it must not send users to production), the
+//! `set_headers` and `remove_headers` fields. Everything else stays byte-identical: the request
+//! line, header order and case, whitespace, line endings, the body and its chunked framing.
+//!
+//! Decisions where the contract is silent:
+//! - `set_headers` replaces the value of the first field of that name in place (name spelling
+//!   and whitespace kept), drops later duplicates, and appends `Name: value` before the empty
+//!   line when absent (name as configured, the head's own line ending).
+//! - A request without Host (HTTP/1.0) gets one only in `shadow` and `literal:` modes, which
+//!   name a host; `suffix:` and `keep` have nothing to derive it from and leave it absent. It is
+//!   inserted right after the request line (RFC 9110 §7.2: Host first).
+//! - obs-fold (a field line starting with whitespace) is rejected, as httparse rejects it in
+//!   requests (RFC 9112 §5.2 lets a server reject it).
+//! - An absolute-form request target (`GET http://host/ HTTP/1.1`) is not rewritten.
+//!
+//! The result keeps head and body apart: the body is a zero-copy slice of the input, and a head
+//! with nothing to change is one too; the replay writes both (vectored) without copying the
+//! body.
+
+mod head;
+mod host;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+use bytes::Bytes;
+
+use crate::config::{HeaderField, TargetConfig};
+use head::HeadLines;
+use host::HostRule;
+
+/// Why a request could not be rewritten (the http module only emits heads that cannot fail
+/// these checks except obs-fold, which it also rejects).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RewriteError {
+    /// `head_len` is larger than the request.
+    #[error("head length {head_len} is beyond the request's {len} bytes")]
+    HeadLength { head_len: usize, len: usize },
+    /// The head does not end with its empty line at `head_len`.
+    #[error("the head does not end with an empty line exactly at its length")]
+    Unterminated,
+    /// A field line continues the previous one (obs-fold); `line` is 1-based.
+    #[error("obsolete line folding on head line {line} is not supported")]
+    ObsFold { line: usize },
+    /// A field line without a colon, or with whitespace in its name; `line` is 1-based.
+    #[error("head line {line} is not a `name: value` field")]
+    MalformedField { line: usize },
+}
+
+/// The request to replay: `head` then `body`, exactly these bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RewrittenRequest {
+    /// The head, empty line included.
+    pub head: Bytes,
+    /// The original body bytes (chunked framing and trailers included), zero-copy.
+    pub body: Bytes,
+}
+
+impl RewrittenRequest {
+    /// Total bytes on the wire.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    /// Whether there are no bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Head and body in one buffer (copies both; the replay should write the two parts).
+    pub fn to_bytes(&self) -> Bytes {
+        let mut all = Vec::with_capacity(self.len());
+        all.extend_from_slice(&self.head);
+        all.extend_from_slice(&self.body);
+        Bytes::from(all)
+    }
+}
+
+/// One target's request rewriter.
+#[derive(Clone, Debug)]
+pub struct Rewriter {
+    host: HostRule,
+    set_headers: Vec<HeaderField>,
+    /// Lower-case names.
+    remove_headers: Vec<String>,
+}
+
+/// What happens to one field line.
+enum Edit {
+    Keep,
+    Drop,
+    /// Replace the value (surrounding bytes of the line kept).
+    Value(Vec<u8>),
+}
+
+impl Rewriter {
+    /// The rewriter of `target` (its `host`, `set_headers` and `remove_headers`).
+    pub fn new(target: &TargetConfig) -> Self {
+        Self {
+            host: HostRule::new(&target.host, &target.shadow),
+            set_headers: target.set_headers.clone(),
+            remove_headers: target.remove_headers.clone(),
+        }
+    }
+
+    /// Rewrites one request: `request` is its exact bytes (head and body as captured) and
+    /// `head_len` the length of its head, empty line included. Bytes after the head are the
+    /// body and are never looked at.
+    pub fn rewrite(
+        &self,
+        request: &Bytes,
+        head_len: usize,
+    ) -> Result<RewrittenRequest, RewriteError> {
+        if head_len > request.len() {
+            return Err(RewriteError::HeadLength {
+                head_len,
+                len: request.len(),
+            });
+        }
+        let head = &request[..head_len];
+        let lines = HeadLines::parse(head)?;
+        let body = request.slice(head_len..);
+
+        let line_ending = lines.line_ending(head);
+        let mut set_done = vec![false; self.set_headers.len()];
+        // The head being built, once something changes; bytes of `head` before `copied_to` are
+        // in it. While nothing changes it stays `None` and the head is returned without a copy.
+        let mut out: Option<Vec<u8>> = None;
+        let mut copied_to = 0;
+        let has_host = lines
+            .fields
+            .iter()
+            .any(|field| head[field.name.clone()].eq_ignore_ascii_case(b"host"));
+        if let HostRule::Replace(host) = &self.host
+            && !has_host
+        {
+            let mut new_head = Vec::with_capacity(head_len + 128);
+            new_head.extend_from_slice(&head[..lines.request_line_end]);
+            push_field(&mut new_head, b"Host", host, line_ending);
+            out = Some(new_head);
+            copied_to = lines.request_line_end;
+        }
+        for field in &lines.fields {
+            let edit = self.edit(
+                &head[field.name.clone()],
+                &head[field.value.clone()],
+                &mut set_done,
+            );
+            if matches!(edit, Edit::Keep) {
+                continue;
+            }
+            let out = out.get_or_insert_with(|| Vec::with_capacity(head_len + 128));
+            out.extend_from_slice(&head[copied_to..field.line.start]);
+            if let Edit::Value(new_value) = edit {
+                out.extend_from_slice(&head[field.line.start..field.value.start]);
+                out.extend_from_slice(&new_value);
+                out.extend_from_slice(&head[field.value.end..field.line.end]);
+            }
+            copied_to = field.line.end;
+        }
+
+        let mut appended = self
+            .set_headers
+            .iter()
+            .zip(&set_done)
+            .filter(|(_, done)| !**done)
+            .map(|(field, _)| field)
+            .peekable();
+        if out.is_none() && appended.peek().is_none() {
+            return Ok(RewrittenRequest {
+                head: request.slice(..head_len),
+                body,
+            });
+        }
+        let mut out = out.unwrap_or_else(|| Vec::with_capacity(head_len + 128));
+        out.extend_from_slice(&head[copied_to..lines.blank_line_start]);
+        for field in appended {
+            push_field(
+                &mut out,
+                field.name.as_bytes(),
+                field.value.as_bytes(),
+                line_ending,
+            );
+        }
+        out.extend_from_slice(line_ending);
+        Ok(RewrittenRequest {
+            head: Bytes::from(out),
+            body,
+        })
+    }
+
+    fn edit(&self, name: &[u8], value: &[u8], set_done: &mut [bool]) -> Edit {
+        if let Some(index) = self
+            .set_headers
+            .iter()
+            .position(|field| name.eq_ignore_ascii_case(field.name.as_bytes()))
+        {
+            if std::mem::replace(&mut set_done[index], true) {
+                return Edit::Drop;
+            }
+            let new_value = self.set_headers[index].value.as_bytes();
+            return if value == new_value {
+                Edit::Keep
+            } else {
+                Edit::Value(new_value.to_vec())
+            };
+        }
+        if self
+            .remove_headers
+            .iter()
+            .any(|removed| name.eq_ignore_ascii_case(removed.as_bytes()))
+        {
+            return Edit::Drop;
+        }
+        let rewritten = if name.eq_ignore_ascii_case(b"host") {
+            self.host.host(value)
+        } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
+            self.host.forwarded_hosts(value)
+        } else {
+            None
+        };
+        rewritten.map_or(Edit::Keep, Edit::Value)
+    }
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8], line_ending: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(line_ending);
+}
