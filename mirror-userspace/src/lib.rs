@@ -1,13 +1,16 @@
 //! `mirror`: a packet-level HTTP/1.x traffic mirror.
 //!
 //! A TC eBPF classifier copies the TCP segments of target ports into a ring buffer ([`capture`]);
-//! the I/O-free core ([`reassembly`], [`http`]) turns them into requests and responses without
-//! touching a clock or a socket, so it is tested deterministically.
+//! the I/O-free core ([`reassembly`], [`http`], [`policy`], [`rewrite`], [`compare`]) turns them
+//! into requests and responses, decides what to mirror and produces the exact bytes to replay,
+//! without touching a clock or a socket, so it is tested deterministically. Thin adapters do the
+//! I/O: [`replay`] (shadow connection pool), [`metrics`] (Prometheus endpoint), [`pipeline`]
+//! (the glue `mirror run` drives), [`config`], [`cli`] and [`commands`].
 
 pub mod capture;
-pub mod compare;
 pub mod cli;
 pub mod commands;
+pub mod compare;
 pub mod config;
 pub mod http;
 pub mod metrics;

@@ -52,7 +52,10 @@ impl Frame {
             (IpAddr::V4(src), IpAddr::V4(dst)) => {
                 frame.extend_from_slice(&0x0800u16.to_be_bytes());
                 let header_len = 20 + self.ipv4_options.len();
-                assert!(header_len.is_multiple_of(4) && header_len <= 60, "bad IPv4 options");
+                assert!(
+                    header_len.is_multiple_of(4) && header_len <= 60,
+                    "bad IPv4 options"
+                );
                 let total = (header_len + tcp.len()) as u16;
                 frame.push(0x40 | (header_len / 4) as u8);
                 frame.push(0);
