@@ -115,6 +115,23 @@ pub fn bench(skip_criterion: bool) -> anyhow::Result<()> {
              1,000,000 small GET requests/s; over 2 GB/s for 64 KiB bodies.\n"
         );
         let _ = writeln!(report, "```text\n{summary}```");
+        println!("bench: memory with 10,000 open connections");
+        let memory = output_of(Command::new("cargo").args([
+            "bench",
+            "-p",
+            "mirror-userspace",
+            "--bench",
+            "memory",
+        ]))?;
+        print!("{memory}");
+        let _ = writeln!(report, "\n## Memory with 10,000 open connections\n");
+        let _ = writeln!(
+            report,
+            "Command: `cargo bench -p mirror-userspace --bench memory` (a counting global \
+             allocator; heap held by one tracker). `reassembly_memory_bytes` caps buffered \
+             stream bytes; the connection table itself is bounded by `max_connections`.\n"
+        );
+        let _ = writeln!(report, "```text\n{}```", memory.trim_end().to_owned() + "\n");
     }
     let path = workspace_root().join("BENCHMARKS.md");
     std::fs::write(&path, report).with_context(|| format!("writing {}", path.display()))?;

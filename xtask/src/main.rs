@@ -124,8 +124,15 @@ fn fuzz(seconds: u64) -> anyhow::Result<()> {
     let targets = String::from_utf8_lossy(&output.stdout).into_owned();
     for target in targets.lines().filter(|line| !line.trim().is_empty()) {
         println!("fuzz: {target} for {seconds} s");
+        // New inputs go to a scratch corpus (first directory); the committed seeds stay as
+        // they are. Crashes land in fuzz/artifacts/ and fail the run.
+        let scratch = std::env::temp_dir().join(format!("mirror-fuzz-{target}"));
+        std::fs::create_dir_all(&scratch).context("creating the scratch corpus")?;
         run(Command::new("cargo")
-            .args(["+nightly", "fuzz", "run", target, "--"])
+            .args(["+nightly", "fuzz", "run", target])
+            .arg(&scratch)
+            .arg(fuzz_dir.join("corpus").join(target))
+            .arg("--")
             .arg(format!("-max_total_time={seconds}"))
             .current_dir(&fuzz_dir))?;
     }
