@@ -131,7 +131,11 @@ pub fn bench(skip_criterion: bool) -> anyhow::Result<()> {
              allocator; heap held by one tracker). `reassembly_memory_bytes` caps buffered \
              stream bytes; the connection table itself is bounded by `max_connections`.\n"
         );
-        let _ = writeln!(report, "```text\n{}```", memory.trim_end().to_owned() + "\n");
+        let _ = writeln!(
+            report,
+            "```text\n{}```",
+            memory.trim_end().to_owned() + "\n"
+        );
     }
     let path = workspace_root().join("BENCHMARKS.md");
     std::fs::write(&path, report).with_context(|| format!("writing {}", path.display()))?;
