@@ -44,11 +44,18 @@ enum Task {
         #[arg(last = true)]
         demo_args: Vec<String>,
     },
-    /// Measure the classifier (ns per packet) and the core (criterion); writes BENCHMARKS.md.
+    /// Measure the classifier (ns per packet), `mirror run` (primary impact, completeness, cost)
+    /// and the core (criterion); writes BENCHMARKS.md. Needs root.
     Bench {
         /// Skip the criterion benchmarks of the userspace core.
         #[arg(long)]
         skip_criterion: bool,
+        /// Interleaved rounds of the primary-impact modes.
+        #[arg(long, default_value_t = 3)]
+        rounds: u64,
+        /// Seconds of load per primary-impact run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
     },
 }
 
@@ -95,8 +102,16 @@ fn test(fuzz_seconds: u64, cargo_args: &[String]) -> anyhow::Result<()> {
     let bin = workspace_root().join("target/debug/mirror");
     // Namespace-heavy end-to-end tests share two cores: run them one at a time, after the
     // unit and property tests (which run in parallel).
+    // The eBPF crate only builds for the BPF target (mirror-userspace/build.rs does that).
     run(cargo()
-        .args(["test", "--workspace", "--exclude", "mirror-tests"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "mirror-tests",
+            "--exclude",
+            "mirror-ebpf",
+        ])
         .args(cargo_args))?;
     run(cargo()
         .args(["test", "-p", "mirror-tests"])
@@ -161,9 +176,13 @@ fn main() -> anyhow::Result<()> {
             let bin = build_release()?;
             run(Command::new(bin).arg("demo").args(demo_args))
         }
-        Task::Bench { skip_criterion } => {
+        Task::Bench {
+            skip_criterion,
+            rounds,
+            seconds,
+        } => {
             setup::setup()?;
-            bench::bench(skip_criterion)
+            bench::bench(skip_criterion, rounds, seconds)
         }
     }
 }

@@ -1,0 +1,497 @@
+//! Primary impact, cost and completeness of `mirror run`, printed as Markdown (run by
+//! `cargo xtask bench`, as root).
+//!
+//! One topology: nginx as the primary in the server namespace, wrk (or a paced client) in the
+//! client namespace, shadows in the client namespace reached through the captured veth: nginx
+//! (fast), nginx with `echo_sleep 0.2` (200 ms), or nothing listening (dead). Modes run in
+//! interleaved rounds and ratios are taken between runs of the same round (adjacent in time),
+//! then the median over rounds is reported: this machine drifts by +-15% between runs.
+//!
+//! Usage: `mirror-bench [--rounds N] [--seconds S] [--completeness-seconds S]`
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use mirror::netns::{CLIENT_ADDR, NetNs, SERVER_ADDR, Topology, unique_name};
+use mirror_tests::mirror_bin;
+
+const PORT: u16 = 8080;
+const FAST_PORT: u16 = 8080;
+const SLOW_PORT: u16 = 8081;
+const DEAD_PORT: u16 = 8082;
+const METRICS: &str = "127.0.0.1:9477";
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    NoMirror,
+    Fast,
+    Fast10,
+    Slow,
+    Dead,
+}
+
+impl Mode {
+    const ALL: [Mode; 5] = [
+        Mode::NoMirror,
+        Mode::Fast,
+        Mode::Fast10,
+        Mode::Slow,
+        Mode::Dead,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Mode::NoMirror => "no mirror",
+            Mode::Fast => "mirror 100%, fast shadow",
+            Mode::Fast10 => "mirror 10%, fast shadow",
+            Mode::Slow => "mirror 100%, 200 ms shadow",
+            Mode::Dead => "mirror 100%, dead shadow",
+        }
+    }
+
+    fn shadow_port(self) -> Option<(u16, &'static str)> {
+        match self {
+            Mode::NoMirror => None,
+            Mode::Fast => Some((FAST_PORT, "100")),
+            Mode::Fast10 => Some((FAST_PORT, "10")),
+            Mode::Slow => Some((SLOW_PORT, "100")),
+            Mode::Dead => Some((DEAD_PORT, "100")),
+        }
+    }
+}
+
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// nginx serving a small page on `addr:port` (and a 200 ms location on `slow_port`), from a
+/// config of its own in a temporary directory.
+fn nginx(ns: &NetNs, addr: &str, ports: &[(u16, bool)]) -> (Guard, PathBuf) {
+    let dir = std::env::temp_dir().join(unique_name("mirror-nginx-"));
+    std::fs::create_dir_all(dir.join("html")).expect("nginx dir");
+    std::fs::write(dir.join("html/index.html"), "x".repeat(600)).expect("page");
+    let servers: String = ports
+        .iter()
+        .map(|(port, slow)| {
+            let location = if *slow {
+                "location / { echo_sleep 0.2; echo \"slow\"; }"
+            } else {
+                "location / { try_files $uri /index.html; }"
+            };
+            format!(
+                "server {{ listen {addr}:{port} reuseport backlog=4096; root {}/html; access_log off; {location} }}\n",
+                dir.display()
+            )
+        })
+        .collect();
+    let config = format!(
+        "load_module /usr/lib/nginx/modules/ngx_http_echo_module.so;\n\
+         daemon off; master_process off; worker_processes 1; pid {dir}/nginx.pid;\n\
+         error_log {dir}/error.log;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{ keepalive_requests 1000000; {servers} }}\n",
+        dir = dir.display()
+    );
+    std::fs::write(dir.join("nginx.conf"), config).expect("nginx.conf");
+    let child = ns
+        .command("nginx")
+        .args(["-c"])
+        .arg(dir.join("nginx.conf"))
+        .args(["-p"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx (Debian packages nginx, libnginx-mod-http-echo)");
+    std::thread::sleep(Duration::from_millis(300));
+    (Guard(child), dir)
+}
+
+struct Daemon {
+    child: Guard,
+    ns: String,
+}
+
+impl Daemon {
+    fn start(topology: &Topology, shadow_port: u16, sample: &str) -> Self {
+        let shadow = format!("http://{CLIENT_ADDR}:{shadow_port}");
+        let mut child = topology
+            .server
+            .command(mirror_bin())
+            .args(["run", "--interface", &topology.server_if, "--port", "8080"])
+            .args([
+                "--shadow",
+                &shadow,
+                "--sample",
+                sample,
+                "--metrics-addr",
+                METRICS,
+            ])
+            .env("RUST_LOG", "warn,mirror::commands::run=info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start mirror run");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        for line in lines.by_ref() {
+            if line.expect("daemon log").contains("metrics at") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child: Guard(child),
+            ns: topology.server.name.clone(),
+        }
+    }
+
+    /// User + system CPU seconds so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.0.id()))
+            .expect("daemon stat");
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .expect("stat format")
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id()))
+            .expect("daemon status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map_or(0.0, |kib| kib / 1024.0)
+    }
+
+    fn metric(&self, name: &str, label: &str) -> f64 {
+        let path = format!("/var/run/netns/{}", self.ns);
+        let text = std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("netns");
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let mut stream = TcpStream::connect(METRICS).expect("metrics");
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+                .expect("request");
+            let mut text = String::new();
+            stream.read_to_string(&mut text).expect("read");
+            text
+        })
+        .join()
+        .expect("metrics thread");
+        text.lines()
+            .filter(|line| line.starts_with(name) && line.contains(label))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+struct WrkResult {
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn parse_duration_ms(text: &str) -> f64 {
+    let (number, unit) =
+        text.split_at(text.find(|c: char| c.is_alphabetic()).unwrap_or(text.len()));
+    let value: f64 = number.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => value / 1000.0,
+        "ms" => value,
+        "s" => value * 1000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn wrk(client: &NetNs, seconds: u64) -> WrkResult {
+    let output = client
+        .command("wrk")
+        .args([
+            "-t",
+            "2",
+            "-c",
+            "32",
+            "-d",
+            &format!("{seconds}s"),
+            "--latency",
+        ])
+        .arg(format!("http://{SERVER_ADDR}:{PORT}/"))
+        .output()
+        .expect("wrk");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|line| {
+                line.trim()
+                    .strip_prefix(prefix)
+                    .map(str::trim)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default()
+    };
+    WrkResult {
+        requests_per_second: field("Requests/sec:").parse().unwrap_or(f64::NAN),
+        p50_ms: parse_duration_ms(&field("50%")),
+        p99_ms: parse_duration_ms(&field("99%")),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// A paced client: `connections` keep-alive connections together sending `rate` requests per
+/// second for `seconds`. Returns (responses received, requests sent).
+fn paced(client: &NetNs, rate: u64, seconds: u64, connections: u64) -> (u64, u64) {
+    let ok = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let (ok_count, sent_count) = (Arc::clone(&ok), Arc::clone(&sent));
+    client
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let interval = Duration::from_secs_f64(connections as f64 / rate as f64);
+                let deadline = Instant::now() + Duration::from_secs(seconds);
+                let tasks: Vec<_> = (0..connections)
+                    .map(|_| {
+                        let (ok, sent) = (Arc::clone(&ok_count), Arc::clone(&sent_count));
+                        tokio::spawn(async move {
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            let mut stream = tokio::net::TcpStream::connect((SERVER_ADDR, PORT))
+                                .await
+                                .expect("connect");
+                            let mut ticker = tokio::time::interval(interval);
+                            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                            let mut buffer = vec![0u8; 4096];
+                            let request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
+                            while Instant::now() < deadline {
+                                ticker.tick().await;
+                                stream.write_all(request).await.expect("write");
+                                sent.fetch_add(1, Ordering::Relaxed);
+                                // nginx's reply to this page fits one read in practice; count
+                                // bytes to be sure one whole response arrived.
+                                let mut got = 0;
+                                let mut expected = usize::MAX;
+                                while got < expected {
+                                    let n = stream.read(&mut buffer[got..]).await.expect("read");
+                                    assert!(n > 0, "primary closed the connection");
+                                    got += n;
+                                    if let Some(end) =
+                                        buffer[..got].windows(4).position(|w| w == b"\r\n\r\n")
+                                    {
+                                        let head = String::from_utf8_lossy(&buffer[..end]);
+                                        let length: usize = head
+                                            .lines()
+                                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                                            .and_then(|v| v.trim().parse().ok())
+                                            .unwrap_or(0);
+                                        expected = end + 4 + length;
+                                    }
+                                }
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.expect("client task");
+                }
+            });
+        })
+        .join()
+        .expect("paced client")
+        .expect("client namespace");
+    (ok.load(Ordering::Relaxed), sent.load(Ordering::Relaxed))
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn cleanup(dirs: &[&Path]) {
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+fn main() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "mirror-bench needs root (BPF, network namespaces)"
+    );
+    let rounds = arg("--rounds", 3);
+    let seconds = arg("--seconds", 5);
+    let completeness_seconds = arg("--completeness-seconds", 30);
+
+    let topology = Topology::create().expect("namespaces");
+    let (_primary, primary_dir) = nginx(&topology.server, SERVER_ADDR, &[(PORT, false)]);
+    let (_shadows, shadow_dir) = nginx(
+        &topology.client,
+        CLIENT_ADDR,
+        &[(FAST_PORT, false), (SLOW_PORT, true)],
+    );
+
+    // Interleaved rounds.
+    let mut results: Vec<Vec<(Mode, WrkResult, Option<(f64, f64)>)>> = Vec::new();
+    for round in 0..rounds {
+        let mut row = Vec::new();
+        for mode in Mode::ALL {
+            let daemon = mode
+                .shadow_port()
+                .map(|(port, sample)| Daemon::start(&topology, port, sample));
+            let cpu_before = daemon.as_ref().map(Daemon::cpu_seconds);
+            let result = wrk(&topology.client, seconds);
+            let cost = daemon.as_ref().map(|daemon| {
+                let cpu = daemon.cpu_seconds() - cpu_before.unwrap_or(0.0);
+                let requests = daemon.metric("mirror_requests_total", "");
+                (cpu, requests)
+            });
+            eprintln!(
+                "round {round} {}: {:.0} req/s, P50 {:.3} ms, P99 {:.3} ms",
+                mode.label(),
+                result.requests_per_second,
+                result.p50_ms,
+                result.p99_ms
+            );
+            row.push((mode, result, cost));
+            drop(daemon);
+        }
+        results.push(row);
+    }
+
+    println!(
+        "### Primary impact (wrk -t2 -c32, {seconds} s per run, {rounds} interleaved rounds)\n"
+    );
+    println!(
+        "| mode | req/s (median) | P50 ms (median) | P99 ms (median) | throughput / no mirror | throughput / fast shadow | P50 / no mirror | daemon CPU s per 100k requests |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (index, mode) in Mode::ALL.iter().enumerate() {
+        let column = |f: &dyn Fn(&WrkResult) -> f64| {
+            median(results.iter().map(|row| f(&row[index].1)).collect())
+        };
+        let ratio = |base: usize, f: &dyn Fn(&WrkResult) -> f64| {
+            median(
+                results
+                    .iter()
+                    .map(|row| f(&row[index].1) / f(&row[base].1))
+                    .collect(),
+            )
+        };
+        let cost = median(
+            results
+                .iter()
+                .filter_map(|row| row[index].2)
+                .map(|(cpu, requests)| cpu / requests.max(1.0) * 100_000.0)
+                .collect(),
+        );
+        println!(
+            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
+            mode.label(),
+            column(&|r| r.requests_per_second),
+            column(&|r| r.p50_ms),
+            column(&|r| r.p99_ms),
+            ratio(0, &|r| r.requests_per_second),
+            ratio(1, &|r| r.requests_per_second),
+            ratio(0, &|r| r.p50_ms),
+            if cost.is_nan() {
+                "-".to_owned()
+            } else {
+                format!("{cost:.2}")
+            },
+        );
+    }
+
+    // Completeness at a fixed rate, fast shadow, 100% sampling.
+    let rate = 10_000;
+    let daemon = Daemon::start(&topology, FAST_PORT, "100");
+    let cpu_before = daemon.cpu_seconds();
+    let (served, sent) = paced(&topology.client, rate, completeness_seconds, 50);
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu = daemon.cpu_seconds() - cpu_before;
+    let metric = |name: &str, label: &str| daemon.metric(name, label);
+    let framed = metric("mirror_requests_total", "");
+    let ok = metric("mirror_replays_total", "outcome=\"ok\"");
+    let dropped = metric("mirror_replays_total", "outcome=\"dropped\"");
+    let errors = metric("mirror_replays_total", "outcome=\"error\"");
+    let timeouts = metric("mirror_replays_total", "outcome=\"timeout\"");
+    let skipped = metric("mirror_requests_skipped_total", "");
+    let lost = metric("mirror_requests_lost_total", "");
+    let capture_drops = metric("mirror_capture_drops_total", "");
+    let gaps = metric("mirror_tcp_gaps_total", "");
+    println!(
+        "\n### Completeness at {rate} req/s for {completeness_seconds} s (paced client, 50 keep-alive connections, 100% sampling, fast shadow)\n"
+    );
+    println!("| measure | value |\n|---|---:|");
+    println!("| requests sent by the client | {sent} |");
+    println!("| responses served by the primary | {served} |");
+    println!("| requests framed by mirror | {framed} |");
+    println!("| replayed ok | {ok} |");
+    println!(
+        "| **completeness** (replayed ok / served) | **{:.4}%** |",
+        ok / served.max(1) as f64 * 100.0
+    );
+    println!("| replays dropped (queue full) | {dropped} |");
+    println!("| replays error / timeout | {errors} / {timeouts} |");
+    println!("| requests skipped | {skipped} |");
+    println!("| requests lost in reassembly | {lost} |");
+    println!("| capture drops (records) / TCP gaps | {capture_drops} / {gaps} |");
+    println!(
+        "| unattributed (served - framed - lost) | {} |",
+        served as f64 - framed - lost
+    );
+    println!(
+        "| daemon CPU | {cpu:.2} s ({:.2} s per 100k requests) |",
+        cpu / framed.max(1.0) * 100_000.0
+    );
+    println!("| daemon peak RSS | {:.1} MiB |", daemon.peak_rss_mib());
+    drop(daemon);
+    cleanup(&[&primary_dir, &shadow_dir]);
+}
