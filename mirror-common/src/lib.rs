@@ -22,6 +22,10 @@ pub const IGNORED_FLOWS_MAP: &str = "IGNORED_FLOWS";
 /// Capacity of [`REPLAY_SOCKETS_MAP`] and [`IGNORED_FLOWS_MAP`] (two entries per connection).
 pub const SELF_TRAFFIC_ENTRIES: u32 = 65536;
 
+/// Global variable of the classifier: unread ring-buffer bytes from which a record wakes the
+/// reader (userspace sets it at load time; see the classifier).
+pub const WAKEUP_BYTES_GLOBAL: &str = "WAKEUP_BYTES";
+
 /// Number of entries in [`TARGET_PORTS_MAP`]: one per TCP port.
 pub const TARGET_PORTS_ENTRIES: u32 = 65536;
 /// Value stored in [`TARGET_PORTS_MAP`] for a port whose traffic is captured.

@@ -11,7 +11,7 @@
 use core::hint::black_box;
 
 use aya_ebpf::{
-    bindings::TC_ACT_OK,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_OK},
     helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_load_bytes},
     macros::{classifier, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -32,6 +32,13 @@ const DEFAULT_RING_BYTES: u32 = 16 * 1024 * 1024;
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+/// Unread bytes in [`EVENTS`] from which a submit wakes the reader; below, records are submitted
+/// without a wake-up and the reader collects them on its short poll interval. One wake-up per
+/// batch instead of one per record keeps the daemon's cost per request low. Set by userspace at
+/// load time (`WAKEUP_BYTES` global); 0 wakes on every record.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
 
 #[map(name = "TARGET_PORTS")]
 static TARGET_PORTS: Array<u32> = Array::with_max_entries(TARGET_PORTS_ENTRIES, 0);
@@ -334,7 +341,15 @@ fn emit_chunk<const N: usize>(
             return Err(());
         }
     }
-    entry.submit(0);
+    // SAFETY: a plain read of a global the loader may have rewritten; volatile so the compiler
+    // does not fold the initial value in.
+    let wakeup_bytes = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wakeup_bytes {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags as u64);
     count(Counter::RecordsEmitted, 1);
     count(Counter::PayloadBytes, len as u64);
     Ok(len)

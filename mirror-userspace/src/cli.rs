@@ -40,6 +40,10 @@ pub enum Command {
     /// pair (method, Host, target, status, primary latency); replays nothing. Needs root (or
     /// CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON).
     Capture(CaptureArgs),
+    /// Print a table per target from a running daemon's /metrics: requests seen, mirrored,
+    /// skipped by reason, lost; primary vs shadow P50/P99 latency, 5xx rate, status and body
+    /// mismatch rates. Needs no privileges.
+    Stats(StatsArgs),
     /// Self-contained tour in network namespaces it creates and removes (needs root).
     Demo,
 }
@@ -99,6 +103,29 @@ pub struct CaptureArgs {
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES)]
     pub ring_buffer_bytes: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// The daemon's metrics endpoint (plain http://; `mirror run --metrics-addr` or the config's
+    /// [metrics] listen sets where it is).
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:9477/metrics"
+    )]
+    pub metrics_url: url::Url,
+
+    /// Refresh every SECONDS (2 if omitted) in place, showing what happened since the previous
+    /// refresh (rates over that interval); without --watch, print totals since start once.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        num_args = 0..=1,
+        default_missing_value = "2",
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    pub watch: Option<u64>,
 }
 
 #[cfg(test)]
@@ -169,5 +196,33 @@ mod tests {
     fn capture_requires_a_port() {
         let error = Cli::try_parse_from(["mirror", "capture", "-i", "eth0"]).unwrap_err();
         assert!(error.to_string().contains("--port"), "{error}");
+    }
+
+    #[test]
+    fn stats_defaults_to_the_local_endpoint_and_watch_takes_an_optional_interval() {
+        let Command::Stats(args) = Cli::try_parse_from(["mirror", "stats"]).unwrap().command else {
+            panic!("parsed as stats");
+        };
+        assert_eq!(args.metrics_url.as_str(), "http://127.0.0.1:9477/metrics");
+        assert_eq!(args.watch, None);
+        let cli = Cli::try_parse_from([
+            "mirror",
+            "stats",
+            "--watch",
+            "--metrics-url",
+            "http://[::1]:9000/metrics",
+        ]);
+        let Command::Stats(args) = cli.unwrap().command else {
+            panic!("parsed as stats");
+        };
+        assert_eq!(args.watch, Some(2));
+        assert_eq!(args.metrics_url.port(), Some(9000));
+        let cli = Cli::try_parse_from(["mirror", "stats", "--watch", "5"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Stats(StatsArgs { watch: Some(5), .. })
+        ));
+        assert!(Cli::try_parse_from(["mirror", "stats", "--watch", "0"]).is_err());
+        assert!(Cli::try_parse_from(["mirror", "stats", "--metrics-url", "not a url"]).is_err());
     }
 }

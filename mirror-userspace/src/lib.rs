@@ -21,3 +21,4 @@ pub mod reassembly;
 pub mod replay;
 pub mod rewrite;
 pub mod segment;
+pub mod stats;

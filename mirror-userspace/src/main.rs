@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Capture(args) => mirror::commands::capture::run(args).await,
             Command::Demo => mirror::commands::demo::run().await,
+            Command::Stats(args) => mirror::commands::stats::run(args).await,
             Command::Run(args) => mirror::commands::run::run(args).await,
             Command::CheckConfig { file } => mirror::commands::check_config(&file),
         }

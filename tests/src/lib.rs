@@ -35,18 +35,23 @@ pub fn mirror_bin() -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test> -> target/<profile>/mirror
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary inside target/<profile>/deps")
-        .join("mirror");
-    assert!(
-        path.exists(),
-        "{} not built: run `cargo build -p mirror-userspace` first (cargo xtask test does)",
-        path.display()
-    );
-    path
+    // Tests live in target/<profile>/deps/, binaries (benchmarks) in target/<profile>/.
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("mirror"))
+        .collect();
+    candidates
+        .iter()
+        .find(|path| path.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{} not built: run `cargo build -p mirror-userspace` first (cargo xtask test does)",
+                candidates[0].display()
+            )
+        })
 }
 
 /// Directory of the test fixtures (scripts for real servers).

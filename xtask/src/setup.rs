@@ -11,8 +11,20 @@ use crate::run;
 const BPF_LINKER_VERSION: &str = "0.10.4";
 
 /// Debian packages the tests and benchmarks run: `ip` (iproute2), curl and wrk as clients,
-/// Python's http.server as a real server, and promtool (package prometheus) to check metrics.
-const DEBIAN_PACKAGES: &[&str] = &["iproute2", "curl", "wrk", "python3", "prometheus"];
+/// Python's http.server as a real server, promtool (package prometheus) to check metrics and
+/// alert rules, and systemd-analyze (package systemd, absent from minimal Debian images) to
+/// verify the systemd unit in deploy/.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "iproute2",
+    "curl",
+    "wrk",
+    "python3",
+    "prometheus",
+    "systemd",
+];
+
+/// PyPI package that validates deploy/kubernetes offline against the Kubernetes schemas.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate";
 
 fn succeeds(command: &mut Command) -> bool {
     command.output().is_ok_and(|output| output.status.success())
@@ -99,6 +111,34 @@ pub fn setup() -> anyhow::Result<()> {
                 .env("DEBIAN_FRONTEND", "noninteractive"))
         },
     )?;
+
+    // After the Debian packages: needs python3. Debian's own Python refuses `pip install`
+    // outside a virtualenv (PEP 668) unless told otherwise; pip itself may be missing.
+    let validate = succeeds(Command::new("kubernetes-validate").arg("--version"));
+    step(&format!("pypi: {KUBERNETES_VALIDATE}"), validate, || {
+        if !succeeds(Command::new("python3").args(["-m", "pip", "--version"])) {
+            if !nix_is_root() {
+                bail!("python3 has no pip; install python3-pip or run as root");
+            }
+            run(Command::new("apt-get").args(["update", "-qq"]))?;
+            run(Command::new("apt-get")
+                .args([
+                    "install",
+                    "-y",
+                    "-qq",
+                    "--no-install-recommends",
+                    "python3-pip",
+                ])
+                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        }
+        let pip = ["-m", "pip", "install", "--quiet", KUBERNETES_VALIDATE];
+        if succeeds(Command::new("python3").args(pip)) {
+            return Ok(());
+        }
+        run(Command::new("python3")
+            .args(pip)
+            .arg("--break-system-packages"))
+    })?;
     Ok(())
 }
 

@@ -27,7 +27,7 @@ use aya::{
 pub use interfaces::Interface;
 use mirror_common::{
     CLASSIFIER_PROGRAM, COUNTER_COUNT, COUNTERS_MAP, Counter, EVENTS_MAP, PORT_TARGET,
-    REPLAY_SOCKETS_MAP, TARGET_PORTS_MAP,
+    REPLAY_SOCKETS_MAP, TARGET_PORTS_MAP, WAKEUP_BYTES_GLOBAL,
 };
 pub use reader::{ReaderStats, RingReader, SegmentBatch, spawn_reader};
 use tracing::{debug, info, warn};
@@ -233,8 +233,13 @@ impl Classifier {
         {
             return Err(CaptureError::RingSize(ring));
         }
+        // Wake the reader once an eighth of the ring is pending (at most 256 KiB): batches of
+        // hundreds of records per wake-up under load; the reader's poll interval
+        // (`reader::POLL_INTERVAL`) collects what stays below the threshold.
+        let wakeup_bytes = u64::from(ring / 8).min(256 * 1024);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(EVENTS_MAP, ring)
+            .override_global(WAKEUP_BYTES_GLOBAL, &wakeup_bytes, true)
             .load(CLASSIFIER_OBJECT)
             .map_err(CaptureError::Load)?;
 

@@ -22,6 +22,10 @@ use crate::segment::{self, Segment};
 
 /// Records decoded per wake-up before yielding to other tasks.
 const MAX_RECORDS_PER_BATCH: usize = 4096;
+/// How often the reader looks at the ring without a wake-up: bounds the delay of records that
+/// stay below the classifier's wake-up threshold (capture timestamps are the kernel's, so the
+/// delay never shows in measured latencies).
+pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Decoded segments from one drain of the ring buffer, in ring order.
 pub type SegmentBatch = Vec<Segment>;
@@ -68,51 +72,53 @@ impl RingReader {
     /// Waits until records are available, then drains up to [`MAX_RECORDS_PER_BATCH`] of them.
     /// Records are copied once, into one arena per batch; every segment's payload is a zero-copy
     /// slice of that arena.
+    ///
+    /// The classifier wakes the reader only when a batch's worth of data is pending (see
+    /// `WAKEUP_BYTES` in the classifier), so the reader also looks every [`POLL_INTERVAL`].
     pub async fn next_batch(&mut self, stats: &ReaderStats) -> Result<SegmentBatch, CaptureError> {
         loop {
-            let mut guard = self
-                .fd
-                .readable_mut()
-                .await
-                .map_err(CaptureError::Reactor)?;
-            let ring = guard.get_inner_mut();
-            let mut arena = BytesMut::new();
-            let mut bounds = Vec::new();
-            let mut ring_empty = false;
-            while bounds.len() < MAX_RECORDS_PER_BATCH {
-                let Some(item) = ring.next() else {
-                    ring_empty = true;
-                    break;
-                };
-                let start = arena.len();
-                arena.extend_from_slice(&item);
-                bounds.push(start..arena.len());
+            let batch = self.drain(stats);
+            if !batch.is_empty() {
+                return Ok(batch);
             }
-            // Only an empty ring waits for the next epoll wake-up; a full batch may leave records
-            // behind, so readiness stays set. (tokio clears readiness only if no newer event
-            // arrived since the guard was taken, so a record submitted meanwhile is not missed.)
-            if ring_empty {
-                guard.clear_ready();
+            // Clear readiness before the next drain, never after: a wake-up that arrives in
+            // between then shows as readiness instead of being lost.
+            if let Ok(guard) = tokio::time::timeout(POLL_INTERVAL, self.fd.readable_mut()).await {
+                guard.map_err(CaptureError::Reactor)?.clear_ready();
             }
-            if bounds.is_empty() {
-                continue;
-            }
-            stats
-                .records
-                .fetch_add(bounds.len() as u64, Ordering::Relaxed);
-            let arena: Bytes = arena.freeze();
-            let mut batch = Vec::with_capacity(bounds.len());
-            for range in bounds {
-                match segment::decode(arena.slice(range)) {
-                    Ok(segment) => batch.push(segment),
-                    Err(error) => {
-                        stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                        warn!(%error, "undecodable ring-buffer record");
-                    }
+        }
+    }
+
+    fn drain(&mut self, stats: &ReaderStats) -> SegmentBatch {
+        let ring = self.fd.get_mut();
+        let mut arena = BytesMut::new();
+        let mut bounds = Vec::new();
+        while bounds.len() < MAX_RECORDS_PER_BATCH {
+            let Some(item) = ring.next() else {
+                break;
+            };
+            let start = arena.len();
+            arena.extend_from_slice(&item);
+            bounds.push(start..arena.len());
+        }
+        if bounds.is_empty() {
+            return Vec::new();
+        }
+        stats
+            .records
+            .fetch_add(bounds.len() as u64, Ordering::Relaxed);
+        let arena: Bytes = arena.freeze();
+        let mut batch = Vec::with_capacity(bounds.len());
+        for range in bounds {
+            match segment::decode(arena.slice(range)) {
+                Ok(segment) => batch.push(segment),
+                Err(error) => {
+                    stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(%error, "undecodable ring-buffer record");
                 }
             }
-            return Ok(batch);
         }
+        batch
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod capture;
 pub mod demo;
 pub mod run;
+pub mod stats;
 
 use std::path::Path;
 

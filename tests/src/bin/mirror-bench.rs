@@ -214,6 +214,12 @@ impl Daemon {
     }
 }
 
+/// One run of one mode: wrk's figures and, when the daemon ran, (CPU seconds, requests framed).
+struct Run {
+    wrk: WrkResult,
+    cost: Option<(f64, f64)>,
+}
+
 struct WrkResult {
     requests_per_second: f64,
     p50_ms: f64,
@@ -379,7 +385,7 @@ fn main() {
     );
 
     // Interleaved rounds.
-    let mut results: Vec<Vec<(Mode, WrkResult, Option<(f64, f64)>)>> = Vec::new();
+    let mut results: Vec<Vec<Run>> = Vec::new();
     for round in 0..rounds {
         let mut row = Vec::new();
         for mode in Mode::ALL {
@@ -400,7 +406,7 @@ fn main() {
                 result.p50_ms,
                 result.p99_ms
             );
-            row.push((mode, result, cost));
+            row.push(Run { wrk: result, cost });
             drop(daemon);
         }
         results.push(row);
@@ -415,20 +421,20 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (index, mode) in Mode::ALL.iter().enumerate() {
         let column = |f: &dyn Fn(&WrkResult) -> f64| {
-            median(results.iter().map(|row| f(&row[index].1)).collect())
+            median(results.iter().map(|row| f(&row[index].wrk)).collect())
         };
         let ratio = |base: usize, f: &dyn Fn(&WrkResult) -> f64| {
             median(
                 results
                     .iter()
-                    .map(|row| f(&row[index].1) / f(&row[base].1))
+                    .map(|row| f(&row[index].wrk) / f(&row[base].wrk))
                     .collect(),
             )
         };
         let cost = median(
             results
                 .iter()
-                .filter_map(|row| row[index].2)
+                .filter_map(|row| row[index].cost)
                 .map(|(cpu, requests)| cpu / requests.max(1.0) * 100_000.0)
                 .collect(),
         );

@@ -1,0 +1,24 @@
+//! The I/O-free core of `mirror stats`: a running daemon's `/metrics` text -> [`parse`]d samples
+//! -> per-target [`Snapshot`] (differenced between refreshes with [`Snapshot::since`]) ->
+//! [`render`]ed table. Latency quantiles are estimated from the histogram buckets like PromQL's
+//! `histogram_quantile` ([`quantile`]). The command that fetches and prints is
+//! `commands::stats`.
+
+mod histogram;
+mod parse;
+mod render;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+
+pub use self::histogram::{Bucket, Quantile, quantile};
+pub use self::parse::{ParseError, Sample, parse};
+pub use self::render::{Window, in_place, render};
+pub use self::snapshot::{RoleStats, Snapshot, TargetStats};
+
+impl Snapshot {
+    /// Parses exposition text and aggregates it per target.
+    pub fn from_text(text: &str) -> Result<Self, ParseError> {
+        Ok(Self::from_samples(&parse(text)?))
+    }
+}

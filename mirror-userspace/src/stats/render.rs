@@ -1,0 +1,287 @@
+//! The `mirror stats` table: one block per target, request accounting first, then primary and
+//! shadow side by side.
+
+use std::{fmt::Write as _, time::Duration};
+
+use super::{
+    histogram::Quantile,
+    snapshot::{Snapshot, TargetStats},
+};
+
+/// What period the counts cover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    /// Totals since the daemon started (a one-shot run, or the first frame of `--watch`).
+    SinceStart,
+    /// The difference between two scrapes this far apart.
+    Last(Duration),
+}
+
+/// Renders `snapshot` as the table `mirror stats` prints; `source` is the scraped URL.
+pub fn render(snapshot: &Snapshot, source: &str, window: Window) -> String {
+    let mut out = String::new();
+    let period = match window {
+        Window::SinceStart => "totals since the daemon started".to_owned(),
+        Window::Last(elapsed) => format!("last {:.1}s", elapsed.as_secs_f64()),
+    };
+    let _ = writeln!(out, "mirror stats: {source}, {period}");
+    if snapshot.targets.is_empty() {
+        out.push_str("no mirror targets in these metrics (is this `mirror run`'s /metrics?)\n");
+        return out;
+    }
+    for (name, stats) in &snapshot.targets {
+        out.push('\n');
+        let _ = writeln!(out, "target {name}");
+        out.push_str(&target_table(stats, window).render());
+    }
+    out
+}
+
+/// Wraps a frame so that printing it redraws the terminal in place: cursor home, each line
+/// followed by erase-to-end-of-line, then erase below. Overwriting instead of clearing first
+/// avoids the flicker of a blank screen between frames.
+pub fn in_place(frame: &str) -> String {
+    let mut out = String::with_capacity(frame.len() + 64);
+    out.push_str("\x1b[H");
+    for line in frame.lines() {
+        out.push_str(line);
+        out.push_str("\x1b[K\n");
+    }
+    out.push_str("\x1b[J");
+    out
+}
+
+fn target_table(stats: &TargetStats, window: Window) -> Table {
+    let mut table = Table::default();
+    let seen = stats.requests;
+    let share = |count: f64| percent(count, seen);
+    let seen_note = match window {
+        Window::Last(elapsed) if !elapsed.is_zero() => {
+            format!("{:.1}/s", seen / elapsed.as_secs_f64())
+        }
+        _ => String::new(),
+    };
+    table.row(["", "requests", "of seen", ""]);
+    table.row(["seen", &count(seen), "", &seen_note]);
+    let outcomes: Vec<String> = stats
+        .replays
+        .iter()
+        .filter(|(outcome, _)| *outcome != super::snapshot::DROPPED)
+        .map(|(outcome, n)| format!("{outcome} {}", count(*n)))
+        .collect();
+    let mirrored = stats.mirrored();
+    table.row([
+        "mirrored",
+        &count(mirrored),
+        &share(mirrored),
+        &outcomes.join(", "),
+    ]);
+    let dropped = stats.dropped();
+    table.row([
+        "dropped",
+        &count(dropped),
+        &share(dropped),
+        "replay queue full",
+    ]);
+    let skipped = stats.skipped_total();
+    table.row(["skipped", &count(skipped), &share(skipped), ""]);
+    for (reason, n) in &stats.skipped {
+        table.row([&format!("  {reason}"), &count(*n), &share(*n), ""]);
+    }
+    let in_flight = stats.in_flight();
+    if window == Window::SinceStart && in_flight > 0.0 {
+        table.row([
+            "in flight",
+            &count(in_flight),
+            &share(in_flight),
+            "replays not finished yet",
+        ]);
+    }
+    table.row([
+        "lost",
+        &count(stats.lost_total()),
+        "",
+        "abandoned before framing",
+    ]);
+    for (reason, n) in &stats.lost {
+        table.row([&format!("  {reason}"), &count(*n), "", ""]);
+    }
+    if let Some(depth) = stats.queue_depth {
+        table.row(["replay queue", &count(depth), "", "waiting now"]);
+    }
+
+    table.blank();
+    let (primary, shadow) = (&stats.primary, &stats.shadow);
+    table.row(["", "primary", "shadow", ""]);
+    table.row([
+        "responses",
+        &count(primary.response_count()),
+        &count(shadow.response_count()),
+        "",
+    ]);
+    for (label, q) in [("P50 latency", 0.5), ("P99 latency", 0.99)] {
+        table.row([
+            label,
+            &latency(primary.latency(q)),
+            &latency(shadow.latency(q)),
+            "",
+        ]);
+    }
+    table.row([
+        "5xx rate",
+        &percent(primary.server_errors(), primary.response_count()),
+        &percent(shadow.server_errors(), shadow.response_count()),
+        "",
+    ]);
+    let compared = shadow.response_count();
+    for (label, mismatches) in [
+        ("status mismatches", stats.status_mismatches),
+        ("body mismatches", stats.body_mismatches),
+    ] {
+        table.row([
+            label,
+            "",
+            &percent(mismatches, compared),
+            &format!(
+                "{} of {} shadow responses",
+                count(mismatches),
+                count(compared)
+            ),
+        ]);
+    }
+    table
+}
+
+/// A count as an integer (counters are; a fraction would be a foreign exporter's doing).
+fn count(value: f64) -> String {
+    format!("{value:.0}")
+}
+
+/// `part` as a percentage of `whole`, or `-` when there is nothing to divide by.
+fn percent(part: f64, whole: f64) -> String {
+    if whole > 0.0 {
+        format!("{:.2}%", 100.0 * part / whole)
+    } else {
+        "-".to_owned()
+    }
+}
+
+/// A latency with three significant digits in a unit that keeps it readable.
+fn latency(quantile: Option<Quantile>) -> String {
+    match quantile {
+        None => "-".to_owned(),
+        Some(Quantile::Value(seconds)) => seconds_text(seconds),
+        Some(Quantile::Above(bound)) => format!(">{}", seconds_text(bound)),
+    }
+}
+
+fn seconds_text(seconds: f64) -> String {
+    let (value, unit) = if seconds >= 1.0 {
+        (seconds, "s")
+    } else if seconds >= 1e-3 {
+        (seconds * 1e3, "ms")
+    } else {
+        (seconds * 1e6, "µs")
+    };
+    let decimals = if value < 10.0 {
+        2
+    } else if value < 100.0 {
+        1
+    } else {
+        0
+    };
+    format!("{value:.decimals$}{unit}")
+}
+
+/// Rows of a label, two right-aligned value columns and a free-text note.
+#[derive(Default)]
+struct Table {
+    rows: Vec<Option<[String; 4]>>,
+}
+
+impl Table {
+    fn row(&mut self, cells: [&str; 4]) {
+        self.rows.push(Some(cells.map(str::to_owned)));
+    }
+
+    fn blank(&mut self) {
+        self.rows.push(None);
+    }
+
+    fn render(&self) -> String {
+        let mut widths = [0usize; 3];
+        for cells in self.rows.iter().flatten() {
+            for (width, cell) in widths.iter_mut().zip(cells) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for row in &self.rows {
+            let Some([label, first, second, note]) = row else {
+                out.push('\n');
+                continue;
+            };
+            // `{:>width$}` counts chars, which is what a terminal shows for these cells.
+            let line = format!(
+                "  {label:<w0$}  {first:>w1$}  {second:>w2$}  {note}",
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+            );
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_keep_three_significant_digits() {
+        assert_eq!(seconds_text(0.000_45), "450µs");
+        assert_eq!(seconds_text(0.000_004_2), "4.20µs");
+        assert_eq!(seconds_text(0.0021), "2.10ms");
+        assert_eq!(seconds_text(0.048), "48.0ms");
+        assert_eq!(seconds_text(0.2), "200ms");
+        assert_eq!(seconds_text(1.5), "1.50s");
+        assert_eq!(latency(Some(Quantile::Above(52.4288))), ">52.4s");
+        assert_eq!(latency(None), "-");
+    }
+
+    #[test]
+    fn percentages_need_a_denominator() {
+        assert_eq!(percent(1.0, 8.0), "12.50%");
+        assert_eq!(percent(0.0, 0.0), "-");
+        assert_eq!(count(12000.0), "12000");
+    }
+
+    #[test]
+    fn in_place_homes_erases_each_line_and_below() {
+        assert_eq!(in_place("a\nbc\n"), "\x1b[Ha\x1b[K\nbc\x1b[K\n\x1b[J");
+    }
+
+    #[test]
+    fn no_targets_says_so() {
+        let text = render(&Snapshot::default(), "http://x/metrics", Window::SinceStart);
+        assert_eq!(
+            text,
+            "mirror stats: http://x/metrics, totals since the daemon started\n\
+             no mirror targets in these metrics (is this `mirror run`'s /metrics?)\n"
+        );
+    }
+
+    #[test]
+    fn columns_align_on_the_widest_cell() {
+        let mut table = Table::default();
+        table.row(["a", "1", "x", ""]);
+        table.row(["long label", "12345", "", "note"]);
+        table.blank();
+        assert_eq!(
+            table.render(),
+            "  a               1  x\n  long label  12345     note\n\n"
+        );
+    }
+}

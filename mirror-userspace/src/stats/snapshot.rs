@@ -1,0 +1,260 @@
+//! Per-target aggregation of the daemon's samples (metric names: DESIGN.md §6 and the README's
+//! extras), and the difference of two snapshots for watch mode.
+
+use std::collections::BTreeMap;
+
+use super::{
+    histogram::{Bucket, Quantile, quantile},
+    parse::Sample,
+};
+
+/// What one scrape says about every target, keyed by target name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub targets: BTreeMap<String, TargetStats>,
+}
+
+/// One target's counters. Counts are `f64` because that is what the exposition carries.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TargetStats {
+    /// `mirror_requests_total`: requests framed off the wire.
+    pub requests: f64,
+    /// `mirror_parse_errors_total`.
+    pub parse_errors: f64,
+    /// `mirror_requests_skipped_total` by reason.
+    pub skipped: BTreeMap<String, f64>,
+    /// `mirror_requests_lost_total` by reason (abandoned before they were framed).
+    pub lost: BTreeMap<String, f64>,
+    /// `mirror_replays_total` by outcome (ok, error, timeout, dropped).
+    pub replays: BTreeMap<String, f64>,
+    /// `mirror_replay_queue_depth`, a gauge: never differenced.
+    pub queue_depth: Option<f64>,
+    pub primary: RoleStats,
+    pub shadow: RoleStats,
+    /// `mirror_response_mismatches_total{kind="status"}`.
+    pub status_mismatches: f64,
+    /// `mirror_response_mismatches_total{kind="body"}`.
+    pub body_mismatches: f64,
+}
+
+/// The responses of one role (primary or shadow) of a target.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RoleStats {
+    /// `mirror_response_duration_seconds_bucket`, cumulative, sorted by bound.
+    pub buckets: Vec<Bucket>,
+    /// `mirror_responses_total` by status code (as exported, normally three digits).
+    pub responses: BTreeMap<String, f64>,
+}
+
+const PRIMARY: &str = "primary";
+const SHADOW: &str = "shadow";
+/// The replay outcome that never reached the shadow (the replay queue was full).
+pub const DROPPED: &str = "dropped";
+
+impl RoleStats {
+    /// All responses of the role.
+    pub fn response_count(&self) -> f64 {
+        total(self.responses.values())
+    }
+
+    /// Responses with a 5xx status.
+    pub fn server_errors(&self) -> f64 {
+        let server_errors = self
+            .responses
+            .iter()
+            .filter(|(code, _)| code.len() == 3 && code.starts_with('5'))
+            .map(|(_, count)| count);
+        total(server_errors)
+    }
+
+    /// Quantile `q` of the response duration, in seconds.
+    pub fn latency(&self, q: f64) -> Option<Quantile> {
+        quantile(q, &self.buckets)
+    }
+
+    fn since(&self, earlier: &Self) -> Self {
+        let buckets = self
+            .buckets
+            .iter()
+            .map(|bucket| {
+                let before = earlier
+                    .buckets
+                    .iter()
+                    .find(|old| old.upper_bound == bucket.upper_bound)
+                    .map_or(0.0, |old| old.count);
+                Bucket {
+                    upper_bound: bucket.upper_bound,
+                    count: increase(bucket.count, before),
+                }
+            })
+            .collect();
+        Self {
+            buckets,
+            responses: map_since(&self.responses, &earlier.responses),
+        }
+    }
+}
+
+impl TargetStats {
+    /// Requests handed to the shadow, whatever came back (replays except `dropped`).
+    pub fn mirrored(&self) -> f64 {
+        total(
+            self.replays
+                .iter()
+                .filter(|(outcome, _)| *outcome != DROPPED)
+                .map(|(_, count)| count),
+        )
+    }
+
+    /// Replays dropped because the replay queue was full.
+    pub fn dropped(&self) -> f64 {
+        self.replays.get(DROPPED).copied().unwrap_or(0.0)
+    }
+
+    pub fn skipped_total(&self) -> f64 {
+        total(self.skipped.values())
+    }
+
+    pub fn lost_total(&self) -> f64 {
+        total(self.lost.values())
+    }
+
+    /// Requests neither skipped nor finished replaying yet (the pipeline accounts a replay
+    /// when it finishes). Only meaningful for totals: a difference can go negative.
+    pub fn in_flight(&self) -> f64 {
+        self.requests - self.skipped_total() - total(self.replays.values())
+    }
+
+    fn since(&self, earlier: &Self) -> Self {
+        Self {
+            requests: increase(self.requests, earlier.requests),
+            parse_errors: increase(self.parse_errors, earlier.parse_errors),
+            skipped: map_since(&self.skipped, &earlier.skipped),
+            lost: map_since(&self.lost, &earlier.lost),
+            replays: map_since(&self.replays, &earlier.replays),
+            queue_depth: self.queue_depth,
+            primary: self.primary.since(&earlier.primary),
+            shadow: self.shadow.since(&earlier.shadow),
+            status_mismatches: increase(self.status_mismatches, earlier.status_mismatches),
+            body_mismatches: increase(self.body_mismatches, earlier.body_mismatches),
+        }
+    }
+}
+
+/// The sum of counts. Not `Iterator::sum`: the empty `f64` sum is -0.0, which prints as "-0".
+fn total<'a>(counts: impl Iterator<Item = &'a f64>) -> f64 {
+    counts.fold(0.0, |sum, count| sum + count)
+}
+
+/// A counter's increase; a smaller value means the daemon restarted and counts from zero again
+/// (PromQL's `increase` makes the same assumption).
+fn increase(now: f64, before: f64) -> f64 {
+    if now >= before { now - before } else { now }
+}
+
+fn map_since(now: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    now.iter()
+        .map(|(key, &value)| {
+            let old = before.get(key).copied().unwrap_or(0.0);
+            (key.clone(), increase(value, old))
+        })
+        .collect()
+}
+
+impl Snapshot {
+    /// Aggregates the samples of one scrape. Samples of other metrics, and target-labelled
+    /// samples that lack a label this needs, are ignored: the table shows what is there.
+    pub fn from_samples(samples: &[Sample]) -> Self {
+        let mut snapshot = Self::default();
+        for sample in samples {
+            let Some(target) = sample.label("target") else {
+                continue;
+            };
+            let name = sample.name.as_str();
+            if !name.starts_with("mirror_") {
+                continue;
+            }
+            let stats = snapshot.targets.entry(target.to_owned()).or_default();
+            let value = sample.value;
+            let add = |map: &mut BTreeMap<String, f64>, key: Option<&str>| {
+                if let Some(key) = key {
+                    *map.entry(key.to_owned()).or_default() += value;
+                }
+            };
+            match name {
+                "mirror_requests_total" => stats.requests += value,
+                "mirror_parse_errors_total" => stats.parse_errors += value,
+                "mirror_requests_skipped_total" => add(&mut stats.skipped, sample.label("reason")),
+                "mirror_requests_lost_total" => add(&mut stats.lost, sample.label("reason")),
+                "mirror_replays_total" => add(&mut stats.replays, sample.label("outcome")),
+                "mirror_replay_queue_depth" => {
+                    *stats.queue_depth.get_or_insert(0.0) += value;
+                }
+                "mirror_response_mismatches_total" => match sample.label("kind") {
+                    Some("status") => stats.status_mismatches += value,
+                    Some("body") => stats.body_mismatches += value,
+                    _ => {}
+                },
+                "mirror_responses_total" => {
+                    if let Some(role) = role_of(stats, sample) {
+                        add(&mut role.responses, sample.label("code"));
+                    }
+                }
+                "mirror_response_duration_seconds_bucket" => {
+                    let bound = sample.label("le").and_then(parse_bound);
+                    if let (Some(upper_bound), Some(role)) = (bound, role_of(stats, sample)) {
+                        add_bucket(&mut role.buckets, upper_bound, value);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for stats in snapshot.targets.values_mut() {
+            for role in [&mut stats.primary, &mut stats.shadow] {
+                role.buckets
+                    .sort_by(|a, b| a.upper_bound.total_cmp(&b.upper_bound));
+            }
+        }
+        snapshot
+    }
+
+    /// What happened between `earlier` and `self`: counters differenced (restarts tolerated),
+    /// gauges as of `self`. Targets that appeared since are taken whole.
+    pub fn since(&self, earlier: &Self) -> Self {
+        let targets = self
+            .targets
+            .iter()
+            .map(|(name, stats)| {
+                let stats = match earlier.targets.get(name) {
+                    Some(old) => stats.since(old),
+                    None => stats.clone(),
+                };
+                (name.clone(), stats)
+            })
+            .collect();
+        Self { targets }
+    }
+}
+
+fn role_of<'a>(stats: &'a mut TargetStats, sample: &Sample) -> Option<&'a mut RoleStats> {
+    match sample.label("role")? {
+        PRIMARY => Some(&mut stats.primary),
+        SHADOW => Some(&mut stats.shadow),
+        _ => None,
+    }
+}
+
+/// A bucket's `le`: a float, or `+Inf` (parsed by Rust's float syntax too).
+fn parse_bound(text: &str) -> Option<f64> {
+    text.parse().ok().filter(|bound: &f64| !bound.is_nan())
+}
+
+fn add_bucket(buckets: &mut Vec<Bucket>, upper_bound: f64, count: f64) {
+    match buckets
+        .iter_mut()
+        .find(|bucket| bucket.upper_bound == upper_bound)
+    {
+        Some(bucket) => bucket.count += count,
+        None => buckets.push(Bucket { upper_bound, count }),
+    }
+}
