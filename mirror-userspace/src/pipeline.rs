@@ -76,6 +76,8 @@ struct Target {
 /// Everything between the ring reader and the shadow.
 pub struct Pipeline {
     tracker: HttpTracker,
+    self_traffic: Option<SelfTraffic>,
+    results: mpsc::UnboundedSender<ReplayResult>,
     targets: Vec<Target>,
     by_port: HashMap<u16, usize>,
     comparator: Comparator,
@@ -93,6 +95,14 @@ fn splitmix64(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Whether a reload can keep a target's replay pool.
+fn same_replay(old: &TargetConfig, new: &TargetConfig) -> bool {
+    old.shadow == new.shadow
+        && old.queue == new.queue
+        && old.concurrency == new.concurrency
+        && old.timeout_ms == new.timeout_ms
+}
+
 fn seconds(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
@@ -108,70 +118,92 @@ impl Pipeline {
         results: mpsc::UnboundedSender<ReplayResult>,
         seed: u64,
     ) -> Self {
-        let mut by_port = HashMap::new();
-        let targets = targets
-            .iter()
-            .enumerate()
-            .map(|(index, config)| {
-                by_port.insert(config.port, index);
-                let name = config.name.clone();
-                let target = TargetLabels {
-                    target: name.clone(),
-                };
-                let role = |role| TargetRoleLabels {
-                    target: name.clone(),
-                    role,
-                };
-                let kind = |kind| TargetKindLabels {
-                    target: name.clone(),
-                    kind,
-                };
-                let target_metrics = TargetMetrics {
-                    requests: metrics.requests.get_or_create_owned(&target),
-                    parse_errors: metrics.parse_errors.get_or_create_owned(&target),
-                    queue_depth: metrics.replay_queue_depth.get_or_create_owned(&target),
-                    primary_duration: metrics
-                        .response_duration
-                        .get_or_create_owned(&role("primary")),
-                    shadow_duration: metrics
-                        .response_duration
-                        .get_or_create_owned(&role("shadow")),
-                    status_mismatches: metrics.mismatches.get_or_create_owned(&kind("status")),
-                    body_mismatches: metrics.mismatches.get_or_create_owned(&kind("body")),
-                };
-                let replayer = Replayer::spawn(
-                    ReplayConfig {
-                        target: name,
-                        shadow_host: config.shadow.host().to_owned(),
-                        shadow_port: config.shadow.port(),
-                        queue: config.queue,
-                        concurrency: config.concurrency,
-                        timeout: std::time::Duration::from_millis(config.timeout_ms),
-                    },
-                    self_traffic.clone(),
-                    results.clone(),
-                );
-                Target {
-                    config: config.clone(),
-                    policy: Policy::new(config),
-                    rewriter: Rewriter::new(config),
-                    replayer,
-                    metrics: target_metrics,
-                    last_mismatch_log_ns: 0,
-                }
-            })
-            .collect();
-        Self {
+        let mut pipeline = Self {
             tracker,
-            targets,
-            by_port,
+            self_traffic,
+            results,
+            targets: Vec::new(),
+            by_port: HashMap::new(),
             comparator: Comparator::new(COMPARE_TTL_NS, COMPARE_MAX_ENTRIES),
             metrics,
             last_stats: Stats::default(),
             random_state: seed,
+        };
+        pipeline.reload(targets);
+        pipeline
+    }
+
+    /// Replaces the targets (configuration reload) without touching capture or reassembly
+    /// state: sampling, filters, headers and shadows change for the next request. A target
+    /// whose shadow and replay settings are unchanged keeps its queue and connections; others
+    /// get a new replay pool (the old one finishes its queue). Open comparisons are dropped.
+    pub fn reload(&mut self, targets: &[TargetConfig]) {
+        let mut previous: HashMap<String, Target> = self
+            .targets
+            .drain(..)
+            .map(|target| (target.config.name.clone(), target))
+            .collect();
+        self.by_port.clear();
+        self.comparator = Comparator::new(COMPARE_TTL_NS, COMPARE_MAX_ENTRIES);
+        for (index, config) in targets.iter().enumerate() {
+            self.by_port.insert(config.port, index);
+            let replayer = match previous.remove(&config.name) {
+                Some(old) if same_replay(&old.config, config) => old.replayer,
+                _ => self.spawn_replayer(config),
+            };
+            self.targets.push(Target {
+                config: config.clone(),
+                policy: Policy::new(config),
+                rewriter: Rewriter::new(config),
+                replayer,
+                metrics: self.target_metrics(&config.name),
+                last_mismatch_log_ns: 0,
+            });
         }
     }
 
+    fn spawn_replayer(&self, config: &TargetConfig) -> Replayer {
+        Replayer::spawn(
+            ReplayConfig {
+                target: config.name.clone(),
+                shadow_host: config.shadow.host().to_owned(),
+                shadow_port: config.shadow.port(),
+                queue: config.queue,
+                concurrency: config.concurrency,
+                timeout: std::time::Duration::from_millis(config.timeout_ms),
+            },
+            self.self_traffic.clone(),
+            self.results.clone(),
+        )
+    }
+
+    fn target_metrics(&self, name: &str) -> TargetMetrics {
+        let metrics = &self.metrics;
+        let target = TargetLabels {
+            target: name.to_owned(),
+        };
+        let role = |role| TargetRoleLabels {
+            target: name.to_owned(),
+            role,
+        };
+        let kind = |kind| TargetKindLabels {
+            target: name.to_owned(),
+            kind,
+        };
+        TargetMetrics {
+            requests: metrics.requests.get_or_create_owned(&target),
+            parse_errors: metrics.parse_errors.get_or_create_owned(&target),
+            queue_depth: metrics.replay_queue_depth.get_or_create_owned(&target),
+            primary_duration: metrics
+                .response_duration
+                .get_or_create_owned(&role("primary")),
+            shadow_duration: metrics
+                .response_duration
+                .get_or_create_owned(&role("shadow")),
+            status_mismatches: metrics.mismatches.get_or_create_owned(&kind("status")),
+            body_mismatches: metrics.mismatches.get_or_create_owned(&kind("body")),
+        }
+    }
     fn target_of(&self, server_port: u16) -> Option<usize> {
         self.by_port.get(&server_port).copied()
     }

@@ -106,6 +106,24 @@ impl Daemon {
         Metrics::parse(&self.metrics_text())
     }
 
+    /// Sends `signal` (e.g. SIGHUP to reload the configuration).
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal the daemon");
+    }
+
+    /// Waits up to `timeout` for a log line containing `needle`; returns it.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("the daemon did not log {needle:?} within {timeout:?}"),
+            }
+        }
+    }
+
     /// SIGTERM and wait; panics unless the exit is clean.
     pub fn stop(mut self) {
         kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).expect("SIGTERM");

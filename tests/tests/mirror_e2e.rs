@@ -408,12 +408,16 @@ fn shadow_targets(shadow: &RecordingServer) -> Vec<String> {
 
 fn write_config(setup: &Setup, target_lines: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(mirror_tests::unique_name("mirror-conf-"));
+    write_config_at(setup, &path, target_lines);
+    path
+}
+
+fn write_config_at(setup: &Setup, path: &std::path::Path, target_lines: &str) {
     let config = format!(
         "[capture]\ninterfaces = [\"{}\"]\n\n[[target]]\nname = \"search\"\nport = {PORT}\nshadow = \"http://{CLIENT_ADDR}:{PORT}\"\n{target_lines}\n",
         setup.topology.server_if
     );
-    std::fs::write(&path, config).expect("write config");
-    path
+    std::fs::write(path, config).expect("write config");
 }
 
 fn start_with_config(setup: &Setup, target_lines: &str) -> Daemon {
@@ -618,5 +622,110 @@ fn dead_slow_and_resetting_shadows_never_touch_the_primary() {
     assert_accounting(&metrics);
     drop(reset);
     assert_recovers(&mut setup, &daemon);
+    daemon.stop();
+}
+
+#[test]
+fn sighup_reloads_targets_and_rejects_bad_files() {
+    if !privileged("sighup_reloads_targets_and_rejects_bad_files") {
+        return;
+    }
+    let setup = setup();
+    let path = write_config(&setup, "sample_percent = 0.0\n");
+    let daemon = Daemon::start(
+        &setup.topology.server,
+        &["--config", path.to_str().expect("utf-8 path")],
+    );
+    load(&setup.topology.client, 1, 50, plain_get);
+    let metrics = wait_for(&daemon, "50 decided", |m| {
+        m.sum("mirror_requests_skipped_total", &[]) >= 50.0
+    });
+    assert_eq!(all_replays(&metrics), 0.0, "0% mirrors nothing");
+
+    // Sampling 0% -> 100% without a restart.
+    write_config_at(&setup, &path, "sample_percent = 100.0\n");
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    load(&setup.topology.client, 1, 50, plain_get);
+    let metrics = wait_for(&daemon, "50 replays", |m| replays(m, "ok") >= 50.0);
+    assert_eq!(replays(&metrics, "ok"), 50.0);
+
+    // A bad file is rejected with a log line; the running configuration stays.
+    write_config_at(&setup, &path, "sample_percent = 150.0\n");
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    let line = daemon.wait_for_log("reload rejected", Duration::from_secs(10));
+    assert!(
+        line.contains("sample_percent"),
+        "the reason is logged: {line}"
+    );
+    load(&setup.topology.client, 1, 50, plain_get);
+    let metrics = wait_for(&daemon, "100 replays", |m| replays(m, "ok") >= 100.0);
+    assert_eq!(replays(&metrics, "ok"), 100.0, "still mirroring at 100%");
+    assert_accounting(&metrics);
+    daemon.stop();
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn links_that_appear_after_start_are_captured() {
+    if !privileged("links_that_appear_after_start_are_captured") {
+        return;
+    }
+    let setup = setup();
+    let shadow = format!("http://{CLIENT_ADDR}:{PORT}");
+    // The pattern matches nothing yet: the daemon starts anyway and waits for links.
+    let daemon = Daemon::start(
+        &setup.topology.server,
+        &["--interface", "mf*", "--port", "8080", "--shadow", &shadow],
+    );
+    let server_if = mirror_tests::unique_name("mf");
+    let client_if = mirror_tests::unique_name("mg");
+    mirror_tests::netns::ip(&[
+        "link",
+        "add",
+        &client_if,
+        "netns",
+        &setup.topology.client.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &server_if,
+        "netns",
+        &setup.topology.server.name,
+    ])
+    .expect("new veth");
+    let topology = &setup.topology;
+    topology
+        .client
+        .ip(&["addr", "add", "198.18.2.1/24", "dev", &client_if])
+        .expect("addr");
+    topology
+        .server
+        .ip(&["addr", "add", "198.18.2.2/24", "dev", &server_if])
+        .expect("addr");
+    topology
+        .client
+        .ip(&["link", "set", &client_if, "up"])
+        .expect("up");
+    topology
+        .server
+        .ip(&["link", "set", &server_if, "up"])
+        .expect("up");
+    let line = daemon.wait_for_log("classifier attached", Duration::from_secs(10));
+    assert!(
+        line.contains(&server_if),
+        "attached to the new link: {line}"
+    );
+    let _primary = RecordingServer::start(&topology.server, "198.18.2.2", PORT);
+    let status = topology
+        .client
+        .command("curl")
+        .args(["-sS", "-o", "/dev/null", "http://198.18.2.2:8080/size/10"])
+        .status()
+        .expect("curl");
+    assert!(status.success());
+    let metrics = wait_for(&daemon, "the request replayed", |m| replays(m, "ok") >= 1.0);
+    assert_eq!(metrics.sum("mirror_requests_total", &[]), 1.0);
     daemon.stop();
 }

@@ -39,44 +39,56 @@ pub fn list_interfaces() -> Result<Vec<Interface>, CaptureError> {
         .collect())
 }
 
-/// Resolves names and glob patterns against `available`. An exact name must exist; a pattern must
-/// match at least one link (an empty match is almost always a typo worth stopping for).
-pub fn resolve(specs: &[String], available: &[Interface]) -> Result<Vec<Interface>, CaptureError> {
+/// Resolves names and glob patterns against `available`. An exact name must exist (a typo is
+/// worth stopping for); a pattern may match nothing yet (a node without pods): such patterns are
+/// returned second, for a warning. At least one spec is required.
+pub fn resolve(
+    specs: &[String],
+    available: &[Interface],
+) -> Result<(Vec<Interface>, Vec<String>), CaptureError> {
     if specs.is_empty() {
         return Err(CaptureError::NoInterfaces);
     }
-    let mut selected = BTreeSet::new();
     for spec in specs {
         if is_pattern(spec) {
-            let pattern = glob::Pattern::new(spec).map_err(|source| CaptureError::Pattern {
+            glob::Pattern::new(spec).map_err(|source| CaptureError::Pattern {
                 pattern: spec.clone(),
                 reason: source.msg,
             })?;
-            let before = selected.len();
-            selected.extend(
-                available
-                    .iter()
-                    .filter(|interface| pattern.matches(&interface.name))
-                    .cloned(),
-            );
-            if selected.len() == before {
-                return Err(CaptureError::NoMatch {
-                    pattern: spec.clone(),
-                    available: names(available),
-                });
-            }
-        } else {
-            let interface = available
-                .iter()
-                .find(|interface| interface.name == *spec)
-                .ok_or_else(|| CaptureError::UnknownInterface {
-                    name: spec.clone(),
-                    available: names(available),
-                })?;
-            selected.insert(interface.clone());
+        } else if !available.iter().any(|interface| interface.name == *spec) {
+            return Err(CaptureError::UnknownInterface {
+                name: spec.clone(),
+                available: names(available),
+            });
         }
     }
-    Ok(selected.into_iter().collect())
+    Ok(resolve_lenient(specs, available))
+}
+
+/// Like [`resolve`] but never fails: specs that match nothing (or do not parse) are returned
+/// second. Used when re-resolving at runtime, where links come and go.
+pub fn resolve_lenient(specs: &[String], available: &[Interface]) -> (Vec<Interface>, Vec<String>) {
+    let mut selected = BTreeSet::new();
+    let mut unmatched = Vec::new();
+    for spec in specs {
+        let before = selected.len();
+        if is_pattern(spec) {
+            if let Ok(pattern) = glob::Pattern::new(spec) {
+                selected.extend(
+                    available
+                        .iter()
+                        .filter(|interface| pattern.matches(&interface.name))
+                        .cloned(),
+                );
+            }
+        } else if let Some(interface) = available.iter().find(|interface| interface.name == *spec) {
+            selected.insert(interface.clone());
+        }
+        if selected.len() == before {
+            unmatched.push(spec.clone());
+        }
+    }
+    (selected.into_iter().collect(), unmatched)
 }
 
 fn names(available: &[Interface]) -> String {
@@ -105,7 +117,8 @@ mod tests {
     #[test]
     fn exact_names_and_patterns_combine_without_duplicates() {
         let specs = vec!["veth*".to_owned(), "veth1a".to_owned(), "eth0".to_owned()];
-        let resolved = resolve(&specs, &links()).unwrap();
+        let (resolved, unmatched) = resolve(&specs, &links()).unwrap();
+        assert!(unmatched.is_empty());
         let names: Vec<_> = resolved.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["eth0", "veth1a", "veth2b"]);
     }
@@ -119,9 +132,27 @@ mod tests {
     }
 
     #[test]
-    fn pattern_without_match_is_an_error() {
-        let error = resolve(&["lxc*".to_owned()], &links()).unwrap_err();
-        assert!(matches!(error, CaptureError::NoMatch { .. }));
+    fn pattern_without_match_waits_for_links() {
+        let (resolved, unmatched) = resolve(&["lxc*".to_owned()], &links()).unwrap();
+        assert!(resolved.is_empty());
+        assert_eq!(unmatched, ["lxc*"]);
+    }
+
+    #[test]
+    fn lenient_resolution_follows_links_that_come_and_go() {
+        let specs = vec!["veth*".to_owned(), "eth9".to_owned()];
+        let mut available = links();
+        let (resolved, unmatched) = resolve_lenient(&specs, &available);
+        assert_eq!(resolved.len(), 2);
+        assert_eq!(unmatched, ["eth9"]);
+        available.retain(|interface| interface.name != "veth1a");
+        available.push(Interface {
+            name: "veth3c".to_owned(),
+            index: 9,
+        });
+        let (resolved, _) = resolve_lenient(&specs, &available);
+        let names: Vec<_> = resolved.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["veth2b", "veth3c"]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! netlink cls_bpf filters that outlive a killed process, so start-up removes stale filters that
 //! carry our program name (never the whole clsact qdisc, which the CNI may use).
 
+mod attach;
 pub mod interfaces;
 pub mod reader;
 
@@ -15,14 +16,11 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+pub use attach::{Capture, LinkChanges};
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{
-        ProgramError, SchedClassifier, TcAttachType,
-        tc::{self, SchedClassifierLinkId},
-    },
-    util::KernelVersion,
+    programs::{ProgramError, SchedClassifier},
 };
 pub use interfaces::Interface;
 use mirror_common::{
@@ -30,7 +28,7 @@ use mirror_common::{
     REPLAY_SOCKETS_MAP, TARGET_PORTS_MAP, WAKEUP_BYTES_GLOBAL,
 };
 pub use reader::{ReaderStats, RingReader, SegmentBatch, spawn_reader};
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 /// The classifier object, built by `build.rs` from the `mirror-ebpf` crate.
 static CLASSIFIER_OBJECT: &[u8] =
@@ -45,8 +43,6 @@ pub enum CaptureError {
     NoPorts,
     #[error("interface '{name}' does not exist in this network namespace (available: {available})")]
     UnknownInterface { name: String, available: String },
-    #[error("interface pattern '{pattern}' matches no link (available: {available})")]
-    NoMatch { pattern: String, available: String },
     #[error("invalid interface pattern '{pattern}': {reason}")]
     Pattern {
         pattern: String,
@@ -129,26 +125,11 @@ impl KernelCounters {
     }
 }
 
-/// One attachment of the classifier.
-#[derive(Debug)]
-struct Attachment {
-    interface: Interface,
-    attach_type: TcAttachType,
-    link: SchedClassifierLinkId,
-}
-
-fn direction_name(attach_type: TcAttachType) -> &'static str {
-    match attach_type {
-        TcAttachType::Ingress => "ingress",
-        TcAttachType::Egress => "egress",
-        TcAttachType::Custom(_) => "custom",
-    }
-}
-
 /// The classifier loaded into the kernel with its maps, not attached anywhere yet. Tests drive it
 /// with `BPF_PROG_TEST_RUN` through [`Classifier::program`].
 pub struct Classifier {
     ebpf: Ebpf,
+    target_ports: Array<MapData, u32>,
     counters: KernelCounterReader,
     ring: Option<RingBuf<MapData>>,
     self_traffic: SelfTraffic,
@@ -243,8 +224,8 @@ impl Classifier {
             .load(CLASSIFIER_OBJECT)
             .map_err(CaptureError::Load)?;
 
-        let mut target_ports: Array<_, u32> = Array::try_from(
-            ebpf.map_mut(TARGET_PORTS_MAP)
+        let mut target_ports: Array<MapData, u32> = Array::try_from(
+            ebpf.take_map(TARGET_PORTS_MAP)
                 .ok_or(CaptureError::MissingObject(TARGET_PORTS_MAP))?,
         )
         .map_err(map_error(TARGET_PORTS_MAP, "opening"))?;
@@ -275,6 +256,7 @@ impl Classifier {
 
         let mut classifier = Self {
             ebpf,
+            target_ports,
             counters,
             ring: Some(ring),
             self_traffic: SelfTraffic {
@@ -304,6 +286,22 @@ impl Classifier {
             .ok_or(CaptureError::MissingObject(CLASSIFIER_PROGRAM))?
             .try_into()
             .map_err(CaptureError::ProgramLoad)
+    }
+
+    /// Makes exactly `ports` the target ports (configuration reload): capture continues without
+    /// a gap for ports in both sets.
+    pub fn set_ports(&mut self, old: &[u16], ports: &[u16]) -> Result<(), CaptureError> {
+        for port in ports {
+            self.target_ports
+                .set(u32::from(*port), PORT_TARGET, 0)
+                .map_err(map_error(TARGET_PORTS_MAP, "updating"))?;
+        }
+        for port in old.iter().filter(|port| !ports.contains(port)) {
+            self.target_ports
+                .set(u32::from(*port), 0, 0)
+                .map_err(map_error(TARGET_PORTS_MAP, "updating"))?;
+        }
+        Ok(())
     }
 
     /// The registry of replay sockets whose traffic the classifier ignores.
@@ -352,126 +350,6 @@ impl KernelCounterReader {
             totals.values[counter as usize] = values.iter().copied().sum();
         }
         Ok(totals)
-    }
-}
-
-/// A loaded classifier attached to interfaces. Dropping it detaches every link (aya owns them).
-pub struct Capture {
-    classifier: Classifier,
-    attachments: Vec<Attachment>,
-}
-
-fn uses_tcx() -> bool {
-    KernelVersion::current().is_ok_and(|version| version >= KernelVersion::new(6, 6, 0))
-}
-
-impl Capture {
-    /// Loads the classifier, fills the port map and attaches to every selected interface of the
-    /// calling thread's network namespace (ingress and egress; egress only on loopback, where
-    /// every packet passes both hooks and only egress still carries the sending socket).
-    pub fn start(config: &CaptureConfig) -> Result<Self, CaptureError> {
-        let interfaces = interfaces::resolve(&config.interfaces, &interfaces::list_interfaces()?)?;
-        let mut classifier = Classifier::load(&config.ports, config.ring_buffer_bytes)?;
-        let program = classifier.program_mut()?;
-        let tcx = uses_tcx();
-        let mut attachments = Vec::new();
-        for interface in interfaces {
-            let attach_types: &[TcAttachType] = if interface.is_loopback() {
-                &[TcAttachType::Egress]
-            } else {
-                &[TcAttachType::Ingress, TcAttachType::Egress]
-            };
-            if !tcx {
-                prepare_netlink(&interface, attach_types);
-            }
-            for attach_type in attach_types {
-                let link = program
-                    .attach(&interface.name, *attach_type)
-                    .map_err(|source| CaptureError::Attach {
-                        interface: interface.name.clone(),
-                        direction: direction_name(*attach_type),
-                        source,
-                    })?;
-                info!(
-                    interface = %interface.name,
-                    direction = direction_name(*attach_type),
-                    mode = if tcx { "tcx" } else { "netlink" },
-                    "classifier attached"
-                );
-                attachments.push(Attachment {
-                    interface: interface.clone(),
-                    attach_type: *attach_type,
-                    link,
-                });
-            }
-        }
-        Ok(Self {
-            classifier,
-            attachments,
-        })
-    }
-
-    /// The interfaces the classifier is attached to.
-    pub fn interfaces(&self) -> Vec<Interface> {
-        let mut interfaces: Vec<_> = self
-            .attachments
-            .iter()
-            .map(|attachment| attachment.interface.clone())
-            .collect();
-        interfaces.dedup();
-        interfaces
-    }
-
-    /// The loaded classifier (reader, counters, program statistics).
-    pub fn classifier(&mut self) -> &mut Classifier {
-        &mut self.classifier
-    }
-
-    /// Takes the ring-buffer reader (once); see [`Classifier::take_reader`].
-    pub fn take_reader(&mut self) -> Result<Option<RingReader>, CaptureError> {
-        self.classifier.take_reader()
-    }
-
-    /// Reads the classifier's per-CPU counters and sums them.
-    pub fn counters(&self) -> Result<KernelCounters, CaptureError> {
-        self.classifier.counters()
-    }
-
-    /// Detaches every link now, logging each (dropping the capture does the same, silently).
-    pub fn detach(mut self) {
-        let attachments = std::mem::take(&mut self.attachments);
-        let Ok(program) = self.classifier.program_mut() else {
-            return;
-        };
-        for attachment in attachments {
-            let direction = direction_name(attachment.attach_type);
-            let interface = &attachment.interface.name;
-            match program.detach(attachment.link) {
-                Ok(()) => info!(%interface, direction, "classifier detached"),
-                Err(error) => {
-                    warn!(%interface, direction, %error, "detaching the classifier failed")
-                }
-            }
-        }
-    }
-}
-
-/// Netlink (pre-TCX) attachment needs a clsact qdisc and must not stack on a filter that a
-/// killed earlier run left behind.
-fn prepare_netlink(interface: &Interface, attach_types: &[TcAttachType]) {
-    if let Err(error) = tc::qdisc_add_clsact(&interface.name) {
-        // Usually "exists"; a real failure surfaces at attach time with its own error.
-        debug!(interface = %interface.name, %error, "adding clsact qdisc");
-    }
-    for attach_type in attach_types {
-        match tc::qdisc_detach_program(&interface.name, *attach_type, CLASSIFIER_PROGRAM) {
-            Ok(()) => warn!(
-                interface = %interface.name,
-                direction = direction_name(*attach_type),
-                "removed a stale {CLASSIFIER_PROGRAM} filter left by an earlier run"
-            ),
-            Err(error) => debug!(interface = %interface.name, %error, "no stale filter removed"),
-        }
     }
 }
 

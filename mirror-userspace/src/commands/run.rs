@@ -9,7 +9,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{
     capture::{Capture, CaptureConfig, spawn_reader},
@@ -60,6 +60,45 @@ fn tracker_config(config: &Config) -> TrackerConfig {
     }
 }
 
+/// SIGHUP: re-reads the config file and applies the targets (sampling, shadow, filters,
+/// headers, ports) without detaching or losing capture state. A bad file is rejected with a log
+/// line and the running configuration stays. Returns the new configuration when applied.
+fn reload(
+    args: &RunArgs,
+    running: &Config,
+    capture: &mut Capture,
+    pipeline: &mut Pipeline,
+) -> Option<Config> {
+    if args.config.is_none() {
+        warn!("SIGHUP ignored: no --config file to reload");
+        return None;
+    }
+    let new = match effective_config(args) {
+        Ok(new) => new,
+        Err(failure) => {
+            error!("configuration reload rejected, the running configuration stays: {failure:#}");
+            return None;
+        }
+    };
+    if new.capture != running.capture
+        || new.limits != running.limits
+        || new.metrics != running.metrics
+    {
+        warn!("[capture], [limits] and [metrics] changes take effect at the next restart");
+    }
+    let ports = |config: &Config| config.targets.iter().map(|t| t.port).collect::<Vec<_>>();
+    if let Err(failure) = capture
+        .classifier()
+        .set_ports(&ports(running), &ports(&new))
+    {
+        error!(%failure, "configuration reload rejected: updating the target ports");
+        return None;
+    }
+    pipeline.reload(&new.targets);
+    info!(targets = new.targets.len(), "configuration reloaded");
+    Some(new)
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = effective_config(&args)?;
     let (metrics, mut registry) = Metrics::new();
@@ -105,7 +144,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut config = config;
     loop {
         tokio::select! {
             batch = batches.recv() => {
@@ -113,7 +154,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 pipeline.on_segments(&batch);
             }
             Some(result) = results.recv() => pipeline.on_replay_result(result, monotonic_ns()),
-            _ = tick.tick() => pipeline.on_tick(monotonic_ns()),
+            _ = tick.tick() => {
+                pipeline.on_tick(monotonic_ns());
+                // Pods come and go: attach to links matching the patterns as they appear.
+                if let Err(failure) = capture.refresh() {
+                    error!(%failure, "following interface changes");
+                }
+            }
+            _ = hangup.recv() => {
+                if let Some(reloaded) = reload(&args, &config, &mut capture, &mut pipeline) {
+                    config = reloaded;
+                }
+            }
             served = &mut serve => {
                 if let Err(failure) = served {
                     error!(%failure, "metrics endpoint stopped");
