@@ -232,7 +232,9 @@ fn replays_are_byte_identical_except_rewritten_headers() {
     originals.push(post);
 
     let mirrored = expected.len() as f64;
-    let metrics = wait_for(&daemon, "all replays", |m| all_replays(m) >= mirrored);
+    let metrics = wait_for(&daemon, "all replays and the POST framed", |m| {
+        all_replays(m) >= mirrored && m.sum("mirror_requests_total", &[]) > mirrored
+    });
     assert_eq!(replays(&metrics, "ok"), mirrored, "{:#?}", metrics.samples);
     // Exactly the client's requests were framed: a replay captured again would add more.
     assert_eq!(metrics.sum("mirror_requests_total", &[]), mirrored + 1.0);

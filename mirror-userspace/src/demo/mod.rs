@@ -1,0 +1,109 @@
+//! The parts of `mirror demo` (the command itself is `commands::demo`): the demo's search
+//! service in two versions ([`servers`]), the client load ([`traffic`]) and the verdict drawn
+//! from the daemon's metrics ([`verdict`]).
+//!
+//! The service has one route per port so that each is its own mirror target: the daemon's
+//! per-target metrics then say *where* a regression is without any per-path metric.
+
+pub mod servers;
+pub mod traffic;
+pub mod verdict;
+
+/// One mirror target of the demo: a port of the search service and what it serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The mirror target's name (the `target` label of its metrics).
+    pub target: &'static str,
+    pub port: u16,
+    /// What the port serves, for people: "GET /search".
+    pub serves: &'static str,
+}
+
+pub const SEARCH: Route = Route {
+    target: "search",
+    port: 8080,
+    serves: "GET /search",
+};
+pub const SUGGEST: Route = Route {
+    target: "suggest",
+    port: 8081,
+    serves: "GET /suggest",
+};
+pub const STATIC: Route = Route {
+    target: "static",
+    port: 8082,
+    serves: "GET /static/*",
+};
+
+/// Every target, in the order the demo prints them.
+pub const ROUTES: [Route; 3] = [SEARCH, SUGGEST, STATIC];
+
+/// The popular queries, most popular first. Both versions keep their results cached (a warm
+/// cache); any other query is a cache miss that goes to the database.
+pub const POPULAR_QUERIES: [&str; 24] = [
+    "rust",
+    "linux",
+    "kubernetes",
+    "ebpf",
+    "tokio",
+    "prometheus",
+    "grafana",
+    "http",
+    "tcp",
+    "docker",
+    "nginx",
+    "postgres",
+    "redis",
+    "kafka",
+    "envoy",
+    "istio",
+    "systemd",
+    "iptables",
+    "wireshark",
+    "tcpdump",
+    "latency",
+    "tracing",
+    "mirror",
+    "canary",
+];
+
+/// True when `query`'s results are in the services' cache.
+pub fn is_cached(query: &str) -> bool {
+    POPULAR_QUERIES.contains(&query)
+}
+
+/// A small deterministic generator (SplitMix64): reproducible traffic without a `rand`
+/// dependency, and the same "random" results for the same query in both service versions.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..bound` (`bound` > 0; the modulo bias is irrelevant at these sizes).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// FNV-1a: a stable hash of a query, so results do not depend on the process or version.
+pub fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
