@@ -53,8 +53,12 @@ const COMPARE_MAX_ENTRIES: usize = 65_536;
 /// At most one mismatch log line per target per this interval.
 const MISMATCH_LOG_INTERVAL_NS: u64 = 1_000_000_000;
 
-/// Metric handles of one target, resolved once.
+/// Metric handles of one target, resolved once (label sets with the target's name are hashed
+/// and allocated only the first time a reason, outcome or status code shows up).
 struct TargetMetrics {
+    skipped: HashMap<&'static str, Counter>,
+    replays: HashMap<&'static str, Counter>,
+    responses: HashMap<(&'static str, u16), Counter>,
     requests: Counter,
     parse_errors: Counter,
     queue_depth: Gauge,
@@ -191,6 +195,9 @@ impl Pipeline {
             kind,
         };
         TargetMetrics {
+            skipped: HashMap::new(),
+            replays: HashMap::new(),
+            responses: HashMap::new(),
             requests: metrics.requests.get_or_create_owned(&target),
             parse_errors: metrics.parse_errors.get_or_create_owned(&target),
             queue_depth: metrics.replay_queue_depth.get_or_create_owned(&target),
@@ -208,33 +215,57 @@ impl Pipeline {
         self.by_port.get(&server_port).copied()
     }
 
-    fn skipped(&self, target: usize, reason: &'static str) {
-        self.metrics
-            .requests_skipped
-            .get_or_create(&TargetReasonLabels {
-                target: self.targets[target].config.name.clone(),
-                reason,
+    fn skipped(&mut self, target: usize, reason: &'static str) {
+        let Target {
+            config, metrics, ..
+        } = &mut self.targets[target];
+        metrics
+            .skipped
+            .entry(reason)
+            .or_insert_with(|| {
+                self.metrics
+                    .requests_skipped
+                    .get_or_create_owned(&TargetReasonLabels {
+                        target: config.name.clone(),
+                        reason,
+                    })
             })
             .inc();
     }
 
-    fn replayed(&self, target: usize, outcome: &'static str) {
-        self.metrics
+    fn replayed(&mut self, target: usize, outcome: &'static str) {
+        let Target {
+            config, metrics, ..
+        } = &mut self.targets[target];
+        metrics
             .replays
-            .get_or_create(&TargetOutcomeLabels {
-                target: self.targets[target].config.name.clone(),
-                outcome,
+            .entry(outcome)
+            .or_insert_with(|| {
+                self.metrics
+                    .replays
+                    .get_or_create_owned(&TargetOutcomeLabels {
+                        target: config.name.clone(),
+                        outcome,
+                    })
             })
             .inc();
     }
 
-    fn response(&self, target: usize, role: &'static str, code: u16) {
-        self.metrics
+    fn response(&mut self, target: usize, role: &'static str, code: u16) {
+        let Target {
+            config, metrics, ..
+        } = &mut self.targets[target];
+        metrics
             .responses
-            .get_or_create(&TargetRoleCodeLabels {
-                target: self.targets[target].config.name.clone(),
-                role,
-                code,
+            .entry((role, code))
+            .or_insert_with(|| {
+                self.metrics
+                    .responses
+                    .get_or_create_owned(&TargetRoleCodeLabels {
+                        target: config.name.clone(),
+                        role,
+                        code,
+                    })
             })
             .inc();
     }

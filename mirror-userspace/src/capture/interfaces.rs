@@ -71,22 +71,24 @@ pub fn resolve_lenient(specs: &[String], available: &[Interface]) -> (Vec<Interf
     let mut selected = BTreeSet::new();
     let mut unmatched = Vec::new();
     for spec in specs {
-        let before = selected.len();
-        if is_pattern(spec) {
-            if let Ok(pattern) = glob::Pattern::new(spec) {
-                selected.extend(
-                    available
-                        .iter()
-                        .filter(|interface| pattern.matches(&interface.name))
-                        .cloned(),
-                );
+        let matches: Vec<&Interface> = if is_pattern(spec) {
+            match glob::Pattern::new(spec) {
+                Ok(pattern) => available
+                    .iter()
+                    .filter(|interface| pattern.matches(&interface.name))
+                    .collect(),
+                Err(_) => Vec::new(),
             }
-        } else if let Some(interface) = available.iter().find(|interface| interface.name == *spec) {
-            selected.insert(interface.clone());
-        }
-        if selected.len() == before {
+        } else {
+            available
+                .iter()
+                .filter(|interface| interface.name == *spec)
+                .collect()
+        };
+        if matches.is_empty() {
             unmatched.push(spec.clone());
         }
+        selected.extend(matches.into_iter().cloned());
     }
     (selected.into_iter().collect(), unmatched)
 }

@@ -107,3 +107,18 @@ pub fn stable_hash(text: &str) -> u64 {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
+
+/// Runs `f` on a thread inside `ns` (sockets it creates belong to that namespace, wherever
+/// they are used afterwards) without blocking the async runtime while it runs.
+pub async fn in_netns<F, R>(ns: &crate::netns::NetNs, f: F) -> anyhow::Result<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let thread = ns.spawn(f);
+    let joined = tokio::task::spawn_blocking(move || thread.join()).await?;
+    match joined {
+        Ok(entered) => Ok(entered?),
+        Err(_) => anyhow::bail!("a thread inside network namespace {} panicked", ns.name),
+    }
+}
