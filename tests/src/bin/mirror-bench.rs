@@ -210,7 +210,9 @@ impl Daemon {
         text.lines()
             .filter(|line| line.starts_with(name) && line.contains(label))
             .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum()
+            .sum::<f64>()
+            // An empty f64 sum is -0.0; print it as 0.
+            + 0.0
     }
 }
 
