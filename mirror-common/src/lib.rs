@@ -28,8 +28,50 @@ pub const WAKEUP_BYTES_GLOBAL: &str = "WAKEUP_BYTES";
 
 /// Number of entries in [`TARGET_PORTS_MAP`]: one per TCP port.
 pub const TARGET_PORTS_ENTRIES: u32 = 65536;
-/// Value stored in [`TARGET_PORTS_MAP`] for a port whose traffic is captured.
-pub const PORT_TARGET: u32 = 1;
+/// Value stored in [`TARGET_PORTS_MAP`] for a port whose every connection is captured. A value
+/// `1 + ppm` with `ppm < 1_000_000` samples connections in the kernel: a connection is kept when
+/// a hash of its 4-tuple, modulo one million, is below `ppm` (see [`connection_sample_point`]).
+/// Zero means "not a target port".
+pub const PORT_TARGET: u32 = 1 + SAMPLE_SCALE;
+/// Parts per million: the unit of in-kernel connection sampling.
+pub const SAMPLE_SCALE: u32 = 1_000_000;
+/// `LruHashMap<FlowTuple, u8>`: per-connection sampling decisions (1 keep, 0 drop), so a
+/// connection keeps its decision when the rate changes.
+pub const SAMPLED_FLOWS_MAP: &str = "SAMPLED_FLOWS";
+/// Capacity of [`SAMPLED_FLOWS_MAP`].
+pub const SAMPLED_FLOWS_ENTRIES: u32 = 262_144;
+
+/// The [`TARGET_PORTS_MAP`] value for a port sampled at `ppm` parts per million.
+pub const fn port_value(ppm: u32) -> u32 {
+    1 + if ppm > SAMPLE_SCALE { SAMPLE_SCALE } else { ppm }
+}
+
+/// Where a connection falls in `0..SAMPLE_SCALE`: a fixed mix of its 4-tuple, oriented client to
+/// server so both directions agree. Same code in the kernel and in tests.
+pub const fn connection_sample_point(
+    client_addr: &[u8; 16],
+    server_addr: &[u8; 16],
+    client_port: u16,
+    server_port: u16,
+) -> u32 {
+    // FNV-1a over the tuple, then a murmur3 finaliser: cheap, no loops the verifier minds
+    // beyond 36 constant iterations, and well spread.
+    let mut hash: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < 16 {
+        hash = (hash ^ client_addr[i] as u32).wrapping_mul(0x0100_0193);
+        hash = (hash ^ server_addr[i] as u32).wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    hash = (hash ^ client_port as u32).wrapping_mul(0x0100_0193);
+    hash = (hash ^ server_port as u32).wrapping_mul(0x0100_0193);
+    hash ^= hash >> 16;
+    hash = hash.wrapping_mul(0x85eb_ca6b);
+    hash ^= hash >> 13;
+    hash = hash.wrapping_mul(0xc2b2_ae35);
+    hash ^= hash >> 16;
+    hash % SAMPLE_SCALE
+}
 
 /// Payload capacities of the ring-buffer record size classes, smallest first. Ring-buffer
 /// reservations must have a constant size, so each class is its own record type; the classifier
@@ -182,10 +224,12 @@ pub enum Counter {
     IpFragments = 9,
     /// Target-port packets of the daemon's own replay connections, not recorded.
     SelfTraffic = 10,
+    /// Target-port packets of connections not sampled (in-kernel connection sampling).
+    SampledOut = 11,
 }
 
 /// Number of [`Counter`] entries.
-pub const COUNTER_COUNT: u32 = 11;
+pub const COUNTER_COUNT: u32 = 12;
 
 impl Counter {
     /// All counters in index order.
@@ -201,6 +245,7 @@ impl Counter {
         Counter::HeaderErrors,
         Counter::IpFragments,
         Counter::SelfTraffic,
+        Counter::SampledOut,
     ];
 
     /// Stable snake_case name, used in logs and metrics labels.
@@ -217,6 +262,7 @@ impl Counter {
             Counter::HeaderErrors => "header_errors",
             Counter::IpFragments => "ip_fragments",
             Counter::SelfTraffic => "self_traffic",
+            Counter::SampledOut => "sampled_out",
         }
     }
 }
@@ -255,6 +301,23 @@ mod tests {
         };
         assert_eq!(tuple.reversed().reversed(), tuple);
         assert_eq!(tuple.reversed().src_port, 4);
+    }
+
+    #[test]
+    fn connection_sample_points_spread_evenly() {
+        let mut below_tenth = 0;
+        let total = 20_000u32;
+        for port in 0..total {
+            let point = connection_sample_point(&[1; 16], &[2; 16], 1024 + port as u16, 8080);
+            assert!(point < SAMPLE_SCALE);
+            if point < SAMPLE_SCALE / 10 {
+                below_tenth += 1;
+            }
+        }
+        // 10% of 20,000 consecutive client ports, within one point.
+        assert!((1800..=2200).contains(&below_tenth), "{below_tenth}");
+        assert_eq!(port_value(2_000_000), PORT_TARGET);
+        assert_eq!(port_value(0), 1);
     }
 
     #[test]

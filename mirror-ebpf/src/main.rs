@@ -19,8 +19,9 @@ use aya_ebpf::{
 };
 use mirror_common::{
     CHUNK_SIZE_CLASSES, COUNTER_COUNT, Counter, Direction, FAMILY_IPV4, FAMILY_IPV6, FlowTuple,
-    MAX_CHUNK, MAX_CHUNKS_PER_SEGMENT, SELF_TRAFFIC_ENTRIES, SegmentHeader, SegmentRecord,
-    TARGET_PORTS_ENTRIES, TCX_NEXT, tcp_flags,
+    MAX_CHUNK, MAX_CHUNKS_PER_SEGMENT, SAMPLE_SCALE, SAMPLED_FLOWS_ENTRIES, SELF_TRAFFIC_ENTRIES,
+    SegmentHeader, SegmentRecord, TARGET_PORTS_ENTRIES, TCX_NEXT, connection_sample_point,
+    tcp_flags,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -49,6 +50,12 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT,
 /// Socket cookies of the daemon's replay sockets, registered before they connect.
 #[map(name = "REPLAY_SOCKETS")]
 static REPLAY_SOCKETS: HashMap<u64, u8> = HashMap::with_max_entries(SELF_TRAFFIC_ENTRIES, 0);
+
+/// In-kernel connection sampling decisions (1 keep, 0 drop), keyed client to server. LRU: a
+/// connection keeps its decision while it lives, even if the rate changes.
+#[map(name = "SAMPLED_FLOWS")]
+static SAMPLED_FLOWS: LruHashMap<FlowTuple, u8> =
+    LruHashMap::with_max_entries(SAMPLED_FLOWS_ENTRIES, 0);
 
 /// Both orientations of every connection seen leaving a replay socket. LRU: closed connections
 /// age out without userspace bookkeeping.
@@ -245,15 +252,16 @@ fn parse_ipv6(ctx: &TcContext, offset: usize) -> Result<Network, Skip> {
     })
 }
 
+/// The [`TARGET_PORTS`] value of `port`: 0 not a target, else `1 + ppm` sampled connections.
 #[inline(always)]
-fn is_target_port(port: u16) -> bool {
-    matches!(TARGET_PORTS.get(port as u32), Some(value) if *value != 0)
+fn target_port_value(port: u16) -> u32 {
+    TARGET_PORTS.get(port as u32).copied().unwrap_or(0)
 }
 
 /// Parses the packet down to TCP and decides the direction; `Skip::NotOurs` for anything that is
 /// not a target-port TCP segment.
 #[inline(always)]
-fn parse(ctx: &TcContext) -> Result<(Direction, TcpSegment), Skip> {
+fn parse(ctx: &TcContext) -> Result<(Direction, u32, TcpSegment), Skip> {
     let (ethertype, l3_offset) = parse_ethernet(ctx)?;
     let network = match ethertype {
         ETH_P_IPV4 => parse_ipv4(ctx, l3_offset)?,
@@ -265,12 +273,15 @@ fn parse(ctx: &TcContext) -> Result<(Direction, TcpSegment), Skip> {
     let dst_port = be16(&tcp, 2);
     // Destination port first: a client that happens to use a target port as its source port
     // still sends requests.
-    let direction = if is_target_port(dst_port) {
-        Direction::Request
-    } else if is_target_port(src_port) {
-        Direction::Response
+    let dst_value = target_port_value(dst_port);
+    let (direction, port_value) = if dst_value != 0 {
+        (Direction::Request, dst_value)
     } else {
-        return Err(Skip::NotOurs);
+        let src_value = target_port_value(src_port);
+        if src_value == 0 {
+            return Err(Skip::NotOurs);
+        }
+        (Direction::Response, src_value)
     };
     let tcp_header_len = ((tcp[12] >> 4) as u32) * 4;
     if tcp_header_len < TCP_MIN_HEADER_LEN as u32 || tcp_header_len > network.l4_len {
@@ -278,6 +289,7 @@ fn parse(ctx: &TcContext) -> Result<(Direction, TcpSegment), Skip> {
     }
     Ok((
         direction,
+        port_value - 1,
         TcpSegment {
             family: network.family,
             src_addr: network.src_addr,
@@ -472,11 +484,58 @@ fn is_self_traffic(ctx: &TcContext, segment: &TcpSegment) -> bool {
     true
 }
 
+// ---------------------------------------------------------------------------------------------
+// In-kernel connection sampling
+// ---------------------------------------------------------------------------------------------
+
+/// For targets sampled by connection: keep `ppm` parts per million of the connections, decided
+/// once per connection (a consistent hash of the 4-tuple) and remembered, so unsampled
+/// connections cost a map lookup and never reach the ring buffer.
+#[inline(always)]
+fn is_sampled(direction: Direction, ppm: u32, segment: &TcpSegment) -> bool {
+    if ppm >= SAMPLE_SCALE {
+        return true;
+    }
+    let (client_addr, server_addr, client_port, server_port) = match direction {
+        Direction::Request => (
+            &segment.src_addr,
+            &segment.dst_addr,
+            segment.src_port,
+            segment.dst_port,
+        ),
+        Direction::Response => (
+            &segment.dst_addr,
+            &segment.src_addr,
+            segment.dst_port,
+            segment.src_port,
+        ),
+    };
+    let key = FlowTuple {
+        src_addr: *client_addr,
+        dst_addr: *server_addr,
+        src_port: client_port,
+        dst_port: server_port,
+        family: segment.family,
+        _padding: [0; 3],
+    };
+    // SAFETY: lookup of a plain key; the value is copied out.
+    if let Some(decision) = unsafe { SAMPLED_FLOWS.get(&key) } {
+        return *decision != 0;
+    }
+    let keep = connection_sample_point(client_addr, server_addr, client_port, server_port) < ppm;
+    let _ = SAMPLED_FLOWS.insert(&key, &u8::from(keep), 0);
+    keep
+}
+
 fn try_mirror_tc(ctx: &TcContext) -> Result<(), Skip> {
     count(Counter::PacketsSeen, 1);
-    let (direction, segment) = parse(ctx)?;
+    let (direction, ppm, segment) = parse(ctx)?;
     if is_self_traffic(ctx, &segment) {
         count(Counter::SelfTraffic, 1);
+        return Ok(());
+    }
+    if !is_sampled(direction, ppm, &segment) {
+        count(Counter::SampledOut, 1);
         return Ok(());
     }
     count(Counter::PacketsMatched, 1);

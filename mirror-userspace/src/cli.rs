@@ -44,8 +44,10 @@ pub enum Command {
     /// skipped by reason, lost; primary vs shadow P50/P99 latency, 5xx rate, status and body
     /// mismatch rates. Needs no privileges.
     Stats(StatsArgs),
-    /// Self-contained tour in network namespaces it creates and removes (needs root).
-    Demo,
+    /// The one-command tour: in network namespaces it creates (and removes, also on Ctrl-C), a
+    /// primary "search v1" and a shadow "search v2" with an N+1 regression, the mirror sampling
+    /// 10% of real client traffic, live progress, and a verdict naming the slow path. Needs root.
+    Demo(DemoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +80,17 @@ pub struct RunArgs {
     /// Address of the metrics endpoint (/metrics, /healthz), e.g. 0.0.0.0:9477.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Send traffic for 6 seconds instead of 20 (for CI); the verdict is the same.
+    #[arg(long, conflicts_with = "seconds")]
+    pub short: bool,
+
+    /// Send traffic for SECONDS.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub seconds: Option<u64>,
 }
 
 #[derive(Debug, Args)]

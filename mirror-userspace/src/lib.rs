@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod compare;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod netns;

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Capture(args) => mirror::commands::capture::run(args).await,
-            Command::Demo => mirror::commands::demo::run().await,
+            Command::Demo(args) => mirror::commands::demo::run(args).await,
             Command::Stats(args) => mirror::commands::stats::run(args).await,
             Command::Run(args) => mirror::commands::run::run(args).await,
             Command::CheckConfig { file } => mirror::commands::check_config(&file),

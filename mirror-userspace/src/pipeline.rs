@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::{
     capture::SelfTraffic,
     compare::{Comparator, ExchangeKey, Observed},
-    config::TargetConfig,
+    config::{SampleBy, TargetConfig},
     http::{
         HttpEvent, HttpRequest, HttpTracker, LossEvent, LossReason, RequestEvent, ResponseEvent,
         Stats,
@@ -155,9 +155,15 @@ impl Pipeline {
                 Some(old) if same_replay(&old.config, config) => old.replayer,
                 _ => self.spawn_replayer(config),
             };
+            // Connection sampling happens in the classifier (see `commands::run`): what arrives
+            // here is already sampled, so the policy must not sample it a second time.
+            let mut policy_config = config.clone();
+            if policy_config.sample_by == SampleBy::Connection {
+                policy_config.sample_percent = 100.0;
+            }
             self.targets.push(Target {
                 config: config.clone(),
-                policy: Policy::new(config),
+                policy: Policy::new(&policy_config),
                 rewriter: Rewriter::new(config),
                 replayer,
                 metrics: self.target_metrics(&config.name),

@@ -500,9 +500,21 @@ fn connection_and_header_sampling_are_all_or_nothing_per_key() {
         "sample_percent = 50.0\nsample_by = \"connection\"\n",
     );
     load(&setup.topology.client, 60, 5, plain_get);
-    wait_for(&daemon, "all 300 decided", |m| {
-        all_replays(m) + m.sum("mirror_requests_skipped_total", &[]) >= 300.0
+    // Connection sampling happens in the classifier: unsampled connections never reach the
+    // daemon, so only the sampled requests are framed, and all of them are replayed.
+    std::thread::sleep(Duration::from_secs(1));
+    let metrics = wait_for(&daemon, "sampled requests replayed", |m| {
+        all_replays(m) >= m.sum("mirror_requests_total", &[])
     });
+    let framed = metrics.sum("mirror_requests_total", &[]);
+    assert!(
+        framed > 0.0 && framed < 300.0 && framed % 5.0 == 0.0,
+        "whole connections framed: {framed}"
+    );
+    assert!(
+        metrics.sum("mirror_classifier_packets_total", &["reason=\"sampled_out\""]) > 0.0,
+        "unsampled connections stopped in the kernel"
+    );
     daemon.stop();
     assert_all_or_nothing(&shadow_targets(&setup.shadow), 60, 5);
 

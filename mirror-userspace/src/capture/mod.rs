@@ -23,9 +23,10 @@ use aya::{
     programs::{ProgramError, SchedClassifier},
 };
 pub use interfaces::Interface;
+pub use mirror_common::SAMPLE_SCALE;
 use mirror_common::{
     CLASSIFIER_PROGRAM, COUNTER_COUNT, COUNTERS_MAP, Counter, EVENTS_MAP, PORT_TARGET,
-    REPLAY_SOCKETS_MAP, TARGET_PORTS_MAP, WAKEUP_BYTES_GLOBAL,
+    REPLAY_SOCKETS_MAP, TARGET_PORTS_MAP, WAKEUP_BYTES_GLOBAL, port_value,
 };
 pub use reader::{ReaderStats, RingReader, SegmentBatch, spawn_reader};
 use tracing::debug;
@@ -288,15 +289,19 @@ impl Classifier {
             .map_err(CaptureError::ProgramLoad)
     }
 
-    /// Makes exactly `ports` the target ports (configuration reload): capture continues without
-    /// a gap for ports in both sets.
-    pub fn set_ports(&mut self, old: &[u16], ports: &[u16]) -> Result<(), CaptureError> {
-        for port in ports {
+    /// Makes exactly `ports` the target ports, each with the share of its connections the
+    /// classifier keeps, in parts per million ([`SAMPLE_SCALE`] keeps all; less samples
+    /// connections in the kernel). Capture continues without a gap for ports in both sets.
+    pub fn set_ports(&mut self, old: &[u16], ports: &[(u16, u32)]) -> Result<(), CaptureError> {
+        for (port, ppm) in ports {
             self.target_ports
-                .set(u32::from(*port), PORT_TARGET, 0)
+                .set(u32::from(*port), port_value(*ppm), 0)
                 .map_err(map_error(TARGET_PORTS_MAP, "updating"))?;
         }
-        for port in old.iter().filter(|port| !ports.contains(port)) {
+        for port in old
+            .iter()
+            .filter(|port| !ports.iter().any(|(kept, _)| kept == *port))
+        {
             self.target_ports
                 .set(u32::from(*port), 0, 0)
                 .map_err(map_error(TARGET_PORTS_MAP, "updating"))?;

@@ -1,176 +1,447 @@
-//! `mirror demo`: a self-contained tour. It builds two network namespaces joined by a veth pair,
-//! serves HTTP from one (Python's http.server), runs `mirror capture` on the server side, drives
-//! real curl requests from the other, and removes everything it created, also on Ctrl-C.
+//! `mirror demo`: the one-command tour. In network namespaces it creates, a primary "search v1"
+//! serves client traffic while `mirror run` (the real daemon, as a child process) copies 10% of
+//! the GETs off the wire and replays them to a shadow "search v2" that has an N+1 regression;
+//! progress is printed every second, then the verdict from the daemon's metrics names the slow
+//! path. Everything it created is removed at the end, also on Ctrl-C (guards in `Drop`).
+//! The parts live in [`crate::demo`].
 
 use std::{
+    collections::VecDeque,
     io::{BufRead as _, BufReader},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
     process::{Child, Stdio},
-    time::Duration,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
-use tokio::time::sleep;
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 
-use crate::netns::{NetNs, SERVER_ADDR, Topology};
+use crate::{
+    cli::DemoArgs,
+    commands::stats::fetch,
+    demo::{
+        ROUTES, in_netns,
+        servers::{self, ServiceCounters, Version},
+        traffic::{self, Plan, Traffic, TrafficCounters},
+        verdict::Verdict,
+    },
+    netns::{CLIENT_ADDR, NetNs, SERVER_ADDR, Topology, unique_name},
+    stats::{Snapshot, TargetStats},
+};
 
-const PORT: u16 = 8080;
+const SAMPLE_PERCENT: f64 = 10.0;
+/// Where the daemon serves metrics, inside the server namespace (nothing else listens there).
+const METRICS_ADDR: &str = "127.0.0.1:9477";
+const DEFAULT_SECONDS: u64 = 20;
+const SHORT_SECONDS: u64 = 6;
+/// Enough that even the short run mirrors a few hundred requests at 10%.
+const REQUESTS_PER_SECOND: u32 = 600;
+const KEEP_ALIVE_CLIENTS: u32 = 12;
+const SHORT_CLIENTS: u32 = 4;
+/// The daemon attaches and serves metrics within a second or two; a debug build under load
+/// can take longer.
+const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the last request: time for the last replays to finish and be counted.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Daemon log lines kept to explain a failure.
+const LOG_LINES_KEPT: usize = 40;
 
-/// A child process killed on drop (the namespace guard would kill it too; this keeps the order
-/// of shutdown deterministic).
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn site_dir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(crate::netns::unique_name("mirror-demo-"));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(dir.join("index.html"), "<h1>search v1</h1>\n")?;
-    std::fs::write(
-        dir.join("results.json"),
-        "{\"hits\": [1, 2, 3]}\n".repeat(2000),
-    )?;
-    Ok(dir)
-}
-
-async fn wait_for_server(client: &NetNs) -> anyhow::Result<()> {
-    for _ in 0..50 {
-        let status = client
-            .command("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                &format!("http://{SERVER_ADDR}:{PORT}/"),
-            ])
-            .status()
-            .context("running curl")?;
-        if status.success() {
-            return Ok(());
-        }
-        sleep(Duration::from_millis(100)).await;
-    }
-    bail!("the demo server did not start within 5 s")
-}
-
-fn start_capture(topology: &Topology) -> anyhow::Result<ChildGuard> {
-    let exe = std::env::current_exe().context("locating the mirror binary")?;
-    let mut child = topology
-        .server
-        .command(exe)
-        .args(["capture", "--interface", &topology.server_if, "--port"])
-        .arg(PORT.to_string())
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting mirror capture")?;
-    let stderr = child.stderr.take().context("capture stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    // Forward the capture's stderr; return once it reports it is capturing.
-    for line in lines.by_ref() {
-        let line = line.context("reading capture output")?;
-        eprintln!("  {line}");
-        if line.contains("capturing") {
-            std::thread::spawn(move || {
-                for line in lines.map_while(Result::ok) {
-                    eprintln!("{line}");
-                }
-            });
-            return Ok(ChildGuard(child));
-        }
-    }
-    bail!("mirror capture exited before attaching")
-}
-
-async fn tour() -> anyhow::Result<()> {
-    println!("== mirror demo: capture real HTTP traffic off a veth, without touching it\n");
-    let topology = Topology::create().context("creating the demo network namespaces")?;
-    println!(
-        "namespaces: client {} <-> server {} (veth {} / {})",
-        topology.client.name, topology.server.name, topology.client_if, topology.server_if
-    );
-    let site = site_dir()?;
-    let server = topology
-        .server
-        .command("python3")
-        .args([
-            "-m",
-            "http.server",
-            &PORT.to_string(),
-            "--bind",
-            SERVER_ADDR,
-        ])
-        .current_dir(&site)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting python3 -m http.server")?;
-    let _server = ChildGuard(server);
-    wait_for_server(&topology.client).await?;
-    println!("server: python3 -m http.server on {SERVER_ADDR}:{PORT}\n");
-
-    println!(
-        "$ mirror capture --interface {} --port {PORT}",
-        topology.server_if
-    );
-    let mut capture = start_capture(&topology)?;
-    sleep(Duration::from_millis(200)).await;
-
-    let base = format!("http://{SERVER_ADDR}:{PORT}");
-    let requests: [Vec<String>; 4] = [
-        vec![format!("{base}/")],
-        vec!["-I".into(), format!("{base}/index.html")],
-        // Two URLs in one curl run; the second response is ~40 KB (several GSO segments).
-        vec![format!("{base}/index.html"), format!("{base}/results.json")],
-        vec!["--data".into(), "q=mirror".into(), format!("{base}/search")],
-    ];
-    for args in requests {
-        eprintln!("\n# curl {}", args.join(" "));
-        let mut curl = topology.client.command("curl");
-        curl.arg("-s");
-        for arg in &args {
-            // Discard every body: `-o` applies to one URL each.
-            if arg.starts_with("http://") {
-                curl.args(["-o", "/dev/null"]);
-            }
-            curl.arg(arg);
-        }
-        let status = curl.status().context("running curl")?;
-        if !status.success() {
-            bail!("curl {} failed: {status}", args.join(" "));
-        }
-        sleep(Duration::from_millis(300)).await;
-    }
-    eprintln!();
-    // SIGINT: the capture detaches and prints its counters.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(capture.0.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .context("stopping mirror capture")?;
-    let status = capture.0.wait().context("waiting for mirror capture")?;
-    if !status.success() {
-        bail!("mirror capture failed: {status}");
-    }
-    let _ = std::fs::remove_dir_all(&site);
-    println!("\nDone: every segment above was copied by the classifier; no packet was delayed.");
-    println!("Namespaces, veth pair and processes are being removed.");
-    Ok(())
-}
-
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the demo creates network namespaces and loads eBPF: run it as root");
     }
-    tokio::select! {
-        result = tour() => result,
+    let seconds = match (args.seconds, args.short) {
+        (Some(seconds), _) => seconds,
+        (None, true) => SHORT_SECONDS,
+        (None, false) => DEFAULT_SECONDS,
+    };
+    let topology = Topology::create().context("creating the demo's network namespaces")?;
+    let names = [topology.client.name.clone(), topology.server.name.clone()];
+    let result = tokio::select! {
+        result = tour(&topology, Duration::from_secs(seconds)) => result,
         _ = tokio::signal::ctrl_c() => {
-            eprintln!("\ninterrupted: cleaning up");
+            println!("\ninterrupted: cleaning up");
             Ok(())
         }
+    };
+    // The tour's guards (daemon, servers, clients, temp files) are gone; the namespaces last.
+    drop(topology);
+    let left: Vec<&String> = names
+        .iter()
+        .filter(|name| Path::new("/var/run/netns").join(name).exists())
+        .collect();
+    if left.is_empty() {
+        println!(
+            "\ncleaned up: namespaces {} and {} (with the veth pair), the daemon, the servers and the temp files are gone.",
+            names[0], names[1]
+        );
+    } else {
+        eprintln!(
+            "warning: could not delete network namespaces {left:?}: remove them with `ip netns del`"
+        );
+    }
+    result
+}
+
+async fn tour(topology: &Topology, duration: Duration) -> anyhow::Result<()> {
+    let primary_addr: Ipv4Addr = SERVER_ADDR.parse()?;
+    let shadow_addr: Ipv4Addr = CLIENT_ADDR.parse()?;
+    println!(
+        "mirror demo: test a new release under real traffic, with no risk to users\n\n\
+         search v1 (the primary) serves the users. search v2 (the shadow) is the candidate: same API,\n\
+         same answers, but on a cache miss it fetches each result with its own database call (N+1).\n\
+         mirror copies {SAMPLE_PERCENT:.0}% of the GET requests off the wire with eBPF, replays them to v2 and\n\
+         compares latency, status and body. Users never talk to v2; their POSTs are never replayed.\n"
+    );
+    let ports: Vec<String> = ROUTES
+        .iter()
+        .map(|r| format!(":{} {}", r.port, r.serves))
+        .collect();
+    println!("setup");
+    println!(
+        "  namespaces  {} (clients, shadow; {CLIENT_ADDR}) <-veth-> {} (primary, mirror; {SERVER_ADDR})",
+        topology.client.name, topology.server.name
+    );
+    let primary = servers::start(&topology.server, primary_addr, Version::V1).await?;
+    println!(
+        "  primary     search v1 on {SERVER_ADDR}  {} (and POST /click on :8080)",
+        ports.join(", ")
+    );
+    let shadow = servers::start(&topology.client, shadow_addr, Version::V2).await?;
+    println!(
+        "  shadow      search v2 on {CLIENT_ADDR}, same ports, reached through the captured veth"
+    );
+
+    let work_dir = WorkDir::create()?;
+    let config_path = work_dir.path.join("mirror.toml");
+    let config = config_text(&topology.server_if);
+    std::fs::write(&config_path, &config)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    println!(
+        "  mirror      mirror run --config {} (in {}):",
+        config_path.display(),
+        topology.server.name
+    );
+    for line in config.lines().filter(|line| !line.is_empty()) {
+        println!("                {line}");
+    }
+    let mut daemon = Daemon::start(&topology.server, &config_path)?;
+    daemon.wait_until_serving(&topology.server).await?;
+    println!(
+        "              attached to {}; metrics on {METRICS_ADDR} in its namespace\n",
+        topology.server_if
+    );
+
+    let plan = Plan {
+        duration,
+        requests_per_second: REQUESTS_PER_SECOND,
+        keep_alive_clients: KEEP_ALIVE_CLIENTS,
+        short_clients: SHORT_CLIENTS,
+    };
+    println!(
+        "traffic: {} requests/s for {} s from {} clients ({} keep-alive, {} with a new connection per request):\n  \
+         {:.0}% GET /search ({:.0}% popular queries, cache hits), {:.0}% GET /suggest, {:.0}% GET /static/*, {:.0}% POST /click\n",
+        plan.requests_per_second,
+        duration.as_secs(),
+        plan.keep_alive_clients + plan.short_clients,
+        plan.keep_alive_clients,
+        plan.short_clients,
+        traffic::SEARCH_PERCENT,
+        traffic::POPULAR_SEARCH_PERCENT,
+        traffic::SUGGEST_PERCENT,
+        traffic::STATIC_PERCENT,
+        traffic::CLICK_PERCENT,
+    );
+    let counters = Arc::new(TrafficCounters::default());
+    let clients = Traffic::start(&topology.client, primary_addr, plan, Arc::clone(&counters));
+    println!("{}", Progress::HEADER);
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    // A slow scrape delays the next line rather than bunching lines up.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !clients.is_finished() {
+        ticks.tick().await;
+        if clients.is_finished() {
+            // The final line follows once the last replays are counted.
+            break;
+        }
+        daemon.check_alive()?;
+        let snapshot = scrape(&topology.server).await?;
+        println!(
+            "{}",
+            Progress::new(&snapshot, &counters).line(started.elapsed())
+        );
+    }
+    clients.finish().await?;
+
+    // The last replays finish (and are counted) shortly after the last request.
+    let settle_deadline = Instant::now() + SETTLE_TIMEOUT;
+    let snapshot = loop {
+        let snapshot = scrape(&topology.server).await?;
+        let progress = Progress::new(&snapshot, &counters);
+        if progress.settled() || Instant::now() >= settle_deadline {
+            println!("{}   (final)", progress.line(started.elapsed()));
+            break snapshot;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    daemon.stop()?;
+
+    println!(
+        "\nverdict, from the daemon's /metrics (primary latency measured on the wire, shadow latency on the replay connections)\n"
+    );
+    let verdict = Verdict::new(&snapshot, &ROUTES);
+    print!("{}", verdict.table());
+    for service in [&primary, &shadow] {
+        let c = &service.counters;
+        println!(
+            "{} ({}) served {} GET /search, {} GET /suggest, {} GET /static/*, {} POST /click; {} database calls",
+            service.version.name(),
+            service.version.role(),
+            ServiceCounters::get(&c.searches),
+            ServiceCounters::get(&c.suggests),
+            ServiceCounters::get(&c.static_files),
+            ServiceCounters::get(&c.clicks),
+            ServiceCounters::get(&c.database_calls),
+        );
+    }
+    let skipped_writes = snapshot
+        .targets
+        .values()
+        .filter_map(|stats| stats.skipped.get("method"))
+        .fold(0.0, |sum, n| sum + n);
+    println!(
+        "writes: {skipped_writes:.0} POST /click skipped by the mirror (reason `method`), {} reached search v2\n",
+        ServiceCounters::get(&shadow.counters.clicks)
+    );
+    print!("{}", verdict.conclusion());
+    Ok(())
+}
+
+/// The daemon's configuration: one target per port of the service, shadowed on the client side.
+fn config_text(interface: &str) -> String {
+    let mut text = format!(
+        "[capture]\ninterfaces = [\"{interface}\"]\n\n[metrics]\nlisten = \"{METRICS_ADDR}\"\n"
+    );
+    for route in ROUTES {
+        text.push_str(&format!(
+            "\n[[target]]\nname = \"{}\"\nport = {}\nshadow = \"http://{CLIENT_ADDR}:{}\"\nsample_percent = {SAMPLE_PERCENT:.1}\n",
+            route.target, route.port, route.port
+        ));
+    }
+    text
+}
+
+/// Fetches and parses the daemon's metrics from a thread inside its namespace.
+async fn scrape(ns: &NetNs) -> anyhow::Result<Snapshot> {
+    let url = url::Url::parse(&format!("http://{METRICS_ADDR}/metrics"))?;
+    let text = in_netns(ns, move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        anyhow::Ok(runtime.block_on(fetch(&url))?)
+    })
+    .await??;
+    Ok(Snapshot::from_text(&text)?)
+}
+
+/// One line of live progress: the clients' counts next to the mirror's, summed over targets.
+struct Progress {
+    sent: u64,
+    posts: u64,
+    failures: u64,
+    seen: f64,
+    mirrored: f64,
+    sampled_out: f64,
+    skipped_method: f64,
+    in_flight: f64,
+    shadow_errors: f64,
+}
+
+impl Progress {
+    const HEADER: &str = "   time    sent   POSTs  seen by mirror  mirrored  sampled out  skipped: method  shadow errors  client errors";
+
+    fn new(snapshot: &Snapshot, counters: &TrafficCounters) -> Self {
+        let sum = |f: &dyn Fn(&TargetStats) -> f64| {
+            snapshot.targets.values().map(f).fold(0.0, |sum, n| sum + n)
+        };
+        let skipped = |reason: &'static str| {
+            move |t: &TargetStats| t.skipped.get(reason).copied().unwrap_or(0.0)
+        };
+        let replays = |outcome: &'static str| {
+            move |t: &TargetStats| t.replays.get(outcome).copied().unwrap_or(0.0)
+        };
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Self {
+            sent: counters.sent(),
+            posts: load(&counters.posts),
+            failures: load(&counters.failures),
+            seen: sum(&|t| t.requests),
+            mirrored: sum(&|t| t.mirrored()),
+            sampled_out: sum(&skipped("sampled_out")),
+            skipped_method: sum(&skipped("method")),
+            in_flight: sum(&|t| t.in_flight()),
+            shadow_errors: sum(&replays("error"))
+                + sum(&replays("timeout"))
+                + sum(&|t| t.dropped()),
+        }
+    }
+
+    /// Every request sent was seen, and every replay has finished.
+    fn settled(&self) -> bool {
+        self.seen >= self.sent as f64 && self.in_flight <= 0.0
+    }
+
+    fn line(&self, elapsed: Duration) -> String {
+        format!(
+            "{:>6.0}s  {:>6}  {:>6}  {:>14.0}  {:>8.0}  {:>11.0}  {:>15.0}  {:>13.0}  {:>13}",
+            elapsed.as_secs_f64(),
+            self.sent,
+            self.posts,
+            self.seen,
+            self.mirrored,
+            self.sampled_out,
+            self.skipped_method,
+            self.shadow_errors,
+            self.failures,
+        )
+    }
+}
+
+/// `mirror run` as a child process in the server namespace; stopped on drop.
+struct Daemon {
+    child: Child,
+    /// The last lines it logged, to explain a failure.
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Daemon {
+    fn start(ns: &NetNs, config: &Path) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locating the mirror binary")?;
+        let mut child = ns
+            .command(exe)
+            .args(["--log-format", "text", "run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting mirror run")?;
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr = child.stderr.take().context("mirror run's stderr")?;
+        let kept = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut kept = kept
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if kept.len() == LOG_LINES_KEPT {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
+            }
+        });
+        Ok(Self { child, log })
+    }
+
+    /// Waits until the metrics endpoint answers: the classifier is attached by then.
+    async fn wait_until_serving(&mut self, ns: &NetNs) -> anyhow::Result<()> {
+        let deadline = Instant::now() + DAEMON_START_TIMEOUT;
+        loop {
+            self.check_alive()?;
+            if scrape(ns).await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "mirror run did not serve metrics within {} s; it logged:\n{}",
+                    DAEMON_START_TIMEOUT.as_secs(),
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(status) => {
+                // Let the log thread read the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                bail!(
+                    "mirror run exited ({status}); it logged:\n{}",
+                    self.log_tail()
+                )
+            }
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = self
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        log.iter().map(|line| format!("  {line}\n")).collect()
+    }
+
+    /// SIGTERM and wait: the daemon detaches the classifier and exits cleanly.
+    fn stop(&mut self) -> anyhow::Result<()> {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let status = self.child.wait().context("waiting for mirror run")?;
+        if !status.success() {
+            bail!(
+                "mirror run exited with {status}; it logged:\n{}",
+                self.log_tail()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+            // The daemon exits within milliseconds of SIGTERM; a stuck one is killed.
+            for _ in 0..30 {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary directory for the generated config, removed on drop.
+struct WorkDir {
+    path: PathBuf,
+}
+
+impl WorkDir {
+    fn create() -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(unique_name("mirror-demo-"));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }

@@ -12,9 +12,9 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    capture::{Capture, CaptureConfig, spawn_reader},
+    capture::{Capture, CaptureConfig, SAMPLE_SCALE, spawn_reader},
     cli::RunArgs,
-    config::{Config, RunOverrides},
+    config::{Config, RunOverrides, SampleBy},
     http::{HttpConfig, HttpTracker, TrackerConfig},
     metrics::{CaptureCollector, Metrics, server},
     pipeline::Pipeline,
@@ -43,6 +43,24 @@ fn effective_config(args: &RunArgs) -> anyhow::Result<Config> {
         metrics_addr: args.metrics_addr.clone(),
     };
     Ok(Config::with_overrides(file, &overrides)?)
+}
+
+/// Per target port, the share of connections the classifier keeps: targets sampled by
+/// connection are sampled in the kernel, so unsampled connections never reach userspace (their
+/// cost is one map lookup per packet); the others are captured whole.
+fn kernel_sampling(config: &Config) -> Vec<(u16, u32)> {
+    config
+        .targets
+        .iter()
+        .map(|target| {
+            let ppm = if target.sample_by == SampleBy::Connection {
+                (target.sample_percent * f64::from(SAMPLE_SCALE) / 100.0).round() as u32
+            } else {
+                SAMPLE_SCALE
+            };
+            (target.port, ppm)
+        })
+        .collect()
 }
 
 fn tracker_config(config: &Config) -> TrackerConfig {
@@ -89,7 +107,7 @@ fn reload(
     let ports = |config: &Config| config.targets.iter().map(|t| t.port).collect::<Vec<_>>();
     if let Err(failure) = capture
         .classifier()
-        .set_ports(&ports(running), &ports(&new))
+        .set_ports(&ports(running), &kernel_sampling(&new))
     {
         error!(%failure, "configuration reload rejected: updating the target ports");
         return None;
@@ -108,6 +126,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ring_buffer_bytes: config.capture.ring_buffer_bytes,
     })
     .context("starting capture")?;
+    capture
+        .classifier()
+        .set_ports(&[], &kernel_sampling(&config))
+        .context("configuring in-kernel connection sampling")?;
     let reader = capture
         .take_reader()
         .context("opening the ring buffer")?

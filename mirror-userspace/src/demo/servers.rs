@@ -51,6 +51,14 @@ impl Version {
             Self::V2 => "search v2",
         }
     }
+
+    /// Its part in the demo.
+    pub fn role(self) -> &'static str {
+        match self {
+            Self::V1 => "primary",
+            Self::V2 => "shadow",
+        }
+    }
 }
 
 /// What one version received, counted by the service itself (not by the mirror): the demo
@@ -87,7 +95,11 @@ impl Drop for RunningService {
 }
 
 /// Binds `version`'s ports on `address` inside `ns` and serves them on the current runtime.
-pub async fn start(ns: &NetNs, address: Ipv4Addr, version: Version) -> anyhow::Result<RunningService> {
+pub async fn start(
+    ns: &NetNs,
+    address: Ipv4Addr,
+    version: Version,
+) -> anyhow::Result<RunningService> {
     let ports = [SEARCH.port, SUGGEST.port, STATIC.port];
     let listeners = in_netns(ns, move || {
         ports
@@ -187,9 +199,16 @@ async fn suggest(State(service): State<Service>, RawQuery(query): RawQuery) -> R
 
 /// `GET /static/<file>`: fixed assets of 2 to 24 KB (the larger ones span several segments).
 async fn static_file(State(service): State<Service>, Path(file): Path<String>) -> Response {
-    service.counters.static_files.fetch_add(1, Ordering::Relaxed);
+    service
+        .counters
+        .static_files
+        .fetch_add(1, Ordering::Relaxed);
     match ASSETS.iter().find(|asset| asset.name == file) {
-        Some(asset) => ([(header::CONTENT_TYPE, asset.content_type)], asset.body.clone()).into_response(),
+        Some(asset) => (
+            [(header::CONTENT_TYPE, asset.content_type)],
+            asset.body.clone(),
+        )
+            .into_response(),
         None => (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
     }
 }
@@ -277,7 +296,10 @@ mod tests {
 
     #[test]
     fn query_parameters_are_decoded() {
-        assert_eq!(query_param(Some("q=caf%C3%A9+au+lait&x=1"), "q").as_deref(), Some("café au lait"));
+        assert_eq!(
+            query_param(Some("q=caf%C3%A9+au+lait&x=1"), "q").as_deref(),
+            Some("café au lait")
+        );
         assert_eq!(query_param(Some("x=1"), "q"), None);
         assert_eq!(query_param(None, "q"), None);
     }

@@ -23,7 +23,9 @@ use tokio::{
     time::{Instant, MissedTickBehavior},
 };
 
-use super::{POPULAR_QUERIES, ROUTES, Route, SEARCH, STATIC, SUGGEST, SplitMix64, servers::ASSET_NAMES};
+use super::{
+    POPULAR_QUERIES, ROUTES, Route, SEARCH, STATIC, SUGGEST, SplitMix64, servers::ASSET_NAMES,
+};
 use crate::netns::{NetNs, NetnsError};
 
 /// How much traffic, for how long.
@@ -75,7 +77,12 @@ pub struct Traffic {
 
 impl Traffic {
     /// Starts `plan` from `ns` against `server` (the primary's address).
-    pub fn start(ns: &NetNs, server: std::net::Ipv4Addr, plan: Plan, counters: Arc<TrafficCounters>) -> Self {
+    pub fn start(
+        ns: &NetNs,
+        server: std::net::Ipv4Addr,
+        plan: Plan,
+        counters: Arc<TrafficCounters>,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = Arc::clone(&stop);
         let thread = ns.spawn(move || {
@@ -114,16 +121,22 @@ impl Drop for Traffic {
     }
 }
 
-async fn drive(server: std::net::Ipv4Addr, plan: Plan, counters: Arc<TrafficCounters>, stop: Arc<AtomicBool>) {
+async fn drive(
+    server: std::net::Ipv4Addr,
+    plan: Plan,
+    counters: Arc<TrafficCounters>,
+    stop: Arc<AtomicBool>,
+) {
     let clients = plan.keep_alive_clients + plan.short_clients;
-    let period = Duration::from_secs_f64(f64::from(clients) / f64::from(plan.requests_per_second.max(1)));
+    let period =
+        Duration::from_secs_f64(f64::from(clients) / f64::from(plan.requests_per_second.max(1)));
     let deadline = Instant::now() + plan.duration;
     let mut tasks = JoinSet::new();
     for id in 0..clients {
         let client = Client {
             server,
             keep_alive: id < plan.keep_alive_clients,
-            random: SplitMix64::new(0x5eed ^ u64::from(id) << 32),
+            random: SplitMix64::new(0x5eed ^ (u64::from(id) << 32)),
             counters: Arc::clone(&counters),
             connections: Default::default(),
         };
@@ -151,7 +164,13 @@ struct Client {
 }
 
 impl Client {
-    async fn run(mut self, start: Instant, period: Duration, deadline: Instant, stop: Arc<AtomicBool>) {
+    async fn run(
+        mut self,
+        start: Instant,
+        period: Duration,
+        deadline: Instant,
+        stop: Arc<AtomicBool>,
+    ) {
         let mut ticks = tokio::time::interval_at(start, period);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -211,7 +230,8 @@ struct Request {
 impl Request {
     fn pick(random: &mut SplitMix64) -> Self {
         let dice = random.unit() * 100.0;
-        let popular = |random: &mut SplitMix64| POPULAR_QUERIES[zipf_rank(random, POPULAR_QUERIES.len())];
+        let popular =
+            |random: &mut SplitMix64| POPULAR_QUERIES[zipf_rank(random, POPULAR_QUERIES.len())];
         let get = |route: Route, target: String| Self {
             route_index: ROUTES.iter().position(|known| *known == route).unwrap_or(0),
             method: "GET",
@@ -300,7 +320,11 @@ struct Connection {
 }
 
 impl Connection {
-    async fn open(server: std::net::Ipv4Addr, port: u16, counters: &TrafficCounters) -> anyhow::Result<Self> {
+    async fn open(
+        server: std::net::Ipv4Addr,
+        port: u16,
+        counters: &TrafficCounters,
+    ) -> anyhow::Result<Self> {
         let stream = TcpStream::connect((server, port))
             .await
             .with_context(|| format!("connecting to {server}:{port}"))?;
@@ -325,7 +349,11 @@ impl Connection {
                         .headers
                         .iter()
                         .find(|header| header.name.eq_ignore_ascii_case(name))
-                        .map(|header| String::from_utf8_lossy(header.value).trim().to_ascii_lowercase())
+                        .map(|header| {
+                            String::from_utf8_lossy(header.value)
+                                .trim()
+                                .to_ascii_lowercase()
+                        })
                 };
                 let status = response.code.unwrap_or(0);
                 let body_length = match header("content-length") {
@@ -389,7 +417,9 @@ mod tests {
         };
         let bytes = String::from_utf8(click.bytes(true)).unwrap();
         assert!(bytes.starts_with("POST /click HTTP/1.1\r\nHost: search.demo:8080\r\n"));
-        assert!(bytes.ends_with("Connection: close\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"));
+        assert!(bytes.ends_with(
+            "Connection: close\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        ));
     }
 
     #[test]
@@ -399,6 +429,9 @@ mod tests {
         for _ in 0..10_000 {
             counts[zipf_rank(&mut random, 24)] += 1;
         }
-        assert!(counts[0] > 2 * counts[3] && counts[3] > counts[23], "{counts:?}");
+        assert!(
+            counts[0] > 2 * counts[3] && counts[3] > counts[23],
+            "{counts:?}"
+        );
     }
 }

@@ -78,7 +78,11 @@ impl Verdict {
         let targets = routes
             .iter()
             .map(|&route| {
-                let stats = snapshot.targets.get(route.target).cloned().unwrap_or_default();
+                let stats = snapshot
+                    .targets
+                    .get(route.target)
+                    .cloned()
+                    .unwrap_or_default();
                 TargetVerdict {
                     route,
                     primary: Latency::of(&stats.primary),
@@ -102,24 +106,46 @@ impl Verdict {
                 "primary v1",
                 "shadow v2"
             );
-            let row = |out: &mut String, label: &str, primary: String, shadow: String, note: String| {
-                let line = format!("  {label:<32}{primary:>12}{shadow:>12}  {note}");
-                let _ = writeln!(out, "{}", line.trim_end());
-            };
+            let row =
+                |out: &mut String, label: &str, primary: String, shadow: String, note: String| {
+                    let line = format!("  {label:<32}{primary:>12}{shadow:>12}  {note}");
+                    let _ = writeln!(out, "{}", line.trim_end());
+                };
             let (primary, shadow) = (&target.primary, &target.shadow);
-            row(&mut out, "latency samples", count(primary.samples), count(shadow.samples), String::new());
+            row(
+                &mut out,
+                "latency samples",
+                count(primary.samples),
+                count(shadow.samples),
+                String::new(),
+            );
             let p50_ratio = primary.p50.zip(shadow.p50).and_then(|(p, s)| ratio(p, s));
-            row(&mut out, "P50 latency", latency(primary.p50), latency(shadow.p50), times(p50_ratio));
+            row(
+                &mut out,
+                "P50 latency",
+                latency(primary.p50),
+                latency(shadow.p50),
+                times(p50_ratio),
+            );
             let mut p99_note = times(target.p99_ratio());
             if target.is_regression() {
                 p99_note.push_str("  <- regression");
             }
-            row(&mut out, "P99 latency", latency(primary.p99), latency(shadow.p99), p99_note);
+            row(
+                &mut out,
+                "P99 latency",
+                latency(primary.p99),
+                latency(shadow.p99),
+                p99_note,
+            );
             let stats = &target.stats;
             row(
                 &mut out,
                 "5xx responses",
-                percent(stats.primary.server_errors(), stats.primary.response_count()),
+                percent(
+                    stats.primary.server_errors(),
+                    stats.primary.response_count(),
+                ),
                 percent(stats.shadow.server_errors(), stats.shadow.response_count()),
                 String::new(),
             );
@@ -127,7 +153,11 @@ impl Verdict {
                 &mut out,
                 "status / body mismatches",
                 String::new(),
-                format!("{} / {}", count(stats.status_mismatches), count(stats.body_mismatches)),
+                format!(
+                    "{} / {}",
+                    count(stats.status_mismatches),
+                    count(stats.body_mismatches)
+                ),
                 format!("of {} compared", count(stats.shadow.response_count())),
             );
             out.push('\n');
@@ -137,7 +167,8 @@ impl Verdict {
 
     /// The one-paragraph conclusion: which target regressed, by how much, where.
     pub fn conclusion(&self) -> String {
-        let regressions: Vec<&TargetVerdict> = self.targets.iter().filter(|t| t.is_regression()).collect();
+        let regressions: Vec<&TargetVerdict> =
+            self.targets.iter().filter(|t| t.is_regression()).collect();
         let others_within = |excluded: &[&TargetVerdict]| {
             let ratios: Vec<f64> = self
                 .targets
@@ -151,15 +182,14 @@ impl Verdict {
         let mut out = String::new();
         for target in &regressions {
             let route = target.route;
-            let (primary, shadow) = (target.primary.p99.unwrap_or(Quantile::Value(0.0)), target.shadow.p99.unwrap_or(Quantile::Value(0.0)));
             let _ = write!(
                 out,
                 "REGRESSION: target `{}` ({} on port {}): shadow P99 {} vs primary {} ({}, from {} shadow and {} primary samples)",
                 route.target,
                 route.serves,
                 route.port,
-                latency(Some(shadow)),
-                latency(Some(primary)),
+                latency(target.shadow.p99),
+                latency(target.primary.p99),
                 times(target.p99_ratio()),
                 count(target.shadow.samples),
                 count(target.primary.samples),
@@ -180,9 +210,15 @@ impl Verdict {
                 .collect();
             match others_within(&[]) {
                 Some(max) => {
-                    let _ = writeln!(out, "NO REGRESSION: every shadow P99 is within {} of the primary's.", times(Some(max)));
+                    let _ = writeln!(
+                        out,
+                        "NO REGRESSION: every shadow P99 is within {} of the primary's.",
+                        times(Some(max))
+                    );
                 }
-                None => out.push_str("INCONCLUSIVE: no target has enough shadow samples to compare.\n"),
+                None => {
+                    out.push_str("INCONCLUSIVE: no target has enough shadow samples to compare.\n")
+                }
             }
             if !thin.is_empty() {
                 let _ = writeln!(
@@ -298,7 +334,7 @@ mod tests {
         let conclusion = verdict.conclusion();
         assert!(
             conclusion.starts_with(
-                "REGRESSION: target `search` (GET /search on port 8080): shadow P99 25.3 ms vs primary 1.58 ms (16.0x, from 100 shadow and 1000 primary samples); other targets within 1.0x."
+                "REGRESSION: target `search` (GET /search on port 8080): shadow P99 25.4 ms vs primary 1.59 ms (16.0x, from 100 shadow and 1000 primary samples); other targets within 1.0x."
             ),
             "{conclusion}"
         );
@@ -310,15 +346,29 @@ mod tests {
     #[test]
     fn fast_paths_and_thin_samples_are_not_regressions() {
         // 4x slower but only ~1 ms: jitter on a fast path, not a regression.
-        let snapshot = exposition(&[("search", "primary", 0.0004, 1000), ("search", "shadow", 0.0016, 100)]);
+        let snapshot = exposition(&[
+            ("search", "primary", 0.0004, 1000),
+            ("search", "shadow", 0.0016, 100),
+        ]);
         let verdict = Verdict::new(&snapshot, &[SEARCH]);
         assert!(!verdict.targets[0].is_regression());
-        assert!(verdict.conclusion().starts_with("NO REGRESSION"), "{}", verdict.conclusion());
+        assert!(
+            verdict.conclusion().starts_with("NO REGRESSION"),
+            "{}",
+            verdict.conclusion()
+        );
         // 16x slower, but 5 samples say nothing about a P99.
-        let snapshot = exposition(&[("search", "primary", 0.0016, 1000), ("search", "shadow", 0.0256, 5)]);
+        let snapshot = exposition(&[
+            ("search", "primary", 0.0016, 1000),
+            ("search", "shadow", 0.0256, 5),
+        ]);
         let verdict = Verdict::new(&snapshot, &[SEARCH]);
         assert!(!verdict.targets[0].is_regression());
-        assert!(verdict.conclusion().starts_with("INCONCLUSIVE"), "{}", verdict.conclusion());
+        assert!(
+            verdict.conclusion().starts_with("INCONCLUSIVE"),
+            "{}",
+            verdict.conclusion()
+        );
     }
 
     #[test]

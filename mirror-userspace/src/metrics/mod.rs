@@ -296,6 +296,7 @@ impl Collector for CaptureCollector {
                 ("seen", kernel.get(KernelCounter::PacketsSeen)),
                 ("matched", kernel.get(KernelCounter::PacketsMatched)),
                 ("self_traffic", kernel.get(KernelCounter::SelfTraffic)),
+                ("sampled_out", kernel.get(KernelCounter::SampledOut)),
                 ("header_error", kernel.get(KernelCounter::HeaderErrors)),
                 ("ip_fragment", kernel.get(KernelCounter::IpFragments)),
             ],
