@@ -124,6 +124,12 @@ impl Daemon {
         }
     }
 
+    /// SIGKILL and wait: no chance to clean up.
+    pub fn kill(mut self) {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL).expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM and wait; panics unless the exit is clean.
     pub fn stop(mut self) {
         kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).expect("SIGTERM");

@@ -6,6 +6,7 @@ pub mod capture;
 pub mod compare;
 pub mod daemon;
 pub mod frames;
+pub mod mirroring;
 pub mod netns;
 pub mod server;
 pub mod streams;

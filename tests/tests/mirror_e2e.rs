@@ -3,179 +3,11 @@
 //! through the *captured* interface, so every test also checks that replays are never captured
 //! again (a loop would multiply requests).
 
-use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
-    time::{Duration, Instant},
-};
+use std::{io::Write, time::Duration};
 
 use mirror_tests::{
-    daemon::{Daemon, Metrics},
-    netns::{CLIENT_ADDR, NetNs, SERVER_ADDR, Topology, topology},
-    privileged,
-    server::RecordingServer,
+    daemon::Daemon, mirroring::*, netns::CLIENT_ADDR, privileged, server::RecordingServer,
 };
-
-const PORT: u16 = 8080;
-
-struct Setup {
-    topology: Topology,
-    primary: RecordingServer,
-    shadow: RecordingServer,
-}
-
-fn setup() -> Setup {
-    let topology = topology();
-    let primary = RecordingServer::start(&topology.server, SERVER_ADDR, PORT);
-    let shadow = RecordingServer::start(&topology.client, CLIENT_ADDR, PORT);
-    Setup {
-        topology,
-        primary,
-        shadow,
-    }
-}
-
-fn start_daemon(setup: &Setup, extra: &[&str]) -> Daemon {
-    let shadow = format!("http://{CLIENT_ADDR}:{PORT}");
-    let mut args = vec![
-        "--interface",
-        setup.topology.server_if.as_str(),
-        "--port",
-        "8080",
-        "--shadow",
-        shadow.as_str(),
-    ];
-    args.extend_from_slice(extra);
-    Daemon::start(&setup.topology.server, &args)
-}
-
-/// Reads one response with a Content-Length body (the recording server always sends one).
-fn read_response(reader: &mut BufReader<TcpStream>) -> u16 {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("read response head");
-        head.push_str(&line);
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-    }
-    let length = head
-        .lines()
-        .find_map(|line| line.strip_prefix("Content-Length: "))
-        .map_or(0, |value| value.trim().parse().expect("content length"));
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body).expect("read body");
-    head.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("status code")
-}
-
-/// Sends `requests` on one connection from the client namespace: pipelined in one write when
-/// `pipelined`, else one after the other. Returns the status codes.
-fn send(ns: &NetNs, requests: Vec<Vec<u8>>, pipelined: bool) -> Vec<u16> {
-    ns.spawn(move || {
-        let stream = TcpStream::connect((SERVER_ADDR, PORT)).expect("connect to primary");
-        let mut writer = stream.try_clone().expect("clone");
-        let mut reader = BufReader::new(stream);
-        if pipelined {
-            writer.write_all(&requests.concat()).expect("write batch");
-            requests
-                .iter()
-                .map(|_| read_response(&mut reader))
-                .collect()
-        } else {
-            requests
-                .iter()
-                .map(|request| {
-                    writer.write_all(request).expect("write");
-                    read_response(&mut reader)
-                })
-                .collect()
-        }
-    })
-    .join()
-    .expect("client thread")
-    .expect("client namespace")
-}
-
-/// Polls the daemon's metrics until `done` holds (at most 20 s); returns the last metrics.
-fn wait_for(daemon: &Daemon, what: &str, done: impl Fn(&Metrics) -> bool) -> Metrics {
-    let start = Instant::now();
-    loop {
-        let metrics = daemon.metrics();
-        if done(&metrics) {
-            return metrics;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}; metrics: {:#?}",
-            metrics.samples
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn replays(metrics: &Metrics, outcome: &str) -> f64 {
-    metrics.sum("mirror_replays_total", &[&format!("outcome=\"{outcome}\"")])
-}
-
-fn all_replays(metrics: &Metrics) -> f64 {
-    metrics.sum("mirror_replays_total", &[])
-}
-
-/// The accounting identity: every framed request is skipped or replayed (dropped included).
-fn assert_accounting(metrics: &Metrics) {
-    let requests = metrics.sum("mirror_requests_total", &[]);
-    let skipped = metrics.sum("mirror_requests_skipped_total", &[]);
-    assert_eq!(
-        requests,
-        skipped + all_replays(metrics),
-        "requests = skipped + replayed: {:#?}",
-        metrics.samples
-    );
-}
-
-/// Splits the shadow's per-connection streams into the expected requests, greedily; panics on
-/// any byte that is not one of them. Returns how often each expected request was received.
-fn match_requests(streams: &[Vec<u8>], expected: &[Vec<u8>]) -> Vec<usize> {
-    let mut received = vec![0; expected.len()];
-    for stream in streams {
-        let mut rest = stream.as_slice();
-        while !rest.is_empty() {
-            let Some(index) = expected
-                .iter()
-                .position(|request| rest.starts_with(request))
-            else {
-                panic!(
-                    "the shadow received bytes that are no expected request: {:?}",
-                    String::from_utf8_lossy(&rest[..rest.len().min(300)])
-                );
-            };
-            received[index] += 1;
-            rest = &rest[expected[index].len()..];
-        }
-    }
-    received
-}
-
-/// What a recording server read, per connection.
-fn shadow_streams(server: &RecordingServer) -> Vec<Vec<u8>> {
-    server.settle(Duration::from_millis(500), Duration::from_secs(10));
-    server
-        .recordings()
-        .into_values()
-        .map(|recording| recording.request)
-        .collect()
-}
-
-/// A GET whose Host (and X-Forwarded-Host) the shadow must see with `-shadow` appended.
-fn get(target: &str, extra_headers: &str) -> (Vec<u8>, Vec<u8>) {
-    let sent = format!("GET {target} HTTP/1.1\r\nHost: search.prod:8080\r\n{extra_headers}\r\n");
-    let expected = sent.replace("Host: search.prod:8080", "Host: search.prod-shadow:8080");
-    (sent.into_bytes(), expected.into_bytes())
-}
 
 #[test]
 fn replays_are_byte_identical_except_rewritten_headers() {
@@ -360,78 +192,6 @@ fn metrics_parse_with_promtool() {
     daemon.stop();
 }
 
-/// Sends `per_connection` requests on each of `connections` keep-alive connections (pipelined
-/// in windows of 50) from the client namespace; `request(connection, i)` builds each one. Every
-/// response must be a 200 from the primary, whatever the shadow does.
-fn load(
-    ns: &NetNs,
-    connections: usize,
-    per_connection: usize,
-    request: fn(usize, usize) -> Vec<u8>,
-) {
-    let threads: Vec<_> = (0..connections)
-        .map(|connection| {
-            ns.spawn(move || {
-                let stream = TcpStream::connect((SERVER_ADDR, PORT)).expect("connect to primary");
-                let mut writer = stream.try_clone().expect("clone");
-                let mut reader = BufReader::new(stream);
-                for window in (0..per_connection).collect::<Vec<_>>().chunks(50) {
-                    let batch: Vec<u8> = window
-                        .iter()
-                        .flat_map(|i| request(connection, *i))
-                        .collect();
-                    writer.write_all(&batch).expect("write");
-                    for _ in window {
-                        assert_eq!(read_response(&mut reader), 200, "primary answered");
-                    }
-                }
-            })
-        })
-        .collect();
-    for thread in threads {
-        thread.join().expect("client").expect("client namespace");
-    }
-}
-
-/// Targets of the requests the shadow received (`GET <target> HTTP/1.1` lines).
-fn shadow_targets(shadow: &RecordingServer) -> Vec<String> {
-    shadow_streams(shadow)
-        .iter()
-        .flat_map(|stream| {
-            String::from_utf8_lossy(stream)
-                .lines()
-                .filter_map(|line| line.strip_prefix("GET "))
-                .filter_map(|rest| rest.split(' ').next())
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-fn write_config(setup: &Setup, target_lines: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(mirror_tests::unique_name("mirror-conf-"));
-    write_config_at(setup, &path, target_lines);
-    path
-}
-
-fn write_config_at(setup: &Setup, path: &std::path::Path, target_lines: &str) {
-    let config = format!(
-        "[capture]\ninterfaces = [\"{}\"]\n\n[[target]]\nname = \"search\"\nport = {PORT}\nshadow = \"http://{CLIENT_ADDR}:{PORT}\"\n{target_lines}\n",
-        setup.topology.server_if
-    );
-    std::fs::write(path, config).expect("write config");
-}
-
-fn start_with_config(setup: &Setup, target_lines: &str) -> Daemon {
-    let path = write_config(setup, target_lines);
-    let path = path.to_str().expect("utf-8 path").to_owned();
-    Daemon::start(&setup.topology.server, &["--config", &path])
-}
-
-fn plain_get(connection: usize, i: usize) -> Vec<u8> {
-    format!("GET /c/{connection}/{i} HTTP/1.1\r\nHost: search.prod:8080\r\n\r\n").into_bytes()
-}
-
 #[test]
 fn ten_percent_sampling_lands_within_one_point() {
     if !privileged("ten_percent_sampling_lands_within_one_point") {
@@ -466,28 +226,6 @@ fn ten_percent_sampling_lands_within_one_point() {
     assert_eq!(shadow_targets(&setup.shadow).len() as f64, mirrored);
 }
 
-/// Groups shadow targets `/c/<key>/<i>` by key and checks each key is all or nothing.
-fn assert_all_or_nothing(targets: &[String], keys: usize, per_key: usize) {
-    let mut per: Vec<usize> = vec![0; keys];
-    for target in targets {
-        let key: usize = target
-            .split('/')
-            .nth(2)
-            .and_then(|key| key.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected target {target}"));
-        per[key] += 1;
-    }
-    assert!(
-        per.iter().all(|count| *count == 0 || *count == per_key),
-        "every key all or nothing: {per:?}"
-    );
-    let sampled = per.iter().filter(|count| **count > 0).count();
-    assert!(
-        sampled > 0 && sampled < keys,
-        "50% of {keys} keys sampled, got {sampled}"
-    );
-}
-
 #[test]
 fn connection_and_header_sampling_are_all_or_nothing_per_key() {
     if !privileged("connection_and_header_sampling_are_all_or_nothing_per_key") {
@@ -512,7 +250,10 @@ fn connection_and_header_sampling_are_all_or_nothing_per_key() {
         "whole connections framed: {framed}"
     );
     assert!(
-        metrics.sum("mirror_classifier_packets_total", &["reason=\"sampled_out\""]) > 0.0,
+        metrics.sum(
+            "mirror_classifier_packets_total",
+            &["reason=\"sampled_out\""]
+        ) > 0.0,
         "unsampled connections stopped in the kernel"
     );
     daemon.stop();
@@ -535,32 +276,6 @@ fn connection_and_header_sampling_are_all_or_nothing_per_key() {
     });
     daemon.stop();
     assert_all_or_nothing(&shadow_targets(&setup.shadow), 40, 5);
-}
-
-/// Replaces the shadow with a normal one and checks replay resumes: new requests are replayed
-/// `ok` (after at most one back-off period).
-fn assert_recovers(setup: &mut Setup, daemon: &Daemon) {
-    setup.shadow = RecordingServer::start(&setup.topology.client, CLIENT_ADDR, PORT);
-    let before = replays(&daemon.metrics(), "ok");
-    let start = Instant::now();
-    loop {
-        load(&setup.topology.client, 1, 20, plain_get);
-        std::thread::sleep(Duration::from_millis(300));
-        if replays(&daemon.metrics(), "ok") > before {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "replay did not resume after the shadow recovered"
-        );
-    }
-}
-
-fn assert_bounded_memory(daemon: &Daemon) {
-    let rss_mib = daemon.rss_kib() / 1024;
-    // The limits (256 MiB of reassembly, 1024-deep queues) bound it far below this; a leak
-    // under a dead shadow (GoReplay's failure) would not stay here.
-    assert!(rss_mib < 200, "daemon RSS {rss_mib} MiB");
 }
 
 #[test]

@@ -35,6 +35,10 @@ use crate::netns::NetNs;
 /// One simulated database round trip. tokio's timer has millisecond resolution, so a call
 /// takes 1-2 ms.
 pub const DATABASE_CALL: Duration = Duration::from_millis(1);
+/// What every request costs in both versions besides the database (parsing, ranking,
+/// rendering; 1-2 ms with tokio's timer). Real services do not answer in 0.1 ms, and against a
+/// realistic service time the replay path's own overhead in the shadow's latency stays small.
+pub const SERVICE_TIME: Duration = Duration::from_millis(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
@@ -150,6 +154,10 @@ struct Service {
 }
 
 impl Service {
+    async fn work(&self) {
+        tokio::time::sleep(SERVICE_TIME).await;
+    }
+
     async fn database_call(&self) {
         self.counters.database_calls.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(DATABASE_CALL).await;
@@ -159,6 +167,7 @@ impl Service {
 /// `GET /search?q=...`: 10 to 20 results, the same for the same query in both versions.
 async fn search(State(service): State<Service>, RawQuery(query): RawQuery) -> Response {
     service.counters.searches.fetch_add(1, Ordering::Relaxed);
+    service.work().await;
     let Some(q) = query_param(query.as_deref(), "q") else {
         return (StatusCode::BAD_REQUEST, "missing q\n").into_response();
     };
@@ -187,6 +196,7 @@ async fn search(State(service): State<Service>, RawQuery(query): RawQuery) -> Re
 /// `GET /suggest?q=prefix`: popular queries starting with the prefix.
 async fn suggest(State(service): State<Service>, RawQuery(query): RawQuery) -> Response {
     service.counters.suggests.fetch_add(1, Ordering::Relaxed);
+    service.work().await;
     let prefix = query_param(query.as_deref(), "q").unwrap_or_default();
     let suggestions: Vec<String> = POPULAR_QUERIES
         .iter()
@@ -203,6 +213,7 @@ async fn static_file(State(service): State<Service>, Path(file): Path<String>) -
         .counters
         .static_files
         .fetch_add(1, Ordering::Relaxed);
+    service.work().await;
     match ASSETS.iter().find(|asset| asset.name == file) {
         Some(asset) => (
             [(header::CONTENT_TYPE, asset.content_type)],
@@ -216,6 +227,7 @@ async fn static_file(State(service): State<Service>, Path(file): Path<String>) -
 /// `POST /click`: records which result a user clicked. A write: the mirror must never replay it.
 async fn click(State(service): State<Service>, _body: Bytes) -> StatusCode {
     service.counters.clicks.fetch_add(1, Ordering::Relaxed);
+    service.work().await;
     StatusCode::NO_CONTENT
 }
 
