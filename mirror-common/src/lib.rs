@@ -43,7 +43,11 @@ pub const SAMPLED_FLOWS_ENTRIES: u32 = 262_144;
 
 /// The [`TARGET_PORTS_MAP`] value for a port sampled at `ppm` parts per million.
 pub const fn port_value(ppm: u32) -> u32 {
-    1 + if ppm > SAMPLE_SCALE { SAMPLE_SCALE } else { ppm }
+    1 + if ppm > SAMPLE_SCALE {
+        SAMPLE_SCALE
+    } else {
+        ppm
+    }
 }
 
 /// Where a connection falls in `0..SAMPLE_SCALE`: a fixed mix of its 4-tuple, oriented client to
