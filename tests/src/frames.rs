@@ -101,3 +101,46 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed)
         .collect()
 }
+
+/// Sends raw Ethernet frames out of `interface` (AF_PACKET) from the calling thread's network
+/// namespace: crafted traffic at a rate no real client pool reaches (floods, stalled peers).
+/// Frames to the wrong MAC are still seen by the peer's TC ingress hook, which is all a capture
+/// test needs; the peer's stack then drops or resets them.
+pub fn inject(interface: &str, frames: impl IntoIterator<Item = Vec<u8>>) -> usize {
+    let name = std::ffi::CString::new(interface).expect("interface name");
+    // SAFETY: plain libc calls with valid arguments; the fd is closed below.
+    unsafe {
+        let index = libc::if_nametoindex(name.as_ptr());
+        assert!(index != 0, "no interface {interface}");
+        let fd = libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW,
+            (libc::ETH_P_ALL as u16).to_be() as i32,
+        );
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut address: libc::sockaddr_ll = std::mem::zeroed();
+        address.sll_family = libc::AF_PACKET as u16;
+        address.sll_ifindex = index as i32;
+        address.sll_halen = 6;
+        let mut sent = 0;
+        for frame in frames {
+            let n = libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const address).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            );
+            if n == frame.len() as isize {
+                sent += 1;
+            }
+        }
+        libc::close(fd);
+        sent
+    }
+}

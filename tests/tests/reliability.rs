@@ -262,3 +262,78 @@ fn malformed_storm_is_counted_and_never_replayed() {
         "shadow got: {text:?}"
     );
 }
+
+#[test]
+fn stalled_connections_and_a_syn_flood_stay_under_the_memory_cap() {
+    if !privileged("stalled_connections_and_a_syn_flood_stay_under_the_memory_cap") {
+        return;
+    }
+    let setup = setup();
+    let path = std::env::temp_dir().join(mirror_tests::unique_name("mirror-flood-"));
+    std::fs::write(
+        &path,
+        format!(
+            "[capture]\ninterfaces = [\"{}\"]\n\n[limits]\nreassembly_memory_bytes = 4194304\nmax_connections = 20000\n\n[[target]]\nname = \"search\"\nport = {PORT}\nshadow = \"http://{CLIENT_ADDR}:{PORT}\"\nsample_percent = 100.0\n",
+            setup.topology.server_if
+        ),
+    )
+    .expect("config");
+    let daemon = Daemon::start(
+        &setup.topology.server,
+        &["--config", path.to_str().expect("utf-8")],
+    );
+    let rss_before = daemon.rss_kib();
+    // 100,000 connections (distinct source addresses and ports) that send a SYN and half a
+    // request, then nothing; plus 100,000 bare SYNs. Crafted frames injected on the client's
+    // veth reach the server's ingress hook like real ones.
+    let client_if = setup.topology.client_if.clone();
+    let sent = in_netns(&setup.topology.client, move || {
+        // Connection `n`: its own source address and port; `offset` advances the sequence.
+        let frame = |n: u32, flags: u8, offset: u32, payload: &[u8]| {
+            let source = std::net::Ipv4Addr::from(0xc612_8000 | (n >> 16)); // 198.18.128.0/17
+            let mut frame = mirror_tests::frames::Frame::tcp(
+                source.into(),
+                SERVER_ADDR.parse().unwrap(),
+                1024 + (n & 0xffff) as u16 % 60000,
+                PORT,
+            );
+            frame.seq = n.wrapping_mul(7919).wrapping_add(offset);
+            frame.flags = flags;
+            frame.payload = payload.to_vec();
+            frame.bytes()
+        };
+        let partial = b"GET /stalled HTTP/1.1\r\nHost: search.prod:8080\r\nX-Pad: ";
+        let stalled =
+            (0..100_000u32).flat_map(|n| [frame(n, 0x02, 0, b""), frame(n, 0x18, 1, partial)]);
+        let flood = (100_000..200_000u32).map(|n| frame(n, 0x02, 0, b""));
+        mirror_tests::frames::inject(&client_if, stalled.chain(flood))
+    });
+    assert_eq!(sent, 300_000, "frames injected");
+    // Well-formed traffic alongside keeps being mirrored.
+    load(&setup.topology.client, 2, 100, plain_get);
+    std::thread::sleep(Duration::from_secs(1));
+    let metrics = wait_for(&daemon, "the real requests replayed", |m| {
+        replays(m, "ok") >= 200.0
+    });
+    let evicted = metrics.sum("mirror_tcp_streams_evicted_total", &[]);
+    assert!(
+        evicted >= 100_000.0,
+        "connections beyond max_connections are evicted and counted: {evicted}"
+    );
+    assert!(metrics.sum("mirror_tcp_streams_active", &[]) <= 20_000.0);
+    let rss_after = daemon.rss_kib();
+    // The table holds at most 20,000 connections (about 1.3 KB each) and 4 MiB of stream
+    // bytes: the growth stays far below what 200,000 tracked connections would take.
+    assert!(
+        rss_after.saturating_sub(rss_before) < 96 * 1024,
+        "daemon RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    assert_eq!(
+        metrics.sum("mirror_capture_drops_total", &[]),
+        0.0,
+        "the flood fits the ring: {:#?}",
+        metrics.samples
+    );
+    daemon.stop();
+    let _ = std::fs::remove_file(&path);
+}

@@ -6,8 +6,8 @@
 //! - **search v2** (the shadow, the candidate release) fetches each result with its own query:
 //!   the N+1 bug. Cache hits are as fast as v1's, so the median barely moves; the tail does.
 //!
-//! A "database call" is a `tokio::time::sleep` of [`DATABASE_CALL`]. Each route has its own
-//! port (see [`super::ROUTES`]).
+//! A "database call" is a `tokio::time::sleep` of [`DATABASE_CALL`], and every request also
+//! spends [`SERVICE_TIME`]. Each route has its own port (see [`super::ROUTES`]).
 
 use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener},
@@ -32,12 +32,13 @@ use tokio::task::JoinHandle;
 use super::{POPULAR_QUERIES, SEARCH, STATIC, SUGGEST, SplitMix64, in_netns, is_cached};
 use crate::netns::NetNs;
 
-/// One simulated database round trip. tokio's timer has millisecond resolution, so a call
-/// takes 1-2 ms.
+/// One simulated database round trip. tokio's timer has millisecond resolution and rounds up,
+/// so a call takes about 2 ms.
 pub const DATABASE_CALL: Duration = Duration::from_millis(1);
 /// What every request costs in both versions besides the database (parsing, ranking,
-/// rendering; 1-2 ms with tokio's timer). Real services do not answer in 0.1 ms, and against a
-/// realistic service time the replay path's own overhead in the shadow's latency stays small.
+/// rendering; about 2 ms, as above). Against a realistic service time, the replay path's own
+/// overhead in the shadow's latency (a fraction of a millisecond) does not look like a
+/// regression of the fast paths.
 pub const SERVICE_TIME: Duration = Duration::from_millis(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,9 +10,13 @@ use crate::stats::{Quantile, RoleStats, Snapshot, TargetStats};
 
 /// A shadow P99 at least this many times the primary's...
 pub const REGRESSION_RATIO: f64 = 2.0;
-/// ...and at least this much slower (seconds) is a regression: sub-millisecond jitter on a fast
-/// path is not.
-pub const REGRESSION_MIN_EXTRA_SECONDS: f64 = 0.002;
+/// ...and at least this much slower (seconds) is a regression: jitter of a few milliseconds on
+/// a fast path is not (the histogram's buckets double in width, so a P99 moves in big steps).
+pub const REGRESSION_MIN_EXTRA_SECONDS: f64 = 0.005;
+/// ...and carried by at least this many shadow responses slower than [`REGRESSION_RATIO`]
+/// times the primary's P99: with a few dozen samples a P99 is the slowest one or two, and one
+/// scheduling hiccup is not a regression.
+pub const MIN_SLOW_SHADOW_SAMPLES: f64 = 3.0;
 /// Fewer shadow samples than this make a P99 meaningless.
 pub const MIN_SHADOW_SAMPLES: f64 = 20.0;
 
@@ -64,6 +68,20 @@ impl TargetVerdict {
         self.shadow.samples >= MIN_SHADOW_SAMPLES
             && shadow >= primary * REGRESSION_RATIO
             && shadow - primary >= REGRESSION_MIN_EXTRA_SECONDS
+            && self.shadow_slower_than(primary * REGRESSION_RATIO) >= MIN_SLOW_SHADOW_SAMPLES
+    }
+
+    /// Shadow responses certainly slower than `seconds`: those above the first bucket bound at
+    /// or beyond it (an undercount, never an overcount).
+    fn shadow_slower_than(&self, seconds: f64) -> f64 {
+        let at_most = self
+            .stats
+            .shadow
+            .buckets
+            .iter()
+            .find(|bucket| bucket.upper_bound >= seconds)
+            .map_or(self.shadow.samples, |bucket| bucket.count);
+        self.shadow.samples - at_most
     }
 }
 
@@ -369,6 +387,26 @@ mod tests {
             "{}",
             verdict.conclusion()
         );
+    }
+
+    #[test]
+    fn one_slow_outlier_is_not_a_regression() {
+        // 40 fast shadow responses and one at 25 ms: the P99 is the outlier, 16x the primary's.
+        let snapshot = exposition(&[
+            ("static", "primary", 0.0016, 1000),
+            ("static", "shadow", 0.0016, 40),
+            ("static", "shadow", 0.0256, 1),
+        ]);
+        let verdict = Verdict::new(&snapshot, &[crate::demo::STATIC]);
+        assert!(verdict.targets[0].p99_ratio().unwrap() > 10.0);
+        assert!(!verdict.targets[0].is_regression());
+        // Three slow ones are a tail.
+        let snapshot = exposition(&[
+            ("static", "primary", 0.0016, 1000),
+            ("static", "shadow", 0.0016, 40),
+            ("static", "shadow", 0.0256, 3),
+        ]);
+        assert!(Verdict::new(&snapshot, &[crate::demo::STATIC]).targets[0].is_regression());
     }
 
     #[test]
