@@ -31,7 +31,9 @@ use crate::{
         ROUTES, in_netns,
         servers::{self, ServiceCounters, Version},
         traffic::{self, Plan, Traffic, TrafficCounters},
-        verdict::Verdict,
+        verdict::{
+            MIN_SLOW_SHADOW_SAMPLES, REGRESSION_MIN_EXTRA_SECONDS, REGRESSION_RATIO, Verdict,
+        },
     },
     netns::{CLIENT_ADDR, NetNs, SERVER_ADDR, Topology, unique_name},
     stats::{Snapshot, TargetStats},
@@ -199,7 +201,10 @@ async fn tour(topology: &Topology, duration: Duration) -> anyhow::Result<()> {
     daemon.stop()?;
 
     println!(
-        "\nverdict, from the daemon's /metrics (primary latency measured on the wire, shadow latency on the replay connections)\n"
+        "\nverdict, from the daemon's /metrics (primary latency measured on the wire, shadow latency on the\n\
+         replay connections). A regression: shadow P99 at least {REGRESSION_RATIO}x and {} ms above the primary's,\n\
+         carried by at least {MIN_SLOW_SHADOW_SAMPLES} slow shadow responses.\n",
+        REGRESSION_MIN_EXTRA_SECONDS * 1e3
     );
     let verdict = Verdict::new(&snapshot, &ROUTES);
     print!("{}", verdict.table());

@@ -30,44 +30,87 @@ const SLOW_PORT: u16 = 8081;
 const DEAD_PORT: u16 = 8082;
 const METRICS: &str = "127.0.0.1:9477";
 
+/// How the load reaches the primary.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Mode {
-    NoMirror,
-    Fast,
-    Fast10,
-    Slow,
-    Dead,
+enum Load {
+    /// wrk's 32 keep-alive connections to the primary.
+    KeepAlive,
+    /// wrk with `Connection: close`: a new connection per request.
+    Close,
+    /// wrk's keep-alive connections to nginx's `mirror` module in front of the primary.
+    NginxMirror,
 }
 
-impl Mode {
-    const ALL: [Mode; 5] = [
-        Mode::NoMirror,
-        Mode::Fast,
-        Mode::Fast10,
-        Mode::Slow,
-        Mode::Dead,
-    ];
+/// One measured configuration.
+#[derive(Clone, Copy, Debug)]
+struct Mode {
+    label: &'static str,
+    load: Load,
+    /// Shadow port, sampling percent, sampled by connection; `None`: no mirror daemon.
+    daemon: Option<(u16, &'static str, bool)>,
+}
 
-    fn label(self) -> &'static str {
-        match self {
-            Mode::NoMirror => "no mirror",
-            Mode::Fast => "mirror 100%, fast shadow",
-            Mode::Fast10 => "mirror 10%, fast shadow",
-            Mode::Slow => "mirror 100%, 200 ms shadow",
-            Mode::Dead => "mirror 100%, dead shadow",
-        }
-    }
-
-    fn shadow_port(self) -> Option<(u16, &'static str)> {
-        match self {
-            Mode::NoMirror => None,
-            Mode::Fast => Some((FAST_PORT, "100")),
-            Mode::Fast10 => Some((FAST_PORT, "10")),
-            Mode::Slow => Some((SLOW_PORT, "100")),
-            Mode::Dead => Some((DEAD_PORT, "100")),
-        }
+const fn mode(label: &'static str, load: Load, daemon: Option<(u16, &'static str, bool)>) -> Mode {
+    Mode {
+        label,
+        load,
+        daemon,
     }
 }
+
+/// Primary impact under keep-alive load. Index 0 is the baseline, 1 the fast shadow.
+const IMPACT: [Mode; 6] = [
+    mode("no mirror", Load::KeepAlive, None),
+    mode(
+        "mirror 100%, fast shadow",
+        Load::KeepAlive,
+        Some((FAST_PORT, "100", false)),
+    ),
+    mode(
+        "mirror 10%, fast shadow",
+        Load::KeepAlive,
+        Some((FAST_PORT, "10", false)),
+    ),
+    mode(
+        "mirror 100%, 200 ms shadow",
+        Load::KeepAlive,
+        Some((SLOW_PORT, "100", false)),
+    ),
+    mode(
+        "mirror 100%, dead shadow",
+        Load::KeepAlive,
+        Some((DEAD_PORT, "100", false)),
+    ),
+    mode(
+        "nginx `mirror` module, 200 ms shadow",
+        Load::NginxMirror,
+        None,
+    ),
+];
+
+/// Cost scaling with the sampled share, under short connections (so 1% of connections is a
+/// meaningful sample). Index 0 is the baseline.
+const SCALING: [Mode; 4] = [
+    mode("no mirror (short connections)", Load::Close, None),
+    mode(
+        "mirror 100% of requests",
+        Load::Close,
+        Some((FAST_PORT, "100", false)),
+    ),
+    mode(
+        "mirror 10% of requests",
+        Load::Close,
+        Some((FAST_PORT, "10", false)),
+    ),
+    mode(
+        "mirror 1% of connections (in-kernel)",
+        Load::Close,
+        Some((FAST_PORT, "1", true)),
+    ),
+];
+
+/// Front nginx port: `mirror` module in front of the primary.
+const FRONT_PORT: u16 = 8088;
 
 struct Guard(Child);
 
@@ -80,7 +123,7 @@ impl Drop for Guard {
 
 /// nginx serving a small page on `addr:port` (and a 200 ms location on `slow_port`), from a
 /// config of its own in a temporary directory.
-fn nginx(ns: &NetNs, addr: &str, ports: &[(u16, bool)]) -> (Guard, PathBuf) {
+fn nginx(ns: &NetNs, addr: &str, ports: &[(u16, bool)], extra: &str) -> (Guard, PathBuf) {
     let dir = std::env::temp_dir().join(unique_name("mirror-nginx-"));
     std::fs::create_dir_all(dir.join("html")).expect("nginx dir");
     std::fs::write(dir.join("html/index.html"), "x".repeat(600)).expect("page");
@@ -103,7 +146,7 @@ fn nginx(ns: &NetNs, addr: &str, ports: &[(u16, bool)]) -> (Guard, PathBuf) {
          daemon off; master_process off; worker_processes 1; pid {dir}/nginx.pid;\n\
          error_log {dir}/error.log;\n\
          events {{ worker_connections 4096; }}\n\
-         http {{ keepalive_requests 1000000; {servers} }}\n",
+         http {{ keepalive_requests 1000000; {servers} {extra} }}\n",
         dir = dir.display()
     );
     std::fs::write(dir.join("nginx.conf"), config).expect("nginx.conf");
@@ -127,20 +170,28 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(topology: &Topology, shadow_port: u16, sample: &str) -> Self {
+    fn start(topology: &Topology, shadow_port: u16, sample: &str, by_connection: bool) -> Self {
         let shadow = format!("http://{CLIENT_ADDR}:{shadow_port}");
+        let config = std::env::temp_dir().join(unique_name("mirror-bench-conf-"));
+        let sample_by = if by_connection {
+            "connection"
+        } else {
+            "request"
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "[capture]\ninterfaces = [\"{}\"]\n[metrics]\nlisten = \"{METRICS}\"\n\n[[target]]\nname = \"bench\"\nport = {PORT}\nshadow = \"{shadow}\"\nsample_percent = {sample}.0\nsample_by = \"{sample_by}\"\n",
+                topology.server_if
+            ),
+        )
+        .expect("bench config");
         let mut child = topology
             .server
             .command(mirror_bin())
-            .args(["run", "--interface", &topology.server_if, "--port", "8080"])
-            .args([
-                "--shadow",
-                &shadow,
-                "--sample",
-                sample,
-                "--metrics-addr",
-                METRICS,
-            ])
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
             .env("RUST_LOG", "warn,mirror::commands::run=info")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -216,13 +267,14 @@ impl Daemon {
     }
 }
 
-/// One run of one mode: wrk's figures and, when the daemon ran, (CPU seconds, requests framed).
+/// One run of one mode: wrk's figures and, when the daemon ran, (CPU seconds, peak RSS MiB).
 struct Run {
     wrk: WrkResult,
     cost: Option<(f64, f64)>,
 }
 
 struct WrkResult {
+    seconds: f64,
     requests_per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -240,19 +292,27 @@ fn parse_duration_ms(text: &str) -> f64 {
     }
 }
 
-fn wrk(client: &NetNs, seconds: u64) -> WrkResult {
-    let output = client
-        .command("wrk")
-        .args([
-            "-t",
-            "2",
-            "-c",
-            "32",
-            "-d",
-            &format!("{seconds}s"),
-            "--latency",
-        ])
-        .arg(format!("http://{SERVER_ADDR}:{PORT}/"))
+fn wrk(client: &NetNs, seconds: u64, load: Load) -> WrkResult {
+    let mut command = client.command("wrk");
+    command.args([
+        "-t",
+        "2",
+        "-c",
+        "32",
+        "-d",
+        &format!("{seconds}s"),
+        "--latency",
+    ]);
+    let port = match load {
+        Load::KeepAlive => PORT,
+        Load::Close => {
+            command.args(["-H", "Connection: close"]);
+            PORT
+        }
+        Load::NginxMirror => FRONT_PORT,
+    };
+    let output = command
+        .arg(format!("http://{SERVER_ADDR}:{port}/"))
         .output()
         .expect("wrk");
     let text = String::from_utf8_lossy(&output.stdout);
@@ -267,6 +327,7 @@ fn wrk(client: &NetNs, seconds: u64) -> WrkResult {
             .unwrap_or_default()
     };
     WrkResult {
+        seconds: seconds as f64,
         requests_per_second: field("Requests/sec:").parse().unwrap_or(f64::NAN),
         p50_ms: parse_duration_ms(&field("50%")),
         p99_ms: parse_duration_ms(&field("99%")),
@@ -379,49 +440,73 @@ fn main() {
     let completeness_seconds = arg("--completeness-seconds", 30);
 
     let topology = Topology::create().expect("namespaces");
-    let (_primary, primary_dir) = nginx(&topology.server, SERVER_ADDR, &[(PORT, false)]);
+    // The front server: nginx's own `mirror` module, the slow shadow as mirror target.
+    let front = format!(
+        "server {{ listen {SERVER_ADDR}:{FRONT_PORT} reuseport backlog=4096; access_log off; \
+         location / {{ mirror /mirror; proxy_pass http://{SERVER_ADDR}:{PORT}; }} \
+         location = /mirror {{ internal; proxy_pass http://{CLIENT_ADDR}:{SLOW_PORT}$request_uri; }} }}"
+    );
+    let (_primary, primary_dir) = nginx(&topology.server, SERVER_ADDR, &[(PORT, false)], &front);
     let (_shadows, shadow_dir) = nginx(
         &topology.client,
         CLIENT_ADDR,
         &[(FAST_PORT, false), (SLOW_PORT, true)],
+        "",
     );
 
-    // Interleaved rounds.
-    let mut results: Vec<Vec<Run>> = Vec::new();
+    let impact = rounds_of(&topology, &IMPACT, rounds, seconds);
+    println!(
+        "### Primary impact (wrk -t2 -c32 keep-alive, {seconds} s per run, {rounds} interleaved rounds)\n"
+    );
+    print_table(&IMPACT, &impact, Some(1));
+    let scaling = rounds_of(&topology, &SCALING, rounds, seconds);
+    println!(
+        "\n### Cost with the sampled share (wrk -t2 -c32 with `Connection: close`, {seconds} s per run, {rounds} interleaved rounds)\n"
+    );
+    print_table(&SCALING, &scaling, None);
+
+    for rate in [5_000, 10_000, 20_000] {
+        completeness(&topology, rate, completeness_seconds);
+    }
+    cleanup(&[&primary_dir, &shadow_dir]);
+}
+
+/// Runs every mode once per round, in order, so ratios compare runs adjacent in time.
+fn rounds_of(topology: &Topology, modes: &[Mode], rounds: u64, seconds: u64) -> Vec<Vec<Run>> {
+    let mut results = Vec::new();
     for round in 0..rounds {
         let mut row = Vec::new();
-        for mode in Mode::ALL {
-            let daemon = mode
-                .shadow_port()
-                .map(|(port, sample)| Daemon::start(&topology, port, sample));
+        for mode in modes {
+            let daemon = mode.daemon.map(|(port, sample, by_connection)| {
+                Daemon::start(topology, port, sample, by_connection)
+            });
             let cpu_before = daemon.as_ref().map(Daemon::cpu_seconds);
-            let result = wrk(&topology.client, seconds);
+            let result = wrk(&topology.client, seconds, mode.load);
             let cost = daemon.as_ref().map(|daemon| {
                 let cpu = daemon.cpu_seconds() - cpu_before.unwrap_or(0.0);
-                let requests = daemon.metric("mirror_requests_total", "");
-                (cpu, requests)
+                (cpu, daemon.peak_rss_mib())
             });
             eprintln!(
                 "round {round} {}: {:.0} req/s, P50 {:.3} ms, P99 {:.3} ms",
-                mode.label(),
-                result.requests_per_second,
-                result.p50_ms,
-                result.p99_ms
+                mode.label, result.requests_per_second, result.p50_ms, result.p99_ms
             );
             row.push(Run { wrk: result, cost });
             drop(daemon);
         }
         results.push(row);
     }
+    results
+}
 
+/// Medians over rounds; ratios per round against mode 0 (and `fast`), then their median.
+/// Daemon CPU is per 100,000 requests the primary served in that run.
+fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
     println!(
-        "### Primary impact (wrk -t2 -c32, {seconds} s per run, {rounds} interleaved rounds)\n"
+        "| mode | req/s | P50 ms | P99 ms | throughput / {} | throughput / fast shadow | P50 / {} | daemon CPU s per 100k requests | daemon peak RSS MiB |",
+        modes[0].label, modes[0].label
     );
-    println!(
-        "| mode | req/s (median) | P50 ms (median) | P99 ms (median) | throughput / no mirror | throughput / fast shadow | P50 / no mirror | daemon CPU s per 100k requests |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (index, mode) in Mode::ALL.iter().enumerate() {
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (index, mode) in modes.iter().enumerate() {
         let column = |f: &dyn Fn(&WrkResult) -> f64| {
             median(results.iter().map(|row| f(&row[index].wrk)).collect())
         };
@@ -433,35 +518,53 @@ fn main() {
                     .collect(),
             )
         };
-        let cost = median(
+        let per_100k = median(
             results
                 .iter()
-                .filter_map(|row| row[index].cost)
-                .map(|(cpu, requests)| cpu / requests.max(1.0) * 100_000.0)
+                .filter_map(|row| {
+                    let run = &row[index];
+                    let requests = run.wrk.requests_per_second * run.wrk.seconds;
+                    run.cost.map(|(cpu, _)| cpu / requests.max(1.0) * 100_000.0)
+                })
                 .collect(),
         );
+        let rss = median(
+            results
+                .iter()
+                .filter_map(|row| row[index].cost.map(|(_, rss)| rss))
+                .collect(),
+        );
+        let number = |value: f64, digits: usize| {
+            if value.is_nan() {
+                "-".to_owned()
+            } else {
+                format!("{value:.digits$}")
+            }
+        };
         println!(
-            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
-            mode.label(),
+            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {} | {} |",
+            mode.label,
             column(&|r| r.requests_per_second),
             column(&|r| r.p50_ms),
             column(&|r| r.p99_ms),
             ratio(0, &|r| r.requests_per_second),
-            ratio(1, &|r| r.requests_per_second),
+            fast.map_or_else(
+                || "-".to_owned(),
+                |fast| number(ratio(fast, &|r| r.requests_per_second), 3)
+            ),
             ratio(0, &|r| r.p50_ms),
-            if cost.is_nan() {
-                "-".to_owned()
-            } else {
-                format!("{cost:.2}")
-            },
+            number(per_100k, 2),
+            number(rss, 1),
         );
     }
+}
 
-    // Completeness at a fixed rate, fast shadow, 100% sampling.
-    let rate = 10_000;
-    let daemon = Daemon::start(&topology, FAST_PORT, "100");
+/// Completeness at a fixed rate, fast shadow, 100% sampling: every difference between what the
+/// primary served and what reached the shadow must show in a counter.
+fn completeness(topology: &Topology, rate: u64, seconds: u64) {
+    let daemon = Daemon::start(topology, FAST_PORT, "100", false);
     let cpu_before = daemon.cpu_seconds();
-    let (served, sent) = paced(&topology.client, rate, completeness_seconds, 50);
+    let (served, sent) = paced(&topology.client, rate, seconds, 50);
     std::thread::sleep(Duration::from_secs(3));
     let cpu = daemon.cpu_seconds() - cpu_before;
     let metric = |name: &str, label: &str| daemon.metric(name, label);
@@ -474,32 +577,32 @@ fn main() {
     let lost = metric("mirror_requests_lost_total", "");
     let capture_drops = metric("mirror_capture_drops_total", "");
     let gaps = metric("mirror_tcp_gaps_total", "");
+    let achieved = served as f64 / seconds as f64;
     println!(
-        "\n### Completeness at {rate} req/s for {completeness_seconds} s (paced client, 50 keep-alive connections, 100% sampling, fast shadow)\n"
+        "\n### Completeness at {rate} req/s for {seconds} s (paced client, 50 keep-alive connections, 100% sampling, fast shadow)\n"
     );
     println!("| measure | value |\n|---|---:|");
-    println!("| requests sent by the client | {sent} |");
-    println!("| responses served by the primary | {served} |");
+    println!(
+        "| requests sent / served by the primary | {sent} / {served} ({achieved:.0} req/s achieved) |"
+    );
     println!("| requests framed by mirror | {framed} |");
     println!("| replayed ok | {ok} |");
     println!(
         "| **completeness** (replayed ok / served) | **{:.4}%** |",
         ok / served.max(1) as f64 * 100.0
     );
-    println!("| replays dropped (queue full) | {dropped} |");
-    println!("| replays error / timeout | {errors} / {timeouts} |");
-    println!("| requests skipped | {skipped} |");
-    println!("| requests lost in reassembly | {lost} |");
+    println!(
+        "| replays dropped (queue full) / error / timeout | {dropped} / {errors} / {timeouts} |"
+    );
+    println!("| requests skipped / lost in reassembly | {skipped} / {lost} |");
     println!("| capture drops (records) / TCP gaps | {capture_drops} / {gaps} |");
     println!(
-        "| unattributed (served - framed - lost) | {} |",
-        served as f64 - framed - lost
+        "| shortfall not in a counter (served - ok - dropped - error - timeout - skipped - lost) | {} |",
+        served as f64 - ok - dropped - errors - timeouts - skipped - lost
     );
     println!(
         "| daemon CPU | {cpu:.2} s ({:.2} s per 100k requests) |",
         cpu / framed.max(1.0) * 100_000.0
     );
     println!("| daemon peak RSS | {:.1} MiB |", daemon.peak_rss_mib());
-    drop(daemon);
-    cleanup(&[&primary_dir, &shadow_dir]);
 }
