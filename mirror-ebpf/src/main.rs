@@ -34,7 +34,7 @@ const DEFAULT_RING_BYTES: u32 = 16 * 1024 * 1024;
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 
-/// Unread bytes in [`EVENTS`] from which a submit wakes the reader; below, records are submitted
+/// Unread bytes in [`EVENTS`] whose crossing wakes the reader; other records are submitted
 /// without a wake-up and the reader collects them on its short poll interval. One wake-up per
 /// batch instead of one per record keeps the daemon's cost per request low. Set by userspace at
 /// load time (`WAKEUP_BYTES` global); 0 wakes on every record.
@@ -356,7 +356,13 @@ fn emit_chunk<const N: usize>(
     // SAFETY: a plain read of a global the loader may have rewritten; volatile so the compiler
     // does not fold the initial value in.
     let wakeup_bytes = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
-    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wakeup_bytes {
+    // Wake the reader only when this record makes the unread data cross the threshold: a
+    // wake-up is an irq_work costing microseconds, so a lagging reader must not get one per
+    // record. A crossing missed because another CPU submitted concurrently is caught by the
+    // reader's poll interval.
+    let record_bytes = (core::mem::size_of::<SegmentRecord<N>>() + 8) as u64;
+    let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let flags = if unread >= wakeup_bytes && unread < wakeup_bytes + record_bytes {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

@@ -149,41 +149,51 @@ impl Topology {
         let server = NetNs::create("s")?;
         let client_if = unique_name("mc");
         let server_if = unique_name("ms");
-        ip(&[
-            "link",
-            "add",
-            &client_if,
-            "netns",
-            &client.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &server_if,
-            "netns",
-            &server.name,
-        ])?;
-        client.ip(&[
-            "addr",
-            "add",
-            &format!("{CLIENT_ADDR}/24"),
-            "dev",
-            &client_if,
-        ])?;
-        server.ip(&[
-            "addr",
-            "add",
-            &format!("{SERVER_ADDR}/24"),
-            "dev",
-            &server_if,
-        ])?;
-        client.ip(&["link", "set", &client_if, "up"])?;
-        server.ip(&["link", "set", &server_if, "up"])?;
-        Ok(Self {
+        let topology = Self {
             client,
             server,
             client_if,
             server_if,
-        })
+        };
+        topology.add_link(
+            &topology.client_if,
+            &topology.server_if,
+            &format!("{CLIENT_ADDR}/24"),
+            &format!("{SERVER_ADDR}/24"),
+        )?;
+        Ok(topology)
+    }
+
+    /// Adds a veth pair between the namespaces (`client_if` with `client_cidr` in the client
+    /// namespace, `server_if` with `server_cidr` in the server namespace), both up. It goes with
+    /// the namespaces when they are deleted.
+    pub fn add_link(
+        &self,
+        client_if: &str,
+        server_if: &str,
+        client_cidr: &str,
+        server_cidr: &str,
+    ) -> Result<(), NetnsError> {
+        ip(&[
+            "link",
+            "add",
+            client_if,
+            "netns",
+            &self.client.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            server_if,
+            "netns",
+            &self.server.name,
+        ])?;
+        self.client
+            .ip(&["addr", "add", client_cidr, "dev", client_if])?;
+        self.server
+            .ip(&["addr", "add", server_cidr, "dev", server_if])?;
+        self.client.ip(&["link", "set", client_if, "up"])?;
+        self.server.ip(&["link", "set", server_if, "up"])?;
+        Ok(())
     }
 }

@@ -156,11 +156,12 @@ fn thousand_concurrent_short_connections_are_captured_byte_exact() {
     }
     let topology = topology();
     // A wide ephemeral range: no client port is reused within the run, so recordings (named by
-    // port) map to captured connections one to one.
+    // port) map to captured connections one to one. It starts above the target port: a client
+    // whose source port is the target port would look like a server to the classifier.
     run(
         &topology.client,
         "sysctl",
-        &["-q", "-w", "net.ipv4.ip_local_port_range=1024 65000"],
+        &["-q", "-w", "net.ipv4.ip_local_port_range=10000 65000"],
     );
     let server = RecordingServer::start(&topology.server, SERVER_ADDR, PORT);
     let capture = CaptureSession::start(&topology.server, &[&topology.server_if], &[PORT]);

@@ -13,6 +13,7 @@ use std::{
 use mirror_tests::{
     frames::pattern,
     mirror_bin,
+    mirroring::read_response,
     netns::{NetNs, SERVER_ADDR, Topology, topology},
     privileged,
     server::RecordingServer,
@@ -23,26 +24,6 @@ use nix::{
 };
 
 const PORT: u16 = 8080;
-
-/// Reads one response with a Content-Length body (the recording server always sends one).
-fn read_response(reader: &mut BufReader<TcpStream>) -> String {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("read response head");
-        head.push_str(&line);
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-    }
-    let length = head
-        .lines()
-        .find_map(|line| line.strip_prefix("Content-Length: "))
-        .map_or(0, |value| value.trim().parse().expect("content length"));
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body).expect("read response body");
-    head
-}
 
 /// A keep-alive connection that sends one request now and one when told to.
 fn early_connection(
@@ -82,7 +63,7 @@ fn pipelined_batch(ns: &NetNs) {
             .collect();
         writer.write_all(batch.as_bytes()).expect("write batch");
         for _ in 0..3 {
-            assert!(read_response(&mut reader).starts_with("HTTP/1.1 200"));
+            assert_eq!(read_response(&mut reader), 200);
         }
     })
     .join()

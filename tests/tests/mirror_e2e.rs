@@ -409,38 +409,10 @@ fn links_that_appear_after_start_are_captured() {
     );
     let server_if = mirror_tests::unique_name("mf");
     let client_if = mirror_tests::unique_name("mg");
-    mirror_tests::netns::ip(&[
-        "link",
-        "add",
-        &client_if,
-        "netns",
-        &setup.topology.client.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &server_if,
-        "netns",
-        &setup.topology.server.name,
-    ])
-    .expect("new veth");
     let topology = &setup.topology;
     topology
-        .client
-        .ip(&["addr", "add", "198.18.2.1/24", "dev", &client_if])
-        .expect("addr");
-    topology
-        .server
-        .ip(&["addr", "add", "198.18.2.2/24", "dev", &server_if])
-        .expect("addr");
-    topology
-        .client
-        .ip(&["link", "set", &client_if, "up"])
-        .expect("up");
-    topology
-        .server
-        .ip(&["link", "set", &server_if, "up"])
-        .expect("up");
+        .add_link(&client_if, &server_if, "198.18.2.1/24", "198.18.2.2/24")
+        .expect("new veth");
     let line = daemon.wait_for_log("classifier attached", Duration::from_secs(10));
     assert!(
         line.contains(&server_if),

@@ -66,37 +66,9 @@ fn criterion_summary(output: &str) -> String {
 /// (`echo_sleep` makes the 200 ms shadow).
 const BENCH_PACKAGES: &[&str] = &["nginx", "libnginx-mod-http-echo"];
 
-fn install_bench_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = BENCH_PACKAGES
-        .iter()
-        .copied()
-        .filter(|package| {
-            !output_of(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
-                .is_ok_and(|status| status.contains("install ok installed"))
-        })
-        .collect();
-    if missing.is_empty() {
-        println!("bench: {} ok", BENCH_PACKAGES.join(" "));
-        return Ok(());
-    }
-    println!("bench: installing {}", missing.join(" "));
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
-}
-
 pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<()> {
-    install_bench_packages()?;
-    run(Command::new("cargo").args([
-        "build",
-        "--release",
-        "-p",
-        "mirror-userspace",
-        "--bin",
-        "mirror",
-    ]))?;
+    crate::setup::debian_packages(BENCH_PACKAGES)?;
+    let mirror_bin = crate::build_release()?;
     run(Command::new("cargo").args([
         "build",
         "--release",
@@ -142,7 +114,7 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
                 "--seconds",
                 &seconds.to_string(),
             ])
-            .env("MIRROR_BIN", workspace_root().join("target/release/mirror")),
+            .env("MIRROR_BIN", &mirror_bin),
     )?;
     print!("{mirror}");
     let _ = writeln!(

@@ -89,28 +89,7 @@ pub fn setup() -> anyhow::Result<()> {
         run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
     })?;
 
-    let missing: Vec<&str> = DEBIAN_PACKAGES
-        .iter()
-        .copied()
-        .filter(|package| {
-            !stdout_of(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
-                .is_some_and(|status| status.contains("install ok installed"))
-        })
-        .collect();
-    step(
-        &format!("debian: {}", DEBIAN_PACKAGES.join(" ")),
-        missing.is_empty(),
-        || {
-            if !nix_is_root() {
-                bail!("missing Debian packages {missing:?}; run as root or install them");
-            }
-            run(Command::new("apt-get").args(["update", "-qq"]))?;
-            run(Command::new("apt-get")
-                .args(["install", "-y", "-qq", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"))
-        },
-    )?;
+    debian_packages(DEBIAN_PACKAGES)?;
 
     // After the Debian packages: needs python3. Debian's own Python refuses `pip install`
     // outside a virtualenv (PEP 668) unless told otherwise; pip itself may be missing.
@@ -140,6 +119,32 @@ pub fn setup() -> anyhow::Result<()> {
             .arg("--break-system-packages"))
     })?;
     Ok(())
+}
+
+/// One setup step for a set of Debian packages: installs the missing ones (apt-get, as root).
+pub fn debian_packages(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|package| {
+            !stdout_of(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+                .is_some_and(|status| status.contains("install ok installed"))
+        })
+        .collect();
+    step(
+        &format!("debian: {}", packages.join(" ")),
+        missing.is_empty(),
+        || {
+            if !nix_is_root() {
+                bail!("missing Debian packages {missing:?}; run as root or install them");
+            }
+            run(Command::new("apt-get").args(["update", "-qq"]))?;
+            run(Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"))
+        },
+    )
 }
 
 fn nix_is_root() -> bool {
