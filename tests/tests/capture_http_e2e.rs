@@ -3,7 +3,7 @@
 //! batch, and a keep-alive connection opened before the daemon started (picked up mid-stream).
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader, Write},
     net::TcpStream,
     process::{Child, Stdio},
     sync::mpsc,
