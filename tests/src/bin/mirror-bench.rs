@@ -440,6 +440,28 @@ fn main() {
     let completeness_seconds = arg("--completeness-seconds", 30);
 
     let topology = Topology::create().expect("namespaces");
+    // Short-connection runs open tens of thousands of connections per run: a wide ephemeral
+    // range (above the target ports) and TIME_WAIT reuse keep the client from running out of
+    // ports, which would measure the port allocator instead of the mirror.
+    for (ns, settings) in [
+        (
+            &topology.client,
+            &[
+                "net.ipv4.ip_local_port_range=10000 65000",
+                "net.ipv4.tcp_tw_reuse=1",
+            ][..],
+        ),
+        (&topology.server, &["net.ipv4.tcp_tw_reuse=1"][..]),
+    ] {
+        for setting in settings {
+            let status = ns
+                .command("sysctl")
+                .args(["-q", "-w", setting])
+                .status()
+                .expect("sysctl");
+            assert!(status.success(), "sysctl {setting}");
+        }
+    }
     // The front server: nginx's own `mirror` module, the slow shadow as mirror target.
     let front = format!(
         "server {{ listen {SERVER_ADDR}:{FRONT_PORT} reuseport backlog=4096; access_log off; \
