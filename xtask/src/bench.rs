@@ -67,6 +67,7 @@ fn criterion_summary(output: &str) -> String {
 const BENCH_PACKAGES: &[&str] = &["nginx", "libnginx-mod-http-echo"];
 
 pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(workspace_root().join("docs")).context("creating docs/")?;
     crate::setup::debian_packages(BENCH_PACKAGES)?;
     let mirror_bin = crate::build_release()?;
     run(Command::new("cargo").args([
@@ -114,6 +115,8 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
                 "--seconds",
                 &seconds.to_string(),
             ])
+            .arg("--chart")
+            .arg(workspace_root().join("docs/latency.svg"))
             .env("MIRROR_BIN", &mirror_bin),
     )?;
     print!("{mirror}");
@@ -134,6 +137,10 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
          completeness >= 99.9% at 10k req/s.\n"
     );
     report.push_str(&mirror);
+    let _ = writeln!(
+        report,
+        "\n![Latency distributions, primary vs shadow](docs/latency.svg)\n"
+    );
 
     if !skip_criterion {
         println!("bench: userspace core (criterion)");

@@ -7,7 +7,7 @@
 //! interleaved rounds and ratios are taken between runs of the same round (adjacent in time),
 //! then the median over rounds is reported: this machine drifts by +-15% between runs.
 //!
-//! Usage: `mirror-bench [--rounds N] [--seconds S] [--completeness-seconds S]`
+//! Usage: `mirror-bench [--rounds N] [--seconds S] [--completeness-seconds S] [--chart PATH]`
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -244,8 +244,18 @@ impl Daemon {
     }
 
     fn metric(&self, name: &str, label: &str) -> f64 {
+        self.metrics_text()
+            .lines()
+            .filter(|line| line.starts_with(name) && line.contains(label))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>()
+            // An empty f64 sum is -0.0; print it as 0.
+            + 0.0
+    }
+
+    fn metrics_text(&self) -> String {
         let path = format!("/var/run/netns/{}", self.ns);
-        let text = std::thread::spawn(move || {
+        std::thread::spawn(move || {
             let file = std::fs::File::open(&path).expect("netns");
             nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
             let mut stream = TcpStream::connect(METRICS).expect("metrics");
@@ -257,14 +267,100 @@ impl Daemon {
             text
         })
         .join()
-        .expect("metrics thread");
-        text.lines()
-            .filter(|line| line.starts_with(name) && line.contains(label))
-            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum::<f64>()
-            // An empty f64 sum is -0.0; print it as 0.
-            + 0.0
+        .expect("metrics thread")
     }
+}
+
+/// Cumulative bucket counts `(le seconds, count)` of `mirror_response_duration_seconds` for
+/// one role, summed over targets.
+fn buckets(text: &str, role: &str) -> Vec<(f64, f64)> {
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in text.lines().filter(|line| {
+        line.starts_with("mirror_response_duration_seconds_bucket")
+            && line.contains(&format!("role=\"{role}\""))
+    }) {
+        let le = line
+            .split("le=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|le| le.parse::<f64>().ok());
+        let count = line
+            .rsplit_once(' ')
+            .and_then(|(_, v)| v.parse::<f64>().ok());
+        if let (Some(le), Some(count)) = (le, count) {
+            match buckets.iter_mut().find(|(bound, _)| *bound == le) {
+                Some(bucket) => bucket.1 += count,
+                None => buckets.push((le, count)),
+            }
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// An SVG chart of the primary's and the shadow's latency distributions (cumulative share of
+/// responses at or below each histogram bound, log-scaled time axis).
+fn latency_chart(text: &str, title: &str) -> String {
+    let (width, height, left, bottom, top, right) = (760.0, 380.0, 70.0, 50.0, 40.0, 20.0);
+    let (min_s, max_s) = (1e-4_f64, 1.0_f64);
+    let x = |seconds: f64| {
+        left + (seconds.clamp(min_s, max_s).log10() - min_s.log10())
+            / (max_s.log10() - min_s.log10())
+            * (width - left - right)
+    };
+    let y = |share: f64| top + (1.0 - share) * (height - top - bottom);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"22\" font-size=\"14\">{title}</text>\n"
+    );
+    for decade in [1e-4, 1e-3, 1e-2, 1e-1, 1.0] {
+        let label = if decade < 1e-3 {
+            format!("{} us", decade * 1e6)
+        } else if decade < 1.0 {
+            format!("{} ms", decade * 1e3)
+        } else {
+            "1 s".to_owned()
+        };
+        svg += &format!(
+            "<line x1=\"{0:.1}\" y1=\"{top}\" x2=\"{0:.1}\" y2=\"{1:.1}\" stroke=\"#ddd\"/><text x=\"{0:.1}\" y=\"{2:.1}\" text-anchor=\"middle\">{label}</text>\n",
+            x(decade),
+            height - bottom,
+            height - bottom + 18.0
+        );
+    }
+    for share in [0.0, 0.25, 0.5, 0.75, 0.9, 1.0] {
+        svg += &format!(
+            "<line x1=\"{left}\" y1=\"{0:.1}\" x2=\"{1:.1}\" y2=\"{0:.1}\" stroke=\"#ddd\"/><text x=\"{2:.1}\" y=\"{3:.1}\" text-anchor=\"end\">{4}%</text>\n",
+            y(share),
+            width - right,
+            left - 6.0,
+            y(share) + 4.0,
+            share * 100.0
+        );
+    }
+    svg += &format!(
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">last request byte to first response byte</text>\n",
+        (width + left) / 2.0,
+        height - 8.0
+    );
+    for (index, (role, color)) in [("primary", "#1f77b4"), ("shadow", "#ff7f0e")]
+        .iter()
+        .enumerate()
+    {
+        let buckets = buckets(text, role);
+        let total = buckets.last().map_or(0.0, |(_, count)| *count).max(1.0);
+        let points: Vec<String> = buckets
+            .iter()
+            .filter(|(le, _)| le.is_finite())
+            .map(|(le, count)| format!("{:.1},{:.1}", x(*le), y(count / total)))
+            .collect();
+        svg += &format!(
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\">{role} ({total:.0} responses)</text>\n",
+            points.join(" "),
+            left + 12.0,
+            top + 18.0 + 16.0 * index as f64
+        );
+    }
+    svg + "</svg>\n"
 }
 
 /// One run of one mode: wrk's figures and, when the daemon ran, (CPU seconds, peak RSS MiB).
@@ -424,6 +520,15 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// `--chart PATH`: where to write the latency chart (SVG) of the 10k req/s run.
+fn chart_path() -> Option<PathBuf> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--chart")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+}
+
 fn cleanup(dirs: &[&Path]) {
     for dir in dirs {
         let _ = std::fs::remove_dir_all(dir);
@@ -487,8 +592,10 @@ fn main() {
     );
     print_table(&SCALING, &scaling, None);
 
+    let chart = chart_path();
     for rate in [5_000, 10_000, 20_000] {
-        completeness(&topology, rate, completeness_seconds);
+        let chart = (rate == 10_000).then_some(chart.as_deref()).flatten();
+        completeness(&topology, rate, completeness_seconds, chart);
     }
     cleanup(&[&primary_dir, &shadow_dir]);
 }
@@ -583,12 +690,18 @@ fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
 
 /// Completeness at a fixed rate, fast shadow, 100% sampling: every difference between what the
 /// primary served and what reached the shadow must show in a counter.
-fn completeness(topology: &Topology, rate: u64, seconds: u64) {
+fn completeness(topology: &Topology, rate: u64, seconds: u64, chart: Option<&Path>) {
     let daemon = Daemon::start(topology, FAST_PORT, "100", false);
     let cpu_before = daemon.cpu_seconds();
     let (served, sent) = paced(&topology.client, rate, seconds, 50);
     std::thread::sleep(Duration::from_secs(3));
     let cpu = daemon.cpu_seconds() - cpu_before;
+    if let Some(path) = chart {
+        let title = format!(
+            "Latency distributions at {rate} req/s, 100% mirrored: primary (on the wire) vs shadow (replay connections)"
+        );
+        std::fs::write(path, latency_chart(&daemon.metrics_text(), &title)).expect("write chart");
+    }
     let metric = |name: &str, label: &str| daemon.metric(name, label);
     let framed = metric("mirror_requests_total", "");
     let ok = metric("mirror_replays_total", "outcome=\"ok\"");
