@@ -21,8 +21,10 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the daemon's work is a pipeline of non-blocking steps, and cross-thread task
+    // wake-ups (futexes) cost more than they gain; it also caps the daemon at one core, leaving
+    // the rest of the node to the services it observes.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
