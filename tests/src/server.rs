@@ -2,7 +2,7 @@
 //! namespace, and the per-connection recordings it leaves behind.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Stdio},
@@ -73,7 +73,21 @@ impl RecordingServer {
     /// Recordings by client port. Panics if a port was used by two connections: the comparison
     /// with captured flows would be ambiguous.
     pub fn recordings(&self) -> BTreeMap<u16, Recording> {
-        load(&self.dir)
+        let (recordings, reused) = load(&self.dir);
+        assert!(
+            reused.is_empty(),
+            "client ports reused within one test ({reused:?}): recordings are ambiguous"
+        );
+        recordings
+    }
+
+    /// Recordings of client ports used by exactly one connection, and the ports used by more
+    /// (the kernel's port selection is randomised, so a long run may reuse a few; which
+    /// connection is which is then ambiguous, so they are left out of comparisons).
+    pub fn recordings_and_reused_ports(&self) -> (BTreeMap<u16, Recording>, BTreeSet<u16>) {
+        let (mut recordings, reused) = load(&self.dir);
+        recordings.retain(|port, _| !reused.contains(port));
+        (recordings, reused)
     }
 }
 
@@ -85,19 +99,20 @@ impl Drop for RecordingServer {
     }
 }
 
-fn load(dir: &Path) -> BTreeMap<u16, Recording> {
+fn load(dir: &Path) -> (BTreeMap<u16, Recording>, BTreeSet<u16>) {
     let mut recordings = BTreeMap::new();
+    let mut reused = BTreeSet::new();
     for entry in std::fs::read_dir(dir).expect("read recordings dir") {
         let path = entry.expect("dir entry").path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(
-            !name.contains(".dup"),
-            "client port reused within one test ({name}): recordings are ambiguous"
-        );
         let Some((port, kind)) = name.split_once('.') else {
             continue;
         };
         let port: u16 = port.parse().expect("recording named by port");
+        if name.contains(".dup") {
+            reused.insert(port);
+            continue;
+        }
         let recording: &mut Recording = recordings.entry(port).or_default();
         match kind {
             "req" => recording.request = std::fs::read(&path).expect("read .req"),
@@ -106,7 +121,7 @@ fn load(dir: &Path) -> BTreeMap<u16, Recording> {
             _ => {}
         }
     }
-    recordings
+    (recordings, reused)
 }
 
 impl RecordingServer {

@@ -16,6 +16,9 @@ pub struct CapturedStream {
     pub base: Option<u32>,
     /// Bytes received twice with different content.
     pub conflicts: usize,
+    /// Segments outside the stream's sequence window (before its start, or of another
+    /// connection that reused the 4-tuple).
+    pub unplaced: usize,
     pub saw_fin: bool,
     pub saw_rst: bool,
 }
@@ -75,12 +78,11 @@ pub fn assemble(segments: &[Segment]) -> BTreeMap<(FlowKey, Direction), Captured
         let stream = streams.get_mut(&key).expect("stream created above");
         let Some(base) = stream.base else { continue };
         let offset = segment.seq.wrapping_sub(base);
-        assert!(
-            offset < 1 << 30,
-            "segment of {} at seq {} lies before the stream start {base}",
-            segment.flow,
-            segment.seq
-        );
+        // Before the stream start, or a new connection on a reused 4-tuple: not placeable.
+        if offset >= 1 << 30 {
+            stream.unplaced += 1;
+            continue;
+        }
         stream.place(offset as usize, &segment.payload);
     }
     streams
