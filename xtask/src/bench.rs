@@ -66,6 +66,23 @@ fn criterion_summary(output: &str) -> String {
 /// (`echo_sleep` makes the 200 ms shadow).
 const BENCH_PACKAGES: &[&str] = &["nginx", "libnginx-mod-http-echo"];
 
+const ANALYSIS_START: &str = "<!-- analysis: written by hand, kept by cargo xtask bench -->";
+const ANALYSIS_END: &str = "<!-- /analysis -->";
+
+/// The hand-written analysis section of the current BENCHMARKS.md (with its markers), or an
+/// empty placeholder pair.
+fn kept_analysis(path: &std::path::Path) -> String {
+    let previous = std::fs::read_to_string(path).unwrap_or_default();
+    let kept = previous.find(ANALYSIS_START).and_then(|start| {
+        let end = previous[start..].find(ANALYSIS_END)? + start + ANALYSIS_END.len();
+        Some(previous[start..end].to_owned())
+    });
+    format!(
+        "{}\n",
+        kept.unwrap_or_else(|| format!("{ANALYSIS_START}\n{ANALYSIS_END}"))
+    )
+}
+
 pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<()> {
     std::fs::create_dir_all(workspace_root().join("docs")).context("creating docs/")?;
     crate::setup::debian_packages(BENCH_PACKAGES)?;
@@ -98,7 +115,8 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
         report,
         "Command: `cargo xtask bench` (binary `classifier-bench` of the `tests` crate). \
          `kernel.bpf_stats_enabled=1`; figures are the kernel's `run_time_ns / run_cnt` for the \
-         classifier. Crafted frames go through `BPF_PROG_TEST_RUN`; the GSO rows are a bulk TCP \
+         classifier. Crafted frames go through `BPF_PROG_TEST_RUN` (median of three loads of \
+         the program, with the range); the GSO rows are a bulk TCP \
          transfer in 64 KiB writes across a veth pair between two network namespaces, the \
          classifier on the receiver's ingress. The ring buffer is drained meanwhile and the run \
          fails if any drop is counted. Goals: < 100 ns per non-target packet, < 500 ns per \
@@ -139,8 +157,14 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
     report.push_str(&mirror);
     let _ = writeln!(
         report,
-        "\n![Latency distributions, primary vs shadow](docs/latency.svg)\n"
+        "\n![Latency distributions, primary vs shadow](docs/latency.svg)\n\n\
+         The chart (from the 10k req/s run's histograms) shows the share of responses at or \
+         below each latency: the primary as measured on the wire, the shadow on the replay \
+         connections (the same nginx page; the shadow's curve includes the replay pool's own \
+         queueing).\n"
     );
+    // The interpretation of these figures is written by hand and kept across runs.
+    report.push_str(&kept_analysis(&workspace_root().join("BENCHMARKS.md")));
 
     if !skip_criterion {
         println!("bench: userspace core (criterion)");
