@@ -72,14 +72,39 @@ impl Daemon {
 
     /// Resident set size in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// Peak resident set size in KiB, from /proc.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
         // `ip netns exec` execs the daemon, so the child's pid is the daemon's.
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("daemon /proc status");
         status
             .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+            .unwrap_or_else(|| panic!("{field} in /proc status"))
+    }
+
+    /// User plus system CPU seconds the daemon used so far, from /proc.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("daemon /proc stat");
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .expect("stat format")
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: f64 =
+            fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+        // SAFETY: sysconf has no preconditions.
+        ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
     }
 
     /// The raw `/metrics` text.
@@ -173,6 +198,8 @@ impl Metrics {
                 metric == name && labels.iter().all(|label| rest.contains(label))
             })
             .map(|(_, value)| value)
-            .sum()
+            .sum::<f64>()
+            // An empty f64 sum is -0.0; report it as 0.
+            + 0.0
     }
 }

@@ -10,8 +10,6 @@
 //! Usage: `mirror-bench [--rounds N] [--seconds S] [--completeness-seconds S] [--chart PATH]`
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Stdio},
     sync::{
@@ -22,13 +20,12 @@ use std::{
 };
 
 use mirror::netns::{CLIENT_ADDR, NetNs, SERVER_ADDR, Topology, unique_name};
-use mirror_tests::mirror_bin;
+use mirror_tests::daemon::Daemon;
 
 const PORT: u16 = 8080;
 const FAST_PORT: u16 = 8080;
 const SLOW_PORT: u16 = 8081;
 const DEAD_PORT: u16 = 8082;
-const METRICS: &str = "127.0.0.1:9477";
 
 /// How the load reaches the primary.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -164,111 +161,36 @@ fn nginx(ns: &NetNs, addr: &str, ports: &[(u16, bool)], extra: &str) -> (Guard, 
     (Guard(child), dir)
 }
 
-struct Daemon {
-    child: Guard,
-    ns: String,
+/// Starts `mirror run` in the server namespace with one target on the primary's port.
+fn start_daemon(
+    topology: &Topology,
+    shadow_port: u16,
+    sample: &str,
+    by_connection: bool,
+) -> Daemon {
+    let shadow = format!("http://{CLIENT_ADDR}:{shadow_port}");
+    let config = std::env::temp_dir().join(unique_name("mirror-bench-conf-"));
+    let sample_by = if by_connection {
+        "connection"
+    } else {
+        "request"
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "[capture]\ninterfaces = [\"{}\"]\n\n[[target]]\nname = \"bench\"\nport = {PORT}\nshadow = \"{shadow}\"\nsample_percent = {sample}.0\nsample_by = \"{sample_by}\"\n",
+            topology.server_if
+        ),
+    )
+    .expect("bench config");
+    Daemon::start(
+        &topology.server,
+        &["--config", config.to_str().expect("utf-8 path")],
+    )
 }
 
-impl Daemon {
-    fn start(topology: &Topology, shadow_port: u16, sample: &str, by_connection: bool) -> Self {
-        let shadow = format!("http://{CLIENT_ADDR}:{shadow_port}");
-        let config = std::env::temp_dir().join(unique_name("mirror-bench-conf-"));
-        let sample_by = if by_connection {
-            "connection"
-        } else {
-            "request"
-        };
-        std::fs::write(
-            &config,
-            format!(
-                "[capture]\ninterfaces = [\"{}\"]\n[metrics]\nlisten = \"{METRICS}\"\n\n[[target]]\nname = \"bench\"\nport = {PORT}\nshadow = \"{shadow}\"\nsample_percent = {sample}.0\nsample_by = \"{sample_by}\"\n",
-                topology.server_if
-            ),
-        )
-        .expect("bench config");
-        let mut child = topology
-            .server
-            .command(mirror_bin())
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn,mirror::commands::run=info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start mirror run");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        for line in lines.by_ref() {
-            if line.expect("daemon log").contains("metrics at") {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Self {
-            child: Guard(child),
-            ns: topology.server.name.clone(),
-        }
-    }
-
-    /// User + system CPU seconds so far.
-    fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.0.id()))
-            .expect("daemon stat");
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .expect("stat format")
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-        // SAFETY: sysconf has no preconditions.
-        ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-    }
-
-    fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id()))
-            .expect("daemon status");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|value| {
-                value
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-            .map_or(0.0, |kib| kib / 1024.0)
-    }
-
-    fn metric(&self, name: &str, label: &str) -> f64 {
-        self.metrics_text()
-            .lines()
-            .filter(|line| line.starts_with(name) && line.contains(label))
-            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum::<f64>()
-            // An empty f64 sum is -0.0; print it as 0.
-            + 0.0
-    }
-
-    fn metrics_text(&self) -> String {
-        let path = format!("/var/run/netns/{}", self.ns);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("netns");
-            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            let mut stream = TcpStream::connect(METRICS).expect("metrics");
-            stream
-                .write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
-                .expect("request");
-            let mut text = String::new();
-            stream.read_to_string(&mut text).expect("read");
-            text
-        })
-        .join()
-        .expect("metrics thread")
-    }
+fn peak_rss_mib(daemon: &Daemon) -> f64 {
+    daemon.peak_rss_kib() as f64 / 1024.0
 }
 
 /// Cumulative bucket counts `(le seconds, count)` of `mirror_response_duration_seconds` for
@@ -607,13 +529,13 @@ fn rounds_of(topology: &Topology, modes: &[Mode], rounds: u64, seconds: u64) -> 
         let mut row = Vec::new();
         for mode in modes {
             let daemon = mode.daemon.map(|(port, sample, by_connection)| {
-                Daemon::start(topology, port, sample, by_connection)
+                start_daemon(topology, port, sample, by_connection)
             });
             let cpu_before = daemon.as_ref().map(Daemon::cpu_seconds);
             let result = wrk(&topology.client, seconds, mode.load);
             let cost = daemon.as_ref().map(|daemon| {
                 let cpu = daemon.cpu_seconds() - cpu_before.unwrap_or(0.0);
-                (cpu, daemon.peak_rss_mib())
+                (cpu, peak_rss_mib(daemon))
             });
             eprintln!(
                 "round {round} {}: {:.0} req/s, P50 {:.3} ms, P99 {:.3} ms",
@@ -691,7 +613,7 @@ fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
 /// Completeness at a fixed rate, fast shadow, 100% sampling: every difference between what the
 /// primary served and what reached the shadow must show in a counter.
 fn completeness(topology: &Topology, rate: u64, seconds: u64, chart: Option<&Path>) {
-    let daemon = Daemon::start(topology, FAST_PORT, "100", false);
+    let daemon = start_daemon(topology, FAST_PORT, "100", false);
     let cpu_before = daemon.cpu_seconds();
     let (served, sent) = paced(&topology.client, rate, seconds, 50);
     std::thread::sleep(Duration::from_secs(3));
@@ -702,7 +624,11 @@ fn completeness(topology: &Topology, rate: u64, seconds: u64, chart: Option<&Pat
         );
         std::fs::write(path, latency_chart(&daemon.metrics_text(), &title)).expect("write chart");
     }
-    let metric = |name: &str, label: &str| daemon.metric(name, label);
+    let metrics = daemon.metrics();
+    let metric = |name: &str, label: &str| {
+        let labels: &[&str] = if label.is_empty() { &[] } else { &[label] };
+        metrics.sum(name, labels)
+    };
     let framed = metric("mirror_requests_total", "");
     let ok = metric("mirror_replays_total", "outcome=\"ok\"");
     let dropped = metric("mirror_replays_total", "outcome=\"dropped\"");
@@ -739,5 +665,5 @@ fn completeness(topology: &Topology, rate: u64, seconds: u64, chart: Option<&Pat
         "| daemon CPU | {cpu:.2} s ({:.2} s per 100k requests) |",
         cpu / framed.max(1.0) * 100_000.0
     );
-    println!("| daemon peak RSS | {:.1} MiB |", daemon.peak_rss_mib());
+    println!("| daemon peak RSS | {:.1} MiB |", peak_rss_mib(&daemon));
 }
