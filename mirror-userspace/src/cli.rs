@@ -95,9 +95,9 @@ pub struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub struct CaptureArgs {
-    /// Interface name or glob pattern ('veth*'); repeat for several. Loopback is captured on
-    /// egress only (it sees each packet twice).
-    #[arg(long = "interface", short = 'i', value_name = "IFACE", required = true)]
+    /// Interface name or glob pattern ('veth*'); repeat for several. Default: every link but
+    /// loopback. Loopback, when named, is captured on egress only (it sees each packet twice).
+    #[arg(long = "interface", short = 'i', value_name = "IFACE")]
     pub interfaces: Vec<String>,
 
     /// Target TCP port (the service's port); repeat for several.
@@ -203,6 +203,15 @@ mod tests {
         assert_eq!(args.sample, Some(10.0));
         assert!(args.allow_writes);
         assert_eq!(args.metrics_addr.as_deref(), Some("127.0.0.1:9477"));
+    }
+
+    #[test]
+    fn capture_interfaces_are_optional() {
+        let cli = Cli::try_parse_from(["mirror", "capture", "--port", "8080"]).unwrap();
+        let Command::Capture(args) = cli.command else {
+            panic!("parsed as capture");
+        };
+        assert!(args.interfaces.is_empty());
     }
 
     #[test]

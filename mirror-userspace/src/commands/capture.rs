@@ -194,8 +194,19 @@ impl Printer {
 }
 
 pub async fn run(args: CaptureArgs) -> anyhow::Result<()> {
+    let interfaces = if args.interfaces.is_empty() {
+        // DESIGN §4: `--interface` is optional; without it, everything but loopback (which
+        // would show local traffic twice over and is rarely what is meant).
+        crate::capture::interfaces::list_interfaces()?
+            .into_iter()
+            .filter(|interface| !interface.is_loopback())
+            .map(|interface| interface.name)
+            .collect()
+    } else {
+        args.interfaces
+    };
     let config = CaptureConfig {
-        interfaces: args.interfaces,
+        interfaces,
         ports: args.ports,
         ring_buffer_bytes: args.ring_buffer_bytes,
     };
