@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::segment::FlowKey;
+use crate::{http::RequestSummary, segment::FlowKey};
 
 /// Identifies one request of one captured connection (the tracker's per-connection index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -25,8 +25,8 @@ pub struct Observed {
 pub struct Verdict {
     /// Index of the target the exchange belongs to.
     pub target: usize,
-    /// `METHOD target` of the request, for logs.
-    pub request_line: String,
+    /// Method, target and Host of the request (slices of its bytes), for logs.
+    pub request: RequestSummary,
     pub primary: Observed,
     pub shadow: Observed,
     pub status_mismatch: bool,
@@ -36,7 +36,7 @@ pub struct Verdict {
 #[derive(Debug)]
 struct Entry {
     target: usize,
-    request_line: String,
+    request: RequestSummary,
     compare_bodies: bool,
     primary: Option<Observed>,
     shadow: Option<Observed>,
@@ -71,7 +71,7 @@ impl Comparator {
         &mut self,
         id: ExchangeKey,
         target: usize,
-        request_line: String,
+        request: RequestSummary,
         compare_bodies: bool,
         now_ns: u64,
     ) {
@@ -82,7 +82,7 @@ impl Comparator {
             id,
             Entry {
                 target,
-                request_line,
+                request,
                 compare_bodies,
                 primary: None,
                 shadow: None,
@@ -112,7 +112,7 @@ impl Comparator {
         let entry = self.entries.remove(&id)?;
         Some(Verdict {
             target: entry.target,
-            request_line: entry.request_line,
+            request: entry.request,
             primary,
             shadow,
             status_mismatch: primary.status != shadow.status,
@@ -161,6 +161,14 @@ mod tests {
         body_digest: 1,
     };
 
+    fn get() -> RequestSummary {
+        RequestSummary {
+            method: bytes::Bytes::from_static(b"GET"),
+            target: bytes::Bytes::from_static(b"/"),
+            host: None,
+        }
+    }
+
     fn key(index: u64) -> ExchangeKey {
         ExchangeKey {
             flow: FlowKey {
@@ -174,11 +182,11 @@ mod tests {
     #[test]
     fn either_side_may_come_first() {
         let mut comparator = Comparator::new(1_000, 10);
-        comparator.open(key(1), 0, "GET /".into(), true, 0);
+        comparator.open(key(1), 0, get(), true, 0);
         assert_eq!(comparator.on_shadow(key(1), OK), None);
         let verdict = comparator.on_primary(key(1), OK).expect("judged");
         assert!(!verdict.status_mismatch && !verdict.body_mismatch);
-        comparator.open(key(2), 3, "GET /".into(), true, 0);
+        comparator.open(key(2), 3, get(), true, 0);
         assert_eq!(comparator.on_primary(key(2), OK), None);
         let verdict = comparator
             .on_shadow(
@@ -197,7 +205,7 @@ mod tests {
     #[test]
     fn bodies_are_ignored_when_asked() {
         let mut comparator = Comparator::new(1_000, 10);
-        comparator.open(key(1), 0, "GET /".into(), false, 0);
+        comparator.open(key(1), 0, get(), false, 0);
         comparator.on_primary(key(1), OK);
         let verdict = comparator
             .on_shadow(
@@ -214,13 +222,13 @@ mod tests {
     #[test]
     fn unanswered_entries_expire_and_the_table_is_bounded() {
         let mut comparator = Comparator::new(100, 2);
-        comparator.open(key(1), 0, "GET /".into(), true, 0);
-        comparator.open(key(2), 0, "GET /".into(), true, 50);
+        comparator.open(key(1), 0, get(), true, 0);
+        comparator.open(key(2), 0, get(), true, 50);
         comparator.expire(120);
         assert_eq!(comparator.len(), 1);
         assert_eq!(comparator.expired, 1);
-        comparator.open(key(3), 0, "GET /".into(), true, 120);
-        comparator.open(key(4), 0, "GET /".into(), true, 121);
+        comparator.open(key(3), 0, get(), true, 120);
+        comparator.open(key(4), 0, get(), true, 121);
         assert_eq!(comparator.len(), 2, "oldest evicted at the bound");
         assert_eq!(comparator.expired, 2);
         assert_eq!(comparator.on_primary(key(2), OK), None, "2 was evicted");

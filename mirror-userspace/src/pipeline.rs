@@ -19,8 +19,8 @@ use crate::{
     compare::{Comparator, ExchangeKey, Observed},
     config::{SampleBy, TargetConfig},
     http::{
-        HttpEvent, HttpRequest, HttpTracker, LossEvent, LossReason, RequestEvent, ResponseEvent,
-        Stats,
+        HttpEvent, HttpRequest, HttpTracker, LossEvent, LossReason, RequestEvent, RequestSummary,
+        ResponseEvent, Stats,
     },
     metrics::{
         DirectionLabels, Metrics, ReasonLabels, TargetKindLabels, TargetLabels,
@@ -429,9 +429,14 @@ impl Pipeline {
         };
         if target.replayer.try_send(job) {
             if target.config.compare_responses {
-                let request_line = format!("{} {}", request.method(), request.target());
-                self.comparator
-                    .open(key, index, request_line, true, event.last_byte_ns);
+                // Slices of the request's bytes: no copy on the per-request path.
+                self.comparator.open(
+                    key,
+                    index,
+                    RequestSummary::of(request),
+                    true,
+                    event.last_byte_ns,
+                );
             }
         } else {
             self.replayed(index, "dropped");
@@ -503,7 +508,8 @@ impl Pipeline {
             target.last_mismatch_log_ns = now_ns;
             info!(
                 target = %target.config.name,
-                request = %verdict.request_line,
+                method = %String::from_utf8_lossy(&verdict.request.method),
+                request_target = %String::from_utf8_lossy(&verdict.request.target),
                 primary_status = verdict.primary.status,
                 shadow_status = verdict.shadow.status,
                 body_differs = verdict.body_mismatch,
