@@ -294,21 +294,7 @@ pub fn latency(quantile: Option<Quantile>) -> String {
         Some(Quantile::Value(seconds)) => ("", seconds),
         Some(Quantile::Above(bound)) => (">", bound),
     };
-    let (value, unit) = if seconds >= 1.0 {
-        (seconds, "s")
-    } else if seconds >= 1e-3 {
-        (seconds * 1e3, "ms")
-    } else {
-        (seconds * 1e6, "µs")
-    };
-    let decimals = if value < 10.0 {
-        2
-    } else if value < 100.0 {
-        1
-    } else {
-        0
-    };
-    format!("{prefix}{value:.decimals$} {unit}")
+    format!("{prefix}{}", crate::stats::seconds_text(seconds, " "))
 }
 
 #[cfg(test)]

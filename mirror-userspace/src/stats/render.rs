@@ -170,12 +170,14 @@ fn percent(part: f64, whole: f64) -> String {
 fn latency(quantile: Option<Quantile>) -> String {
     match quantile {
         None => "-".to_owned(),
-        Some(Quantile::Value(seconds)) => seconds_text(seconds),
-        Some(Quantile::Above(bound)) => format!(">{}", seconds_text(bound)),
+        Some(Quantile::Value(seconds)) => seconds_text(seconds, ""),
+        Some(Quantile::Above(bound)) => format!(">{}", seconds_text(bound, "")),
     }
 }
 
-fn seconds_text(seconds: f64) -> String {
+/// A duration in seconds as s, ms or µs with three significant digits; `separator` goes
+/// between the number and the unit.
+pub fn seconds_text(seconds: f64, separator: &str) -> String {
     let (value, unit) = if seconds >= 1.0 {
         (seconds, "s")
     } else if seconds >= 1e-3 {
@@ -190,7 +192,7 @@ fn seconds_text(seconds: f64) -> String {
     } else {
         0
     };
-    format!("{value:.decimals$}{unit}")
+    format!("{value:.decimals$}{separator}{unit}")
 }
 
 /// Rows of a label, two right-aligned value columns and a free-text note.
@@ -241,12 +243,12 @@ mod tests {
 
     #[test]
     fn latencies_keep_three_significant_digits() {
-        assert_eq!(seconds_text(0.000_45), "450µs");
-        assert_eq!(seconds_text(0.000_004_2), "4.20µs");
-        assert_eq!(seconds_text(0.0021), "2.10ms");
-        assert_eq!(seconds_text(0.048), "48.0ms");
-        assert_eq!(seconds_text(0.2), "200ms");
-        assert_eq!(seconds_text(1.5), "1.50s");
+        assert_eq!(seconds_text(0.000_45, ""), "450µs");
+        assert_eq!(seconds_text(0.000_004_2, ""), "4.20µs");
+        assert_eq!(seconds_text(0.0021, ""), "2.10ms");
+        assert_eq!(seconds_text(0.048, ""), "48.0ms");
+        assert_eq!(seconds_text(0.2, ""), "200ms");
+        assert_eq!(seconds_text(1.5, ""), "1.50s");
         assert_eq!(latency(Some(Quantile::Above(52.4288))), ">52.4s");
         assert_eq!(latency(None), "-");
     }
