@@ -2,9 +2,9 @@
 //! (I/O-free; time passed in). Either side may arrive first; an entry whose other side never
 //! comes (primary response lost, replay dropped) expires after a deadline, so memory is bounded.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
-use crate::{http::RequestSummary, segment::FlowKey};
+use crate::{hash::HashMap, http::RequestSummary, segment::FlowKey};
 
 /// Identifies one request of one captured connection (the tracker's per-connection index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -58,7 +58,7 @@ impl Comparator {
     /// `ttl_ns`: how long an entry waits for its other side; `max_entries`: hard bound.
     pub fn new(ttl_ns: u64, max_entries: usize) -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             deadlines: VecDeque::new(),
             ttl_ns,
             max_entries: max_entries.max(1),

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod compare;
 pub mod config;
 pub mod demo;
+pub mod hash;
 pub mod http;
 pub mod metrics;
 pub mod netns;

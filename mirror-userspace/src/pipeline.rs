@@ -8,14 +8,13 @@
 //! (`dropped` included), once its replay finished. Requests abandoned before they were framed
 //! are in `mirror_requests_lost_total{reason}`; capture losses in `mirror_capture_drops_total`.
 
-use std::collections::HashMap;
-
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
     capture::SelfTraffic,
+    hash::HashMap,
     compare::{Comparator, ExchangeKey, Observed},
     config::{SampleBy, TargetConfig},
     http::{
@@ -127,7 +126,7 @@ impl Pipeline {
             self_traffic,
             results,
             targets: Vec::new(),
-            by_port: HashMap::new(),
+            by_port: HashMap::default(),
             comparator: Comparator::new(COMPARE_TTL_NS, COMPARE_MAX_ENTRIES),
             metrics,
             last_stats: Stats::default(),
@@ -201,9 +200,9 @@ impl Pipeline {
             kind,
         };
         TargetMetrics {
-            skipped: HashMap::new(),
-            replays: HashMap::new(),
-            responses: HashMap::new(),
+            skipped: HashMap::default(),
+            replays: HashMap::default(),
+            responses: HashMap::default(),
             requests: metrics.requests.get_or_create_owned(&target),
             parse_errors: metrics.parse_errors.get_or_create_owned(&target),
             queue_depth: metrics.replay_queue_depth.get_or_create_owned(&target),

@@ -2,12 +2,10 @@
 //! doubly-linked list in least-recently-used order, so touch, insert, remove and "evict the
 //! oldest" are all O(1) and there is no per-operation allocation once the slab has grown.
 //!
-//! The map uses std's randomly keyed SipHash: flow keys come from the network, and a fixed hash
-//! would let a remote peer aim its connections at one bucket.
+//! The map uses a per-process randomly seeded hash ([`crate::hash::RandomState`]): flow keys come
+//! from the network, and a fixed hash would let a remote peer aim its connections at one bucket.
 
-use std::collections::HashMap;
-
-use crate::segment::FlowKey;
+use crate::{hash::HashMap, segment::FlowKey};
 
 const NONE: u32 = u32::MAX;
 
@@ -34,7 +32,7 @@ pub struct LruTable<V> {
 impl<V> Default for LruTable<V> {
     fn default() -> Self {
         Self {
-            index: HashMap::new(),
+            index: HashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
             newest: NONE,

@@ -8,6 +8,8 @@
 //! then the median over rounds is reported: this machine drifts by +-15% between runs.
 //!
 //! Usage: `mirror-bench [--rounds N] [--seconds S] [--completeness-seconds S] [--chart PATH]`
+//! (`--completeness-seconds 0` skips the fixed-rate runs; `--only TEXT` keeps the baseline and the
+//! modes whose label contains TEXT, for profiling one mode.)
 
 use std::{
     path::{Path, PathBuf},
@@ -56,7 +58,7 @@ const fn mode(label: &'static str, load: Load, daemon: Option<(u16, &'static str
 }
 
 /// Primary impact under keep-alive load. Index 0 is the baseline, 1 the fast shadow.
-const IMPACT: [Mode; 6] = [
+const IMPACT: [Mode; 8] = [
     mode("no mirror", Load::KeepAlive, None),
     mode(
         "mirror 100%, fast shadow",
@@ -67,6 +69,18 @@ const IMPACT: [Mode; 6] = [
         "mirror 10%, fast shadow",
         Load::KeepAlive,
         Some((FAST_PORT, "10", false)),
+    ),
+    mode(
+        "mirror 10% of connections (in-kernel), fast shadow",
+        Load::KeepAlive,
+        Some((FAST_PORT, "10", true)),
+    ),
+    // The classifier's own cost: attached and parsing, every connection sampled out in the
+    // kernel, nothing reaches the ring buffer.
+    mode(
+        "classifier only (0% of connections)",
+        Load::KeepAlive,
+        Some((FAST_PORT, "0", true)),
     ),
     mode(
         "mirror 100%, 200 ms shadow",
@@ -178,8 +192,9 @@ fn start_daemon(
     std::fs::write(
         &config,
         format!(
-            "[capture]\ninterfaces = [\"{}\"]\n\n[[target]]\nname = \"bench\"\nport = {PORT}\nshadow = \"{shadow}\"\nsample_percent = {sample}.0\nsample_by = \"{sample_by}\"\n",
-            topology.server_if
+            "[capture]\ninterfaces = [\"{}\"]\n{}\n\n[[target]]\nname = \"bench\"\nport = {PORT}\nshadow = \"{shadow}\"\nsample_percent = {sample}.0\nsample_by = \"{sample_by}\"\n",
+            topology.server_if,
+            std::env::var("MIRROR_BENCH_CAPTURE").unwrap_or_default()
         ),
     )
     .expect("bench config");
@@ -451,6 +466,23 @@ fn chart_path() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// `--only TEXT`: keep the baseline (index 0) and the modes whose label contains TEXT.
+fn selected(modes: &[Mode]) -> Vec<Mode> {
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1));
+    modes
+        .iter()
+        .enumerate()
+        .filter(|(index, mode)| {
+            *index == 0 || only.is_none_or(|text| mode.label.contains(text.as_str()))
+        })
+        .map(|(_, mode)| *mode)
+        .collect()
+}
+
 fn cleanup(dirs: &[&Path]) {
     for dir in dirs {
         let _ = std::fs::remove_dir_all(dir);
@@ -503,19 +535,29 @@ fn main() {
         "",
     );
 
-    let impact = rounds_of(&topology, &IMPACT, rounds, seconds);
+    let impact_modes = selected(&IMPACT);
+    let impact = rounds_of(&topology, &impact_modes, rounds, seconds);
     println!(
         "### Primary impact (wrk -t2 -c32 keep-alive, {seconds} s per run, {rounds} interleaved rounds)\n"
     );
-    print_table(&IMPACT, &impact, Some(1));
-    let scaling = rounds_of(&topology, &SCALING, rounds, seconds);
+    let fast = impact_modes
+        .iter()
+        .position(|mode| mode.label == IMPACT[1].label);
+    print_table(&impact_modes, &impact, fast);
+    let scaling_modes = selected(&SCALING);
+    let scaling = rounds_of(&topology, &scaling_modes, rounds, seconds);
     println!(
         "\n### Cost with the sampled share (wrk -t2 -c32 with `Connection: close`, {seconds} s per run, {rounds} interleaved rounds)\n"
     );
-    print_table(&SCALING, &scaling, None);
+    print_table(&scaling_modes, &scaling, None);
 
     let chart = chart_path();
-    for rate in [5_000, 10_000, 20_000] {
+    let rates: &[u64] = if completeness_seconds == 0 {
+        &[]
+    } else {
+        &[5_000, 10_000, 20_000]
+    };
+    for &rate in rates {
         let chart = (rate == 10_000).then_some(chart.as_deref()).flatten();
         completeness(&topology, rate, completeness_seconds, chart);
     }
