@@ -14,9 +14,9 @@ use tracing::{info, warn};
 
 use crate::{
     capture::SelfTraffic,
-    hash::HashMap,
     compare::{Comparator, ExchangeKey, Observed},
     config::{SampleBy, TargetConfig},
+    hash::HashMap,
     http::{
         HttpEvent, HttpRequest, HttpTracker, LossEvent, LossReason, RequestEvent, RequestSummary,
         ResponseEvent, Stats,
@@ -104,6 +104,18 @@ fn same_replay(old: &TargetConfig, new: &TargetConfig) -> bool {
         && old.queue == new.queue
         && old.concurrency == new.concurrency
         && old.timeout_ms == new.timeout_ms
+}
+
+/// Whether a request may share a connection write with others (see [`crate::replay`]): a safe
+/// method on HTTP/1.1 that does not ask for the connection to be closed.
+fn pipelinable(request: &HttpRequest) -> bool {
+    matches!(request.method(), "GET" | "HEAD" | "OPTIONS")
+        && request.version_minor() == 1
+        && !request.header("connection").is_some_and(|value| {
+            value
+                .split(|byte| *byte == b',')
+                .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"close"))
+        })
 }
 
 fn seconds(ns: u64) -> f64 {
@@ -425,6 +437,7 @@ impl Pipeline {
             head: rewritten.head,
             body: rewritten.body,
             is_head: request.method() == "HEAD",
+            pipelinable: pipelinable(request),
         };
         if target.replayer.try_send(job) {
             if target.config.compare_responses {
@@ -477,10 +490,12 @@ impl Pipeline {
         match (result.outcome, result.response) {
             (ReplayOutcome::Ok, Some((response, latency))) => {
                 self.response(target, "shadow", response.status);
-                self.targets[target]
-                    .metrics
-                    .shadow_duration
-                    .observe(latency.as_secs_f64());
+                if let Some(latency) = latency {
+                    self.targets[target]
+                        .metrics
+                        .shadow_duration
+                        .observe(latency.as_secs_f64());
+                }
                 let observed = Observed {
                     status: response.status,
                     body_digest: response.body_digest,

@@ -55,9 +55,18 @@ impl ReaderStats {
     }
 }
 
+/// Arena capacity of the first batch. Later batches reserve what the previous one used, up to
+/// [`MAX_ARENA_RESERVE_BYTES`]: a record slice that a stream keeps (a partial request) keeps its
+/// whole arena alive, so arenas stay small.
+const INITIAL_ARENA_BYTES: usize = 16 * 1024;
+const MAX_ARENA_RESERVE_BYTES: usize = 256 * 1024;
+
 /// Async reader over the classifier's ring buffer.
 pub struct RingReader {
     fd: AsyncFd<RingBuf<MapData>>,
+    /// Bytes the last non-empty batch used: growing the arena record by record copied it
+    /// several times over (a tenth of the daemon's CPU under load).
+    last_batch_bytes: usize,
 }
 
 impl RingReader {
@@ -66,7 +75,10 @@ impl RingReader {
         // whole life; `RingBuf::as_raw_fd` always returns that same fd.
         let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|error| CaptureError::Reactor(error.into_parts().1))?;
-        Ok(Self { fd })
+        Ok(Self {
+            fd,
+            last_batch_bytes: INITIAL_ARENA_BYTES,
+        })
     }
 
     /// Waits until records are available, then drains up to [`MAX_RECORDS_PER_BATCH`] of them.
@@ -91,7 +103,7 @@ impl RingReader {
 
     fn drain(&mut self, stats: &ReaderStats) -> SegmentBatch {
         let ring = self.fd.get_mut();
-        let mut arena = BytesMut::new();
+        let mut arena = BytesMut::with_capacity(self.last_batch_bytes);
         let mut bounds = Vec::new();
         while bounds.len() < MAX_RECORDS_PER_BATCH {
             let Some(item) = ring.next() else {
@@ -104,6 +116,9 @@ impl RingReader {
         if bounds.is_empty() {
             return Vec::new();
         }
+        self.last_batch_bytes = arena
+            .len()
+            .clamp(INITIAL_ARENA_BYTES, MAX_ARENA_RESERVE_BYTES);
         stats
             .records
             .fetch_add(bounds.len() as u64, Ordering::Relaxed);

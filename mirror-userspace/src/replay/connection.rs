@@ -2,11 +2,7 @@
 //! and rewritten (hand-written I/O instead of an HTTP client library: a client would re-serialise
 //! the head and lose byte fidelity), and the response is read with the shared framing rules.
 
-use std::{
-    net::SocketAddr,
-    os::fd::AsFd,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, os::fd::AsFd, time::Instant};
 
 use bytes::BytesMut;
 use tokio::{
@@ -37,9 +33,13 @@ pub enum ConnectionError {
 pub struct ShadowConnection {
     stream: TcpStream,
     buffer: BytesMut,
+    /// Reused write buffer for pipelined batches.
+    outgoing: Vec<u8>,
     registration: Option<(SelfTraffic, u64)>,
     /// Set when the connection must not carry another request.
     spent: bool,
+    /// The shadow announced it closes the connection (`Connection: close`, HTTP/1.0, ...).
+    closed_by_peer: bool,
 }
 
 impl ShadowConnection {
@@ -67,45 +67,69 @@ impl ShadowConnection {
         Ok(Self {
             stream,
             buffer: BytesMut::new(),
+            outgoing: Vec::new(),
             registration,
             spent: false,
+            closed_by_peer: false,
         })
     }
 
     /// False once the connection cannot carry another request.
     pub fn is_reusable(&self) -> bool {
-        !self.spent && self.buffer.is_empty()
+        !self.spent && !self.closed_by_peer && self.buffer.is_empty()
     }
 
-    /// Sends the request (`head` then `body`) and reads the final response. Returns it with the shadow latency: last
-    /// request byte written to first response byte read (the wire latency's userspace twin).
-    pub async fn exchange(
-        &mut self,
-        head: &[u8],
-        body: &[u8],
-        request_is_head: bool,
-    ) -> Result<(ShadowResponse, Duration), ConnectionError> {
-        // Any failure below leaves the connection in an unknown state.
+    /// Writes `requests` (each a head then a body) back to back: one write for a pipelined
+    /// batch. Returns when the last byte is handed to the kernel.
+    pub async fn send(&mut self, requests: &[(&[u8], &[u8])]) -> Result<(), ConnectionError> {
+        // Any failure from here on leaves the connection in an unknown state; `finish` clears it.
         self.spent = true;
-        self.stream
-            .write_all(head)
-            .await
-            .map_err(ConnectionError::Write)?;
-        if !body.is_empty() {
-            self.stream
-                .write_all(body)
+        if let [(head, body)] = requests
+            && body.is_empty()
+        {
+            return self
+                .stream
+                .write_all(head)
                 .await
-                .map_err(ConnectionError::Write)?;
+                .map_err(ConnectionError::Write);
         }
-        let sent = Instant::now();
+        let len = requests
+            .iter()
+            .map(|(head, body)| head.len() + body.len())
+            .sum();
+        self.outgoing.clear();
+        self.outgoing.reserve(len);
+        for (head, body) in requests {
+            self.outgoing.extend_from_slice(head);
+            self.outgoing.extend_from_slice(body);
+        }
+        self.stream
+            .write_all(&self.outgoing)
+            .await
+            .map_err(ConnectionError::Write)
+    }
+
+    /// Reads the final response to the next request sent. Returns it with the instant its first
+    /// byte was read (bytes already buffered count as read now).
+    pub async fn read_response(
+        &mut self,
+        request_is_head: bool,
+    ) -> Result<(ShadowResponse, Instant), ConnectionError> {
         let mut first_byte = None;
         let response = read_response(&mut self.stream, &mut self.buffer, request_is_head, || {
             first_byte = Some(Instant::now());
         })
         .await?;
-        let latency = first_byte.unwrap_or_else(Instant::now).duration_since(sent);
-        self.spent = response.closes;
-        Ok((response, latency))
+        if response.closes {
+            self.closed_by_peer = true;
+        }
+        Ok((response, first_byte.unwrap_or_else(Instant::now)))
+    }
+
+    /// Marks the connection reusable again once every response of what was sent has been read
+    /// (unless one of them closes it).
+    pub fn finish(&mut self) {
+        self.spent = self.closed_by_peer;
     }
 }
 

@@ -2,6 +2,14 @@
 //! newest request is dropped and counted, never waited for), a fixed number of workers each with
 //! a keep-alive connection, a per-request timeout, and a shared back-off while the shadow is
 //! unreachable. Nothing here can block the capture path: the pipeline only ever `try_send`s.
+//!
+//! A worker that finds more safe requests (GET, HEAD, OPTIONS) already queued writes them back
+//! to back on its connection (HTTP/1.1 pipelining, RFC 9112 §9.3.2): one write and a few reads
+//! for several requests instead of a write and a read each, which was most of the daemon's
+//! per-request CPU. The depth adapts to the shadow: it is bounded so that the shadow's last
+//! measured latency times the depth stays within a quarter of the timeout, so a slow shadow
+//! gets one request at a time. Only the first response of a batch is timed (the others wait
+//! behind it on the connection, which says nothing about the shadow's own latency).
 
 mod connection;
 pub mod response;
@@ -27,6 +35,8 @@ use crate::{capture::SelfTraffic, compare::ExchangeKey};
 const RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Most requests written back to back on one connection.
+const MAX_PIPELINE: usize = 8;
 
 /// Where and how to replay one target's requests.
 #[derive(Clone, Debug)]
@@ -49,6 +59,9 @@ pub struct ReplayJob {
     pub head: Bytes,
     pub body: Bytes,
     pub is_head: bool,
+    /// May share a connection write with other requests: a safe method (GET, HEAD, OPTIONS),
+    /// HTTP/1.1, not asking the shadow to close the connection.
+    pub pipelinable: bool,
 }
 
 /// How a replay ended (`mirror_replays_total{outcome}`; `dropped` is counted by the caller when
@@ -75,8 +88,9 @@ impl ReplayOutcome {
 pub struct ReplayResult {
     pub key: ExchangeKey,
     pub outcome: ReplayOutcome,
-    /// The shadow's response and latency when `outcome` is `Ok`.
-    pub response: Option<(ShadowResponse, Duration)>,
+    /// The shadow's response when `outcome` is `Ok`, with its latency when it was timed (the
+    /// first response of a pipelined batch).
+    pub response: Option<(ShadowResponse, Option<Duration>)>,
 }
 
 /// Shared state of a target's workers: resolved addresses and back-off.
@@ -179,6 +193,44 @@ impl Replayer {
     }
 }
 
+/// How many requests a worker may write back to back, given the shadow's last measured latency
+/// on its connection: the whole batch must be answered well within the timeout. Unknown latency
+/// (a fresh worker) allows one.
+fn pipeline_depth(last_latency: Option<Duration>, timeout: Duration) -> usize {
+    let Some(latency) = last_latency else {
+        return 1;
+    };
+    let budget = (timeout / 4).as_nanos();
+    (budget / latency.as_nanos().max(1)).clamp(1, MAX_PIPELINE as u128) as usize
+}
+
+/// Takes the next batch: one job (waiting for it), then, when it may be pipelined, the
+/// pipelinable jobs already queued up to `depth`. A queued job that may not be pipelined is
+/// returned apart and goes first next time.
+async fn next_batch(
+    jobs: &tokio::sync::Mutex<mpsc::Receiver<ReplayJob>>,
+    held: &mut Option<ReplayJob>,
+    depth: usize,
+) -> Option<Vec<ReplayJob>> {
+    let mut receiver = jobs.lock().await;
+    let first = match held.take() {
+        Some(job) => job,
+        None => receiver.recv().await?,
+    };
+    let mut batch = vec![first];
+    while batch[0].pipelinable && batch.len() < depth {
+        match receiver.try_recv() {
+            Ok(job) if job.pipelinable => batch.push(job),
+            Ok(job) => {
+                *held = Some(job);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
 async fn worker(
     state: Arc<ShadowState>,
     jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<ReplayJob>>>,
@@ -186,43 +238,55 @@ async fn worker(
     results: mpsc::UnboundedSender<ReplayResult>,
 ) {
     let mut connection: Option<ShadowConnection> = None;
+    let mut held = None;
+    let mut last_latency = None;
     loop {
-        let Some(job) = jobs.lock().await.recv().await else {
+        let depth = pipeline_depth(last_latency, state.config.timeout);
+        let Some(batch) = next_batch(&jobs, &mut held, depth).await else {
             return;
         };
-        let key = job.key;
-        let result = tokio::time::timeout(
-            state.config.timeout,
-            replay_one(&state, &mut connection, self_traffic.as_ref(), &job),
+        let mut done = Vec::with_capacity(batch.len());
+        let outcome = replay_batch(
+            &state,
+            &mut connection,
+            self_traffic.as_ref(),
+            &batch,
+            &mut done,
         )
         .await;
-        let result = match result {
-            Ok(Ok(response)) => ReplayResult {
-                key,
+        if let Some(latency) = done.iter().find_map(|(_, latency)| *latency) {
+            last_latency = Some(latency);
+        }
+        let answered = done.len();
+        for (job, response) in batch.iter().zip(done) {
+            let result = ReplayResult {
+                key: job.key,
                 outcome: ReplayOutcome::Ok,
                 response: Some(response),
-            },
-            Ok(Err(error)) => {
-                debug!(target = %state.config.target, %error, "replay failed");
-                connection = None;
-                ReplayResult {
-                    key,
-                    outcome: ReplayOutcome::Error,
-                    response: None,
-                }
+            };
+            if results.send(result).is_err() {
+                return;
             }
-            Err(_) => {
-                // The connection may be mid-response: never reuse it.
-                connection = None;
-                ReplayResult {
-                    key,
-                    outcome: ReplayOutcome::Timeout,
-                    response: None,
-                }
+        }
+        let failed = match outcome {
+            Ok(()) => continue,
+            Err(BatchError::Timeout) => ReplayOutcome::Timeout,
+            Err(BatchError::Failed(error)) => {
+                debug!(target = %state.config.target, %error, "replay failed");
+                ReplayOutcome::Error
             }
         };
-        if results.send(result).is_err() {
-            return;
+        // The connection may be mid-response: never reuse it.
+        connection = None;
+        for job in &batch[answered..] {
+            let result = ReplayResult {
+                key: job.key,
+                outcome: failed,
+                response: None,
+            };
+            if results.send(result).is_err() {
+                return;
+            }
         }
     }
 }
@@ -234,36 +298,72 @@ enum ReplayError {
     BackingOff,
     #[error("the shadow's name did not resolve to any address")]
     Unresolved,
+    #[error("the shadow closed the connection before answering every pipelined request")]
+    Unanswered,
     #[error(transparent)]
     Connection(#[from] ConnectionError),
 }
 
-async fn replay_one(
+/// How the unanswered rest of a batch ends.
+enum BatchError {
+    Timeout,
+    Failed(ReplayError),
+}
+
+/// Replays `batch`, pushing each response (with its latency when timed) to `done` in order; on
+/// error, the jobs from `done.len()` on are unanswered. Each attempt has the per-request
+/// timeout. Requests the shadow never answered are sent once more on a fresh connection when
+/// the connection turned out stale (closed while idle) or was closed after some answers
+/// (keep-alive limit): a conforming server processes nothing after it closes, and only safe
+/// methods are pipelined.
+async fn replay_batch(
     state: &ShadowState,
     connection: &mut Option<ShadowConnection>,
     self_traffic: Option<&SelfTraffic>,
-    job: &ReplayJob,
-) -> Result<(ShadowResponse, Duration), ReplayError> {
-    // A kept-alive connection the shadow closed while idle fails before any response byte; that
-    // request never reached the application, so it is sent once more on a fresh connection.
-    let reused = connection
-        .as_ref()
-        .is_some_and(ShadowConnection::is_reusable);
-    match exchange(state, connection, self_traffic, job).await {
-        Err(ReplayError::Connection(
-            ConnectionError::Write(_)
-            | ConnectionError::Response(response::ResponseError::NoResponse),
-        )) if reused => exchange(state, connection, self_traffic, job).await,
-        result => result,
+    batch: &[ReplayJob],
+    done: &mut Vec<(ShadowResponse, Option<Duration>)>,
+) -> Result<(), BatchError> {
+    let mut retried = false;
+    loop {
+        let reused = connection
+            .as_ref()
+            .is_some_and(ShadowConnection::is_reusable);
+        let before = done.len();
+        let attempt = tokio::time::timeout(
+            state.config.timeout,
+            exchange(state, connection, self_traffic, &batch[before..], done),
+        )
+        .await;
+        let error = match attempt {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(error)) => error,
+            Err(_) => return Err(BatchError::Timeout),
+        };
+        *connection = None;
+        let answered_some = done.len() > before;
+        let unanswered = matches!(
+            error,
+            ReplayError::Unanswered
+                | ReplayError::Connection(
+                    ConnectionError::Write(_)
+                        | ConnectionError::Response(response::ResponseError::NoResponse)
+                )
+        );
+        if retried || !unanswered || !(reused || answered_some) {
+            return Err(BatchError::Failed(error));
+        }
+        retried = true;
     }
 }
 
+/// One attempt: connects if needed, writes `jobs` and reads their responses into `done`.
 async fn exchange(
     state: &ShadowState,
     connection: &mut Option<ShadowConnection>,
     self_traffic: Option<&SelfTraffic>,
-    job: &ReplayJob,
-) -> Result<(ShadowResponse, Duration), ReplayError> {
+    jobs: &[ReplayJob],
+    done: &mut Vec<(ShadowResponse, Option<Duration>)>,
+) -> Result<(), ReplayError> {
     if connection.as_ref().is_none_or(|open| !open.is_reusable()) {
         *connection = None;
         if state.backing_off() {
@@ -284,16 +384,27 @@ async fn exchange(
     let Some(open) = connection.as_mut() else {
         return Err(ReplayError::Unresolved);
     };
-    match open.exchange(&job.head, &job.body, job.is_head).await {
-        Ok(done) => {
-            if !open.is_reusable() {
-                *connection = None;
-            }
-            Ok(done)
-        }
-        Err(error) => {
-            *connection = None;
-            Err(error.into())
+    let requests: Vec<(&[u8], &[u8])> = jobs
+        .iter()
+        .map(|job| (job.head.as_ref(), job.body.as_ref()))
+        .collect();
+    open.send(&requests).await?;
+    let sent = Instant::now();
+    for (index, job) in jobs.iter().enumerate() {
+        let (response, first_byte) = open.read_response(job.is_head).await?;
+        let latency = (index == 0).then(|| first_byte.duration_since(sent));
+        let closes = response.closes;
+        done.push((response, latency));
+        if closes && index + 1 < jobs.len() {
+            return Err(ReplayError::Unanswered);
         }
     }
+    open.finish();
+    if !open.is_reusable() {
+        *connection = None;
+    }
+    Ok(())
 }
+
+#[cfg(test)]
+mod tests;

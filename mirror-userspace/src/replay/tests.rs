@@ -1,0 +1,229 @@
+//! The replay pool against a small HTTP/1.1 server on loopback: pipelined batches are answered
+//! in order and paired with the right jobs, a connection the shadow closes part-way through a
+//! batch has its unanswered requests sent again, and the depth follows the shadow's latency.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+    sync::{Mutex, mpsc},
+};
+
+use super::*;
+use crate::segment::FlowKey;
+
+#[test]
+fn pipeline_depth_follows_the_shadow_latency() {
+    let timeout = Duration::from_secs(2);
+    assert_eq!(pipeline_depth(None, timeout), 1, "unknown latency");
+    assert_eq!(
+        pipeline_depth(Some(Duration::from_micros(300)), timeout),
+        MAX_PIPELINE
+    );
+    assert_eq!(pipeline_depth(Some(Duration::from_millis(200)), timeout), 2);
+    assert_eq!(pipeline_depth(Some(Duration::from_millis(600)), timeout), 1);
+    assert_eq!(pipeline_depth(Some(Duration::from_secs(5)), timeout), 1);
+    assert_eq!(pipeline_depth(Some(Duration::ZERO), timeout), MAX_PIPELINE);
+}
+
+/// What the test server saw: per connection, the number of requests and of reads that
+/// carried them.
+#[derive(Debug, Default)]
+struct Seen {
+    connections: Vec<(usize, usize)>,
+}
+
+/// Answers every GET with its target as the body. The first connection announces
+/// `Connection: close` on its response number `close_after` (1-based) and closes.
+async fn serve(close_after: Option<usize>) -> (SocketAddr, Arc<Mutex<Seen>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let state = Arc::clone(&seen);
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let close_after = if first { close_after } else { None };
+            first = false;
+            let index = {
+                let mut seen = state.lock().await;
+                seen.connections.push((0, 0));
+                seen.connections.len() - 1
+            };
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut answered = 0;
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let n = stream.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    state.lock().await.connections[index].1 += 1;
+                    buffer.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = buffer.drain(..end + 4).collect();
+                        let target = head.split(|b| *b == b' ').nth(1).unwrap().to_vec();
+                        answered += 1;
+                        state.lock().await.connections[index].0 += 1;
+                        let closes = close_after == Some(answered);
+                        let mut response = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{}\r\n",
+                            target.len(),
+                            if closes { "Connection: close\r\n" } else { "" }
+                        )
+                        .into_bytes();
+                        response.extend_from_slice(&target);
+                        stream.write_all(&response).await.unwrap();
+                        if closes {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn job(index: u64) -> ReplayJob {
+    let addr: SocketAddr = "198.18.0.1:40000".parse().unwrap();
+    ReplayJob {
+        key: ExchangeKey {
+            flow: FlowKey {
+                client: addr,
+                server: addr,
+            },
+            index,
+        },
+        head: Bytes::from(format!("GET /{index} HTTP/1.1\r\nHost: shadow\r\n\r\n")),
+        body: Bytes::new(),
+        is_head: false,
+        pipelinable: true,
+    }
+}
+
+fn replayer(addr: SocketAddr) -> (Replayer, mpsc::UnboundedReceiver<ReplayResult>) {
+    let (results, receiver) = mpsc::unbounded_channel();
+    let config = ReplayConfig {
+        target: "t".to_owned(),
+        shadow_host: addr.ip().to_string(),
+        shadow_port: addr.port(),
+        queue: 64,
+        concurrency: 1,
+        timeout: Duration::from_secs(2),
+    };
+    (Replayer::spawn(config, None, results), receiver)
+}
+
+/// Each result is Ok and carries the digest of its own job's target.
+fn assert_paired(result: &ReplayResult) {
+    assert_eq!(result.outcome, ReplayOutcome::Ok, "{result:?}");
+    let (response, _) = result.response.expect("a response");
+    let target = format!("/{}", result.key.index);
+    assert_eq!(
+        response.body_digest,
+        xxhash_rust::xxh3::xxh3_128(target.as_bytes()),
+        "job {} got another job's response",
+        result.key.index
+    );
+}
+
+fn run(test: impl Future<Output = ()>) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test);
+}
+
+#[test]
+fn queued_safe_requests_are_pipelined_and_paired_in_order() {
+    run(async {
+        let (addr, seen) = serve(None).await;
+        let (replayer, mut results) = replayer(addr);
+        // The first exchange measures the shadow's latency (depth 1 until then).
+        assert!(replayer.try_send(job(0)));
+        assert_paired(&results.recv().await.unwrap());
+        for index in 1..=6 {
+            assert!(replayer.try_send(job(index)));
+        }
+        let mut timed = 0;
+        for expected in 1..=6 {
+            let result = results.recv().await.unwrap();
+            assert_eq!(result.key.index, expected, "results in queue order");
+            assert_paired(&result);
+            timed += usize::from(result.response.unwrap().1.is_some());
+        }
+        assert_eq!(timed, 1, "one write, so only its first response is timed");
+        let seen = seen.lock().await;
+        assert_eq!(seen.connections.len(), 1, "one keep-alive connection");
+        assert_eq!(seen.connections[0].0, 7);
+        assert!(
+            seen.connections[0].1 <= 3,
+            "six queued requests arrive in one write: {:?}",
+            seen.connections
+        );
+    });
+}
+
+#[test]
+fn requests_left_unanswered_by_a_closing_shadow_are_sent_again() {
+    run(async {
+        // The shadow answers two requests on its first connection, the second with
+        // `Connection: close`.
+        let (addr, seen) = serve(Some(2)).await;
+        let (replayer, mut results) = replayer(addr);
+        assert!(replayer.try_send(job(0)));
+        assert_paired(&results.recv().await.unwrap());
+        for index in 1..=5 {
+            assert!(replayer.try_send(job(index)));
+        }
+        for expected in 1..=5 {
+            let result = results.recv().await.unwrap();
+            assert_eq!(result.key.index, expected);
+            assert_paired(&result);
+        }
+        let seen = seen.lock().await;
+        assert_eq!(seen.connections.len(), 2, "{:?}", seen.connections);
+        assert_eq!(
+            seen.connections[0].0, 2,
+            "the closing connection answered two"
+        );
+        assert_eq!(
+            seen.connections[1].0, 4,
+            "the four unanswered went out again"
+        );
+    });
+}
+
+#[test]
+fn requests_that_may_not_be_pipelined_go_alone() {
+    run(async {
+        let (addr, seen) = serve(None).await;
+        let (replayer, mut results) = replayer(addr);
+        assert!(replayer.try_send(job(0)));
+        assert_paired(&results.recv().await.unwrap());
+        for index in 1..=4 {
+            assert!(replayer.try_send(ReplayJob {
+                pipelinable: false,
+                ..job(index)
+            }));
+        }
+        for expected in 1..=4 {
+            let result = results.recv().await.unwrap();
+            assert_eq!(result.key.index, expected);
+            assert_paired(&result);
+            assert!(result.response.unwrap().1.is_some(), "each is timed alone");
+        }
+        assert_eq!(
+            seen.lock().await.connections[0].1,
+            5,
+            "one read per request"
+        );
+    });
+}
