@@ -9,15 +9,12 @@
 use bytes::{Bytes, BytesMut};
 
 use super::chunked::BodyReader;
-use super::detect::{Scan, Sniff, find_request_line, sniff_client};
+use super::detect::{Resync, Sniff, find_request_line, resync_step, sniff_client};
 use super::event::{HttpEvent, LossReason, RequestEvent, RequestSummary, SkipReason};
 use super::exchange::{Ctx, Pending};
 use super::head::{BodyFraming, HttpRequest, RequestHead, parse_request_head};
 use crate::reassembly::{StreamData, StreamEvent};
 use crate::segment::Direction;
-
-/// Bytes appended per step while a resynchronisation candidate straddles two chunks.
-const CANDIDATE_PEEK: usize = 16;
 
 /// Most bytes reserved ahead for a request body of announced length.
 const MAX_RESERVE: u64 = 1 << 20;
@@ -176,38 +173,15 @@ impl RequestFramer {
                             return;
                         }
                     }
-                    if !self.buf.is_empty() {
-                        // A candidate straddles chunks: extend it a little and look again.
-                        let take = (input.len() - pos).min(CANDIDATE_PEEK);
-                        self.buf.extend_from_slice(&input[pos..pos + take]);
-                        match find_request_line(&self.buf) {
-                            Scan::Found(0) => {
-                                pos += take;
-                                msg_start = pos;
-                                cx.stats().resyncs += 1;
-                                self.state = State::Head { tentative: true };
-                            }
-                            Scan::Partial(0) => pos += take,
-                            _ => {
-                                self.buf.clear();
-                            }
-                        }
-                        continue;
-                    }
-                    match find_request_line(&input[pos..]) {
-                        Scan::Found(offset) => {
-                            pos += offset;
+                    match resync_step(&mut self.buf, input, &mut pos, find_request_line) {
+                        Resync::Found => {
+                            // The message starts in `buf` (a confirmed candidate) or at `pos`.
+                            msg_start = pos;
                             cx.stats().resyncs += 1;
                             self.state = State::Head { tentative: true };
                         }
-                        Scan::Partial(offset) => {
-                            self.head_started_ns = data.timestamp_ns;
-                            self.buf.extend_from_slice(&input[pos + offset..]);
-                            pos = input.len();
-                        }
-                        Scan::NotFound => {
-                            pos = input.len();
-                        }
+                        Resync::CandidateStarted => self.head_started_ns = data.timestamp_ns,
+                        Resync::Searching => {}
                     }
                 }
                 State::Head { tentative } => {

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
 use super::chunked::BodyReader;
-use super::detect::{Scan, find_status_line};
+use super::detect::{Resync, find_status_line, resync_step};
 use super::event::{HttpEvent, LossReason, ResponseEvent, SkipReason};
 use super::exchange::{Ctx, Pending};
 use super::head::{
@@ -16,8 +16,6 @@ use super::head::{
 };
 use crate::reassembly::{StreamData, StreamEvent};
 use crate::segment::Direction;
-
-const CANDIDATE_PEEK: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -214,37 +212,16 @@ impl ResponseFramer {
                     self.state = State::Resync;
                 }
                 State::Resync => {
-                    if !self.buf.is_empty() {
-                        let take = (input.len() - pos).min(CANDIDATE_PEEK);
-                        self.buf.extend_from_slice(&input[pos..pos + take]);
-                        match find_status_line(&self.buf) {
-                            Scan::Found(0) => {
-                                pos += take;
-                                cx.stats().resyncs += 1;
-                                self.state = State::Head { tentative: true };
-                            }
-                            Scan::Partial(0) => pos += take,
-                            _ => {
-                                self.buf.clear();
-                            }
-                        }
-                        continue;
-                    }
-                    match find_status_line(&input[pos..]) {
-                        Scan::Found(offset) => {
-                            pos += offset;
+                    match resync_step(&mut self.buf, input, &mut pos, find_status_line) {
+                        Resync::Found => {
                             cx.stats().resyncs += 1;
                             self.state = State::Head { tentative: true };
                         }
-                        Scan::Partial(offset) => {
+                        Resync::CandidateStarted => {
                             self.head_started_ns = data.timestamp_ns;
                             self.head_ack = data.ack;
-                            self.buf.extend_from_slice(&input[pos + offset..]);
-                            pos = input.len();
                         }
-                        Scan::NotFound => {
-                            pos = input.len();
-                        }
+                        Resync::Searching => {}
                     }
                 }
                 State::Head { tentative } => {
