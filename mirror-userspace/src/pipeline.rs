@@ -417,6 +417,12 @@ impl Pipeline {
             self.skipped(index, reason.as_str());
             return;
         }
+        // A full queue or a shadow known to be down: count the outcome without preparing a
+        // replay nobody will send (keeps a dead or slow shadow cheap for the daemon).
+        if let Some(refusal) = target.replayer.would_refuse() {
+            self.replayed(index, refusal.outcome());
+            return;
+        }
         let request = &event.request;
         let rewritten = match target.rewriter.rewrite(request.bytes(), request.head_len()) {
             Ok(rewritten) => rewritten,

@@ -2,7 +2,15 @@
 //! and rewritten (hand-written I/O instead of an HTTP client library: a client would re-serialise
 //! the head and lose byte fidelity), and the response is read with the shared framing rules.
 
-use std::{net::SocketAddr, os::fd::AsFd, time::Instant};
+use std::{
+    net::SocketAddr,
+    os::fd::AsFd,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
 
 use bytes::BytesMut;
 use tokio::{
@@ -33,6 +41,8 @@ pub enum ConnectionError {
 pub struct ShadowConnection {
     stream: TcpStream,
     buffer: BytesMut,
+    /// Connections of this pool alive, this one included.
+    open: Arc<AtomicUsize>,
     /// Reused write buffer for pipelined batches.
     outgoing: Vec<u8>,
     registration: Option<(SelfTraffic, u64)>,
@@ -45,9 +55,11 @@ pub struct ShadowConnection {
 impl ShadowConnection {
     /// Connects to `addr`. The socket is registered with the classifier first (when capture is
     /// running), so not even its SYN is captured.
+    /// `open` counts the connections alive (incremented here, decremented on drop).
     pub async fn connect(
         addr: SocketAddr,
         self_traffic: Option<&SelfTraffic>,
+        open: Arc<AtomicUsize>,
     ) -> Result<Self, ConnectionError> {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()
@@ -64,7 +76,9 @@ impl ShadowConnection {
             .await
             .map_err(|source| ConnectionError::Connect { addr, source })?;
         let _ = stream.set_nodelay(true);
+        open.fetch_add(1, Ordering::Relaxed);
         Ok(Self {
+            open,
             stream,
             buffer: BytesMut::new(),
             outgoing: Vec::new(),
@@ -135,6 +149,7 @@ impl ShadowConnection {
 
 impl Drop for ShadowConnection {
     fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
         if let Some((registry, cookie)) = self.registration.take() {
             registry.unregister(cookie);
         }

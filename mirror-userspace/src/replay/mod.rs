@@ -18,7 +18,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -83,6 +83,25 @@ impl ReplayOutcome {
     }
 }
 
+/// Why [`Replayer::would_refuse`] expects a job to go nowhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Counted as `dropped`.
+    QueueFull,
+    /// Counted as `error`: no connection is open and the last attempt to connect failed.
+    ShadowDown,
+}
+
+impl Refusal {
+    /// The `mirror_replays_total{outcome}` it is counted as.
+    pub const fn outcome(self) -> &'static str {
+        match self {
+            Self::QueueFull => "dropped",
+            Self::ShadowDown => ReplayOutcome::Error.as_str(),
+        }
+    }
+}
+
 /// The end of one replay.
 #[derive(Clone, Debug)]
 pub struct ReplayResult {
@@ -100,6 +119,8 @@ struct ShadowState {
     next_addr: AtomicU64,
     /// While set and in the future, workers fail jobs fast instead of reconnecting.
     backoff: Mutex<(Option<Instant>, Duration)>,
+    /// Connections to the shadow alive.
+    open: Arc<AtomicUsize>,
 }
 
 impl ShadowState {
@@ -154,6 +175,7 @@ impl ShadowState {
 /// queue is empty.
 pub struct Replayer {
     sender: mpsc::Sender<ReplayJob>,
+    state: Arc<ShadowState>,
 }
 
 impl Replayer {
@@ -169,6 +191,7 @@ impl Replayer {
             addrs: Mutex::new((Vec::new(), None)),
             next_addr: AtomicU64::new(0),
             backoff: Mutex::new((None, BACKOFF_MIN)),
+            open: Arc::new(AtomicUsize::new(0)),
             config: config.clone(),
         });
         for _ in 0..config.concurrency.max(1) {
@@ -179,7 +202,18 @@ impl Replayer {
                 results.clone(),
             ));
         }
-        Self { sender }
+        Self { sender, state }
+    }
+
+    /// Whether a job offered now would be refused or failed without reaching the shadow: the
+    /// queue is full (it would be dropped) or the shadow was unreachable moments ago and no
+    /// connection is open (it would fail fast). Lets the caller skip preparing the request.
+    pub fn would_refuse(&self) -> Option<Refusal> {
+        if self.sender.capacity() == 0 {
+            return Some(Refusal::QueueFull);
+        }
+        (self.state.open.load(Ordering::Relaxed) == 0 && self.state.backing_off())
+            .then_some(Refusal::ShadowDown)
     }
 
     /// Queues a job; `false` when the queue is full (the caller counts it as dropped).
@@ -370,7 +404,7 @@ async fn exchange(
             return Err(ReplayError::BackingOff);
         }
         let addr = state.addr().await.ok_or(ReplayError::Unresolved)?;
-        match ShadowConnection::connect(addr, self_traffic).await {
+        match ShadowConnection::connect(addr, self_traffic, Arc::clone(&state.open)).await {
             Ok(connected) => {
                 state.connected();
                 *connection = Some(connected);

@@ -227,3 +227,44 @@ fn requests_that_may_not_be_pipelined_go_alone() {
         );
     });
 }
+
+#[test]
+fn a_full_queue_or_a_down_shadow_is_known_before_a_job_is_prepared() {
+    run(async {
+        // Nothing listens on this port once the listener is gone: connections are refused.
+        let refused = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = refused.local_addr().unwrap();
+        drop(refused);
+        let (replayer, mut results) = replayer(addr);
+        assert_eq!(replayer.would_refuse(), None, "nothing known yet");
+        assert!(replayer.try_send(job(0)));
+        let result = results.recv().await.unwrap();
+        assert_eq!(result.outcome, ReplayOutcome::Error);
+        assert_eq!(replayer.would_refuse(), Some(Refusal::ShadowDown));
+        assert_eq!(Refusal::ShadowDown.outcome(), "error");
+
+        // A shadow that accepts and never answers holds the only worker; one more job fills
+        // the queue of one.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (results_sender, _results) = mpsc::unbounded_channel();
+        let config = ReplayConfig {
+            target: "t".to_owned(),
+            shadow_host: "127.0.0.1".to_owned(),
+            shadow_port: silent.local_addr().unwrap().port(),
+            queue: 1,
+            concurrency: 1,
+            timeout: Duration::from_secs(5),
+        };
+        let replayer = Replayer::spawn(config, None, results_sender);
+        assert!(replayer.try_send(job(0)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            replayer.would_refuse(),
+            None,
+            "the worker took the first job"
+        );
+        assert!(replayer.try_send(job(1)));
+        assert_eq!(replayer.would_refuse(), Some(Refusal::QueueFull));
+        assert_eq!(Refusal::QueueFull.outcome(), "dropped");
+    });
+}
