@@ -161,7 +161,7 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
          The chart (from the 10k req/s run's histograms) shows the share of responses at or \
          below each latency: the primary as measured on the wire, the shadow on the replay \
          connections (the same nginx page; the shadow's curve includes the replay pool's own \
-         queueing).\n"
+         queueing, and only the first request of each pipelined write is timed).\n"
     );
     // The interpretation of these figures is written by hand and kept across runs.
     report.push_str(&kept_analysis(&workspace_root().join("BENCHMARKS.md")));

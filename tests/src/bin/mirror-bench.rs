@@ -291,7 +291,7 @@ fn latency_chart(text: &str, title: &str) -> String {
             .map(|(le, count)| format!("{:.1},{:.1}", x(*le), y(count / total)))
             .collect();
         svg += &format!(
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\">{role} ({total:.0} responses)</text>\n",
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\">{role} ({total:.0} timed responses)</text>\n",
             points.join(" "),
             left + 12.0,
             top + 18.0 + 16.0 * index as f64
