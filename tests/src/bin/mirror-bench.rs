@@ -300,10 +300,11 @@ fn latency_chart(text: &str, title: &str) -> String {
     svg + "</svg>\n"
 }
 
-/// One run of one mode: wrk's figures and, when the daemon ran, (CPU seconds, peak RSS MiB).
+/// One run of one mode: wrk's figures and, when the daemon ran, (CPU seconds, peak RSS MiB,
+/// replays answered by the shadow).
 struct Run {
     wrk: WrkResult,
-    cost: Option<(f64, f64)>,
+    cost: Option<(f64, f64, f64)>,
 }
 
 struct WrkResult {
@@ -577,7 +578,10 @@ fn rounds_of(topology: &Topology, modes: &[Mode], rounds: u64, seconds: u64) -> 
             let result = wrk(&topology.client, seconds, mode.load);
             let cost = daemon.as_ref().map(|daemon| {
                 let cpu = daemon.cpu_seconds() - cpu_before.unwrap_or(0.0);
-                (cpu, peak_rss_mib(daemon))
+                let replayed = daemon
+                    .metrics()
+                    .sum("mirror_replays_total", &["outcome=\"ok\""]);
+                (cpu, peak_rss_mib(daemon), replayed)
             });
             eprintln!(
                 "round {round} {}: {:.0} req/s, P50 {:.3} ms, P99 {:.3} ms",
@@ -595,10 +599,10 @@ fn rounds_of(topology: &Topology, modes: &[Mode], rounds: u64, seconds: u64) -> 
 /// Daemon CPU is per 100,000 requests the primary served in that run.
 fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
     println!(
-        "| mode | req/s | P50 ms | P99 ms | throughput / {} | throughput / fast shadow | P50 / {} | daemon CPU s per 100k requests | daemon peak RSS MiB |",
+        "| mode | req/s | P50 ms | P99 ms | throughput / {} | throughput / fast shadow | P50 / {} | daemon CPU s per 100k requests | daemon peak RSS MiB | replayed ok / served |",
         modes[0].label, modes[0].label
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (index, mode) in modes.iter().enumerate() {
         let column = |f: &dyn Fn(&WrkResult) -> f64| {
             median(results.iter().map(|row| f(&row[index].wrk)).collect())
@@ -617,14 +621,28 @@ fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
                 .filter_map(|row| {
                     let run = &row[index];
                     let requests = run.wrk.requests_per_second * run.wrk.seconds;
-                    run.cost.map(|(cpu, _)| cpu / requests.max(1.0) * 100_000.0)
+                    run.cost
+                        .map(|(cpu, _, _)| cpu / requests.max(1.0) * 100_000.0)
                 })
                 .collect(),
         );
         let rss = median(
             results
                 .iter()
-                .filter_map(|row| row[index].cost.map(|(_, rss)| rss))
+                .filter_map(|row| row[index].cost.map(|(_, rss, _)| rss))
+                .collect(),
+        );
+        // The share actually mirrored: with connection sampling it depends on which of wrk's
+        // 32 connections the hash picks.
+        let mirrored = median(
+            results
+                .iter()
+                .filter_map(|row| {
+                    let run = &row[index];
+                    let served = run.wrk.requests_per_second * run.wrk.seconds;
+                    run.cost
+                        .map(|(_, _, replayed)| replayed / served.max(1.0) * 100.0)
+                })
                 .collect(),
         );
         let number = |value: f64, digits: usize| {
@@ -635,7 +653,7 @@ fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
             }
         };
         println!(
-            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {} | {} |",
+            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {} | {} | {} |",
             mode.label,
             column(&|r| r.requests_per_second),
             column(&|r| r.p50_ms),
@@ -648,6 +666,11 @@ fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
             ratio(0, &|r| r.p50_ms),
             number(per_100k, 2),
             number(rss, 1),
+            if mirrored.is_nan() {
+                "-".to_owned()
+            } else {
+                format!("{mirrored:.1}%")
+            },
         );
     }
 }
