@@ -69,6 +69,8 @@ struct TargetMetrics {
 
 struct Target {
     config: TargetConfig,
+    /// `remove_headers` has Connection: replays never ask the shadow to close.
+    connection_removed: bool,
     policy: Policy,
     rewriter: Rewriter,
     replayer: Replayer,
@@ -107,15 +109,17 @@ fn same_replay(old: &TargetConfig, new: &TargetConfig) -> bool {
 }
 
 /// Whether a request may share a connection write with others (see [`crate::replay`]): a safe
-/// method on HTTP/1.1 that does not ask for the connection to be closed.
-fn pipelinable(request: &HttpRequest) -> bool {
+/// method on HTTP/1.1 that does not ask for the connection to be closed (unless the target's
+/// `remove_headers` takes its Connection header out of the replay).
+fn pipelinable(request: &HttpRequest, connection_removed: bool) -> bool {
     matches!(request.method(), "GET" | "HEAD" | "OPTIONS")
         && request.version_minor() == 1
-        && !request.header("connection").is_some_and(|value| {
-            value
-                .split(|byte| *byte == b',')
-                .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"close"))
-        })
+        && (connection_removed
+            || !request.header("connection").is_some_and(|value| {
+                value
+                    .split(|byte| *byte == b',')
+                    .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"close"))
+            }))
 }
 
 fn seconds(ns: u64) -> f64 {
@@ -173,6 +177,10 @@ impl Pipeline {
                 policy_config.sample_percent = 100.0;
             }
             self.targets.push(Target {
+                connection_removed: config
+                    .remove_headers
+                    .iter()
+                    .any(|name| name.eq_ignore_ascii_case("connection")),
                 config: config.clone(),
                 policy: Policy::new(&policy_config),
                 rewriter: Rewriter::new(config),
@@ -443,7 +451,7 @@ impl Pipeline {
             head: rewritten.head,
             body: rewritten.body,
             is_head: request.method() == "HEAD",
-            pipelinable: pipelinable(request),
+            pipelinable: pipelinable(request, target.connection_removed),
         };
         if target.replayer.try_send(job) {
             if target.config.compare_responses {
@@ -541,5 +549,47 @@ impl Pipeline {
     /// Counters of the core (for logs and the exit summary).
     pub fn stats(&self) -> Stats {
         self.tracker.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{HeadLimits, parse_request_head};
+
+    fn request(bytes: &'static [u8]) -> HttpRequest {
+        let limits = HeadLimits {
+            max_headers: 16,
+            max_head_bytes: 4096,
+        };
+        let head = parse_request_head(bytes, &limits).unwrap().unwrap();
+        HttpRequest::new(bytes::Bytes::from_static(bytes), head)
+    }
+
+    #[test]
+    fn only_safe_keep_alive_http11_requests_are_pipelined() {
+        assert!(pipelinable(
+            &request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            false
+        ));
+        assert!(pipelinable(
+            &request(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"),
+            false
+        ));
+        assert!(pipelinable(
+            &request(b"HEAD / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"),
+            false
+        ));
+        assert!(!pipelinable(
+            &request(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+            false
+        ));
+        assert!(!pipelinable(&request(b"GET / HTTP/1.0\r\n\r\n"), false));
+        let closing = request(b"GET / HTTP/1.1\r\nConnection: TE, Close\r\n\r\n");
+        assert!(!pipelinable(&closing, false));
+        assert!(
+            pipelinable(&closing, true),
+            "remove_headers takes Connection out of the replay"
+        );
     }
 }

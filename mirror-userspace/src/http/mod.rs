@@ -55,6 +55,8 @@ pub use self::event::{
 use self::exchange::{HttpConnection, Shared};
 pub use self::head::{BodyFraming, HeadError, HeaderSpan, HttpRequest, HttpResponseHead};
 // The replay side reads shadow responses with the same framing rules.
+#[cfg(test)]
+pub(crate) use self::head::parse_request_head;
 pub use self::head::{HeadLimits, ResponseBody, ResponseHead, parse_response_head, response_body};
 use crate::reassembly::{Reassembler, ReassemblyConfig};
 use crate::segment::Segment;
