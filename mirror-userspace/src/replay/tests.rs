@@ -133,6 +133,22 @@ fn assert_paired(result: &ReplayResult) {
     );
 }
 
+/// A server, a one-worker replayer, and a first exchange done (the worker then knows the
+/// shadow's latency and may pipeline).
+async fn warmed_up(
+    close_after: Option<usize>,
+) -> (
+    Replayer,
+    mpsc::UnboundedReceiver<ReplayResult>,
+    Arc<Mutex<Seen>>,
+) {
+    let (addr, seen) = serve(close_after).await;
+    let (replayer, mut results) = replayer(addr);
+    assert!(replayer.try_send(job(0)));
+    assert_paired(&results.recv().await.unwrap());
+    (replayer, results, seen)
+}
+
 fn run(test: impl Future<Output = ()>) {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -144,11 +160,8 @@ fn run(test: impl Future<Output = ()>) {
 #[test]
 fn queued_safe_requests_are_pipelined_and_paired_in_order() {
     run(async {
-        let (addr, seen) = serve(None).await;
-        let (replayer, mut results) = replayer(addr);
         // The first exchange measures the shadow's latency (depth 1 until then).
-        assert!(replayer.try_send(job(0)));
-        assert_paired(&results.recv().await.unwrap());
+        let (replayer, mut results, seen) = warmed_up(None).await;
         for index in 1..=6 {
             assert!(replayer.try_send(job(index)));
         }
@@ -176,10 +189,7 @@ fn requests_left_unanswered_by_a_closing_shadow_are_sent_again() {
     run(async {
         // The shadow answers two requests on its first connection, the second with
         // `Connection: close`.
-        let (addr, seen) = serve(Some(2)).await;
-        let (replayer, mut results) = replayer(addr);
-        assert!(replayer.try_send(job(0)));
-        assert_paired(&results.recv().await.unwrap());
+        let (replayer, mut results, seen) = warmed_up(Some(2)).await;
         for index in 1..=5 {
             assert!(replayer.try_send(job(index)));
         }
@@ -204,10 +214,7 @@ fn requests_left_unanswered_by_a_closing_shadow_are_sent_again() {
 #[test]
 fn requests_that_may_not_be_pipelined_go_alone() {
     run(async {
-        let (addr, seen) = serve(None).await;
-        let (replayer, mut results) = replayer(addr);
-        assert!(replayer.try_send(job(0)));
-        assert_paired(&results.recv().await.unwrap());
+        let (replayer, mut results, seen) = warmed_up(None).await;
         for index in 1..=4 {
             assert!(replayer.try_send(ReplayJob {
                 pipelinable: false,

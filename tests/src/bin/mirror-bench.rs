@@ -615,36 +615,24 @@ fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
                     .collect(),
             )
         };
-        let per_100k = median(
-            results
-                .iter()
-                .filter_map(|row| {
-                    let run = &row[index];
-                    let requests = run.wrk.requests_per_second * run.wrk.seconds;
-                    run.cost
-                        .map(|(cpu, _, _)| cpu / requests.max(1.0) * 100_000.0)
-                })
-                .collect(),
-        );
-        let rss = median(
-            results
-                .iter()
-                .filter_map(|row| row[index].cost.map(|(_, rss, _)| rss))
-                .collect(),
-        );
+        // Median over rounds of a figure of the daemon's runs, given the requests served.
+        let daemon_median = |figure: &dyn Fn((f64, f64, f64), f64) -> f64| {
+            median(
+                results
+                    .iter()
+                    .filter_map(|row| {
+                        let run = &row[index];
+                        let served = run.wrk.requests_per_second * run.wrk.seconds;
+                        run.cost.map(|cost| figure(cost, served.max(1.0)))
+                    })
+                    .collect(),
+            )
+        };
+        let per_100k = daemon_median(&|(cpu, _, _), served| cpu / served * 100_000.0);
+        let rss = daemon_median(&|(_, rss, _), _| rss);
         // The share actually mirrored: with connection sampling it depends on which of wrk's
         // 32 connections the hash picks.
-        let mirrored = median(
-            results
-                .iter()
-                .filter_map(|row| {
-                    let run = &row[index];
-                    let served = run.wrk.requests_per_second * run.wrk.seconds;
-                    run.cost
-                        .map(|(_, _, replayed)| replayed / served.max(1.0) * 100.0)
-                })
-                .collect(),
-        );
+        let mirrored = daemon_median(&|(_, _, replayed), served| replayed / served * 100.0);
         let number = |value: f64, digits: usize| {
             if value.is_nan() {
                 "-".to_owned()
