@@ -8,7 +8,7 @@
 //! for several requests instead of a write and a read each, which was most of the daemon's
 //! per-request CPU. The depth adapts to the shadow: it is bounded so that the shadow's last
 //! measured latency times the depth stays within a quarter of the timeout, so a slow shadow
-//! gets one request at a time. Only the first response of a batch is timed (the others wait
+//! (or one whose last batch timed out) gets one request at a time. Only the first response of a batch is timed (the others wait
 //! behind it on the connection, which says nothing about the shadow's own latency).
 
 mod connection;
@@ -290,6 +290,11 @@ async fn worker(
         .await;
         if let Some(latency) = done.iter().find_map(|(_, latency)| *latency) {
             last_latency = Some(latency);
+        }
+        if matches!(outcome, Err(BatchError::Timeout)) {
+            // The shadow slowed down past what the batch allowed: one request at a time until
+            // a response says otherwise.
+            last_latency = Some(state.config.timeout);
         }
         let answered = done.len();
         for (job, response) in batch.iter().zip(done) {

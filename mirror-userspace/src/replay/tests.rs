@@ -36,8 +36,12 @@ struct Seen {
 }
 
 /// Answers every GET with its target as the body. The first connection announces
-/// `Connection: close` on its response number `close_after` (1-based) and closes.
-async fn serve(close_after: Option<usize>) -> (SocketAddr, Arc<Mutex<Seen>>) {
+/// `Connection: close` on its response number `close_after` (1-based) and closes. With
+/// `slow`, every answer after the very first waits that long.
+async fn serve(
+    close_after: Option<usize>,
+    slow: Option<Duration>,
+) -> (SocketAddr, Arc<Mutex<Seen>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -71,6 +75,16 @@ async fn serve(close_after: Option<usize>) -> (SocketAddr, Arc<Mutex<Seen>>) {
                         answered += 1;
                         state.lock().await.connections[index].0 += 1;
                         let closes = close_after == Some(answered);
+                        let total = state
+                            .lock()
+                            .await
+                            .connections
+                            .iter()
+                            .map(|c| c.0)
+                            .sum::<usize>();
+                        if let Some(delay) = slow.filter(|_| total > 1) {
+                            tokio::time::sleep(delay).await;
+                        }
                         let mut response = format!(
                             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{}\r\n",
                             target.len(),
@@ -78,7 +92,10 @@ async fn serve(close_after: Option<usize>) -> (SocketAddr, Arc<Mutex<Seen>>) {
                         )
                         .into_bytes();
                         response.extend_from_slice(&target);
-                        stream.write_all(&response).await.unwrap();
+                        // The replayer drops a connection whose answer came too late.
+                        if stream.write_all(&response).await.is_err() {
+                            return;
+                        }
                         if closes {
                             return;
                         }
@@ -108,6 +125,13 @@ fn job(index: u64) -> ReplayJob {
 }
 
 fn replayer(addr: SocketAddr) -> (Replayer, mpsc::UnboundedReceiver<ReplayResult>) {
+    replayer_with_timeout(addr, Duration::from_secs(2))
+}
+
+fn replayer_with_timeout(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> (Replayer, mpsc::UnboundedReceiver<ReplayResult>) {
     let (results, receiver) = mpsc::unbounded_channel();
     let config = ReplayConfig {
         target: "t".to_owned(),
@@ -115,7 +139,7 @@ fn replayer(addr: SocketAddr) -> (Replayer, mpsc::UnboundedReceiver<ReplayResult
         shadow_port: addr.port(),
         queue: 64,
         concurrency: 1,
-        timeout: Duration::from_secs(2),
+        timeout,
     };
     (Replayer::spawn(config, None, results), receiver)
 }
@@ -142,7 +166,7 @@ async fn warmed_up(
     mpsc::UnboundedReceiver<ReplayResult>,
     Arc<Mutex<Seen>>,
 ) {
-    let (addr, seen) = serve(close_after).await;
+    let (addr, seen) = serve(close_after, None).await;
     let (replayer, mut results) = replayer(addr);
     assert!(replayer.try_send(job(0)));
     assert_paired(&results.recv().await.unwrap());
@@ -273,5 +297,43 @@ fn a_full_queue_or_a_down_shadow_is_known_before_a_job_is_prepared() {
         assert!(replayer.try_send(job(1)));
         assert_eq!(replayer.would_refuse(), Some(Refusal::QueueFull));
         assert_eq!(Refusal::QueueFull.outcome(), "dropped");
+    });
+}
+
+#[test]
+fn after_a_timed_out_batch_requests_go_one_at_a_time() {
+    run(async {
+        // Fast once (the worker learns a tiny latency and pipelines), then slower than the
+        // timeout.
+        let (addr, seen) = serve(None, Some(Duration::from_millis(400))).await;
+        let (replayer, mut results) = replayer_with_timeout(addr, Duration::from_millis(300));
+        assert!(replayer.try_send(job(0)));
+        assert_paired(&results.recv().await.unwrap());
+        for index in 1..=2 {
+            assert!(replayer.try_send(job(index)));
+        }
+        for _ in 1..=2 {
+            assert_eq!(
+                results.recv().await.unwrap().outcome,
+                ReplayOutcome::Timeout
+            );
+        }
+        for index in 3..=4 {
+            assert!(replayer.try_send(job(index)));
+        }
+        for _ in 3..=4 {
+            assert_eq!(
+                results.recv().await.unwrap().outcome,
+                ReplayOutcome::Timeout
+            );
+        }
+        let seen = seen.lock().await;
+        let requests: Vec<usize> = seen.connections.iter().map(|c| c.0).collect();
+        assert_eq!(
+            requests,
+            [3, 1, 1],
+            "the two jobs after the timeout went alone, each on a fresh connection (a batch \
+             would have shared one)"
+        );
     });
 }
