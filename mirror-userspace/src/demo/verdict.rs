@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::Route;
-use crate::stats::{Quantile, RoleStats, Snapshot, TargetStats};
+use crate::stats::{Quantile, RoleStats, Snapshot, TargetStats, count, percent, seconds_text};
 
 /// A shadow P99 at least this many times the primary's...
 pub const REGRESSION_RATIO: f64 = 2.0;
@@ -274,18 +274,6 @@ fn times(ratio: Option<f64>) -> String {
     ratio.map_or_else(String::new, |ratio| format!("{ratio:.1}x"))
 }
 
-fn count(value: f64) -> String {
-    format!("{value:.0}")
-}
-
-fn percent(part: f64, whole: f64) -> String {
-    if whole > 0.0 {
-        format!("{:.2}%", 100.0 * part / whole)
-    } else {
-        "-".to_owned()
-    }
-}
-
 /// A latency with three significant digits, "1.62 ms"; `>` marks a quantile beyond the last
 /// finite bucket, of which only the lower bound is known.
 pub fn latency(quantile: Option<Quantile>) -> String {
@@ -294,7 +282,7 @@ pub fn latency(quantile: Option<Quantile>) -> String {
         Some(Quantile::Value(seconds)) => ("", seconds),
         Some(Quantile::Above(bound)) => (">", bound),
     };
-    format!("{prefix}{}", crate::stats::seconds_text(seconds, " "))
+    format!("{prefix}{}", seconds_text(seconds, " "))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ mod tests;
 
 pub use self::histogram::{Bucket, Quantile, quantile};
 pub use self::parse::{ParseError, Sample, parse};
-pub use self::render::{Window, in_place, render, seconds_text};
+pub use self::render::{Window, count, in_place, percent, render, seconds_text};
 pub use self::snapshot::{RoleStats, Snapshot, TargetStats};
 
 impl Snapshot {

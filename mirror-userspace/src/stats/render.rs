@@ -153,12 +153,12 @@ fn target_table(stats: &TargetStats, window: Window) -> Table {
 }
 
 /// A count as an integer (counters are; a fraction would be a foreign exporter's doing).
-fn count(value: f64) -> String {
+pub fn count(value: f64) -> String {
     format!("{value:.0}")
 }
 
 /// `part` as a percentage of `whole`, or `-` when there is nothing to divide by.
-fn percent(part: f64, whole: f64) -> String {
+pub fn percent(part: f64, whole: f64) -> String {
     if whole > 0.0 {
         format!("{:.2}%", 100.0 * part / whole)
     } else {
