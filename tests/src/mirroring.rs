@@ -224,14 +224,33 @@ pub fn shadow_targets(shadow: &RecordingServer) -> Vec<String> {
 }
 
 pub fn write_config(setup: &Setup, target_lines: &str) -> std::path::PathBuf {
+    write_config_with(setup, "", target_lines)
+}
+
+/// A config file with `capture_lines` after the interfaces line (more `[capture]` keys, then
+/// any other section) and `target_lines` in the one target.
+pub fn write_config_with(
+    setup: &Setup,
+    capture_lines: &str,
+    target_lines: &str,
+) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(crate::unique_name("mirror-conf-"));
-    write_config_at(setup, &path, target_lines);
+    write_config_at_with(setup, &path, capture_lines, target_lines);
     path
 }
 
 pub fn write_config_at(setup: &Setup, path: &std::path::Path, target_lines: &str) {
+    write_config_at_with(setup, path, "", target_lines);
+}
+
+fn write_config_at_with(
+    setup: &Setup,
+    path: &std::path::Path,
+    capture_lines: &str,
+    target_lines: &str,
+) {
     let config = format!(
-        "[capture]\ninterfaces = [\"{}\"]\n\n[[target]]\nname = \"search\"\nport = {PORT}\nshadow = \"http://{CLIENT_ADDR}:{PORT}\"\n{target_lines}\n",
+        "[capture]\ninterfaces = [\"{}\"]\n{capture_lines}\n[[target]]\nname = \"search\"\nport = {PORT}\nshadow = \"http://{CLIENT_ADDR}:{PORT}\"\n{target_lines}\n",
         setup.topology.server_if
     );
     std::fs::write(path, config).expect("write config");

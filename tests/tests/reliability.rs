@@ -13,7 +13,7 @@ use mirror_common::CLASSIFIER_PROGRAM;
 use mirror_tests::{
     daemon::Daemon,
     mirroring::*,
-    netns::{CLIENT_ADDR, SERVER_ADDR, in_netns},
+    netns::{SERVER_ADDR, in_netns},
     privileged,
 };
 
@@ -124,15 +124,11 @@ fn tiny_ring_buffer_drops_are_counted_and_nothing_corrupted_is_replayed() {
         return;
     }
     let setup = setup();
-    let path = std::env::temp_dir().join(mirror_tests::unique_name("mirror-tiny-"));
-    std::fs::write(
-        &path,
-        format!(
-            "[capture]\ninterfaces = [\"{}\"]\nring_buffer_bytes = 8192\n\n[[target]]\nname = \"search\"\nport = {PORT}\nshadow = \"http://{CLIENT_ADDR}:{PORT}\"\nsample_percent = 100.0\nremove_headers = [\"x-size\"]\n",
-            setup.topology.server_if
-        ),
-    )
-    .expect("config");
+    let path = write_config_with(
+        &setup,
+        "ring_buffer_bytes = 8192\n",
+        "sample_percent = 100.0\nremove_headers = [\"x-size\"]",
+    );
     let daemon = Daemon::start(
         &setup.topology.server,
         &["--config", path.to_str().expect("utf-8")],
@@ -269,15 +265,11 @@ fn stalled_connections_and_a_syn_flood_stay_under_the_memory_cap() {
         return;
     }
     let setup = setup();
-    let path = std::env::temp_dir().join(mirror_tests::unique_name("mirror-flood-"));
-    std::fs::write(
-        &path,
-        format!(
-            "[capture]\ninterfaces = [\"{}\"]\n\n[limits]\nreassembly_memory_bytes = 4194304\nmax_connections = 20000\n\n[[target]]\nname = \"search\"\nport = {PORT}\nshadow = \"http://{CLIENT_ADDR}:{PORT}\"\nsample_percent = 100.0\n",
-            setup.topology.server_if
-        ),
-    )
-    .expect("config");
+    let path = write_config_with(
+        &setup,
+        "\n[limits]\nreassembly_memory_bytes = 4194304\nmax_connections = 20000\n",
+        "sample_percent = 100.0",
+    );
     let daemon = Daemon::start(
         &setup.topology.server,
         &["--config", path.to_str().expect("utf-8")],
