@@ -18,7 +18,10 @@ use tokio::{
     net::{TcpSocket, TcpStream},
 };
 
-use super::response::{ResponseError, ShadowResponse, read_response};
+use super::{
+    ReplayJob,
+    response::{ResponseError, ShadowResponse, read_response},
+};
 use crate::capture::SelfTraffic;
 
 /// Why an exchange with the shadow failed.
@@ -93,29 +96,29 @@ impl ShadowConnection {
         !self.spent && !self.closed_by_peer && self.buffer.is_empty()
     }
 
-    /// Writes `requests` (each a head then a body) back to back: one write for a pipelined
+    /// Writes `requests` (each its head then its body) back to back: one write for a pipelined
     /// batch. Returns when the last byte is handed to the kernel.
-    pub async fn send(&mut self, requests: &[(&[u8], &[u8])]) -> Result<(), ConnectionError> {
+    pub async fn send(&mut self, requests: &[ReplayJob]) -> Result<(), ConnectionError> {
         // Any failure from here on leaves the connection in an unknown state; `finish` clears it.
         self.spent = true;
-        if let [(head, body)] = requests
-            && body.is_empty()
+        if let [only] = requests
+            && only.body.is_empty()
         {
             return self
                 .stream
-                .write_all(head)
+                .write_all(&only.head)
                 .await
                 .map_err(ConnectionError::Write);
         }
         let len = requests
             .iter()
-            .map(|(head, body)| head.len() + body.len())
+            .map(|job| job.head.len() + job.body.len())
             .sum();
         self.outgoing.clear();
         self.outgoing.reserve(len);
-        for (head, body) in requests {
-            self.outgoing.extend_from_slice(head);
-            self.outgoing.extend_from_slice(body);
+        for job in requests {
+            self.outgoing.extend_from_slice(&job.head);
+            self.outgoing.extend_from_slice(&job.body);
         }
         self.stream
             .write_all(&self.outgoing)

@@ -423,11 +423,7 @@ async fn exchange(
     let Some(open) = connection.as_mut() else {
         return Err(ReplayError::Unresolved);
     };
-    let requests: Vec<(&[u8], &[u8])> = jobs
-        .iter()
-        .map(|job| (job.head.as_ref(), job.body.as_ref()))
-        .collect();
-    open.send(&requests).await?;
+    open.send(jobs).await?;
     let sent = Instant::now();
     for (index, job) in jobs.iter().enumerate() {
         let (response, first_byte) = open.read_response(job.is_head).await?;
