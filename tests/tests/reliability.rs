@@ -113,7 +113,6 @@ fn assert_only_real_requests(shadow: &mirror_tests::server::RecordingServer) -> 
 
 fn big_get(connection: usize, i: usize) -> Vec<u8> {
     // The response is 3000 bytes: two records each, so a tiny ring fills up.
-    let _ = i;
     format!("GET /c/{connection}/{i} HTTP/1.1\r\nHost: search.prod:8080\r\nX-Size: 3000\r\n\r\n")
         .into_bytes()
 }
