@@ -16,8 +16,9 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use bytes::BytesMut;
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    io::AsyncWriteExt as _,
     net::TcpStream,
     task::JoinSet,
     time::{Instant, MissedTickBehavior},
@@ -26,7 +27,10 @@ use tokio::{
 use super::{
     POPULAR_QUERIES, ROUTES, Route, SEARCH, STATIC, SUGGEST, SplitMix64, servers::ASSET_NAMES,
 };
-use crate::netns::{NetNs, NetnsError};
+use crate::{
+    netns::{NetNs, NetnsError},
+    replay::response::read_response,
+};
 
 /// How much traffic, for how long.
 #[derive(Clone, Copy, Debug)]
@@ -316,7 +320,7 @@ struct ResponseSummary {
 /// A client connection with the bytes read past the last response.
 struct Connection {
     stream: TcpStream,
-    buffer: Vec<u8>,
+    buffer: BytesMut,
 }
 
 impl Connection {
@@ -332,58 +336,21 @@ impl Connection {
         counters.connections.fetch_add(1, Ordering::Relaxed);
         Ok(Self {
             stream,
-            buffer: Vec::with_capacity(32 << 10),
+            buffer: BytesMut::with_capacity(32 << 10),
         })
     }
 
-    /// Writes `request` and reads its response (Content-Length framed: the demo's server
-    /// always sends one). Fails on any status other than 2xx.
+    /// Writes `request` and reads its response with the replay side's reader (the same
+    /// framing rules as capture). Fails on any status other than 2xx.
     async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<ResponseSummary> {
         self.stream.write_all(request).await?;
-        let (status, head_length, body_length, close) = loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut response = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(head_length) = response.parse(&self.buffer)? {
-                let header = |name: &str| {
-                    response
-                        .headers
-                        .iter()
-                        .find(|header| header.name.eq_ignore_ascii_case(name))
-                        .map(|header| {
-                            String::from_utf8_lossy(header.value)
-                                .trim()
-                                .to_ascii_lowercase()
-                        })
-                };
-                let status = response.code.unwrap_or(0);
-                let body_length = match header("content-length") {
-                    Some(value) => value.parse::<usize>().context("bad Content-Length")?,
-                    None if status == 204 || status == 304 => 0,
-                    None => bail!("a response without Content-Length"),
-                };
-                let close = header("connection").is_some_and(|value| value == "close");
-                break (status, head_length, body_length, close);
-            }
-            self.fill().await?;
-        };
-        while self.buffer.len() < head_length + body_length {
-            self.fill().await?;
+        let response = read_response(&mut self.stream, &mut self.buffer, false, || {}).await?;
+        if !(200..300).contains(&response.status) {
+            bail!("HTTP {}", response.status);
         }
-        self.buffer.drain(..head_length + body_length);
-        if !(200..300).contains(&status) {
-            bail!("HTTP {status}");
-        }
-        Ok(ResponseSummary { close })
-    }
-
-    async fn fill(&mut self) -> anyhow::Result<()> {
-        let mut chunk = [0u8; 16 << 10];
-        let read = self.stream.read(&mut chunk).await?;
-        if read == 0 {
-            bail!("the server closed the connection mid-response");
-        }
-        self.buffer.extend_from_slice(&chunk[..read]);
-        Ok(())
+        Ok(ResponseSummary {
+            close: response.closes,
+        })
     }
 }
 
