@@ -69,8 +69,6 @@ struct TargetMetrics {
 
 struct Target {
     config: TargetConfig,
-    /// `remove_headers` has Connection: replays never ask the shadow to close.
-    connection_removed: bool,
     policy: Policy,
     rewriter: Rewriter,
     replayer: Replayer,
@@ -109,17 +107,11 @@ fn same_replay(old: &TargetConfig, new: &TargetConfig) -> bool {
 }
 
 /// Whether a request may share a connection write with others (see [`crate::replay`]): a safe
-/// method on HTTP/1.1 that does not ask for the connection to be closed (unless the target's
-/// `remove_headers` takes its Connection header out of the replay).
-fn pipelinable(request: &HttpRequest, connection_removed: bool) -> bool {
+/// method on HTTP/1.1 whose replay does not ask the shadow to close the connection.
+fn pipelinable(request: &HttpRequest, asks_close: bool) -> bool {
     matches!(request.method(), "GET" | "HEAD" | "OPTIONS")
         && request.version_minor() == 1
-        && (connection_removed
-            || !request.header("connection").is_some_and(|value| {
-                value
-                    .split(|byte| *byte == b',')
-                    .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"close"))
-            }))
+        && !asks_close
 }
 
 fn seconds(ns: u64) -> f64 {
@@ -177,10 +169,6 @@ impl Pipeline {
                 policy_config.sample_percent = 100.0;
             }
             self.targets.push(Target {
-                connection_removed: config
-                    .remove_headers
-                    .iter()
-                    .any(|name| name.eq_ignore_ascii_case("connection")),
                 config: config.clone(),
                 policy: Policy::new(&policy_config),
                 rewriter: Rewriter::new(config),
@@ -451,7 +439,7 @@ impl Pipeline {
             head: rewritten.head,
             body: rewritten.body,
             is_head: request.method() == "HEAD",
-            pipelinable: pipelinable(request, target.connection_removed),
+            pipelinable: pipelinable(request, rewritten.asks_close),
         };
         if target.replayer.try_send(job) {
             if target.config.compare_responses {
@@ -586,10 +574,9 @@ mod tests {
         ));
         assert!(!pipelinable(&request(b"GET / HTTP/1.0\r\n\r\n"), false));
         let closing = request(b"GET / HTTP/1.1\r\nConnection: TE, Close\r\n\r\n");
-        assert!(!pipelinable(&closing, false));
         assert!(
-            pipelinable(&closing, true),
-            "remove_headers takes Connection out of the replay"
+            !pipelinable(&closing, true),
+            "a replay that asks the shadow to close goes alone"
         );
     }
 }

@@ -59,6 +59,9 @@ pub struct RewrittenRequest {
     pub head: Bytes,
     /// The original body bytes (chunked framing and trailers included), zero-copy.
     pub body: Bytes,
+    /// The rewritten head asks the server to close the connection after the response (a
+    /// `close` option in a Connection field it keeps, sets or appends).
+    pub asks_close: bool,
 }
 
 impl RewrittenRequest {
@@ -145,12 +148,18 @@ impl Rewriter {
             out = Some(new_head);
             copied_to = lines.request_line_end;
         }
+        let mut asks_close = false;
         for field in &lines.fields {
-            let edit = self.edit(
-                &head[field.name.clone()],
-                &head[field.value.clone()],
-                &mut set_done,
-            );
+            let name = &head[field.name.clone()];
+            let value = &head[field.value.clone()];
+            let edit = self.edit(name, value, &mut set_done);
+            if name.eq_ignore_ascii_case(b"connection") {
+                asks_close |= match &edit {
+                    Edit::Keep => has_close_option(value),
+                    Edit::Value(new_value) => has_close_option(new_value),
+                    Edit::Drop => false,
+                };
+            }
             if matches!(edit, Edit::Keep) {
                 continue;
             }
@@ -171,10 +180,15 @@ impl Rewriter {
             .filter(|(_, done)| !**done)
             .map(|(field, _)| field)
             .peekable();
+        asks_close |= appended.clone().any(|field| {
+            field.name.eq_ignore_ascii_case("connection")
+                && has_close_option(field.value.as_bytes())
+        });
         if out.is_none() && appended.peek().is_none() {
             return Ok(RewrittenRequest {
                 head: request.slice(..head_len),
                 body,
+                asks_close,
             });
         }
         let mut out = out.unwrap_or_else(|| Vec::with_capacity(head_len + 128));
@@ -191,6 +205,7 @@ impl Rewriter {
         Ok(RewrittenRequest {
             head: Bytes::from(out),
             body,
+            asks_close,
         })
     }
 
@@ -226,6 +241,13 @@ impl Rewriter {
         };
         rewritten.map_or(Edit::Keep, Edit::Value)
     }
+}
+
+/// Whether a Connection field value lists the `close` option (RFC 9112 §9.6).
+fn has_close_option(value: &[u8]) -> bool {
+    value
+        .split(|byte| *byte == b',')
+        .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8], line_ending: &[u8]) {

@@ -308,3 +308,31 @@ fn malformed_heads_are_errors() {
         Err(RewriteError::MalformedField { line: 2 })
     );
 }
+
+#[test]
+fn a_close_option_in_the_rewritten_head_is_reported() {
+    let asks_close = |rewriter: &Rewriter, request: &[u8]| {
+        let request = Bytes::copy_from_slice(request);
+        rewriter
+            .rewrite(&request, find_head_len(&request))
+            .unwrap()
+            .asks_close
+    };
+    let closing = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: TE, Close\r\n\r\n";
+    let keep_alive = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n";
+    let plain = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    let keep = with_headers(&[], &[]);
+    assert!(asks_close(&keep, closing), "kept as captured");
+    assert!(!asks_close(&keep, keep_alive));
+    assert!(!asks_close(&keep, plain));
+    let removed = with_headers(&[], &["connection"]);
+    assert!(
+        !asks_close(&removed, closing),
+        "remove_headers takes Connection out of the replay"
+    );
+    let set_close = with_headers(&[("Connection", "close")], &[]);
+    assert!(asks_close(&set_close, keep_alive), "set in place");
+    assert!(asks_close(&set_close, plain), "appended");
+    let set_keep_alive = with_headers(&[("Connection", "keep-alive")], &[]);
+    assert!(!asks_close(&set_keep_alive, closing), "replaced");
+}
