@@ -10,7 +10,8 @@
 pub const CLASSIFIER_PROGRAM: &str = "mirror_tc";
 /// Ring buffer of [`SegmentRecord`]s.
 pub const EVENTS_MAP: &str = "EVENTS";
-/// `Array<u32>` indexed by TCP port: non-zero value marks a target port.
+/// `Array<TargetPort>` indexed by TCP port: which ports are targets and how their connections
+/// are sampled in the kernel.
 pub const TARGET_PORTS_MAP: &str = "TARGET_PORTS";
 /// `PerCpuArray<u64>` indexed by [`Counter`].
 pub const COUNTERS_MAP: &str = "COUNTERS";
@@ -28,25 +29,82 @@ pub const WAKEUP_BYTES_GLOBAL: &str = "WAKEUP_BYTES";
 
 /// Number of entries in [`TARGET_PORTS_MAP`]: one per TCP port.
 pub const TARGET_PORTS_ENTRIES: u32 = 65536;
-/// Value stored in [`TARGET_PORTS_MAP`] for a port whose every connection is captured. A value
-/// `1 + ppm` with `ppm < 1_000_000` samples connections in the kernel: a connection is kept when
-/// a hash of its 4-tuple, modulo one million, is below `ppm` (see [`connection_sample_point`]).
-/// Zero means "not a target port".
-pub const PORT_TARGET: u32 = 1 + SAMPLE_SCALE;
 /// Parts per million: the unit of in-kernel connection sampling.
 pub const SAMPLE_SCALE: u32 = 1_000_000;
-/// `LruHashMap<FlowTuple, u8>`: per-connection sampling decisions (1 keep, 0 drop), so a
-/// connection keeps its decision when the rate changes.
+/// `LruHashMap<FlowTuple, u8>`, keyed client to server: connections the classifier kept while
+/// their port sampled below [`SAMPLE_SCALE`], so that lowering the rate (a configuration reload)
+/// does not cut connections already mirrored (see [`TargetPort::remembered_ppm`]).
 pub const SAMPLED_FLOWS_MAP: &str = "SAMPLED_FLOWS";
 /// Capacity of [`SAMPLED_FLOWS_MAP`].
 pub const SAMPLED_FLOWS_ENTRIES: u32 = 262_144;
 
-/// The [`TARGET_PORTS_MAP`] value for a port sampled at `ppm` parts per million.
-pub const fn port_value(ppm: u32) -> u32 {
-    1 + if ppm > SAMPLE_SCALE {
-        SAMPLE_SCALE
-    } else {
-        ppm
+/// The [`TARGET_PORTS_MAP`] entry of one port.
+///
+/// A connection of a target port is kept when its [`connection_sample_point`] is below
+/// `sample_ppm`: a pure function of the 4-tuple, so an unsampled packet costs a hash and no map
+/// lookup. Kept connections are remembered in [`SAMPLED_FLOWS_MAP`] (ports sampling below
+/// [`SAMPLE_SCALE`] only); a point in `sample_ppm..remembered_ppm` is kept only if remembered,
+/// which is how a connection mirrored under an earlier, higher rate stays mirrored while it
+/// lives. A connection that a raised rate newly selects is picked up at its next request.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TargetPort {
+    /// Non-zero for a target port.
+    pub is_target: u32,
+    /// Connections kept, in parts per million ([`SAMPLE_SCALE`] or more: all).
+    pub sample_ppm: u32,
+    /// Upper end of the band of points kept only when remembered; at most `sample_ppm` when
+    /// there is no band.
+    pub remembered_ppm: u32,
+}
+
+impl TargetPort {
+    /// Not a target port.
+    pub const NONE: Self = Self {
+        is_target: 0,
+        sample_ppm: 0,
+        remembered_ppm: 0,
+    };
+
+    /// A target port whose every connection is captured.
+    pub const ALL: Self = Self::sampled(SAMPLE_SCALE);
+
+    /// A target port keeping `ppm` parts per million of its connections, with no band.
+    pub const fn sampled(ppm: u32) -> Self {
+        let ppm = if ppm > SAMPLE_SCALE {
+            SAMPLE_SCALE
+        } else {
+            ppm
+        };
+        Self {
+            is_target: 1,
+            sample_ppm: ppm,
+            remembered_ppm: 0,
+        }
+    }
+
+    /// The entry that replaces `self` when the port's rate becomes `ppm`: the band of points
+    /// kept if remembered grows to cover every earlier remembering rate, so a connection
+    /// mirrored under any of them stays mirrored; it is dropped once the rate reaches it.
+    /// (At [`SAMPLE_SCALE`] nothing is remembered, so that rate adds no band.)
+    pub const fn resampled(self, ppm: u32) -> Self {
+        let mut next = Self::sampled(ppm);
+        if self.is_target == 0 {
+            return next;
+        }
+        let mut band = self.remembered_ppm;
+        if self.sample_ppm < SAMPLE_SCALE && self.sample_ppm > band {
+            band = self.sample_ppm;
+        }
+        if band > next.sample_ppm {
+            next.remembered_ppm = band;
+        }
+        next
+    }
+
+    /// Whether points from `sample_ppm` up need a look in [`SAMPLED_FLOWS_MAP`].
+    pub const fn has_band(&self) -> bool {
+        self.remembered_ppm > self.sample_ppm
     }
 }
 
@@ -58,23 +116,38 @@ pub const fn connection_sample_point(
     client_port: u16,
     server_port: u16,
 ) -> u32 {
-    // FNV-1a over the tuple, then a murmur3 finaliser: cheap, no loops the verifier minds
-    // beyond 36 constant iterations, and well spread.
-    let mut hash: u32 = 0x811c_9dc5;
+    // murmur3's block mix over the tuple as nine 32-bit words, then its finaliser: a short
+    // dependency chain (the classifier computes this on every packet of a sampled port) and
+    // well spread. Multiply-shift maps the hash onto 0..SAMPLE_SCALE without a division.
+    let mut hash: u32 = 0x9747_b28c;
     let mut i = 0;
     while i < 16 {
-        hash = (hash ^ client_addr[i] as u32).wrapping_mul(0x0100_0193);
-        hash = (hash ^ server_addr[i] as u32).wrapping_mul(0x0100_0193);
-        i += 1;
+        hash = murmur_block(hash, word(client_addr, i));
+        hash = murmur_block(hash, word(server_addr, i));
+        i += 4;
     }
-    hash = (hash ^ client_port as u32).wrapping_mul(0x0100_0193);
-    hash = (hash ^ server_port as u32).wrapping_mul(0x0100_0193);
+    hash = murmur_block(hash, ((client_port as u32) << 16) | server_port as u32);
     hash ^= hash >> 16;
     hash = hash.wrapping_mul(0x85eb_ca6b);
     hash ^= hash >> 13;
     hash = hash.wrapping_mul(0xc2b2_ae35);
     hash ^= hash >> 16;
-    hash % SAMPLE_SCALE
+    ((hash as u64 * SAMPLE_SCALE as u64) >> 32) as u32
+}
+
+const fn word(bytes: &[u8; 16], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+const fn murmur_block(hash: u32, block: u32) -> u32 {
+    let block = block
+        .wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15)
+        .wrapping_mul(0x1b87_3593);
+    (hash ^ block)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
 }
 
 /// Payload capacities of the ring-buffer record size classes, smallest first. Ring-buffer
@@ -279,6 +352,9 @@ unsafe impl aya::Pod for SegmentHeader {}
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` data; the explicit `_padding` bytes fill the only gap.
 unsafe impl aya::Pod for FlowTuple {}
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, three `u32`s, no padding; any bit pattern is valid.
+unsafe impl aya::Pod for TargetPort {}
 
 #[cfg(test)]
 mod tests {
@@ -320,8 +396,31 @@ mod tests {
         }
         // 10% of 20,000 consecutive client ports, within one point.
         assert!((1800..=2200).contains(&below_tenth), "{below_tenth}");
-        assert_eq!(port_value(2_000_000), PORT_TARGET);
-        assert_eq!(port_value(0), 1);
+        assert_eq!(TargetPort::sampled(2_000_000), TargetPort::ALL);
+    }
+
+    #[test]
+    fn lowering_a_rate_remembers_the_band_until_the_rate_covers_it() {
+        let ten_percent = TargetPort::NONE.resampled(100_000);
+        assert_eq!(ten_percent, TargetPort::sampled(100_000));
+        assert!(!ten_percent.has_band());
+        // 10% -> 1% -> 5%: connections kept at 10% stay kept through both changes.
+        let one_percent = ten_percent.resampled(10_000);
+        assert_eq!(
+            (one_percent.sample_ppm, one_percent.remembered_ppm),
+            (10_000, 100_000)
+        );
+        let five_percent = one_percent.resampled(50_000);
+        assert_eq!(five_percent.remembered_ppm, 100_000);
+        assert!(five_percent.has_band());
+        // Back at (or above) the highest remembering rate: no band, no lookups.
+        assert!(!five_percent.resampled(100_000).has_band());
+        assert!(!five_percent.resampled(SAMPLE_SCALE).has_band());
+        // Nothing is remembered at 100%, so lowering from it adds no band.
+        assert!(!TargetPort::ALL.resampled(10_000).has_band());
+        // A port that stops being a target forgets its band.
+        assert_eq!(five_percent.resampled(0).remembered_ppm, 100_000);
+        assert!(!TargetPort::NONE.resampled(0).has_band());
     }
 
     #[test]

@@ -20,8 +20,8 @@ use aya_ebpf::{
 use mirror_common::{
     CHUNK_SIZE_CLASSES, COUNTER_COUNT, Counter, Direction, FAMILY_IPV4, FAMILY_IPV6, FlowTuple,
     MAX_CHUNK, MAX_CHUNKS_PER_SEGMENT, SAMPLE_SCALE, SAMPLED_FLOWS_ENTRIES, SELF_TRAFFIC_ENTRIES,
-    SegmentHeader, SegmentRecord, TARGET_PORTS_ENTRIES, TCX_NEXT, connection_sample_point,
-    tcp_flags,
+    SegmentHeader, SegmentRecord, TARGET_PORTS_ENTRIES, TCX_NEXT, TargetPort,
+    connection_sample_point, tcp_flags,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -42,7 +42,7 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 static WAKEUP_BYTES: u64 = 0;
 
 #[map(name = "TARGET_PORTS")]
-static TARGET_PORTS: Array<u32> = Array::with_max_entries(TARGET_PORTS_ENTRIES, 0);
+static TARGET_PORTS: Array<TargetPort> = Array::with_max_entries(TARGET_PORTS_ENTRIES, 0);
 
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
@@ -51,8 +51,8 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT,
 #[map(name = "REPLAY_SOCKETS")]
 static REPLAY_SOCKETS: HashMap<u64, u8> = HashMap::with_max_entries(SELF_TRAFFIC_ENTRIES, 0);
 
-/// In-kernel connection sampling decisions (1 keep, 0 drop), keyed client to server. LRU: a
-/// connection keeps its decision while it lives, even if the rate changes.
+/// Connections kept by in-kernel sampling below 100%, keyed client to server, so that a lower
+/// rate set later does not cut them (see [`TargetPort`]). LRU: closed connections age out.
 #[map(name = "SAMPLED_FLOWS")]
 static SAMPLED_FLOWS: LruHashMap<FlowTuple, u8> =
     LruHashMap::with_max_entries(SAMPLED_FLOWS_ENTRIES, 0);
@@ -252,16 +252,18 @@ fn parse_ipv6(ctx: &TcContext, offset: usize) -> Result<Network, Skip> {
     })
 }
 
-/// The [`TARGET_PORTS`] value of `port`: 0 not a target, else `1 + ppm` sampled connections.
+/// The [`TARGET_PORTS`] entry of `port` if it is a target port.
 #[inline(always)]
-fn target_port_value(port: u16) -> u32 {
-    TARGET_PORTS.get(port as u32).copied().unwrap_or(0)
+fn target_port(port: u16) -> Option<&'static TargetPort> {
+    TARGET_PORTS
+        .get(port as u32)
+        .filter(|entry| entry.is_target != 0)
 }
 
 /// Parses the packet down to TCP and decides the direction; `Skip::NotOurs` for anything that is
 /// not a target-port TCP segment.
 #[inline(always)]
-fn parse(ctx: &TcContext) -> Result<(Direction, u32, TcpSegment), Skip> {
+fn parse(ctx: &TcContext) -> Result<(Direction, &'static TargetPort, TcpSegment), Skip> {
     let (ethertype, l3_offset) = parse_ethernet(ctx)?;
     let network = match ethertype {
         ETH_P_IPV4 => parse_ipv4(ctx, l3_offset)?,
@@ -273,15 +275,12 @@ fn parse(ctx: &TcContext) -> Result<(Direction, u32, TcpSegment), Skip> {
     let dst_port = be16(&tcp, 2);
     // Destination port first: a client that happens to use a target port as its source port
     // still sends requests.
-    let dst_value = target_port_value(dst_port);
-    let (direction, port_value) = if dst_value != 0 {
-        (Direction::Request, dst_value)
-    } else {
-        let src_value = target_port_value(src_port);
-        if src_value == 0 {
-            return Err(Skip::NotOurs);
-        }
-        (Direction::Response, src_value)
+    let (direction, port) = match target_port(dst_port) {
+        Some(port) => (Direction::Request, port),
+        None => (
+            Direction::Response,
+            target_port(src_port).ok_or(Skip::NotOurs)?,
+        ),
     };
     let tcp_header_len = ((tcp[12] >> 4) as u32) * 4;
     if tcp_header_len < TCP_MIN_HEADER_LEN as u32 || tcp_header_len > network.l4_len {
@@ -289,7 +288,7 @@ fn parse(ctx: &TcContext) -> Result<(Direction, u32, TcpSegment), Skip> {
     }
     Ok((
         direction,
-        port_value - 1,
+        port,
         TcpSegment {
             family: network.family,
             src_addr: network.src_addr,
@@ -494,12 +493,12 @@ fn is_self_traffic(ctx: &TcContext, segment: &TcpSegment) -> bool {
 // In-kernel connection sampling
 // ---------------------------------------------------------------------------------------------
 
-/// For targets sampled by connection: keep `ppm` parts per million of the connections, decided
-/// once per connection (a consistent hash of the 4-tuple) and remembered, so unsampled
-/// connections cost a map lookup and never reach the ring buffer.
-#[inline(always)]
-fn is_sampled(direction: Direction, ppm: u32, segment: &TcpSegment) -> bool {
-    if ppm >= SAMPLE_SCALE {
+/// For targets sampled by connection: whether this connection is kept (see [`TargetPort`]).
+/// The decision is a hash of the 4-tuple, so an unsampled connection costs no map lookup unless
+/// its point falls in the band of a rate lowered while it may have been mirrored.
+#[inline(never)]
+fn is_sampled(direction: Direction, port: &TargetPort, segment: &TcpSegment) -> bool {
+    if port.sample_ppm >= SAMPLE_SCALE {
         return true;
     }
     let (client_addr, server_addr, client_port, server_port) = match direction {
@@ -516,6 +515,11 @@ fn is_sampled(direction: Direction, ppm: u32, segment: &TcpSegment) -> bool {
             segment.src_port,
         ),
     };
+    let point = connection_sample_point(client_addr, server_addr, client_port, server_port);
+    let kept = point < port.sample_ppm;
+    if !kept && point >= port.remembered_ppm {
+        return false;
+    }
     let key = FlowTuple {
         src_addr: *client_addr,
         dst_addr: *server_addr,
@@ -524,21 +528,21 @@ fn is_sampled(direction: Direction, ppm: u32, segment: &TcpSegment) -> bool {
         family: segment.family,
         _padding: [0; 3],
     };
-    // SAFETY: lookup of a plain key; the value is copied out.
-    if let Some(decision) = unsafe { SAMPLED_FLOWS.get(&key) } {
-        return *decision != 0;
+    // SAFETY: lookup of a plain key; the value is not dereferenced.
+    let remembered = unsafe { SAMPLED_FLOWS.get(&key) }.is_some();
+    if kept && !remembered {
+        // A full map of live entries only means this connection would be cut by a lower rate.
+        let _ = SAMPLED_FLOWS.insert(&key, &1, 0);
     }
-    let keep = connection_sample_point(client_addr, server_addr, client_port, server_port) < ppm;
-    let _ = SAMPLED_FLOWS.insert(&key, &u8::from(keep), 0);
-    keep
+    kept || remembered
 }
 
 fn try_mirror_tc(ctx: &TcContext) -> Result<(), Skip> {
     count(Counter::PacketsSeen, 1);
-    let (direction, ppm, segment) = parse(ctx)?;
-    // Sampling first: an unsampled connection then costs one map lookup, not the three of the
-    // self-traffic check (a replay connection that is sampled out is not recorded either way).
-    if !is_sampled(direction, ppm, &segment) {
+    let (direction, port, segment) = parse(ctx)?;
+    // Sampling first: an unsampled connection then costs a hash, not the three map lookups of
+    // the self-traffic check (a replay connection that is sampled out is not recorded either way).
+    if !is_sampled(direction, port, &segment) {
         count(Counter::SampledOut, 1);
         return Ok(());
     }

@@ -12,7 +12,7 @@ use mirror::{
     capture::{Classifier, KernelCounters},
     segment::{self, Direction, Segment},
 };
-use mirror_common::{Counter, SEGMENT_HEADER_LEN, TCX_NEXT, tcp_flags};
+use mirror_common::{Counter, SEGMENT_HEADER_LEN, TCX_NEXT, connection_sample_point, tcp_flags};
 use mirror_tests::{
     frames::{Frame, pattern},
     privileged,
@@ -335,4 +335,87 @@ fn full_ring_buffer_is_counted() {
         counters.get(Counter::RecordsEmitted) + counters.get(Counter::RingbufFull),
         4
     );
+}
+
+/// The address bytes the classifier hashes: IPv4 in the first four bytes, the rest zero.
+fn hashed_address(addr: IpAddr) -> [u8; 16] {
+    let mut bytes = [0; 16];
+    match addr {
+        IpAddr::V4(v4) => bytes[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => bytes = v6.octets(),
+    }
+    bytes
+}
+
+/// Runs a request and its response of the connection from `client_port`; returns whether each
+/// was recorded.
+fn exchange_recorded(harness: &mut Harness, client_port: u16) -> (bool, bool) {
+    let mut request = Frame::tcp(v4(1), v4(2), client_port, TARGET);
+    request.payload = b"GET / HTTP/1.1\r\n\r\n".to_vec();
+    let mut response = Frame::tcp(v4(2), v4(1), TARGET, client_port);
+    response.payload = b"HTTP/1.1 204 No Content\r\n\r\n".to_vec();
+    (
+        !harness.run(&request.bytes()).is_empty(),
+        !harness.run(&response.bytes()).is_empty(),
+    )
+}
+
+#[test]
+fn connection_sampling_is_per_connection_and_survives_a_lower_rate() {
+    if !privileged("connection_sampling_is_per_connection_and_survives_a_lower_rate") {
+        return;
+    }
+    let mut harness = Harness::new();
+    let point = |client_port: u16| {
+        connection_sample_point(
+            &hashed_address(v4(1)),
+            &hashed_address(v4(2)),
+            client_port,
+            TARGET,
+        )
+    };
+    let set_rate = |harness: &mut Harness, ppm: u32| {
+        harness
+            .classifier
+            .set_ports(&[TARGET], &[(TARGET, ppm)])
+            .expect("set the rate");
+    };
+    let seen_first: Vec<u16> = (41_000..41_200).collect();
+    let seen_later: Vec<u16> = (42_000..42_200).collect();
+
+    // 30%: both directions of a connection follow its sample point.
+    set_rate(&mut harness, 300_000);
+    let mut kept = 0;
+    for &port in &seen_first {
+        let expected = point(port) < 300_000;
+        assert_eq!(exchange_recorded(&mut harness, port), (expected, expected));
+        kept += usize::from(expected);
+    }
+    assert!((30..=90).contains(&kept), "{kept} of 200 kept at 30%");
+    let sampled_out = harness.counters().get(Counter::SampledOut);
+    assert_eq!(sampled_out, 2 * (200 - kept as u64));
+
+    // Lowered to 10%: the connections kept at 30% stay kept; new ones get the new rate.
+    set_rate(&mut harness, 100_000);
+    for &port in &seen_first {
+        let expected = point(port) < 300_000;
+        assert_eq!(exchange_recorded(&mut harness, port), (expected, expected));
+    }
+    let mut in_band = 0;
+    for &port in &seen_later {
+        let expected = point(port) < 100_000;
+        assert_eq!(exchange_recorded(&mut harness, port), (expected, expected));
+        in_band += usize::from((100_000..300_000).contains(&point(port)));
+    }
+    assert!(
+        in_band > 0,
+        "some new connections fall in the remembered band"
+    );
+
+    // Raised to 50%: connections it now selects are picked up.
+    set_rate(&mut harness, 500_000);
+    for &port in seen_first.iter().chain(&seen_later) {
+        let expected = point(port) < 500_000;
+        assert_eq!(exchange_recorded(&mut harness, port), (expected, expected));
+    }
 }

@@ -25,8 +25,8 @@ use aya::{
 pub use interfaces::Interface;
 pub use mirror_common::SAMPLE_SCALE;
 use mirror_common::{
-    CLASSIFIER_PROGRAM, COUNTER_COUNT, COUNTERS_MAP, Counter, EVENTS_MAP, PORT_TARGET,
-    REPLAY_SOCKETS_MAP, TARGET_PORTS_MAP, WAKEUP_BYTES_GLOBAL, port_value,
+    CLASSIFIER_PROGRAM, COUNTER_COUNT, COUNTERS_MAP, Counter, EVENTS_MAP, REPLAY_SOCKETS_MAP,
+    TARGET_PORTS_MAP, TargetPort, WAKEUP_BYTES_GLOBAL,
 };
 pub use reader::{ReaderStats, RingReader, SegmentBatch, spawn_reader};
 use tracing::debug;
@@ -130,7 +130,7 @@ impl KernelCounters {
 /// with `BPF_PROG_TEST_RUN` through [`Classifier::program`].
 pub struct Classifier {
     ebpf: Ebpf,
-    target_ports: Array<MapData, u32>,
+    target_ports: Array<MapData, TargetPort>,
     counters: KernelCounterReader,
     ring: Option<RingBuf<MapData>>,
     self_traffic: SelfTraffic,
@@ -225,14 +225,14 @@ impl Classifier {
             .load(CLASSIFIER_OBJECT)
             .map_err(CaptureError::Load)?;
 
-        let mut target_ports: Array<MapData, u32> = Array::try_from(
+        let mut target_ports: Array<MapData, TargetPort> = Array::try_from(
             ebpf.take_map(TARGET_PORTS_MAP)
                 .ok_or(CaptureError::MissingObject(TARGET_PORTS_MAP))?,
         )
         .map_err(map_error(TARGET_PORTS_MAP, "opening"))?;
         for port in ports {
             target_ports
-                .set(u32::from(*port), PORT_TARGET, 0)
+                .set(u32::from(*port), TargetPort::ALL, 0)
                 .map_err(map_error(TARGET_PORTS_MAP, "updating"))?;
         }
         let counters = KernelCounterReader {
@@ -291,11 +291,17 @@ impl Classifier {
 
     /// Makes exactly `ports` the target ports, each with the share of its connections the
     /// classifier keeps, in parts per million ([`SAMPLE_SCALE`] keeps all; less samples
-    /// connections in the kernel). Capture continues without a gap for ports in both sets.
+    /// connections in the kernel). Capture continues without a gap for ports in both sets, and
+    /// a lowered rate keeps the connections the classifier already mirrors
+    /// ([`TargetPort::resampled`]).
     pub fn set_ports(&mut self, old: &[u16], ports: &[(u16, u32)]) -> Result<(), CaptureError> {
         for (port, ppm) in ports {
+            let current = self
+                .target_ports
+                .get(&u32::from(*port), 0)
+                .map_err(map_error(TARGET_PORTS_MAP, "reading"))?;
             self.target_ports
-                .set(u32::from(*port), port_value(*ppm), 0)
+                .set(u32::from(*port), current.resampled(*ppm), 0)
                 .map_err(map_error(TARGET_PORTS_MAP, "updating"))?;
         }
         for port in old
@@ -303,7 +309,7 @@ impl Classifier {
             .filter(|port| !ports.iter().any(|(kept, _)| kept == *port))
         {
             self.target_ports
-                .set(u32::from(*port), 0, 0)
+                .set(u32::from(*port), TargetPort::NONE, 0)
                 .map_err(map_error(TARGET_PORTS_MAP, "updating"))?;
         }
         Ok(())
