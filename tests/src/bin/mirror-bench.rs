@@ -7,6 +7,10 @@
 //! interleaved rounds and ratios are taken between runs of the same round (adjacent in time),
 //! then the median over rounds is reported: this machine drifts by +-15% between runs.
 //!
+//! Tables: primary impact at saturation (wrk, keep-alive), coupling at a fixed rate below
+//! saturation (paced client), cost with the sampled share (wrk, short connections),
+//! completeness at fixed rates.
+//!
 //! Usage: `mirror-bench [--rounds N] [--seconds S] [--completeness-seconds S] [--chart PATH]`
 //! (`--completeness-seconds 0` skips the fixed-rate runs; `--only TEXT` keeps the baseline and the
 //! modes whose label contains TEXT, for profiling one mode.)
@@ -38,7 +42,18 @@ enum Load {
     Close,
     /// wrk's keep-alive connections to nginx's `mirror` module in front of the primary.
     NginxMirror,
+    /// The paced client at [`FIXED_RATE`] on keep-alive connections: a load below saturation,
+    /// so the primary's latency shows coupling rather than CPU shared at saturation.
+    FixedRate,
+    /// The same paced load through nginx's `mirror` module.
+    FixedRateNginxMirror,
 }
+
+/// Offered rate of the fixed-rate runs: about a fifth of what the primary serves at saturation
+/// here, a busy production pod rather than a load test.
+const FIXED_RATE: u64 = 20_000;
+/// Keep-alive connections of the paced client.
+const PACED_CONNECTIONS: u64 = 50;
 
 /// One measured configuration.
 #[derive(Clone, Copy, Debug)]
@@ -95,6 +110,37 @@ const IMPACT: [Mode; 8] = [
     mode(
         "nginx `mirror` module, 200 ms shadow",
         Load::NginxMirror,
+        None,
+    ),
+];
+
+/// Coupling at a fixed offered rate, below saturation. Index 0 is the baseline, 1 the fast
+/// shadow.
+const COUPLING: [Mode; 6] = [
+    mode("no mirror", Load::FixedRate, None),
+    mode(
+        "mirror 100%, fast shadow",
+        Load::FixedRate,
+        Some((FAST_PORT, "100", false)),
+    ),
+    mode(
+        "classifier only (0% of connections)",
+        Load::FixedRate,
+        Some((FAST_PORT, "0", true)),
+    ),
+    mode(
+        "mirror 100%, 200 ms shadow",
+        Load::FixedRate,
+        Some((SLOW_PORT, "100", false)),
+    ),
+    mode(
+        "mirror 100%, dead shadow",
+        Load::FixedRate,
+        Some((DEAD_PORT, "100", false)),
+    ),
+    mode(
+        "nginx `mirror` module, 200 ms shadow",
+        Load::FixedRateNginxMirror,
         None,
     ),
 ];
@@ -344,6 +390,7 @@ fn wrk(client: &NetNs, seconds: u64, load: Load) -> WrkResult {
             PORT
         }
         Load::NginxMirror => FRONT_PORT,
+        Load::FixedRate | Load::FixedRateNginxMirror => unreachable!("paced loads do not use wrk"),
     };
     let output = command
         .arg(format!("http://{SERVER_ADDR}:{port}/"))
@@ -368,6 +415,22 @@ fn wrk(client: &NetNs, seconds: u64, load: Load) -> WrkResult {
     }
 }
 
+/// One run of `load` against the primary (or nginx's `mirror` module in front of it).
+fn measure(client: &NetNs, seconds: u64, load: Load) -> WrkResult {
+    let port = match load {
+        Load::FixedRate => PORT,
+        Load::FixedRateNginxMirror => FRONT_PORT,
+        Load::KeepAlive | Load::Close | Load::NginxMirror => return wrk(client, seconds, load),
+    };
+    let paced = paced(client, port, FIXED_RATE, seconds, PACED_CONNECTIONS);
+    WrkResult {
+        seconds: seconds as f64,
+        requests_per_second: paced.served as f64 / seconds as f64,
+        p50_ms: paced.latency_ms(0.50),
+        p99_ms: paced.latency_ms(0.99),
+    }
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
@@ -381,12 +444,37 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-/// A paced client: `connections` keep-alive connections together sending `rate` requests per
-/// second for `seconds`. Returns (responses received, requests sent).
-fn paced(client: &NetNs, rate: u64, seconds: u64, connections: u64) -> (u64, u64) {
+/// What the paced client saw.
+struct Paced {
+    served: u64,
+    sent: u64,
+    /// Per response, microseconds from the request's write to the response's last byte. (Not
+    /// from the scheduled send time: tokio's timer has a 1 ms resolution, coarser than the
+    /// latencies measured. A stalled primary shows in the served rate instead: each
+    /// connection waits for its response before the next request.)
+    latencies_us: Vec<u32>,
+}
+
+impl Paced {
+    fn latency_ms(&self, quantile: f64) -> f64 {
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        let Some(last) = sorted.len().checked_sub(1) else {
+            return f64::NAN;
+        };
+        f64::from(sorted[(last as f64 * quantile).round() as usize]) / 1000.0
+    }
+}
+
+/// A paced client: `connections` keep-alive connections to `port` together sending `rate`
+/// requests per second for `seconds`, each connection waiting for a response before its next
+/// request.
+fn paced(client: &NetNs, port: u16, rate: u64, seconds: u64, connections: u64) -> Paced {
     let ok = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
-    let (ok_count, sent_count) = (Arc::clone(&ok), Arc::clone(&sent));
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (ok_count, sent_count, all_latencies) =
+        (Arc::clone(&ok), Arc::clone(&sent), Arc::clone(&latencies));
     client
         .spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -399,18 +487,24 @@ fn paced(client: &NetNs, rate: u64, seconds: u64, connections: u64) -> (u64, u64
                 let deadline = Instant::now() + Duration::from_secs(seconds);
                 let tasks: Vec<_> = (0..connections)
                     .map(|_| {
-                        let (ok, sent) = (Arc::clone(&ok_count), Arc::clone(&sent_count));
+                        let (ok, sent, all_latencies) = (
+                            Arc::clone(&ok_count),
+                            Arc::clone(&sent_count),
+                            Arc::clone(&all_latencies),
+                        );
                         tokio::spawn(async move {
                             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                            let mut stream = tokio::net::TcpStream::connect((SERVER_ADDR, PORT))
+                            let mut stream = tokio::net::TcpStream::connect((SERVER_ADDR, port))
                                 .await
                                 .expect("connect");
                             let mut ticker = tokio::time::interval(interval);
                             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                             let mut buffer = vec![0u8; 4096];
                             let request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
+                            let mut latencies = Vec::new();
                             while Instant::now() < deadline {
                                 ticker.tick().await;
+                                let written = Instant::now();
                                 stream.write_all(request).await.expect("write");
                                 sent.fetch_add(1, Ordering::Relaxed);
                                 // nginx's reply to this page fits one read in practice; count
@@ -434,7 +528,13 @@ fn paced(client: &NetNs, rate: u64, seconds: u64, connections: u64) -> (u64, u64
                                     }
                                 }
                                 ok.fetch_add(1, Ordering::Relaxed);
+                                let latency = written.elapsed().as_micros();
+                                latencies.push(u32::try_from(latency).unwrap_or(u32::MAX));
                             }
+                            all_latencies
+                                .lock()
+                                .expect("latencies")
+                                .append(&mut latencies);
                         })
                     })
                     .collect();
@@ -446,7 +546,12 @@ fn paced(client: &NetNs, rate: u64, seconds: u64, connections: u64) -> (u64, u64
         .join()
         .expect("paced client")
         .expect("client namespace");
-    (ok.load(Ordering::Relaxed), sent.load(Ordering::Relaxed))
+    let latencies_us = std::mem::take(&mut *latencies.lock().expect("latencies"));
+    Paced {
+        served: ok.load(Ordering::Relaxed),
+        sent: sent.load(Ordering::Relaxed),
+        latencies_us,
+    }
 }
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -545,6 +650,15 @@ fn main() {
         .iter()
         .position(|mode| mode.label == IMPACT[1].label);
     print_table(&impact_modes, &impact, fast);
+    let coupling_modes = selected(&COUPLING);
+    let coupling = rounds_of(&topology, &coupling_modes, rounds, seconds);
+    println!(
+        "\n### Coupling at a fixed rate ({FIXED_RATE} req/s offered by a paced client on {PACED_CONNECTIONS} keep-alive connections, latency from each request's write to its response's last byte, {seconds} s per run, {rounds} interleaved rounds)\n"
+    );
+    let fast = coupling_modes
+        .iter()
+        .position(|mode| mode.label == COUPLING[1].label);
+    print_table(&coupling_modes, &coupling, fast);
     let scaling_modes = selected(&SCALING);
     let scaling = rounds_of(&topology, &scaling_modes, rounds, seconds);
     println!(
@@ -575,7 +689,7 @@ fn rounds_of(topology: &Topology, modes: &[Mode], rounds: u64, seconds: u64) -> 
                 start_daemon(topology, port, sample, by_connection)
             });
             let cpu_before = daemon.as_ref().map(Daemon::cpu_seconds);
-            let result = wrk(&topology.client, seconds, mode.load);
+            let result = measure(&topology.client, seconds, mode.load);
             let cost = daemon.as_ref().map(|daemon| {
                 let cpu = daemon.cpu_seconds() - cpu_before.unwrap_or(0.0);
                 let replayed = daemon
@@ -668,7 +782,8 @@ fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
 fn completeness(topology: &Topology, rate: u64, seconds: u64, chart: Option<&Path>) {
     let daemon = start_daemon(topology, FAST_PORT, "100", false);
     let cpu_before = daemon.cpu_seconds();
-    let (served, sent) = paced(&topology.client, rate, seconds, 50);
+    let Paced { served, sent, .. } =
+        paced(&topology.client, PORT, rate, seconds, PACED_CONNECTIONS);
     std::thread::sleep(Duration::from_secs(3));
     let cpu = daemon.cpu_seconds() - cpu_before;
     if let Some(path) = chart {
@@ -693,7 +808,7 @@ fn completeness(topology: &Topology, rate: u64, seconds: u64, chart: Option<&Pat
     let gaps = metric("mirror_tcp_gaps_total", "");
     let achieved = served as f64 / seconds as f64;
     println!(
-        "\n### Completeness at {rate} req/s for {seconds} s (paced client, 50 keep-alive connections, 100% sampling, fast shadow)\n"
+        "\n### Completeness at {rate} req/s for {seconds} s (paced client, {PACED_CONNECTIONS} keep-alive connections, 100% sampling, fast shadow)\n"
     );
     println!("| measure | value |\n|---|---:|");
     println!(
