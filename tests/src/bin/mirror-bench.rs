@@ -18,10 +18,6 @@
 use std::{
     path::{Path, PathBuf},
     process::{Child, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
     time::{Duration, Instant},
 };
 
@@ -449,9 +445,9 @@ struct Paced {
     served: u64,
     sent: u64,
     /// Per response, microseconds from the request's write to the response's last byte. (Not
-    /// from the scheduled send time: tokio's timer has a 1 ms resolution, coarser than the
-    /// latencies measured. A stalled primary shows in the served rate instead: each
-    /// connection waits for its response before the next request.)
+    /// from the scheduled send time, which would add the sleep's wake-up delay; a stalled
+    /// primary shows in the served rate instead: each connection waits for its response
+    /// before the next request.)
     latencies_us: Vec<u32>,
 }
 
@@ -468,90 +464,88 @@ impl Paced {
 
 /// A paced client: `connections` keep-alive connections to `port` together sending `rate`
 /// requests per second for `seconds`, each connection waiting for a response before its next
-/// request.
+/// request. One thread per connection sleeping to absolute send times, the connections'
+/// schedules staggered across the period: arrivals spread like independent clients' rather
+/// than in synchronised bursts (an async timer's 1 ms ticks would send every connection's
+/// request at once and measure the queue of the burst).
 fn paced(client: &NetNs, port: u16, rate: u64, seconds: u64, connections: u64) -> Paced {
-    let ok = Arc::new(AtomicU64::new(0));
-    let sent = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (ok_count, sent_count, all_latencies) =
-        (Arc::clone(&ok), Arc::clone(&sent), Arc::clone(&latencies));
     client
         .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let interval = Duration::from_secs_f64(connections as f64 / rate as f64);
-                let deadline = Instant::now() + Duration::from_secs(seconds);
-                let tasks: Vec<_> = (0..connections)
-                    .map(|_| {
-                        let (ok, sent, all_latencies) = (
-                            Arc::clone(&ok_count),
-                            Arc::clone(&sent_count),
-                            Arc::clone(&all_latencies),
-                        );
-                        tokio::spawn(async move {
-                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                            let mut stream = tokio::net::TcpStream::connect((SERVER_ADDR, port))
-                                .await
-                                .expect("connect");
-                            let mut ticker = tokio::time::interval(interval);
-                            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                            let mut buffer = vec![0u8; 4096];
-                            let request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
-                            let mut latencies = Vec::new();
-                            while Instant::now() < deadline {
-                                ticker.tick().await;
-                                let written = Instant::now();
-                                stream.write_all(request).await.expect("write");
-                                sent.fetch_add(1, Ordering::Relaxed);
-                                // nginx's reply to this page fits one read in practice; count
-                                // bytes to be sure one whole response arrived.
-                                let mut got = 0;
-                                let mut expected = usize::MAX;
-                                while got < expected {
-                                    let n = stream.read(&mut buffer[got..]).await.expect("read");
-                                    assert!(n > 0, "primary closed the connection");
-                                    got += n;
-                                    if let Some(end) =
-                                        buffer[..got].windows(4).position(|w| w == b"\r\n\r\n")
-                                    {
-                                        let head = String::from_utf8_lossy(&buffer[..end]);
-                                        let length: usize = head
-                                            .lines()
-                                            .find_map(|l| l.strip_prefix("Content-Length: "))
-                                            .and_then(|v| v.trim().parse().ok())
-                                            .unwrap_or(0);
-                                        expected = end + 4 + length;
-                                    }
-                                }
-                                ok.fetch_add(1, Ordering::Relaxed);
-                                let latency = written.elapsed().as_micros();
-                                latencies.push(u32::try_from(latency).unwrap_or(u32::MAX));
-                            }
-                            all_latencies
-                                .lock()
-                                .expect("latencies")
-                                .append(&mut latencies);
-                        })
-                    })
-                    .collect();
-                for task in tasks {
-                    task.await.expect("client task");
-                }
-            });
+            let period = Duration::from_secs_f64(connections as f64 / rate as f64);
+            let start = Instant::now() + Duration::from_millis(100);
+            let deadline = start + Duration::from_secs(seconds);
+            let threads: Vec<_> = (0..connections)
+                .map(|index| {
+                    let first = start + period.mul_f64(index as f64 / connections as f64);
+                    std::thread::spawn(move || paced_connection(port, first, period, deadline))
+                })
+                .collect();
+            let mut total = Paced {
+                served: 0,
+                sent: 0,
+                latencies_us: Vec::new(),
+            };
+            for thread in threads {
+                let mut one = thread.join().expect("client connection");
+                total.served += one.served;
+                total.sent += one.sent;
+                total.latencies_us.append(&mut one.latencies_us);
+            }
+            total
         })
         .join()
         .expect("paced client")
-        .expect("client namespace");
-    let latencies_us = std::mem::take(&mut *latencies.lock().expect("latencies"));
-    Paced {
-        served: ok.load(Ordering::Relaxed),
-        sent: sent.load(Ordering::Relaxed),
-        latencies_us,
+        .expect("client namespace")
+}
+
+/// One connection of [`paced`]: a request at `first`, then one every `period` until `deadline`
+/// (a late response delays the next sends, which then catch up; a primary slower than the
+/// period stops at the deadline all the same).
+fn paced_connection(port: u16, first: Instant, period: Duration, deadline: Instant) -> Paced {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect((SERVER_ADDR, port)).expect("connect");
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    let request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
+    let mut buffer = vec![0u8; 4096];
+    let mut result = Paced {
+        served: 0,
+        sent: 0,
+        latencies_us: Vec::new(),
+    };
+    let mut next = first;
+    while next < deadline && Instant::now() < deadline {
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        next += period;
+        let written = Instant::now();
+        stream.write_all(request).expect("write");
+        result.sent += 1;
+        // nginx's reply to this page fits one read in practice; count bytes to be sure one
+        // whole response arrived.
+        let mut got = 0;
+        let mut expected = usize::MAX;
+        while got < expected {
+            let n = stream.read(&mut buffer[got..]).expect("read");
+            assert!(n > 0, "primary closed the connection");
+            got += n;
+            if let Some(end) = buffer[..got].windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buffer[..end]);
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                expected = end + 4 + length;
+            }
+        }
+        result.served += 1;
+        let latency = written.elapsed().as_micros();
+        result
+            .latencies_us
+            .push(u32::try_from(latency).unwrap_or(u32::MAX));
     }
+    result
 }
 
 fn arg(name: &str, default: u64) -> u64 {
