@@ -496,11 +496,15 @@ fn is_self_traffic(ctx: &TcContext, segment: &TcpSegment) -> bool {
 /// For targets sampled by connection: whether this connection is kept (see [`TargetPort`]).
 /// The decision is a hash of the 4-tuple, so an unsampled connection costs no map lookup unless
 /// its point falls in the band of a rate lowered while it may have been mirrored.
-#[inline(never)]
+#[inline(always)]
 fn is_sampled(direction: Direction, port: &TargetPort, segment: &TcpSegment) -> bool {
-    if port.sample_ppm >= SAMPLE_SCALE {
-        return true;
-    }
+    port.sample_ppm >= SAMPLE_SCALE || is_sampled_connection(direction, port, segment)
+}
+
+/// [`is_sampled`] below 100%. Out of line: inlined, its stack pushes the program past the BPF
+/// stack limit, and the common 100% path then pays no call.
+#[inline(never)]
+fn is_sampled_connection(direction: Direction, port: &TargetPort, segment: &TcpSegment) -> bool {
     let (client_addr, server_addr, client_port, server_port) = match direction {
         Direction::Request => (
             &segment.src_addr,

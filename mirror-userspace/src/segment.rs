@@ -165,10 +165,28 @@ pub fn decode_header(record: &[u8]) -> Result<SegmentHeader, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<SegmentHeader>()) })
 }
 
+/// The bytes of `record` that carry information: the header and its `chunk_len` payload bytes.
+/// The classifier reserves records in size classes, so an 840-byte response sits in a 2 KiB
+/// record whose tail is garbage; a reader copies only this prefix. The whole record when the
+/// header cannot be read or overstates the payload (the decoder then reports it).
+pub fn record_len(record: &[u8]) -> usize {
+    decode_header(record).map_or(record.len(), |header| {
+        (SEGMENT_HEADER_LEN + header.chunk_len as usize).min(record.len())
+    })
+}
+
 /// Decodes one record. `record` is a slice of a shared buffer, so the payload is a zero-copy
 /// sub-slice of it.
 pub fn decode(record: Bytes) -> Result<Segment, DecodeError> {
-    let header = decode_header(&record)?;
+    let len = record.len();
+    decode_in(&record, 0..len)
+}
+
+/// Decodes the record at `range` of `buffer` (a batch of records); the payload is a zero-copy
+/// slice of `buffer`.
+pub fn decode_in(buffer: &Bytes, range: std::ops::Range<usize>) -> Result<Segment, DecodeError> {
+    let record = &buffer[range.clone()];
+    let header = decode_header(record)?;
     let available = record.len() - SEGMENT_HEADER_LEN;
     let chunk_len = header.chunk_len as usize;
     if chunk_len > available {
@@ -201,7 +219,8 @@ pub fn decode(record: Bytes) -> Result<Segment, DecodeError> {
         ifindex: header.ifindex,
         segment_len: header.payload_len,
         chunk_offset: header.chunk_offset,
-        payload: record.slice(SEGMENT_HEADER_LEN..SEGMENT_HEADER_LEN + chunk_len),
+        payload: buffer
+            .slice(range.start + SEGMENT_HEADER_LEN..range.start + SEGMENT_HEADER_LEN + chunk_len),
     })
 }
 
@@ -263,6 +282,34 @@ mod tests {
         assert_eq!(segment.flow.server, "198.18.0.2:8080".parse().unwrap());
         assert!(segment.is_last_chunk());
         assert!(segment.effective_flags().fin());
+    }
+
+    #[test]
+    fn batch_of_trimmed_records_decodes_in_place() {
+        // Two records in their size-class padding, trimmed to header + chunk_len as the ring
+        // reader copies them, back to back in one buffer.
+        let padded = encode(
+            &header(Direction::Request, FAMILY_IPV4),
+            b"abcdef\0\0\0\0\0\0\0\0",
+        );
+        assert_eq!(record_len(&padded), SEGMENT_HEADER_LEN + 6);
+        let mut second = header(Direction::Response, FAMILY_IPV4);
+        second.chunk_len = 3;
+        let second = encode(&second, b"xyz\0");
+        let mut buffer = padded[..record_len(&padded)].to_vec();
+        let split = buffer.len();
+        buffer.extend_from_slice(&second[..record_len(&second)]);
+        assert_eq!(buffer.len(), 2 * SEGMENT_HEADER_LEN + 9);
+        let buffer = Bytes::from(buffer);
+        let first = decode_in(&buffer, 0..split).unwrap();
+        let second = decode_in(&buffer, split..buffer.len()).unwrap();
+        assert_eq!(first.payload, Bytes::from_static(b"abcdef"));
+        assert_eq!(second.payload, Bytes::from_static(b"xyz"));
+        assert_eq!(second.direction, Direction::Response);
+        // A record claiming more than it holds is kept whole, for the decoder to reject.
+        let overrun = encode(&header(Direction::Request, FAMILY_IPV4), b"abc");
+        assert_eq!(record_len(&overrun), overrun.len());
+        assert_eq!(record_len(b"short"), 5);
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl RingReader {
                 break;
             };
             let start = arena.len();
-            arena.extend_from_slice(&item);
+            arena.extend_from_slice(&item[..segment::record_len(&item)]);
             bounds.push(start..arena.len());
         }
         if bounds.is_empty() {
@@ -125,7 +125,7 @@ impl RingReader {
         let arena: Bytes = arena.freeze();
         let mut batch = Vec::with_capacity(bounds.len());
         for range in bounds {
-            match segment::decode(arena.slice(range)) {
+            match segment::decode_in(&arena, range) {
                 Ok(segment) => batch.push(segment),
                 Err(error) => {
                     stats.decode_errors.fetch_add(1, Ordering::Relaxed);
