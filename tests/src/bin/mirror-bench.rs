@@ -635,30 +635,37 @@ fn main() {
         "",
     );
 
-    let impact_modes = selected(&IMPACT);
-    let impact = rounds_of(&topology, &impact_modes, rounds, seconds);
-    println!(
-        "### Primary impact (wrk -t2 -c32 keep-alive, {seconds} s per run, {rounds} interleaved rounds)\n"
+    let runs = |modes: &[Mode], fast_shadow_second: bool, heading: &str| {
+        table(
+            &topology,
+            modes,
+            fast_shadow_second,
+            heading,
+            rounds,
+            seconds,
+        );
+    };
+    runs(
+        &IMPACT,
+        true,
+        &format!(
+            "### Primary impact (wrk -t2 -c32 keep-alive, {seconds} s per run, {rounds} interleaved rounds)"
+        ),
     );
-    let fast = impact_modes
-        .iter()
-        .position(|mode| mode.label == IMPACT[1].label);
-    print_table(&impact_modes, &impact, fast);
-    let coupling_modes = selected(&COUPLING);
-    let coupling = rounds_of(&topology, &coupling_modes, rounds, seconds);
-    println!(
-        "\n### Coupling at a fixed rate ({FIXED_RATE} req/s offered by a paced client on {PACED_CONNECTIONS} keep-alive connections, latency from each request's write to its response's last byte, {seconds} s per run, {rounds} interleaved rounds)\n"
+    runs(
+        &COUPLING,
+        true,
+        &format!(
+            "\n### Coupling at a fixed rate ({FIXED_RATE} req/s offered by a paced client on {PACED_CONNECTIONS} keep-alive connections, latency from each request's write to its response's last byte, {seconds} s per run, {rounds} interleaved rounds)"
+        ),
     );
-    let fast = coupling_modes
-        .iter()
-        .position(|mode| mode.label == COUPLING[1].label);
-    print_table(&coupling_modes, &coupling, fast);
-    let scaling_modes = selected(&SCALING);
-    let scaling = rounds_of(&topology, &scaling_modes, rounds, seconds);
-    println!(
-        "\n### Cost with the sampled share (wrk -t2 -c32 with `Connection: close`, {seconds} s per run, {rounds} interleaved rounds)\n"
+    runs(
+        &SCALING,
+        false,
+        &format!(
+            "\n### Cost with the sampled share (wrk -t2 -c32 with `Connection: close`, {seconds} s per run, {rounds} interleaved rounds)"
+        ),
     );
-    print_table(&scaling_modes, &scaling, None);
 
     let chart = chart_path();
     let rates: &[u64] = if completeness_seconds == 0 {
@@ -671,6 +678,27 @@ fn main() {
         completeness(&topology, rate, completeness_seconds, chart);
     }
     cleanup(&[&primary_dir, &shadow_dir]);
+}
+
+/// Runs the modes of `modes` that `--only` keeps in interleaved rounds and prints their table
+/// under `heading`. With `fast_shadow_second`, mode 1 is the fast-shadow run that throughput is
+/// also compared with.
+fn table(
+    topology: &Topology,
+    modes: &[Mode],
+    fast_shadow_second: bool,
+    heading: &str,
+    rounds: u64,
+    seconds: u64,
+) {
+    let kept = selected(modes);
+    let results = rounds_of(topology, &kept, rounds, seconds);
+    println!("{heading}\n");
+    let fast = modes
+        .get(1)
+        .filter(|_| fast_shadow_second)
+        .and_then(|fast| kept.iter().position(|mode| mode.label == fast.label));
+    print_table(&kept, &results, fast);
 }
 
 /// Runs every mode once per round, in order, so ratios compare runs adjacent in time.
