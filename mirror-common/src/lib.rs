@@ -418,7 +418,8 @@ mod tests {
         assert!(!five_percent.resampled(SAMPLE_SCALE).has_band());
         // Nothing is remembered at 100%, so lowering from it adds no band.
         assert!(!TargetPort::ALL.resampled(10_000).has_band());
-        // A port that stops being a target forgets its band.
+        // Rate 0 still keeps the connections mirrored before; a port that stopped being a
+        // target (reset to NONE) starts again without a band.
         assert_eq!(five_percent.resampled(0).remembered_ppm, 100_000);
         assert!(!TargetPort::NONE.resampled(0).has_band());
     }

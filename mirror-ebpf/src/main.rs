@@ -501,8 +501,8 @@ fn is_sampled(direction: Direction, port: &TargetPort, segment: &TcpSegment) -> 
     port.sample_ppm >= SAMPLE_SCALE || is_sampled_connection(direction, port, segment)
 }
 
-/// [`is_sampled`] below 100%. Out of line: inlined, its stack pushes the program past the BPF
-/// stack limit, and the common 100% path then pays no call.
+/// [`is_sampled`] below 100%. Out of line because inlining it pushes the program's stack past
+/// the BPF limit; the 100% path does not make the call.
 #[inline(never)]
 fn is_sampled_connection(direction: Direction, port: &TargetPort, segment: &TcpSegment) -> bool {
     let (client_addr, server_addr, client_port, server_port) = match direction {
