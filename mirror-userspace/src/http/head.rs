@@ -80,6 +80,14 @@ fn eq_token(value: &[u8], token: &[u8]) -> bool {
     value.trim_ascii().eq_ignore_ascii_case(token)
 }
 
+/// Whether a comma-separated field value (a Connection field's options, RFC 9110 §7.6.1) lists
+/// `option`, compared case-insensitively.
+pub fn lists_option(value: &[u8], option: &[u8]) -> bool {
+    value
+        .split(|&byte| byte == b',')
+        .any(|item| eq_token(item, option))
+}
+
 fn collect_headers(
     base: &[u8],
     headers: &[httparse::Header<'_>],
@@ -123,9 +131,7 @@ fn collect_headers(
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             upgrade_header |= !value.trim_ascii().is_empty();
         } else if name.eq_ignore_ascii_case(b"connection") {
-            connection_upgrade |= value
-                .split(|&byte| byte == b',')
-                .any(|option| eq_token(option, b"upgrade"));
+            connection_upgrade |= lists_option(value, b"upgrade");
         } else if name.eq_ignore_ascii_case(b"host") && facts.host.is_none() {
             facts.host = Some(index);
         }
@@ -544,6 +550,14 @@ mod tests {
             ),
             ResponseBody::Body(BodyFraming::Chunked)
         );
+    }
+
+    #[test]
+    fn connection_options_are_listed_tokens() {
+        assert!(lists_option(b"TE, Close", b"close"));
+        assert!(lists_option(b"keep-alive", b"Keep-Alive"));
+        assert!(!lists_option(b"closed, x-close", b"close"));
+        assert!(!lists_option(b"", b"close"));
     }
 
     #[test]

@@ -57,7 +57,9 @@ pub use self::head::{BodyFraming, HeadError, HeaderSpan, HttpRequest, HttpRespon
 // The replay side reads shadow responses with the same framing rules.
 #[cfg(test)]
 pub(crate) use self::head::parse_request_head;
-pub use self::head::{HeadLimits, ResponseBody, ResponseHead, parse_response_head, response_body};
+pub use self::head::{
+    HeadLimits, ResponseBody, ResponseHead, lists_option, parse_response_head, response_body,
+};
 use crate::reassembly::{Reassembler, ReassemblyConfig};
 use crate::segment::Segment;
 

@@ -6,7 +6,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::http::{BodyReader, HeadLimits, ResponseBody, parse_response_head};
+use crate::http::{BodyReader, HeadLimits, ResponseBody, lists_option, parse_response_head};
 
 /// Why a response could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -51,17 +51,15 @@ async fn fill<R: AsyncRead + Unpin>(
 }
 
 fn connection_closes(head: &crate::http::ResponseHead, bytes: &[u8]) -> bool {
-    let connection = head
+    let mut options = head
         .headers
         .iter()
         .filter(|span| span.name(bytes).eq_ignore_ascii_case(b"connection"))
-        .flat_map(|span| span.value(bytes).split(|byte| *byte == b','))
-        .map(|option| option.trim_ascii().to_ascii_lowercase())
-        .collect::<Vec<_>>();
+        .map(|span| span.value(bytes));
     if head.version_minor == 0 {
-        !connection.iter().any(|option| option == b"keep-alive")
+        !options.any(|value| lists_option(value, b"keep-alive"))
     } else {
-        connection.iter().any(|option| option == b"close")
+        options.any(|value| lists_option(value, b"close"))
     }
 }
 

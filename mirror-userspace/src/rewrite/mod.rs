@@ -30,7 +30,10 @@ mod tests;
 
 use bytes::Bytes;
 
-use crate::config::{HeaderField, TargetConfig};
+use crate::{
+    config::{HeaderField, TargetConfig},
+    http::lists_option,
+};
 use head::HeadLines;
 use host::HostRule;
 
@@ -155,8 +158,8 @@ impl Rewriter {
             let edit = self.edit(name, value, &mut set_done);
             if name.eq_ignore_ascii_case(b"connection") {
                 asks_close |= match &edit {
-                    Edit::Keep => has_close_option(value),
-                    Edit::Value(new_value) => has_close_option(new_value),
+                    Edit::Keep => lists_option(value, b"close"),
+                    Edit::Value(new_value) => lists_option(new_value, b"close"),
                     Edit::Drop => false,
                 };
             }
@@ -182,7 +185,7 @@ impl Rewriter {
             .peekable();
         asks_close |= appended.clone().any(|field| {
             field.name.eq_ignore_ascii_case("connection")
-                && has_close_option(field.value.as_bytes())
+                && lists_option(field.value.as_bytes(), b"close")
         });
         if out.is_none() && appended.peek().is_none() {
             return Ok(RewrittenRequest {
@@ -241,13 +244,6 @@ impl Rewriter {
         };
         rewritten.map_or(Edit::Keep, Edit::Value)
     }
-}
-
-/// Whether a Connection field value lists the `close` option (RFC 9112 §9.6).
-fn has_close_option(value: &[u8]) -> bool {
-    value
-        .split(|byte| *byte == b',')
-        .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8], line_ending: &[u8]) {
