@@ -8,8 +8,9 @@
 //! for several requests instead of a write and a read each, which was most of the daemon's
 //! per-request CPU. The depth adapts to the shadow: it is bounded so that the shadow's last
 //! measured latency times the depth stays within a quarter of the timeout, so a slow shadow
-//! (or one whose last batch timed out) gets one request at a time. Only the first response of a batch is timed (the others wait
-//! behind it on the connection, which says nothing about the shadow's own latency).
+//! (or one whose last batch timed out) gets one request at a time. Only the first response of
+//! a batch is timed (the others wait behind it on the connection, which says nothing about the
+//! shadow's own latency).
 
 mod connection;
 pub mod response;
@@ -315,8 +316,6 @@ async fn worker(
                 ReplayOutcome::Error
             }
         };
-        // The connection may be mid-response: never reuse it.
-        connection = None;
         for job in &batch[answered..] {
             let result = ReplayResult {
                 key: job.key,
@@ -350,11 +349,11 @@ enum BatchError {
 }
 
 /// Replays `batch`, pushing each response (with its latency when timed) to `done` in order; on
-/// error, the jobs from `done.len()` on are unanswered. Each attempt has the per-request
-/// timeout. Requests the shadow never answered are sent once more on a fresh connection when
-/// the connection turned out stale (closed while idle) or was closed after some answers
-/// (keep-alive limit): a conforming server processes nothing after it closes, and only safe
-/// methods are pipelined.
+/// error, the jobs from `done.len()` on are unanswered and the connection is dropped. Each
+/// attempt has the per-request timeout. Requests the shadow never answered are sent once more
+/// on a fresh connection when the connection turned out stale (closed while idle) or was
+/// closed after some answers (keep-alive limit): a conforming server processes nothing after
+/// it closes, and only safe methods are pipelined.
 async fn replay_batch(
     state: &ShadowState,
     connection: &mut Option<ShadowConnection>,
@@ -373,10 +372,14 @@ async fn replay_batch(
             exchange(state, connection, self_traffic, &batch[before..], done),
         )
         .await;
+        // After any failure the connection may be mid-response: never reuse it.
         let error = match attempt {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(error)) => error,
-            Err(_) => return Err(BatchError::Timeout),
+            Err(_) => {
+                *connection = None;
+                return Err(BatchError::Timeout);
+            }
         };
         *connection = None;
         let answered_some = done.len() > before;

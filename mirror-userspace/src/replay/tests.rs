@@ -132,12 +132,21 @@ fn replayer_with_timeout(
     addr: SocketAddr,
     timeout: Duration,
 ) -> (Replayer, mpsc::UnboundedReceiver<ReplayResult>) {
+    replayer_with(addr, 64, timeout)
+}
+
+/// A one-worker replayer to `addr` with a queue of `queue` jobs.
+fn replayer_with(
+    addr: SocketAddr,
+    queue: usize,
+    timeout: Duration,
+) -> (Replayer, mpsc::UnboundedReceiver<ReplayResult>) {
     let (results, receiver) = mpsc::unbounded_channel();
     let config = ReplayConfig {
         target: "t".to_owned(),
         shadow_host: addr.ip().to_string(),
         shadow_port: addr.port(),
-        queue: 64,
+        queue,
         concurrency: 1,
         timeout,
     };
@@ -277,16 +286,8 @@ fn a_full_queue_or_a_down_shadow_is_known_before_a_job_is_prepared() {
         // A shadow that accepts and never answers holds the only worker; one more job fills
         // the queue of one.
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (results_sender, _results) = mpsc::unbounded_channel();
-        let config = ReplayConfig {
-            target: "t".to_owned(),
-            shadow_host: "127.0.0.1".to_owned(),
-            shadow_port: silent.local_addr().unwrap().port(),
-            queue: 1,
-            concurrency: 1,
-            timeout: Duration::from_secs(5),
-        };
-        let replayer = Replayer::spawn(config, None, results_sender);
+        let (replayer, _results) =
+            replayer_with(silent.local_addr().unwrap(), 1, Duration::from_secs(5));
         assert!(replayer.try_send(job(0)));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(
@@ -309,23 +310,17 @@ fn after_a_timed_out_batch_requests_go_one_at_a_time() {
         let (replayer, mut results) = replayer_with_timeout(addr, Duration::from_millis(300));
         assert!(replayer.try_send(job(0)));
         assert_paired(&results.recv().await.unwrap());
-        for index in 1..=2 {
-            assert!(replayer.try_send(job(index)));
-        }
-        for _ in 1..=2 {
-            assert_eq!(
-                results.recv().await.unwrap().outcome,
-                ReplayOutcome::Timeout
-            );
-        }
-        for index in 3..=4 {
-            assert!(replayer.try_send(job(index)));
-        }
-        for _ in 3..=4 {
-            assert_eq!(
-                results.recv().await.unwrap().outcome,
-                ReplayOutcome::Timeout
-            );
+        // Two jobs queued together, twice: first as a batch, then (after its timeout) alone.
+        for indexes in [1..=2, 3..=4] {
+            for index in indexes.clone() {
+                assert!(replayer.try_send(job(index)));
+            }
+            for _ in indexes {
+                assert_eq!(
+                    results.recv().await.unwrap().outcome,
+                    ReplayOutcome::Timeout
+                );
+            }
         }
         let seen = seen.lock().await;
         let requests: Vec<usize> = seen.connections.iter().map(|c| c.0).collect();
