@@ -441,6 +441,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// What the paced client saw.
+#[derive(Default)]
 struct Paced {
     served: u64,
     sent: u64,
@@ -480,11 +481,7 @@ fn paced(client: &NetNs, port: u16, rate: u64, seconds: u64, connections: u64) -
                     std::thread::spawn(move || paced_connection(port, first, period, deadline))
                 })
                 .collect();
-            let mut total = Paced {
-                served: 0,
-                sent: 0,
-                latencies_us: Vec::new(),
-            };
+            let mut total = Paced::default();
             for thread in threads {
                 let mut one = thread.join().expect("client connection");
                 total.served += one.served;
@@ -507,11 +504,7 @@ fn paced_connection(port: u16, first: Instant, period: Duration, deadline: Insta
     stream.set_nodelay(true).expect("TCP_NODELAY");
     let request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
     let mut buffer = vec![0u8; 4096];
-    let mut result = Paced {
-        served: 0,
-        sent: 0,
-        latencies_us: Vec::new(),
-    };
+    let mut result = Paced::default();
     let mut next = first;
     while next < deadline && Instant::now() < deadline {
         if let Some(wait) = next.checked_duration_since(Instant::now()) {
