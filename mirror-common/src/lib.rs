@@ -46,6 +46,10 @@ pub const SAMPLED_FLOWS_ENTRIES: u32 = 262_144;
 /// [`SAMPLE_SCALE`] only); a point in `sample_ppm..remembered_ppm` is kept only if remembered,
 /// which is how a connection mirrored under an earlier, higher rate stays mirrored while it
 /// lives. A connection that a raised rate newly selects is picked up at its next request.
+///
+/// While `shed` is set, nothing of the port is recorded: userspace sets it while the target's
+/// shadow cannot take more (its replay queue stays full, or it is down), so that requests
+/// which could only be dropped cost the node a counted skip instead of a copy and framing.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TargetPort {
@@ -56,6 +60,9 @@ pub struct TargetPort {
     /// Upper end of the band of points kept only when remembered; at most `sample_ppm` when
     /// there is no band.
     pub remembered_ppm: u32,
+    /// Non-zero while the port's packets are counted ([`Counter::ShedPackets`]) and not
+    /// recorded.
+    pub shed: u32,
 }
 
 impl TargetPort {
@@ -64,6 +71,7 @@ impl TargetPort {
         is_target: 0,
         sample_ppm: 0,
         remembered_ppm: 0,
+        shed: 0,
     };
 
     /// A target port whose every connection is captured.
@@ -80,13 +88,15 @@ impl TargetPort {
             is_target: 1,
             sample_ppm: ppm,
             remembered_ppm: 0,
+            shed: 0,
         }
     }
 
     /// The entry that replaces `self` when the port's rate becomes `ppm`: the band of points
     /// kept if remembered grows to cover every earlier remembering rate, so a connection
     /// mirrored under any of them stays mirrored; it is dropped once the rate reaches it.
-    /// (At [`SAMPLE_SCALE`] nothing is remembered, so that rate adds no band.)
+    /// (At [`SAMPLE_SCALE`] nothing is remembered, so that rate adds no band.) The new entry
+    /// records again: shedding starts over with the new configuration.
     pub const fn resampled(self, ppm: u32) -> Self {
         let mut next = Self::sampled(ppm);
         if self.is_target == 0 {
@@ -105,6 +115,14 @@ impl TargetPort {
     /// Whether points from `sample_ppm` up need a look in [`SAMPLED_FLOWS_MAP`].
     pub const fn has_band(&self) -> bool {
         self.remembered_ppm > self.sample_ppm
+    }
+
+    /// The same entry, shed or recording again; sampling state is kept.
+    pub const fn with_shed(self, shed: bool) -> Self {
+        Self {
+            shed: shed as u32,
+            ..self
+        }
     }
 }
 
@@ -303,10 +321,16 @@ pub enum Counter {
     SelfTraffic = 10,
     /// Target-port packets of connections not sampled (in-kernel connection sampling).
     SampledOut = 11,
+    /// Target-port packets not recorded while their port was shed ([`TargetPort::shed`]).
+    ShedPackets = 12,
+    /// Payload bytes of those packets, client to server (requests).
+    ShedRequestBytes = 13,
+    /// Payload bytes of those packets, server to client (responses).
+    ShedResponseBytes = 14,
 }
 
 /// Number of [`Counter`] entries.
-pub const COUNTER_COUNT: u32 = 12;
+pub const COUNTER_COUNT: u32 = 15;
 
 impl Counter {
     /// All counters in index order.
@@ -323,6 +347,9 @@ impl Counter {
         Counter::IpFragments,
         Counter::SelfTraffic,
         Counter::SampledOut,
+        Counter::ShedPackets,
+        Counter::ShedRequestBytes,
+        Counter::ShedResponseBytes,
     ];
 
     /// Stable snake_case name, used in logs and metrics labels.
@@ -340,6 +367,9 @@ impl Counter {
             Counter::IpFragments => "ip_fragments",
             Counter::SelfTraffic => "self_traffic",
             Counter::SampledOut => "sampled_out",
+            Counter::ShedPackets => "shed_packets",
+            Counter::ShedRequestBytes => "shed_request_bytes",
+            Counter::ShedResponseBytes => "shed_response_bytes",
         }
     }
 }
@@ -353,7 +383,7 @@ unsafe impl aya::Pod for SegmentHeader {}
 // SAFETY: plain `#[repr(C)]` data; the explicit `_padding` bytes fill the only gap.
 unsafe impl aya::Pod for FlowTuple {}
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, three `u32`s, no padding; any bit pattern is valid.
+// SAFETY: `#[repr(C)]`, four `u32`s, no padding; any bit pattern is valid.
 unsafe impl aya::Pod for TargetPort {}
 
 #[cfg(test)]
@@ -422,6 +452,11 @@ mod tests {
         // target (reset to NONE) starts again without a band.
         assert_eq!(five_percent.resampled(0).remembered_ppm, 100_000);
         assert!(!TargetPort::NONE.resampled(0).has_band());
+        // Shedding keeps the sampling state, and a new rate records again.
+        let shed = five_percent.with_shed(true);
+        assert_eq!(shed.shed, 1);
+        assert_eq!(shed.with_shed(false), five_percent);
+        assert_eq!(shed.resampled(50_000).shed, 0);
     }
 
     #[test]

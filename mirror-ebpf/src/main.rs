@@ -544,6 +544,22 @@ fn is_sampled_connection(direction: Direction, port: &TargetPort, segment: &TcpS
 fn try_mirror_tc(ctx: &TcContext) -> Result<(), Skip> {
     count(Counter::PacketsSeen, 1);
     let (direction, port, segment) = parse(ctx)?;
+    if port.shed != 0 {
+        // The shadow cannot take more: count what would have been recorded, copy nothing. The
+        // replays still in flight to a shadow on a captured target port are not shed requests;
+        // their answers are not told apart here (a lookup per response packet while shed).
+        if direction == Direction::Request && is_self_traffic(ctx, &segment) {
+            count(Counter::SelfTraffic, 1);
+            return Ok(());
+        }
+        count(Counter::ShedPackets, 1);
+        let bytes = match direction {
+            Direction::Request => Counter::ShedRequestBytes,
+            Direction::Response => Counter::ShedResponseBytes,
+        };
+        count(bytes, segment.payload_len as u64);
+        return Ok(());
+    }
     // Sampling first: an unsampled connection then costs a hash, not the three map lookups of
     // the self-traffic check (a replay connection that is sampled out is not recorded either way).
     if !is_sampled(direction, port, &segment) {

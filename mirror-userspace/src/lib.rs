@@ -23,4 +23,5 @@ pub mod reassembly;
 pub mod replay;
 pub mod rewrite;
 pub mod segment;
+pub mod shed;
 pub mod stats;

@@ -10,7 +10,7 @@
 
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     capture::SelfTraffic,
@@ -30,6 +30,7 @@ use crate::{
     replay::{ReplayConfig, ReplayJob, ReplayOutcome, ReplayResult, Replayer},
     rewrite::Rewriter,
     segment::{Direction, Segment},
+    shed::{ReplayLoad, ShedGate},
 };
 
 impl RequestView for HttpRequest {
@@ -51,6 +52,9 @@ const COMPARE_TTL_NS: u64 = 30_000_000_000;
 const COMPARE_MAX_ENTRIES: usize = 65_536;
 /// At most one mismatch log line per target per this interval.
 const MISMATCH_LOG_INTERVAL_NS: u64 = 1_000_000_000;
+/// At most one "shed" log line per target per this interval (a dead shadow is probed again at
+/// every end of its back-off).
+const SHED_LOG_INTERVAL_NS: u64 = 60_000_000_000;
 
 /// Metric handles of one target, resolved once (label sets with the target's name are hashed
 /// and allocated only the first time a reason, outcome or status code shows up).
@@ -74,6 +78,8 @@ struct Target {
     replayer: Replayer,
     metrics: TargetMetrics,
     last_mismatch_log_ns: u64,
+    shed: ShedGate,
+    last_shed_log_ns: Option<u64>,
 }
 
 /// Everything between the ring reader and the shadow.
@@ -88,6 +94,8 @@ pub struct Pipeline {
     last_stats: Stats,
     /// splitmix64 state for per-request sampling (no global RNG: deterministic when seeded).
     random_state: u64,
+    /// The clock of the last reload: new targets' shed windows start there.
+    now_ns: u64,
 }
 
 fn splitmix64(state: &mut u64) -> u64 {
@@ -139,6 +147,7 @@ impl Pipeline {
             metrics,
             last_stats: Stats::default(),
             random_state: seed,
+            now_ns: seed,
         };
         pipeline.reload(targets);
         pipeline
@@ -175,6 +184,9 @@ impl Pipeline {
                 replayer,
                 metrics: self.target_metrics(&config.name),
                 last_mismatch_log_ns: 0,
+                // The classifier records a reloaded target again (`TargetPort::resampled`).
+                shed: ShedGate::new(self.now_ns),
+                last_shed_log_ns: None,
             });
         }
     }
@@ -416,6 +428,7 @@ impl Pipeline {
         // A full queue or a shadow known to be down: count the outcome without preparing a
         // replay nobody will send (keeps a dead or slow shadow cheap for the daemon).
         if let Some(refusal) = target.replayer.would_refuse() {
+            target.shed.on_offered(true);
             self.replayed(index, refusal.outcome());
             return;
         }
@@ -441,7 +454,9 @@ impl Pipeline {
             is_head: request.method() == "HEAD",
             pipelinable: pipelinable(request, rewritten.asks_close),
         };
-        if target.replayer.try_send(job) {
+        let accepted = target.replayer.try_send(job);
+        target.shed.on_offered(!accepted);
+        if accepted {
             if target.config.compare_responses {
                 // Slices of the request's bytes: no copy on the per-request path.
                 self.comparator.open(
@@ -481,6 +496,45 @@ impl Pipeline {
                 self.judge(verdict, response.first_byte_ns);
             }
         }
+    }
+
+    /// Re-evaluates which targets the classifier should shed (see [`crate::shed`]) and returns
+    /// the changes as (port, shed) for the caller to apply.
+    pub fn update_shedding(&mut self, now_ns: u64) -> Vec<(u16, bool)> {
+        self.now_ns = now_ns;
+        let mut changes = Vec::new();
+        for target in &mut self.targets {
+            let replayer = &target.replayer;
+            let load = ReplayLoad {
+                refusal: replayer.would_refuse(),
+                queue_depth: replayer.queue_depth(),
+                queue_capacity: replayer.queue_capacity(),
+            };
+            let Some(state) = target.shed.evaluate(now_ns, &load) else {
+                continue;
+            };
+            changes.push((target.config.port, state.is_some()));
+            let Some(reason) = state else {
+                debug!(target = %target.config.name, "recording again");
+                continue;
+            };
+            let quiet = target
+                .last_shed_log_ns
+                .is_some_and(|at| now_ns.saturating_sub(at) < SHED_LOG_INTERVAL_NS);
+            if quiet {
+                debug!(target = %target.config.name, reason = reason.as_str(), "shed");
+            } else {
+                target.last_shed_log_ns = Some(now_ns);
+                warn!(
+                    target = %target.config.name,
+                    reason = reason.as_str(),
+                    "the shadow cannot take more: the target's packets are counted, not recorded, \
+                     until it can (mirror_classifier_packets_total{{reason=\"shed\"}}; at most \
+                     one such line per minute per target)"
+                );
+            }
+        }
+        changes
     }
 
     /// Accounts one finished replay.

@@ -184,13 +184,24 @@ pub fn load(
     per_connection: usize,
     request: fn(usize, usize) -> Vec<u8>,
 ) {
+    load_in_windows(ns, connections, per_connection, 50, request);
+}
+
+/// [`load`] with `window` requests written at a time (1: one request per packet).
+pub fn load_in_windows(
+    ns: &NetNs,
+    connections: usize,
+    per_connection: usize,
+    window: usize,
+    request: fn(usize, usize) -> Vec<u8>,
+) {
     let threads: Vec<_> = (0..connections)
         .map(|connection| {
             ns.spawn(move || {
                 let stream = TcpStream::connect((SERVER_ADDR, PORT)).expect("connect to primary");
                 let mut writer = stream.try_clone().expect("clone");
                 let mut reader = BufReader::new(stream);
-                for window in (0..per_connection).collect::<Vec<_>>().chunks(50) {
+                for window in (0..per_connection).collect::<Vec<_>>().chunks(window) {
                     let batch: Vec<u8> = window
                         .iter()
                         .flat_map(|i| request(connection, *i))
@@ -264,6 +275,39 @@ pub fn start_with_config(setup: &Setup, target_lines: &str) -> Daemon {
 
 pub fn plain_get(connection: usize, i: usize) -> Vec<u8> {
     format!("GET /c/{connection}/{i} HTTP/1.1\r\nHost: search.prod:8080\r\n\r\n").into_bytes()
+}
+
+/// Bytes of every [`fixed_get`] request.
+pub const FIXED_GET_LEN: usize = 51;
+
+/// [`plain_get`] with zero-padded numbers (up to 100 connections of 10,000 requests): every
+/// request has [`FIXED_GET_LEN`] bytes, so shed request bytes convert to requests exactly.
+pub fn fixed_get(connection: usize, i: usize) -> Vec<u8> {
+    let request =
+        format!("GET /c/{connection:02}/{i:04} HTTP/1.1\r\nHost: search.prod:8080\r\n\r\n");
+    assert_eq!(request.len(), FIXED_GET_LEN, "{request}");
+    request.into_bytes()
+}
+
+/// Requests whose packets the classifier shed (the daemon's shadow could take no more), when
+/// every request is one [`fixed_get`] per packet.
+pub fn shed_requests(metrics: &Metrics) -> f64 {
+    let bytes = metrics.sum(
+        "mirror_capture_lost_bytes_total",
+        &["reason=\"shed_request\""],
+    );
+    bytes / FIXED_GET_LEN as f64
+}
+
+/// Every one of `sent` [`fixed_get`] requests, sent one per packet, is framed (and then decided:
+/// replayed or skipped), lost with a counted reason, or shed; and no replay is still queued.
+pub fn all_accounted(metrics: &Metrics, sent: usize) -> bool {
+    let framed = metrics.sum("mirror_requests_total", &[]);
+    let decided = metrics.sum("mirror_requests_skipped_total", &[]) + all_replays(metrics);
+    let lost = metrics.sum("mirror_requests_lost_total", &[]);
+    framed == decided
+        && framed + lost + shed_requests(metrics) == sent as f64
+        && metrics.sum("mirror_replay_queue_depth", &[]) == 0.0
 }
 
 /// Groups shadow targets `/c/<key>/<i>` by key and checks each key is all or nothing.

@@ -419,3 +419,49 @@ fn connection_sampling_is_per_connection_and_survives_a_lower_rate() {
         assert_eq!(exchange_recorded(&mut harness, port), (expected, expected));
     }
 }
+
+#[test]
+fn a_shed_port_is_counted_not_recorded_and_keeps_its_sampling() {
+    if !privileged("a_shed_port_is_counted_not_recorded_and_keeps_its_sampling") {
+        return;
+    }
+    let mut harness = Harness::new();
+    harness
+        .classifier
+        .set_ports(&[TARGET], &[(TARGET, 300_000)])
+        .expect("set the rate");
+    let kept: Vec<u16> = (43_000..43_400)
+        .filter(|port| exchange_recorded(&mut harness, *port) == (true, true))
+        .take(3)
+        .collect();
+    assert_eq!(kept.len(), 3, "30% keeps some of 400 connections");
+
+    harness.classifier.set_shed(TARGET, true).expect("shed");
+    for &port in &kept {
+        assert_eq!(exchange_recorded(&mut harness, port), (false, false));
+    }
+    let counters = harness.counters();
+    assert_eq!(counters.get(Counter::ShedPackets), 6);
+    let request_len = b"GET / HTTP/1.1\r\n\r\n".len() as u64;
+    let response_len = b"HTTP/1.1 204 No Content\r\n\r\n".len() as u64;
+    assert_eq!(counters.get(Counter::ShedRequestBytes), 3 * request_len);
+    assert_eq!(counters.get(Counter::ShedResponseBytes), 3 * response_len);
+    // Shedding another port (not a target) makes nothing a target.
+    harness
+        .classifier
+        .set_shed(TARGET + 1, true)
+        .expect("no-op");
+    let mut other = Frame::tcp(v4(1), v4(2), 43_000, TARGET + 1);
+    other.payload = b"GET / HTTP/1.1\r\n\r\n".to_vec();
+    assert!(harness.run(&other.bytes()).is_empty());
+
+    // Recording again: the same connections are kept, at the same rate.
+    harness
+        .classifier
+        .set_shed(TARGET, false)
+        .expect("record again");
+    for &port in &kept {
+        assert_eq!(exchange_recorded(&mut harness, port), (true, true));
+    }
+    assert_eq!(harness.counters().get(Counter::ShedPackets), 6);
+}

@@ -315,6 +315,21 @@ impl Classifier {
         Ok(())
     }
 
+    /// Sheds `port` (its packets are counted, not recorded) or records it again, keeping its
+    /// sampling state ([`TargetPort::with_shed`]). A port that is not a target stays one.
+    pub fn set_shed(&mut self, port: u16, shed: bool) -> Result<(), CaptureError> {
+        let current = self
+            .target_ports
+            .get(&u32::from(port), 0)
+            .map_err(map_error(TARGET_PORTS_MAP, "reading"))?;
+        if current.is_target == 0 || (current.shed != 0) == shed {
+            return Ok(());
+        }
+        self.target_ports
+            .set(u32::from(port), current.with_shed(shed), 0)
+            .map_err(map_error(TARGET_PORTS_MAP, "updating"))
+    }
+
     /// The registry of replay sockets whose traffic the classifier ignores.
     pub fn self_traffic(&self) -> SelfTraffic {
         self.self_traffic.clone()

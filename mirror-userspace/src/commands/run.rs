@@ -197,6 +197,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         }
+        for (port, shed) in pipeline.update_shedding(monotonic_ns()) {
+            if let Err(failure) = capture.classifier().set_shed(port, shed) {
+                error!(%failure, port, shed, "shedding a target in the classifier");
+            }
+        }
     }
     reader_task.abort();
     let stats = pipeline.stats();

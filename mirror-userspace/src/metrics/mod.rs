@@ -286,6 +286,12 @@ impl Collector for CaptureCollector {
                     kernel.get(KernelCounter::LostBytes),
                 ),
                 ("truncated", kernel.get(KernelCounter::TruncatedBytes)),
+                // Not recorded on purpose while the target's shadow could take no more.
+                ("shed_request", kernel.get(KernelCounter::ShedRequestBytes)),
+                (
+                    "shed_response",
+                    kernel.get(KernelCounter::ShedResponseBytes),
+                ),
             ],
         )?;
         encode_family(
@@ -297,6 +303,7 @@ impl Collector for CaptureCollector {
                 ("matched", kernel.get(KernelCounter::PacketsMatched)),
                 ("self_traffic", kernel.get(KernelCounter::SelfTraffic)),
                 ("sampled_out", kernel.get(KernelCounter::SampledOut)),
+                ("shed", kernel.get(KernelCounter::ShedPackets)),
                 ("header_error", kernel.get(KernelCounter::HeaderErrors)),
                 ("ip_fragment", kernel.get(KernelCounter::IpFragments)),
             ],

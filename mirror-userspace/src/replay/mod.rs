@@ -226,6 +226,11 @@ impl Replayer {
     pub fn queue_depth(&self) -> usize {
         self.sender.max_capacity() - self.sender.capacity()
     }
+
+    /// Jobs the queue holds at most.
+    pub fn queue_capacity(&self) -> usize {
+        self.sender.max_capacity()
+    }
 }
 
 /// How many requests a worker may write back to back, given the shadow's last measured latency

@@ -13,7 +13,8 @@
 //!
 //! Usage: `mirror-bench [--rounds N] [--seconds S] [--completeness-seconds S] [--chart PATH]`
 //! (`--completeness-seconds 0` skips the fixed-rate runs; `--only TEXT` keeps the baseline and the
-//! modes whose label contains TEXT, for profiling one mode.)
+//! modes whose label contains TEXT, for profiling one mode; `--tables impact,coupling,scaling`
+//! runs only the named tables.)
 
 use std::{
     path::{Path, PathBuf},
@@ -542,35 +543,35 @@ fn paced_connection(port: u16, first: Instant, period: Duration, deadline: Insta
 }
 
 fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
+    text_arg(name)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
 
+/// The value following `name` on the command line.
+fn text_arg(name: &str) -> Option<String> {
+    let mut args = std::env::args().skip_while(|a| a != name);
+    args.next().and(args.next())
+}
+
 /// `--chart PATH`: where to write the latency chart (SVG) of the 10k req/s run.
 fn chart_path() -> Option<PathBuf> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == "--chart")
-        .and_then(|i| args.get(i + 1))
-        .map(PathBuf::from)
+    text_arg("--chart").map(PathBuf::from)
+}
+
+/// `--tables LIST`: whether the table `name` is among the comma-separated LIST (default: all).
+fn table_selected(name: &str) -> bool {
+    text_arg("--tables").is_none_or(|list| list.split(',').any(|table| table == name))
 }
 
 /// `--only TEXT`: keep the baseline (index 0) and the modes whose label contains TEXT.
 fn selected(modes: &[Mode]) -> Vec<Mode> {
-    let args: Vec<String> = std::env::args().collect();
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1));
+    let only = text_arg("--only");
     modes
         .iter()
         .enumerate()
         .filter(|(index, mode)| {
-            *index == 0 || only.is_none_or(|text| mode.label.contains(text.as_str()))
+            *index == 0 || only.as_deref().is_none_or(|text| mode.label.contains(text))
         })
         .map(|(_, mode)| *mode)
         .collect()
@@ -628,7 +629,10 @@ fn main() {
         "",
     );
 
-    let runs = |modes: &[Mode], fast_shadow_second: bool, heading: &str| {
+    let runs = |name: &str, modes: &[Mode], fast_shadow_second: bool, heading: &str| {
+        if !table_selected(name) {
+            return;
+        }
         table(
             &topology,
             modes,
@@ -639,6 +643,7 @@ fn main() {
         );
     };
     runs(
+        "impact",
         &IMPACT,
         true,
         &format!(
@@ -646,6 +651,7 @@ fn main() {
         ),
     );
     runs(
+        "coupling",
         &COUPLING,
         true,
         &format!(
@@ -653,6 +659,7 @@ fn main() {
         ),
     );
     runs(
+        "scaling",
         &SCALING,
         false,
         &format!(
