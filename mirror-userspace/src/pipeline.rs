@@ -515,6 +515,7 @@ impl Pipeline {
             };
             changes.push((target.config.port, state.is_some()));
             let Some(reason) = state else {
+                self.tracker.expect_gaps(target.config.port);
                 debug!(target = %target.config.name, "recording again");
                 continue;
             };

@@ -121,6 +121,12 @@ impl HttpTracker {
         self.reassembler.on_tick(now_ns, &mut self.shared);
     }
 
+    /// Capture of `server_port` resumes after a pause: the holes it left are gaps at once (see
+    /// [`Reassembler::expect_gaps`]).
+    pub fn expect_gaps(&mut self, server_port: u16) {
+        self.reassembler.expect_gaps(server_port);
+    }
+
     /// Ends every connection (shutdown); messages in progress are reported lost.
     pub fn drain(&mut self) {
         self.reassembler.drain(&mut self.shared);

@@ -313,6 +313,23 @@ impl StreamAssembler {
         self.drain(emit);
     }
 
+    /// Declares every hole a gap now (the data behind it is known never to come) and delivers
+    /// what waits behind them.
+    pub fn skip_holes(
+        &mut self,
+        timestamp_ns: u64,
+        stats: &mut ReassemblyStats,
+        emit: &mut impl FnMut(StreamEvent),
+    ) {
+        if self.finished {
+            return;
+        }
+        while !self.pending.is_empty() || self.fin.is_some_and(|fin| fin > self.next) {
+            self.skip_hole(timestamp_ns, stats, emit);
+        }
+        self.deliver_fin(timestamp_ns, emit);
+    }
+
     /// Declares holes older than the gap timeout lost. Called on every segment and on ticks.
     pub fn expire_holes(
         &mut self,
@@ -333,10 +350,7 @@ impl StreamAssembler {
         if now_ns.saturating_sub(waiting_since) < limits.gap_timeout_ns {
             return;
         }
-        while !self.pending.is_empty() || self.fin.is_some_and(|fin| fin > self.next) {
-            self.skip_hole(now_ns, stats, emit);
-        }
-        self.deliver_fin(now_ns, emit);
+        self.skip_holes(now_ns, stats, emit);
     }
 
     fn deliver_fin(&mut self, timestamp_ns: u64, emit: &mut impl FnMut(StreamEvent)) {

@@ -200,6 +200,9 @@ struct Connection<H> {
     last_seen_ns: u64,
     /// Buffered bytes last accounted in [`Reassembler::buffered`].
     footprint: usize,
+    /// Per direction: capture paused for a while ([`Reassembler::expect_gaps`]), so a hole
+    /// before the next segment is known lost, not reordered.
+    gap_expected: [bool; 2],
 }
 
 impl<H: ConnectionHandler> Connection<H> {
@@ -314,6 +317,7 @@ impl<H: ConnectionHandler> Reassembler<H> {
         let stream = &mut connection.streams[direction as usize];
         if connection.handler.wants_payload() {
             let handler = &mut connection.handler;
+            let mut emit = |event| handler.on_stream(cx, &flow, direction, event);
             stream.on_segment(
                 segment.seq,
                 &segment.payload,
@@ -322,8 +326,11 @@ impl<H: ConnectionHandler> Reassembler<H> {
                 segment.timestamp_ns,
                 &self.limits,
                 &mut self.stats,
-                &mut |event| handler.on_stream(cx, &flow, direction, event),
+                &mut emit,
             );
+            if std::mem::take(&mut connection.gap_expected[direction as usize]) {
+                stream.skip_holes(segment.timestamp_ns, &mut self.stats, &mut emit);
+            }
             if !connection.handler.wants_payload() {
                 for stream in &mut connection.streams {
                     stream.clear_pending();
@@ -371,6 +378,20 @@ impl<H: ConnectionHandler> Reassembler<H> {
         self.enforce_memory_cap(cx);
     }
 
+    /// Capture of `server_port` was paused and resumes now: on each of its connections, a hole
+    /// before the next segment of a direction is a gap at once instead of after the gap timeout
+    /// (holding everything behind it meanwhile).
+    pub fn expect_gaps(&mut self, server_port: u16) {
+        let ids: Vec<u32> = self
+            .table
+            .ids()
+            .filter(|&id| self.table.key(id).server.port() == server_port)
+            .collect();
+        for id in ids {
+            self.table.get_mut(id).gap_expected = [true; 2];
+        }
+    }
+
     /// Ends every connection (daemon shutdown); in-progress messages are counted as evicted.
     pub fn drain(&mut self, cx: &mut H::Context) {
         while let Some(id) = self.table.oldest() {
@@ -398,6 +419,7 @@ impl<H: ConnectionHandler> Reassembler<H> {
                 from_handshake: false,
                 last_seen_ns: 0,
                 footprint: 0,
+                gap_expected: [false; 2],
             },
         )
     }

@@ -283,6 +283,40 @@ fn stale_holes_become_gaps_on_tick() {
 }
 
 #[test]
+fn holes_after_a_capture_pause_are_gaps_at_once() {
+    let mut r = Reassembler::<Recorder>::new(ReassemblyConfig::default());
+    let mut log = Log::default();
+    handshake(&mut r, &mut log, 1);
+    r.on_segment(&segment(1, Req, 1001, 5001, ACK, b"before", 10), &mut log);
+    // Another server port's pause does not concern this connection: its hole waits.
+    r.expect_gaps(81);
+    r.on_segment(&segment(1, Req, 1017, 5001, ACK, b"after", 20), &mut log);
+    assert_eq!(&log.lines[1..], ["1 req data before"]);
+    r.expect_gaps(80);
+    // The response direction goes on in order (nothing was sent during the pause), which uses
+    // up that direction's expectation; the request direction's next segment ends the hole.
+    r.on_segment(&segment(1, Resp, 5001, 1007, ACK, b"ok", 30), &mut log);
+    r.on_segment(&segment(1, Req, 1022, 5003, ACK, b"next", 40), &mut log);
+    assert_eq!(
+        &log.lines[1..],
+        [
+            "1 req data before",
+            "1 resp data ok",
+            "1 req gap 10",
+            "1 req data after",
+            "1 req data next"
+        ]
+    );
+    // A later hole waits for a retransmission as usual.
+    r.on_segment(&segment(1, Resp, 5013, 1026, ACK, b"late", 50), &mut log);
+    assert_eq!(
+        log.lines.last().map(String::as_str),
+        Some("1 req data next")
+    );
+    assert_eq!(r.stats().gaps, 1);
+}
+
+#[test]
 fn skipped_connections_drop_payload_but_still_close() {
     let mut r = Reassembler::<Recorder>::new(ReassemblyConfig::default());
     let mut log = Log::default();

@@ -828,6 +828,7 @@ fn completeness(topology: &Topology, rate: u64, seconds: u64, chart: Option<&Pat
     let lost = metric("mirror_requests_lost_total", "");
     let capture_drops = metric("mirror_capture_drops_total", "");
     let gaps = metric("mirror_tcp_gaps_total", "");
+    let shed = metric("mirror_classifier_packets_total", "reason=\"shed\"");
     let achieved = served as f64 / seconds as f64;
     println!(
         "\n### Completeness at {rate} req/s for {seconds} s (paced client, {PACED_CONNECTIONS} keep-alive connections, 100% sampling, fast shadow)\n"
@@ -847,6 +848,7 @@ fn completeness(topology: &Topology, rate: u64, seconds: u64, chart: Option<&Pat
     );
     println!("| requests skipped / lost in reassembly | {skipped} / {lost} |");
     println!("| capture drops (records) / TCP gaps | {capture_drops} / {gaps} |");
+    println!("| packets shed (the shadow could take no more) | {shed} |");
     println!(
         "| shortfall not in a counter (served - ok - dropped - error - timeout - skipped - lost) | {} |",
         served as f64 - ok - dropped - errors - timeouts - skipped - lost
