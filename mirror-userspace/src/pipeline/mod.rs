@@ -8,7 +8,9 @@
 //! (`dropped` included), once its replay finished. Requests abandoned before they were framed
 //! are in `mirror_requests_lost_total{reason}`; capture losses in `mirror_capture_drops_total`.
 
-use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
+mod target_metrics;
+
+use target_metrics::TargetMetrics;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -21,10 +23,7 @@ use crate::{
         HttpEvent, HttpRequest, HttpTracker, LossEvent, LossReason, RequestEvent, RequestSummary,
         ResponseEvent, Stats,
     },
-    metrics::{
-        DirectionLabels, Metrics, ReasonLabels, TargetKindLabels, TargetLabels,
-        TargetOutcomeLabels, TargetReasonLabels, TargetRoleCodeLabels, TargetRoleLabels,
-    },
+    metrics::{DirectionLabels, Metrics, ReasonLabels, TargetReasonLabels},
     policy::{Decision, Policy, RequestView, connection_id},
     reassembly::EvictionReason,
     replay::{ReplayConfig, ReplayJob, ReplayOutcome, ReplayResult, Replayer},
@@ -55,21 +54,6 @@ const MISMATCH_LOG_INTERVAL_NS: u64 = 1_000_000_000;
 /// At most one "shed" log line per target per this interval (a dead shadow is probed again at
 /// every end of its back-off).
 const SHED_LOG_INTERVAL_NS: u64 = 60_000_000_000;
-
-/// Metric handles of one target, resolved once (label sets with the target's name are hashed
-/// and allocated only the first time a reason, outcome or status code shows up).
-struct TargetMetrics {
-    skipped: HashMap<&'static str, Counter>,
-    replays: HashMap<&'static str, Counter>,
-    responses: HashMap<(&'static str, u16), Counter>,
-    requests: Counter,
-    parse_errors: Counter,
-    queue_depth: Gauge,
-    primary_duration: Histogram,
-    shadow_duration: Histogram,
-    status_mismatches: Counter,
-    body_mismatches: Counter,
-}
 
 struct Target {
     config: TargetConfig,
@@ -206,93 +190,8 @@ impl Pipeline {
         )
     }
 
-    fn target_metrics(&self, name: &str) -> TargetMetrics {
-        let metrics = &self.metrics;
-        let target = TargetLabels {
-            target: name.to_owned(),
-        };
-        let role = |role| TargetRoleLabels {
-            target: name.to_owned(),
-            role,
-        };
-        let kind = |kind| TargetKindLabels {
-            target: name.to_owned(),
-            kind,
-        };
-        TargetMetrics {
-            skipped: HashMap::default(),
-            replays: HashMap::default(),
-            responses: HashMap::default(),
-            requests: metrics.requests.get_or_create_owned(&target),
-            parse_errors: metrics.parse_errors.get_or_create_owned(&target),
-            queue_depth: metrics.replay_queue_depth.get_or_create_owned(&target),
-            primary_duration: metrics
-                .response_duration
-                .get_or_create_owned(&role("primary")),
-            shadow_duration: metrics
-                .response_duration
-                .get_or_create_owned(&role("shadow")),
-            status_mismatches: metrics.mismatches.get_or_create_owned(&kind("status")),
-            body_mismatches: metrics.mismatches.get_or_create_owned(&kind("body")),
-        }
-    }
     fn target_of(&self, server_port: u16) -> Option<usize> {
         self.by_port.get(&server_port).copied()
-    }
-
-    fn skipped(&mut self, target: usize, reason: &'static str) {
-        let Target {
-            config, metrics, ..
-        } = &mut self.targets[target];
-        metrics
-            .skipped
-            .entry(reason)
-            .or_insert_with(|| {
-                self.metrics
-                    .requests_skipped
-                    .get_or_create_owned(&TargetReasonLabels {
-                        target: config.name.clone(),
-                        reason,
-                    })
-            })
-            .inc();
-    }
-
-    fn replayed(&mut self, target: usize, outcome: &'static str) {
-        let Target {
-            config, metrics, ..
-        } = &mut self.targets[target];
-        metrics
-            .replays
-            .entry(outcome)
-            .or_insert_with(|| {
-                self.metrics
-                    .replays
-                    .get_or_create_owned(&TargetOutcomeLabels {
-                        target: config.name.clone(),
-                        outcome,
-                    })
-            })
-            .inc();
-    }
-
-    fn response(&mut self, target: usize, role: &'static str, code: u16) {
-        let Target {
-            config, metrics, ..
-        } = &mut self.targets[target];
-        metrics
-            .responses
-            .entry((role, code))
-            .or_insert_with(|| {
-                self.metrics
-                    .responses
-                    .get_or_create_owned(&TargetRoleCodeLabels {
-                        target: config.name.clone(),
-                        role,
-                        code,
-                    })
-            })
-            .inc();
     }
 
     /// Feeds one batch of captured segments.
