@@ -34,6 +34,13 @@ pub fn render(snapshot: &Snapshot, source: &str, window: Window) -> String {
         let _ = writeln!(out, "target {name}");
         out.push_str(&target_table(stats, window).render());
     }
+    if snapshot.shed_packets > 0.0 {
+        let _ = writeln!(
+            out,
+            "\nshed: {} packets counted, not recorded, while a shadow could take no more",
+            count(snapshot.shed_packets)
+        );
+    }
     out
 }
 

@@ -12,6 +12,9 @@ use super::{
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     pub targets: BTreeMap<String, TargetStats>,
+    /// `mirror_classifier_packets_total{reason="shed"}`: packets of targets whose shadow could
+    /// take no more, counted and not recorded (the classifier's counters have no target).
+    pub shed_packets: f64,
 }
 
 /// One target's counters. Counts are `f64` because that is what the exposition carries.
@@ -167,6 +170,11 @@ impl Snapshot {
     pub fn from_samples(samples: &[Sample]) -> Self {
         let mut snapshot = Self::default();
         for sample in samples {
+            if sample.name == "mirror_classifier_packets_total"
+                && sample.label("reason") == Some("shed")
+            {
+                snapshot.shed_packets += sample.value;
+            }
             let Some(target) = sample.label("target") else {
                 continue;
             };
@@ -232,7 +240,10 @@ impl Snapshot {
                 (name.clone(), stats)
             })
             .collect();
-        Self { targets }
+        Self {
+            targets,
+            shed_packets: increase(self.shed_packets, earlier.shed_packets),
+        }
     }
 }
 

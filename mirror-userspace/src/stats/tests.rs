@@ -411,6 +411,39 @@ mirror_response_duration_seconds_count{target=\"a\",role=\"primary\"} 2
 }
 
 #[test]
+fn shed_packets_are_shown_and_differenced() {
+    let scrape = |shed: u64| {
+        format!(
+            "mirror_classifier_packets_total{{reason=\"matched\"}} 50\n\
+             mirror_classifier_packets_total{{reason=\"shed\"}} {shed}\n\
+             mirror_requests_total{{target=\"a\"}} 3\n"
+        )
+    };
+    let before = Snapshot::from_text(&scrape(400)).unwrap();
+    let after = Snapshot::from_text(&scrape(1000)).unwrap();
+    assert_eq!(before.shed_packets, 400.0);
+    let last = after.since(&before);
+    assert_eq!(last.shed_packets, 600.0);
+    let text = render(
+        &last,
+        "http://x/metrics",
+        Window::Last(Duration::from_secs(2)),
+    );
+    assert!(
+        text.ends_with(
+            "\nshed: 600 packets counted, not recorded, while a shadow could take no more\n"
+        ),
+        "{text}"
+    );
+    let quiet = render(
+        &before.since(&before),
+        "http://x/metrics",
+        Window::SinceStart,
+    );
+    assert!(!quiet.contains("shed"), "{quiet}");
+}
+
+#[test]
 fn a_broken_exposition_is_an_error_not_a_half_table() {
     let error =
         Snapshot::from_text("mirror_requests_total{target=\"a\"} 3\nmirror_x{ 1\n").unwrap_err();
