@@ -147,6 +147,13 @@ impl Pipeline {
             .drain(..)
             .map(|target| (target.config.name.clone(), target))
             .collect();
+        // The classifier records every reloaded port again (`TargetPort::resampled`).
+        for target in previous
+            .values()
+            .filter(|target| target.shed.shed().is_some())
+        {
+            self.tracker.expect_gaps(target.config.port);
+        }
         self.by_port.clear();
         self.comparator = Comparator::new(COMPARE_TTL_NS, COMPARE_MAX_ENTRIES);
         for (index, config) in targets.iter().enumerate() {
@@ -168,7 +175,6 @@ impl Pipeline {
                 replayer,
                 metrics: self.target_metrics(&config.name),
                 last_mismatch_log_ns: 0,
-                // The classifier records a reloaded target again (`TargetPort::resampled`).
                 shed: ShedGate::new(self.now_ns),
                 last_shed_log_ns: None,
             });
