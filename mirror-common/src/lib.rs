@@ -266,7 +266,10 @@ pub struct FlowTuple {
     pub dst_port: u16,
     /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
     pub family: u8,
-    pub _padding: [u8; 3],
+    /// Two fields rather than `[u8; 3]`: the BPF backend zeroes an unaligned 3-byte array with
+    /// a call to a byte-loop `memset`, on every packet that builds a key.
+    pub _padding_byte: u8,
+    pub _padding_half: u16,
 }
 
 impl FlowTuple {
@@ -278,7 +281,8 @@ impl FlowTuple {
             src_port: self.dst_port,
             dst_port: self.src_port,
             family: self.family,
-            _padding: [0; 3],
+            _padding_byte: 0,
+            _padding_half: 0,
         }
     }
 }
@@ -407,7 +411,8 @@ mod tests {
             src_port: 3,
             dst_port: 4,
             family: FAMILY_IPV4,
-            _padding: [0; 3],
+            _padding_byte: 0,
+            _padding_half: 0,
         };
         assert_eq!(tuple.reversed().reversed(), tuple);
         assert_eq!(tuple.reversed().src_port, 4);

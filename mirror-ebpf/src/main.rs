@@ -167,6 +167,15 @@ struct Network {
     l4_len: u32,
 }
 
+/// The IPv4 address at `header[at..at + 4]` in the first four of sixteen bytes, the rest zero.
+/// Built as one 128-bit value: zeroing the twelve bytes of a byte array separately compiles to
+/// a call to a byte-loop `memset`.
+#[inline(always)]
+fn ipv4_in_16(header: &[u8; 20], at: usize) -> [u8; 16] {
+    let octets = [header[at], header[at + 1], header[at + 2], header[at + 3]];
+    u128::from(u32::from_ne_bytes(octets)).to_ne_bytes()
+}
+
 #[inline(always)]
 fn parse_ipv4(ctx: &TcContext, offset: usize) -> Result<Network, Skip> {
     let header: [u8; 20] = load(ctx, offset)?;
@@ -194,14 +203,10 @@ fn parse_ipv4(ctx: &TcContext, offset: usize) -> Result<Network, Skip> {
     } else {
         total_len.min(frame_l3_len)
     };
-    let mut src_addr = [0u8; 16];
-    let mut dst_addr = [0u8; 16];
-    src_addr[..4].copy_from_slice(&header[12..16]);
-    dst_addr[..4].copy_from_slice(&header[16..20]);
     Ok(Network {
         family: FAMILY_IPV4,
-        src_addr,
-        dst_addr,
+        src_addr: ipv4_in_16(&header, 12),
+        dst_addr: ipv4_in_16(&header, 16),
         l4_offset: offset + header_len,
         l4_len: l3_len.saturating_sub(header_len as u32),
     })
@@ -471,7 +476,8 @@ fn is_self_traffic(ctx: &TcContext, segment: &TcpSegment) -> bool {
         src_port: segment.src_port,
         dst_port: segment.dst_port,
         family: segment.family,
-        _padding: [0; 3],
+        _padding_byte: 0,
+        _padding_half: 0,
     };
     // SAFETY: lookups of plain keys; the values are not dereferenced.
     if unsafe { IGNORED_FLOWS.get(&tuple) }.is_some() {
@@ -530,7 +536,8 @@ fn is_sampled_connection(direction: Direction, port: &TargetPort, segment: &TcpS
         src_port: client_port,
         dst_port: server_port,
         family: segment.family,
-        _padding: [0; 3],
+        _padding_byte: 0,
+        _padding_half: 0,
     };
     // SAFETY: lookup of a plain key; the value is not dereferenced.
     let remembered = unsafe { SAMPLED_FLOWS.get(&key) }.is_some();
