@@ -112,7 +112,7 @@ fn reload(
         error!(%failure, "configuration reload rejected: updating the target ports");
         return None;
     }
-    pipeline.reload(&new.targets);
+    pipeline.reload(&new.targets, monotonic_ns());
     info!(targets = new.targets.len(), "configuration reloaded");
     Some(new)
 }

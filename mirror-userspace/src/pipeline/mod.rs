@@ -78,8 +78,6 @@ pub struct Pipeline {
     last_stats: Stats,
     /// splitmix64 state for per-request sampling (no global RNG: deterministic when seeded).
     random_state: u64,
-    /// The clock of the last reload: new targets' shed windows start there.
-    now_ns: u64,
 }
 
 fn splitmix64(state: &mut u64) -> u64 {
@@ -112,7 +110,8 @@ fn seconds(ns: u64) -> f64 {
 
 impl Pipeline {
     /// Builds the per-target state and starts one [`Replayer`] per target (inside a tokio
-    /// runtime). Replay results arrive on `results`.
+    /// runtime). Replay results arrive on `results`. `seed` seeds per-request sampling and is
+    /// the clock the first shed windows start at (the daemon passes CLOCK_MONOTONIC).
     pub fn new(
         tracker: HttpTracker,
         targets: &[TargetConfig],
@@ -131,9 +130,8 @@ impl Pipeline {
             metrics,
             last_stats: Stats::default(),
             random_state: seed,
-            now_ns: seed,
         };
-        pipeline.reload(targets);
+        pipeline.reload(targets, seed);
         pipeline
     }
 
@@ -141,7 +139,8 @@ impl Pipeline {
     /// state: sampling, filters, headers and shadows change for the next request. A target
     /// whose shadow and replay settings are unchanged keeps its queue and connections; others
     /// get a new replay pool (the old one finishes its queue). Open comparisons are dropped.
-    pub fn reload(&mut self, targets: &[TargetConfig]) {
+    /// Shed windows start at `now_ns`.
+    pub fn reload(&mut self, targets: &[TargetConfig], now_ns: u64) {
         let mut previous: HashMap<String, Target> = self
             .targets
             .drain(..)
@@ -175,7 +174,7 @@ impl Pipeline {
                 replayer,
                 metrics: self.target_metrics(&config.name),
                 last_mismatch_log_ns: 0,
-                shed: ShedGate::new(self.now_ns),
+                shed: ShedGate::new(now_ns),
                 last_shed_log_ns: None,
             });
         }
@@ -406,7 +405,6 @@ impl Pipeline {
     /// Re-evaluates which targets the classifier should shed (see [`crate::shed`]) and returns
     /// the changes as (port, shed) for the caller to apply.
     pub fn update_shedding(&mut self, now_ns: u64) -> Vec<(u16, bool)> {
-        self.now_ns = now_ns;
         let mut changes = Vec::new();
         for target in &mut self.targets {
             let replayer = &target.replayer;
