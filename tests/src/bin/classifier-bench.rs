@@ -1,8 +1,9 @@
 //! Classifier cost per packet, printed as a Markdown table (run by `cargo xtask bench`).
 //!
 //! Two methods, both with `kernel.bpf_stats_enabled=1`:
-//! - crafted frames through `BPF_PROG_TEST_RUN` (repeat N): non-target, 100 B and 1.5 KiB
-//!   target payloads; reported as the kernel's `run_time_ns / run_cnt`;
+//! - crafted frames through `BPF_PROG_TEST_RUN` (repeat N): non-target, a target-port packet of
+//!   a connection sampled out in the kernel, 100 B and 1.5 KiB target payloads; reported as the
+//!   kernel's `run_time_ns / run_cnt`;
 //! - real traffic through a veth pair between two namespaces (the classifier attached on the
 //!   receiving side's ingress): a bulk TCP transfer in 64 KiB writes arrives as GSO/GRO segments of
 //!   up to 64 KiB, and a transfer to a non-target port gives the real non-target cost.
@@ -22,7 +23,7 @@ use std::{
 
 use aya::programs::{TcAttachType, TestRun, TestRunOptions};
 use mirror::capture::{Classifier, KernelCounters};
-use mirror_common::Counter;
+use mirror_common::{Counter, SAMPLE_SCALE};
 use mirror_tests::{
     frames::{Frame, pattern},
     netns::{SERVER_ADDR, topology},
@@ -106,8 +107,13 @@ impl Drop for Loaded {
     }
 }
 
-fn test_run_ns(frame: &[u8], repeat: u32) -> (f64, KernelCounters) {
-    let loaded = Loaded::new();
+/// `sample_ppm`: the target port's in-kernel connection sampling rate (`SAMPLE_SCALE` keeps all).
+fn test_run_ns(frame: &[u8], repeat: u32, sample_ppm: u32) -> (f64, KernelCounters) {
+    let mut loaded = Loaded::new();
+    loaded
+        .classifier
+        .set_ports(&[TARGET], &[(TARGET, sample_ppm)])
+        .expect("sampling rate");
     let program = loaded.classifier.program().expect("program");
     // Warm-up, then measure in rounds so the drain thread keeps the ring from filling.
     let (time0, count0) = loaded.stats();
@@ -192,10 +198,10 @@ fn main() {
 
     // Three loads of the program per crafted frame; the median is reported with the range,
     // since single runs spread by about +-5% here.
-    let median_of_three = |frame: &[u8], repeat: u32| {
+    let median_of_three = |frame: &[u8], repeat: u32, sample_ppm: u32| {
         let mut runs: Vec<f64> = (0..3)
             .map(|_| {
-                let (ns, counters) = test_run_ns(frame, repeat);
+                let (ns, counters) = test_run_ns(frame, repeat, sample_ppm);
                 assert_no_loss("test_run", &counters);
                 ns
             })
@@ -206,9 +212,20 @@ fn main() {
     let mut rows = Vec::new();
     let mut non_target = Frame::tcp(src, dst, 40000, OTHER);
     non_target.payload = pattern(100, 1);
-    let (ns, spread) = median_of_three(&non_target.bytes(), 2_000_000);
+    let (ns, spread) = median_of_three(&non_target.bytes(), 2_000_000, SAMPLE_SCALE);
     rows.push((
         "non-target TCP packet",
+        "BPF_PROG_TEST_RUN",
+        ns,
+        spread,
+        100.0,
+    ));
+    // What every packet of an unsampled connection costs with `sample_by = "connection"`.
+    let mut sampled_out = Frame::tcp(src, dst, 40000, TARGET);
+    sampled_out.payload = pattern(100, 1);
+    let (ns, spread) = median_of_three(&sampled_out.bytes(), 2_000_000, 0);
+    rows.push((
+        "target, connection sampled out in the kernel",
         "BPF_PROG_TEST_RUN",
         ns,
         spread,
@@ -217,7 +234,7 @@ fn main() {
     for len in [100usize, 1448] {
         let mut frame = Frame::tcp(src, dst, 40000, TARGET);
         frame.payload = pattern(len, 2);
-        let (ns, spread) = median_of_three(&frame.bytes(), 400_000);
+        let (ns, spread) = median_of_three(&frame.bytes(), 400_000, SAMPLE_SCALE);
         rows.push((
             if len == 100 {
                 "target, 100 B payload"

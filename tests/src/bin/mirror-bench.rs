@@ -23,7 +23,7 @@ use std::{
 };
 
 use mirror::netns::{CLIENT_ADDR, NetNs, SERVER_ADDR, Topology, unique_name};
-use mirror_tests::daemon::Daemon;
+use mirror_tests::daemon::{Daemon, clock_ticks_per_second, process_cpu_seconds};
 
 const PORT: u16 = 8080;
 const FAST_PORT: u16 = 8080;
@@ -144,8 +144,13 @@ const COUPLING: [Mode; 6] = [
 
 /// Cost scaling with the sampled share, under short connections (so 1% of connections is a
 /// meaningful sample). Index 0 is the baseline.
-const SCALING: [Mode; 4] = [
+const SCALING: [Mode; 5] = [
     mode("no mirror (short connections)", Load::Close, None),
+    mode(
+        "classifier only (0% of connections)",
+        Load::Close,
+        Some((FAST_PORT, "0", true)),
+    ),
     mode(
         "mirror 100% of requests",
         Load::Close,
@@ -247,6 +252,35 @@ fn start_daemon(
     )
 }
 
+/// Time of all CPUs so far, in clock ticks, from the first line of `/proc/stat`.
+#[derive(Clone, Copy)]
+struct MachineTicks {
+    /// Idle, including iowait.
+    idle: f64,
+    /// In softirq (the network stack's receive path; tick-sampled unless the kernel accounts
+    /// IRQ time precisely).
+    softirq: f64,
+    total: f64,
+}
+
+fn machine_ticks() -> MachineTicks {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let values: Vec<f64> = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .expect("/proc/stat cpu line")
+        .split_whitespace()
+        .filter_map(|value| value.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
+    MachineTicks {
+        idle: values[3] + values[4],
+        softirq: values[6],
+        total: values.iter().take(8).sum(),
+    }
+}
+
 fn peak_rss_mib(daemon: &Daemon) -> f64 {
     daemon.peak_rss_kib() as f64 / 1024.0
 }
@@ -343,11 +377,22 @@ fn latency_chart(text: &str, title: &str) -> String {
     svg + "</svg>\n"
 }
 
-/// One run of one mode: wrk's figures and, when the daemon ran, (CPU seconds, peak RSS MiB,
-/// replays answered by the shadow).
+/// One run of one mode: wrk's figures, where the machine's time went and, when the daemon ran,
+/// (CPU seconds, peak RSS MiB, replays answered by the shadow).
 struct Run {
     wrk: WrkResult,
+    shares: Shares,
     cost: Option<(f64, f64, f64)>,
+}
+
+/// Shares of the machine's CPU time (all cores) during one run: what the shadows and the daemon
+/// take away from the primary on the shared cores, and the time no one used.
+#[derive(Clone, Copy)]
+struct Shares {
+    daemon: f64,
+    shadow: f64,
+    softirq: f64,
+    idle: f64,
 }
 
 struct WrkResult {
@@ -622,7 +667,7 @@ fn main() {
          location = /mirror {{ internal; proxy_pass http://{CLIENT_ADDR}:{SLOW_PORT}$request_uri; }} }}"
     );
     let (_primary, primary_dir) = nginx(&topology.server, SERVER_ADDR, &[(PORT, false)], &front);
-    let (_shadows, shadow_dir) = nginx(
+    let (shadows, shadow_dir) = nginx(
         &topology.client,
         CLIENT_ADDR,
         &[(FAST_PORT, false), (SLOW_PORT, true)],
@@ -636,6 +681,7 @@ fn main() {
         table(
             &topology,
             modes,
+            shadows.0.id(),
             fast_shadow_second,
             heading,
             rounds,
@@ -686,13 +732,14 @@ fn main() {
 fn table(
     topology: &Topology,
     modes: &[Mode],
+    shadow_pid: u32,
     fast_shadow_second: bool,
     heading: &str,
     rounds: u64,
     seconds: u64,
 ) {
     let kept = selected(modes);
-    let results = rounds_of(topology, &kept, rounds, seconds);
+    let results = rounds_of(topology, &kept, shadow_pid, rounds, seconds);
     println!("{heading}\n");
     let fast = modes
         .get(1)
@@ -702,7 +749,13 @@ fn table(
 }
 
 /// Runs every mode once per round, in order, so ratios compare runs adjacent in time.
-fn rounds_of(topology: &Topology, modes: &[Mode], rounds: u64, seconds: u64) -> Vec<Vec<Run>> {
+fn rounds_of(
+    topology: &Topology,
+    modes: &[Mode],
+    shadow_pid: u32,
+    rounds: u64,
+    seconds: u64,
+) -> Vec<Vec<Run>> {
     let mut results = Vec::new();
     for round in 0..rounds {
         let mut row = Vec::new();
@@ -711,9 +764,23 @@ fn rounds_of(topology: &Topology, modes: &[Mode], rounds: u64, seconds: u64) -> 
                 start_daemon(topology, port, sample, by_connection)
             });
             let cpu_before = daemon.as_ref().map(Daemon::cpu_seconds);
+            let shadow_before = process_cpu_seconds(shadow_pid);
+            let before = machine_ticks();
             let result = measure(&topology.client, seconds, mode.load);
+            let after = machine_ticks();
+            let machine_ticks = (after.total - before.total).max(1.0);
+            let machine_seconds = machine_ticks / clock_ticks_per_second();
+            let daemon_cpu = daemon.as_ref().map_or(0.0, |daemon| {
+                daemon.cpu_seconds() - cpu_before.unwrap_or(0.0)
+            });
+            let shares = Shares {
+                daemon: daemon_cpu / machine_seconds,
+                shadow: (process_cpu_seconds(shadow_pid) - shadow_before) / machine_seconds,
+                softirq: (after.softirq - before.softirq) / machine_ticks,
+                idle: (after.idle - before.idle) / machine_ticks,
+            };
             let cost = daemon.as_ref().map(|daemon| {
-                let cpu = daemon.cpu_seconds() - cpu_before.unwrap_or(0.0);
+                let cpu = daemon_cpu;
                 let replayed = daemon
                     .metrics()
                     .sum("mirror_replays_total", &["outcome=\"ok\""]);
@@ -723,7 +790,11 @@ fn rounds_of(topology: &Topology, modes: &[Mode], rounds: u64, seconds: u64) -> 
                 "round {round} {}: {:.0} req/s, P50 {:.3} ms, P99 {:.3} ms",
                 mode.label, result.requests_per_second, result.p50_ms, result.p99_ms
             );
-            row.push(Run { wrk: result, cost });
+            row.push(Run {
+                wrk: result,
+                shares,
+                cost,
+            });
             drop(daemon);
         }
         results.push(row);
@@ -735,10 +806,10 @@ fn rounds_of(topology: &Topology, modes: &[Mode], rounds: u64, seconds: u64) -> 
 /// Daemon CPU is per 100,000 requests the primary served in that run.
 fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
     println!(
-        "| mode | req/s | P50 ms | P99 ms | throughput / {} | throughput / fast shadow | P50 / {} | daemon CPU s per 100k requests | daemon peak RSS MiB | replayed ok / served |",
+        "| mode | req/s | P50 ms | P99 ms | throughput / {} | throughput / fast shadow | P50 / {} | daemon CPU s per 100k requests | daemon peak RSS MiB | replayed ok / served | machine: daemon / shadow / softirq / idle |",
         modes[0].label, modes[0].label
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (index, mode) in modes.iter().enumerate() {
         let column = |f: &dyn Fn(&WrkResult) -> f64| {
             median(results.iter().map(|row| f(&row[index].wrk)).collect())
@@ -776,8 +847,11 @@ fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
                 format!("{value:.digits$}")
             }
         };
+        let share = |f: &dyn Fn(&Shares) -> f64| {
+            median(results.iter().map(|row| f(&row[index].shares)).collect()) * 100.0
+        };
         println!(
-            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {} | {} | {} |",
+            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {} | {} | {} | {:.1}% / {:.1}% / {:.1}% / {:.1}% |",
             mode.label,
             column(&|r| r.requests_per_second),
             column(&|r| r.p50_ms),
@@ -795,6 +869,10 @@ fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
             } else {
                 format!("{mirrored:.1}%")
             },
+            share(&|shares| shares.daemon),
+            share(&|shares| shares.shadow),
+            share(&|shares| shares.softirq),
+            share(&|shares| shares.idle),
         );
     }
 }
