@@ -127,19 +127,24 @@ impl TargetPort {
 }
 
 /// Where a connection falls in `0..SAMPLE_SCALE`: a fixed mix of its 4-tuple, oriented client to
-/// server so both directions agree. Same code in the kernel and in tests.
+/// server so both directions agree. `family` is [`FAMILY_IPV4`] (addresses in the first four
+/// bytes) or [`FAMILY_IPV6`]. Same code in the kernel and in tests.
 pub const fn connection_sample_point(
+    family: u8,
     client_addr: &[u8; 16],
     server_addr: &[u8; 16],
     client_port: u16,
     server_port: u16,
 ) -> u32 {
-    // murmur3's block mix over the tuple as nine 32-bit words, then its finaliser: a short
-    // dependency chain (the classifier computes this on every packet of a sampled port) and
-    // well spread. Multiply-shift maps the hash onto 0..SAMPLE_SCALE without a division.
+    // murmur3's block mix over the tuple as 32-bit words (three for IPv4, nine for IPv6), then
+    // its finaliser: a short dependency chain (the classifier computes this on every packet of
+    // a sampled port) and well spread. Multiply-shift maps the hash onto 0..SAMPLE_SCALE without
+    // a division. IPv4 mixes only the words that hold its addresses: the twelve zero bytes
+    // after them would add six blocks of work to every packet and nothing to the spread.
+    let address_bytes = if family == FAMILY_IPV4 { 4 } else { 16 };
     let mut hash: u32 = 0x9747_b28c;
     let mut i = 0;
-    while i < 16 {
+    while i < address_bytes {
         hash = murmur_block(hash, word(client_addr, i));
         hash = murmur_block(hash, word(server_addr, i));
         i += 4;
@@ -420,17 +425,30 @@ mod tests {
 
     #[test]
     fn connection_sample_points_spread_evenly() {
-        let mut below_tenth = 0;
-        let total = 20_000u32;
-        for port in 0..total {
-            let point = connection_sample_point(&[1; 16], &[2; 16], 1024 + port as u16, 8080);
-            assert!(point < SAMPLE_SCALE);
-            if point < SAMPLE_SCALE / 10 {
-                below_tenth += 1;
+        let mut ipv4_client = [0u8; 16];
+        ipv4_client[..4].copy_from_slice(&[198, 18, 0, 1]);
+        let mut ipv4_server = [0u8; 16];
+        ipv4_server[..4].copy_from_slice(&[198, 18, 0, 2]);
+        for (family, client, server) in [
+            (FAMILY_IPV4, ipv4_client, ipv4_server),
+            (FAMILY_IPV6, [1; 16], [2; 16]),
+        ] {
+            let mut below_tenth = 0;
+            let total = 20_000u32;
+            for port in 0..total {
+                let point =
+                    connection_sample_point(family, &client, &server, 1024 + port as u16, 8080);
+                assert!(point < SAMPLE_SCALE);
+                if point < SAMPLE_SCALE / 10 {
+                    below_tenth += 1;
+                }
             }
+            // 10% of 20,000 consecutive client ports, within one point.
+            assert!(
+                (1800..=2200).contains(&below_tenth),
+                "family {family}: {below_tenth}"
+            );
         }
-        // 10% of 20,000 consecutive client ports, within one point.
-        assert!((1800..=2200).contains(&below_tenth), "{below_tenth}");
         assert_eq!(TargetPort::sampled(2_000_000), TargetPort::ALL);
     }
 

@@ -12,7 +12,9 @@ use mirror::{
     capture::{Classifier, KernelCounters},
     segment::{self, Direction, Segment},
 };
-use mirror_common::{Counter, SEGMENT_HEADER_LEN, TCX_NEXT, connection_sample_point, tcp_flags};
+use mirror_common::{
+    Counter, FAMILY_IPV4, SEGMENT_HEADER_LEN, TCX_NEXT, connection_sample_point, tcp_flags,
+};
 use mirror_tests::{
     frames::{Frame, pattern},
     privileged,
@@ -368,6 +370,7 @@ fn connection_sampling_is_per_connection_and_survives_a_lower_rate() {
     let mut harness = Harness::new();
     let point = |client_port: u16| {
         connection_sample_point(
+            FAMILY_IPV4,
             &hashed_address(v4(1)),
             &hashed_address(v4(2)),
             client_port,
