@@ -152,7 +152,10 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
          saturation (the primary's latency then measures coupling). Modes \
          run in interleaved rounds; each ratio is taken between runs of the same round and the \
          median over rounds is reported (the machine drifts by +-15% between runs; judge on \
-         throughput and P50, P99 swings several-fold). Goals: with a 200 ms or dead shadow, \
+         throughput and P50, P99 swings several-fold). The last column splits the machine's \
+         CPU time during each run (both cores, from `/proc`; medians over rounds): the daemon \
+         process, the shadows' nginx, softirq (tick-sampled) and idle. Goals: with a 200 ms or \
+         dead shadow, \
          throughput >= 0.95x of the fast-shadow run and P50 <= 1.05x of no mirror; at most \
          0.5 CPU s per 100k requests at 100%; >= 0.95x of no-mirror throughput at 10%; \
          completeness >= 99.9% at 10k req/s.\n"
