@@ -149,7 +149,8 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
          captured veth): fast, `echo_sleep 0.2` (200 ms), or nothing listening (dead). The \
          primary is loaded two ways: wrk at saturation (the primary's throughput then measures \
          the capture's CPU cost on the shared cores) and a paced client at a fixed rate below \
-         saturation (the primary's latency then measures coupling). Modes \
+         saturation (the primary's latency then measures coupling; the client is pinned to one \
+         CPU and the primary to the other meanwhile, the daemon and the shadows are not). Modes \
          run in interleaved rounds; each ratio is taken between runs of the same round and the \
          median over rounds is reported (the machine drifts by +-15% between runs; judge on \
          throughput and P50, P99 swings several-fold). The last column splits the machine's \

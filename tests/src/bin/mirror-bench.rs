@@ -9,7 +9,8 @@
 //!
 //! Tables: primary impact at saturation (wrk, keep-alive), coupling at a fixed rate below
 //! saturation (paced client), cost with the sampled share (wrk, short connections),
-//! completeness at fixed rates.
+//! completeness at fixed rates. During paced runs the client's threads are pinned to one CPU
+//! and the primary to another, so that wake-up placement does not decide its latency.
 //!
 //! Usage: `mirror-bench [--rounds N] [--seconds S] [--completeness-seconds S] [--chart PATH]`
 //! (`--completeness-seconds 0` skips the fixed-rate runs; `--only TEXT` keeps the baseline and the
@@ -377,6 +378,34 @@ fn latency_chart(text: &str, title: &str) -> String {
     svg + "</svg>\n"
 }
 
+/// The long-lived processes of the topology, by PID.
+#[derive(Clone, Copy)]
+struct Processes {
+    /// nginx serving the primary (and the front server with nginx's `mirror` module).
+    primary: u32,
+    /// nginx serving the fast and the 200 ms shadows.
+    shadows: u32,
+}
+
+/// CPU the paced client's threads run on; the primary runs on [`PRIMARY_CPU`] meanwhile.
+const CLIENT_CPU: usize = 0;
+const PRIMARY_CPU: usize = 1;
+
+/// Restricts thread or process `pid` (0: the calling thread) to `cpus`.
+fn set_affinity(pid: u32, cpus: &[usize]) {
+    let mut set = nix::sched::CpuSet::new();
+    for cpu in cpus {
+        set.set(*cpu).expect("CPU index");
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(pid as i32), &set)
+        .expect("sched_setaffinity");
+}
+
+/// Every CPU of the machine.
+fn all_cpus() -> Vec<usize> {
+    (0..std::thread::available_parallelism().map_or(1, usize::from)).collect()
+}
+
 /// One run of one mode: wrk's figures, where the machine's time went and, when the daemon ran,
 /// (CPU seconds, peak RSS MiB, replays answered by the shadow).
 struct Run {
@@ -458,13 +487,19 @@ fn wrk(client: &NetNs, seconds: u64, load: Load) -> WrkResult {
 }
 
 /// One run of `load` against the primary (or nginx's `mirror` module in front of it).
-fn measure(client: &NetNs, seconds: u64, load: Load) -> WrkResult {
+fn measure(client: &NetNs, processes: Processes, seconds: u64, load: Load) -> WrkResult {
     let port = match load {
         Load::FixedRate => PORT,
         Load::FixedRateNginxMirror => FRONT_PORT,
         Load::KeepAlive | Load::Close | Load::NginxMirror => return wrk(client, seconds, load),
     };
+    // Below saturation the primary's latency is mostly wake-ups, and unpinned it depends on
+    // where the scheduler puts the client and the primary: on one CPU or two, the no-mirror P50
+    // moved between about 27 and 55 us from run to run here. Pinned to different CPUs (a
+    // remote client's wake-up path), runs compare; the daemon and the shadows stay unpinned.
+    set_affinity(processes.primary, &[PRIMARY_CPU]);
     let paced = paced(client, port, FIXED_RATE, seconds, PACED_CONNECTIONS);
+    set_affinity(processes.primary, &all_cpus());
     WrkResult {
         seconds: seconds as f64,
         requests_per_second: paced.served as f64 / seconds as f64,
@@ -546,6 +581,7 @@ fn paced(client: &NetNs, port: u16, rate: u64, seconds: u64, connections: u64) -
 /// period stops at the deadline all the same).
 fn paced_connection(port: u16, first: Instant, period: Duration, deadline: Instant) -> Paced {
     use std::io::{Read, Write};
+    set_affinity(0, &[CLIENT_CPU]);
     let mut stream = std::net::TcpStream::connect((SERVER_ADDR, port)).expect("connect");
     stream.set_nodelay(true).expect("TCP_NODELAY");
     let request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
@@ -666,13 +702,17 @@ fn main() {
          location / {{ mirror /mirror; proxy_pass http://{SERVER_ADDR}:{PORT}; }} \
          location = /mirror {{ internal; proxy_pass http://{CLIENT_ADDR}:{SLOW_PORT}$request_uri; }} }}"
     );
-    let (_primary, primary_dir) = nginx(&topology.server, SERVER_ADDR, &[(PORT, false)], &front);
+    let (primary, primary_dir) = nginx(&topology.server, SERVER_ADDR, &[(PORT, false)], &front);
     let (shadows, shadow_dir) = nginx(
         &topology.client,
         CLIENT_ADDR,
         &[(FAST_PORT, false), (SLOW_PORT, true)],
         "",
     );
+    let processes = Processes {
+        primary: primary.0.id(),
+        shadows: shadows.0.id(),
+    };
 
     let runs = |name: &str, modes: &[Mode], fast_shadow_second: bool, heading: &str| {
         if !table_selected(name) {
@@ -681,7 +721,7 @@ fn main() {
         table(
             &topology,
             modes,
-            shadows.0.id(),
+            processes,
             fast_shadow_second,
             heading,
             rounds,
@@ -721,7 +761,7 @@ fn main() {
     };
     for &rate in rates {
         let chart = (rate == 10_000).then_some(chart.as_deref()).flatten();
-        completeness(&topology, rate, completeness_seconds, chart);
+        completeness(&topology, processes, rate, completeness_seconds, chart);
     }
     cleanup(&[&primary_dir, &shadow_dir]);
 }
@@ -732,14 +772,14 @@ fn main() {
 fn table(
     topology: &Topology,
     modes: &[Mode],
-    shadow_pid: u32,
+    processes: Processes,
     fast_shadow_second: bool,
     heading: &str,
     rounds: u64,
     seconds: u64,
 ) {
     let kept = selected(modes);
-    let results = rounds_of(topology, &kept, shadow_pid, rounds, seconds);
+    let results = rounds_of(topology, &kept, processes, rounds, seconds);
     println!("{heading}\n");
     let fast = modes
         .get(1)
@@ -752,7 +792,7 @@ fn table(
 fn rounds_of(
     topology: &Topology,
     modes: &[Mode],
-    shadow_pid: u32,
+    processes: Processes,
     rounds: u64,
     seconds: u64,
 ) -> Vec<Vec<Run>> {
@@ -764,9 +804,9 @@ fn rounds_of(
                 start_daemon(topology, port, sample, by_connection)
             });
             let cpu_before = daemon.as_ref().map(Daemon::cpu_seconds);
-            let shadow_before = process_cpu_seconds(shadow_pid);
+            let shadow_before = process_cpu_seconds(processes.shadows);
             let before = machine_ticks();
-            let result = measure(&topology.client, seconds, mode.load);
+            let result = measure(&topology.client, processes, seconds, mode.load);
             let after = machine_ticks();
             let machine_ticks = (after.total - before.total).max(1.0);
             let machine_seconds = machine_ticks / clock_ticks_per_second();
@@ -775,7 +815,7 @@ fn rounds_of(
             });
             let shares = Shares {
                 daemon: daemon_cpu / machine_seconds,
-                shadow: (process_cpu_seconds(shadow_pid) - shadow_before) / machine_seconds,
+                shadow: (process_cpu_seconds(processes.shadows) - shadow_before) / machine_seconds,
                 softirq: (after.softirq - before.softirq) / machine_ticks,
                 idle: (after.idle - before.idle) / machine_ticks,
             };
@@ -806,14 +846,21 @@ fn rounds_of(
 /// Daemon CPU is per 100,000 requests the primary served in that run.
 fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
     println!(
-        "| mode | req/s | P50 ms | P99 ms | throughput / {} | throughput / fast shadow | P50 / {} | daemon CPU s per 100k requests | daemon peak RSS MiB | replayed ok / served | machine: daemon / shadow / softirq / idle |",
-        modes[0].label, modes[0].label
+        "| mode | req/s | P50 ms | P99 ms | throughput / {} | throughput / fast shadow | P50 / {} | P50 - {} us | daemon CPU s per 100k requests | daemon peak RSS MiB | replayed ok / served | machine: daemon / shadow / softirq / idle |",
+        modes[0].label, modes[0].label, modes[0].label
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (index, mode) in modes.iter().enumerate() {
         let column = |f: &dyn Fn(&WrkResult) -> f64| {
             median(results.iter().map(|row| f(&row[index].wrk)).collect())
         };
+        // The same pairing in absolute terms: what a ratio of a small latency hides or magnifies.
+        let p50_difference_us = median(
+            results
+                .iter()
+                .map(|row| (row[index].wrk.p50_ms - row[0].wrk.p50_ms) * 1000.0)
+                .collect(),
+        );
         let ratio = |base: usize, f: &dyn Fn(&WrkResult) -> f64| {
             median(
                 results
@@ -851,7 +898,7 @@ fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
             median(results.iter().map(|row| f(&row[index].shares)).collect()) * 100.0
         };
         println!(
-            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {} | {} | {} | {:.1}% / {:.1}% / {:.1}% / {:.1}% |",
+            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {:+.0} | {} | {} | {} | {:.1}% / {:.1}% / {:.1}% / {:.1}% |",
             mode.label,
             column(&|r| r.requests_per_second),
             column(&|r| r.p50_ms),
@@ -862,6 +909,7 @@ fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
                 |fast| number(ratio(fast, &|r| r.requests_per_second), 3)
             ),
             ratio(0, &|r| r.p50_ms),
+            p50_difference_us,
             number(per_100k, 2),
             number(rss, 1),
             if mirrored.is_nan() {
@@ -879,11 +927,20 @@ fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
 
 /// Completeness at a fixed rate, fast shadow, 100% sampling: every difference between what the
 /// primary served and what reached the shadow must show in a counter.
-fn completeness(topology: &Topology, rate: u64, seconds: u64, chart: Option<&Path>) {
+fn completeness(
+    topology: &Topology,
+    processes: Processes,
+    rate: u64,
+    seconds: u64,
+    chart: Option<&Path>,
+) {
     let daemon = start_daemon(topology, FAST_PORT, "100", false);
     let cpu_before = daemon.cpu_seconds();
+    // Pinned as in `measure`, though only counts are judged here.
+    set_affinity(processes.primary, &[PRIMARY_CPU]);
     let Paced { served, sent, .. } =
         paced(&topology.client, PORT, rate, seconds, PACED_CONNECTIONS);
+    set_affinity(processes.primary, &all_cpus());
     std::thread::sleep(Duration::from_secs(3));
     let cpu = daemon.cpu_seconds() - cpu_before;
     if let Some(path) = chart {
