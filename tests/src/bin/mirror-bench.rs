@@ -493,13 +493,14 @@ fn measure(client: &NetNs, processes: Processes, seconds: u64, load: Load) -> Wr
         Load::FixedRateNginxMirror => FRONT_PORT,
         Load::KeepAlive | Load::Close | Load::NginxMirror => return wrk(client, seconds, load),
     };
-    // Below saturation the primary's latency is mostly wake-ups, and unpinned it depends on
-    // where the scheduler puts the client and the primary: on one CPU or two, the no-mirror P50
-    // moved between about 27 and 55 us from run to run here. Pinned to different CPUs (a
-    // remote client's wake-up path), runs compare; the daemon and the shadows stay unpinned.
-    set_affinity(processes.primary, &[PRIMARY_CPU]);
-    let paced = paced(client, port, FIXED_RATE, seconds, PACED_CONNECTIONS);
-    set_affinity(processes.primary, &all_cpus());
+    let paced = paced(
+        client,
+        processes,
+        port,
+        FIXED_RATE,
+        seconds,
+        PACED_CONNECTIONS,
+    );
     WrkResult {
         seconds: seconds as f64,
         requests_per_second: paced.served as f64 / seconds as f64,
@@ -550,8 +551,21 @@ impl Paced {
 /// schedules staggered across the period: arrivals spread like independent clients' rather
 /// than in synchronised bursts (an async timer's 1 ms ticks would send every connection's
 /// request at once and measure the queue of the burst).
-fn paced(client: &NetNs, port: u16, rate: u64, seconds: u64, connections: u64) -> Paced {
-    client
+fn paced(
+    client: &NetNs,
+    processes: Processes,
+    port: u16,
+    rate: u64,
+    seconds: u64,
+    connections: u64,
+) -> Paced {
+    // Below saturation the primary's latency is mostly wake-ups, and unpinned it depends on
+    // where the scheduler puts the client and the primary: on one CPU or two, the no-mirror P50
+    // moved between about 27 and 55 us from run to run here. Pinned to different CPUs (a
+    // remote client's wake-up path), runs compare; the daemon and the shadows stay unpinned.
+    // The client's threads pin themselves (`paced_connection`).
+    set_affinity(processes.primary, &[PRIMARY_CPU]);
+    let total = client
         .spawn(move || {
             let period = Duration::from_secs_f64(connections as f64 / rate as f64);
             let start = Instant::now() + Duration::from_millis(100);
@@ -573,7 +587,9 @@ fn paced(client: &NetNs, port: u16, rate: u64, seconds: u64, connections: u64) -
         })
         .join()
         .expect("paced client")
-        .expect("client namespace")
+        .expect("client namespace");
+    set_affinity(processes.primary, &all_cpus());
+    total
 }
 
 /// One connection of [`paced`]: a request at `first`, then one every `period` until `deadline`
@@ -820,11 +836,10 @@ fn rounds_of(
                 idle: (after.idle - before.idle) / machine_ticks,
             };
             let cost = daemon.as_ref().map(|daemon| {
-                let cpu = daemon_cpu;
                 let replayed = daemon
                     .metrics()
                     .sum("mirror_replays_total", &["outcome=\"ok\""]);
-                (cpu, peak_rss_mib(daemon), replayed)
+                (daemon_cpu, peak_rss_mib(daemon), replayed)
             });
             eprintln!(
                 "round {round} {}: {:.0} req/s, P50 {:.3} ms, P99 {:.3} ms",
@@ -936,11 +951,14 @@ fn completeness(
 ) {
     let daemon = start_daemon(topology, FAST_PORT, "100", false);
     let cpu_before = daemon.cpu_seconds();
-    // Pinned as in `measure`, though only counts are judged here.
-    set_affinity(processes.primary, &[PRIMARY_CPU]);
-    let Paced { served, sent, .. } =
-        paced(&topology.client, PORT, rate, seconds, PACED_CONNECTIONS);
-    set_affinity(processes.primary, &all_cpus());
+    let Paced { served, sent, .. } = paced(
+        &topology.client,
+        processes,
+        PORT,
+        rate,
+        seconds,
+        PACED_CONNECTIONS,
+    );
     std::thread::sleep(Duration::from_secs(3));
     let cpu = daemon.cpu_seconds() - cpu_before;
     if let Some(path) = chart {
