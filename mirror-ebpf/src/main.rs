@@ -63,6 +63,14 @@ static SAMPLED_FLOWS: LruHashMap<FlowTuple, u8> =
 static IGNORED_FLOWS: LruHashMap<FlowTuple, u8> =
     LruHashMap::with_max_entries(SELF_TRAFFIC_ENTRIES, 0);
 
+/// Set before the first insert into [`IGNORED_FLOWS`]. Until then every recorded packet skips
+/// that lookup: replay connections reach this program only when the shadow is behind a captured
+/// interface on a target port, so in most deployments the map stays empty and the lookup (a
+/// hash of the 40-byte tuple) would be paid for nothing.
+/// Read and written with volatile accesses (the BPF target has no 8-bit atomics; an aligned
+/// 32-bit load or store is single-copy atomic).
+static mut IGNORED_FLOWS_IN_USE: u32 = 0;
+
 // ---------------------------------------------------------------------------------------------
 // Counters
 // ---------------------------------------------------------------------------------------------
@@ -519,16 +527,22 @@ fn is_self_traffic(ctx: &TcContext, segment: &TcpSegment) -> bool {
         _padding_byte: 0,
         _padding_half: 0,
     };
-    // SAFETY: lookups of plain keys; the values are not dereferenced.
-    if unsafe { IGNORED_FLOWS.get(&tuple) }.is_some() {
+    // SAFETY: see IGNORED_FLOWS_IN_USE.
+    let in_use = unsafe { core::ptr::read_volatile(&raw const IGNORED_FLOWS_IN_USE) } != 0;
+    // SAFETY: lookup of a plain key; the value is not dereferenced.
+    if in_use && unsafe { IGNORED_FLOWS.get(&tuple) }.is_some() {
         return true;
     }
     // SAFETY: `skb` is the context pointer the kernel passed to this program.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
-    // SAFETY: as above.
+    // SAFETY: lookup of a plain key; the value is not dereferenced.
     if cookie == 0 || unsafe { REPLAY_SOCKETS.get(&cookie) }.is_none() {
         return false;
     }
+    // Before the inserts: a reply that finds the flow must find the flag set too. The reply
+    // follows this packet's departure, so the store is visible by then.
+    // SAFETY: see IGNORED_FLOWS_IN_USE.
+    unsafe { core::ptr::write_volatile(&raw mut IGNORED_FLOWS_IN_USE, 1) };
     // Failing inserts (map full of live entries) only cost the next packet another lookup.
     let _ = IGNORED_FLOWS.insert(&tuple, &1, 0);
     let _ = IGNORED_FLOWS.insert(&tuple.reversed(), &1, 0);

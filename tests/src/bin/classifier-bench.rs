@@ -10,6 +10,10 @@
 //!
 //! The ring buffer is drained by a thread meanwhile, so the target figures include a successful
 //! reserve/copy/submit, not the cheaper ring-full path (checked: the drop counter must stay 0).
+//!
+//! Each method also measures an empty program (`r0 = TCX_NEXT; exit`), whose figure is the
+//! method's own floor: the test-run loop or the TCX dispatch, and bpf_stats' two clock reads per
+//! run (a paravirtual clock on VMs). The table reports each figure with and without that floor.
 
 use std::{
     io::{Read, Write},
@@ -21,9 +25,12 @@ use std::{
     time::Duration,
 };
 
-use aya::programs::{TcAttachType, TestRun, TestRunOptions};
+use aya::{
+    Ebpf,
+    programs::{SchedClassifier, TcAttachType, TestRun, TestRunOptions},
+};
 use mirror::capture::{Classifier, KernelCounters};
-use mirror_common::{Counter, SAMPLE_SCALE};
+use mirror_common::{Counter, SAMPLE_SCALE, TCX_NEXT};
 use mirror_tests::{
     frames::{Frame, pattern},
     netns::{SERVER_ADDR, topology},
@@ -50,16 +57,53 @@ impl Drop for StatsGuard {
     }
 }
 
-/// Loads a classifier and drains its ring buffer on a thread until dropped.
-struct Loaded {
-    classifier: Classifier,
-    stop: Arc<AtomicBool>,
-    drain: Option<std::thread::JoinHandle<()>>,
+/// An ELF object holding one classifier, `empty_tc`, that returns `TCX_NEXT` at once. Built here
+/// rather than in the eBPF crate: it is a measuring instrument, not part of the product.
+fn empty_program_object() -> Vec<u8> {
+    use object::{
+        Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
+        write::{Object, Symbol, SymbolSection},
+    };
+    let mut object = Object::new(BinaryFormat::Elf, Architecture::Bpf, Endianness::Little);
+    let text = object.add_section(Vec::new(), b"classifier".to_vec(), SectionKind::Text);
+    // `r0 = TCX_NEXT` (BPF_ALU64 | BPF_MOV | BPF_K, 32-bit immediate sign-extended), `exit`.
+    let mut code = vec![0xb7, 0x00, 0x00, 0x00];
+    code.extend_from_slice(&TCX_NEXT.to_le_bytes());
+    code.extend_from_slice(&[0x95, 0, 0, 0, 0, 0, 0, 0]);
+    object.append_section_data(text, &code, 8);
+    object.add_symbol(Symbol {
+        name: b"empty_tc".to_vec(),
+        value: 0,
+        size: code.len() as u64,
+        kind: SymbolKind::Text,
+        scope: SymbolScope::Dynamic,
+        weak: false,
+        section: SymbolSection::Section(text),
+        flags: SymbolFlags::None,
+    });
+    let license = object.add_section(Vec::new(), b"license".to_vec(), SectionKind::Data);
+    object.append_section_data(license, b"GPL\0", 1);
+    object.write().expect("write the empty program's object")
 }
 
-impl Loaded {
-    fn new() -> Self {
+/// The program under measurement.
+enum Subject {
+    /// The classifier, its ring buffer drained on a thread until dropped.
+    Classifier {
+        classifier: Box<Classifier>,
+        stop: Arc<AtomicBool>,
+        drain: Option<std::thread::JoinHandle<()>>,
+    },
+    /// The empty program: the method's floor.
+    Empty(Ebpf),
+}
+
+impl Subject {
+    fn classifier(sample_ppm: u32) -> Self {
         let mut classifier = Classifier::load(&[TARGET], RING_BYTES).expect("load classifier");
+        classifier
+            .set_ports(&[TARGET], &[(TARGET, sample_ppm)])
+            .expect("sampling rate");
         let mut ring = classifier.take_ring().expect("ring");
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = Arc::clone(&stop);
@@ -75,51 +119,70 @@ impl Loaded {
                 }
             }
         });
-        Self {
-            classifier,
+        Self::Classifier {
+            classifier: Box::new(classifier),
             stop,
             drain: Some(drain),
         }
     }
 
+    fn empty() -> Self {
+        let mut ebpf = Ebpf::load(&empty_program_object()).expect("parse the empty program");
+        let program: &mut SchedClassifier = ebpf
+            .program_mut("empty_tc")
+            .expect("empty_tc")
+            .try_into()
+            .expect("a classifier");
+        program.load().expect("load the empty program");
+        Self::Empty(ebpf)
+    }
+
+    fn program_mut(&mut self) -> &mut SchedClassifier {
+        match self {
+            Self::Classifier { classifier, .. } => classifier.program_mut().expect("program"),
+            Self::Empty(ebpf) => ebpf
+                .program_mut("empty_tc")
+                .expect("empty_tc")
+                .try_into()
+                .expect("a classifier"),
+        }
+    }
+
     /// (run_time_ns, run_cnt) so far.
-    fn stats(&self) -> (u128, u64) {
-        let info = self
-            .classifier
-            .program()
-            .expect("program")
-            .info()
-            .expect("info");
+    fn stats(&mut self) -> (u128, u64) {
+        let info = self.program_mut().info().expect("info");
         (info.run_time().as_nanos(), info.run_count())
     }
 
-    fn counters(&self) -> KernelCounters {
-        self.classifier.counters().expect("counters")
-    }
-}
-
-impl Drop for Loaded {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(drain) = self.drain.take() {
-            let _ = drain.join();
+    /// The classifier's counters; none for the empty program.
+    fn counters(&self) -> Option<KernelCounters> {
+        match self {
+            Self::Classifier { classifier, .. } => Some(classifier.counters().expect("counters")),
+            Self::Empty(_) => None,
         }
     }
 }
 
-/// `sample_ppm`: the target port's in-kernel connection sampling rate (`SAMPLE_SCALE` keeps all).
-fn test_run_ns(frame: &[u8], repeat: u32, sample_ppm: u32) -> (f64, KernelCounters) {
-    let mut loaded = Loaded::new();
-    loaded
-        .classifier
-        .set_ports(&[TARGET], &[(TARGET, sample_ppm)])
-        .expect("sampling rate");
-    let program = loaded.classifier.program().expect("program");
-    // Warm-up, then measure in rounds so the drain thread keeps the ring from filling.
-    let (time0, count0) = loaded.stats();
+impl Drop for Subject {
+    fn drop(&mut self) {
+        if let Self::Classifier { stop, drain, .. } = self {
+            stop.store(true, Ordering::Relaxed);
+            if let Some(drain) = drain.take() {
+                let _ = drain.join();
+            }
+        }
+    }
+}
+
+/// Runs `frame` through `subject` `repeat` times with `BPF_PROG_TEST_RUN`; returns ns per run
+/// (bpf_stats) and the classifier's counters.
+fn test_run_ns(mut subject: Subject, frame: &[u8], repeat: u32) -> (f64, Option<KernelCounters>) {
+    let (time0, count0) = subject.stats();
+    // In rounds, so the drain thread keeps the ring from filling.
     let rounds = 20;
     for _ in 0..rounds {
-        program
+        subject
+            .program_mut()
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 repeat: repeat / rounds,
@@ -127,37 +190,39 @@ fn test_run_ns(frame: &[u8], repeat: u32, sample_ppm: u32) -> (f64, KernelCounte
             })
             .expect("BPF_PROG_TEST_RUN");
     }
-    let (time1, count1) = loaded.stats();
+    let (time1, count1) = subject.stats();
     let per_packet = (time1 - time0) as f64 / (count1 - count0) as f64;
-    (per_packet, loaded.counters())
+    (per_packet, subject.counters())
 }
 
 /// Sends `total` bytes in 64 KiB writes from the client namespace to `port` in the server
-/// namespace, the classifier attached to the server veth's ingress. Returns ns per packet and
-/// average payload bytes per matched packet.
-fn real_traffic(port: u16, total: usize) -> (f64, f64, KernelCounters) {
+/// namespace, the subject `make` returns attached to the server veth's ingress. Returns ns per
+/// packet, average payload bytes per matched packet, and the classifier's counters.
+fn real_traffic(
+    make: fn() -> Subject,
+    port: u16,
+    total: usize,
+) -> (f64, f64, Option<KernelCounters>) {
     let topology = topology();
     let server_if = topology.server_if.clone();
     let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let server = topology.server.spawn(move || {
-        let mut loaded = Loaded::new();
-        loaded
-            .classifier
+        let mut subject = make();
+        subject
             .program_mut()
-            .expect("program")
             .attach(&server_if, TcAttachType::Ingress)
             .expect("attach ingress");
         let listener = TcpListener::bind((SERVER_ADDR, port)).expect("bind");
         loaded_tx.send(()).expect("signal");
         let (mut stream, _) = listener.accept().expect("accept");
-        let before = loaded.stats();
+        let before = subject.stats();
         let mut buffer = vec![0u8; 1 << 20];
         while stream.read(&mut buffer).expect("read") > 0 {}
-        let after = loaded.stats();
+        let after = subject.stats();
         let _ = done_rx.recv_timeout(Duration::from_secs(1));
         std::thread::sleep(Duration::from_millis(200));
-        (before, after, loaded.counters())
+        (before, after, subject.counters())
     });
     loaded_rx.recv().expect("server ready");
     let client = topology.client.spawn(move || {
@@ -174,18 +239,36 @@ fn real_traffic(port: u16, total: usize) -> (f64, f64, KernelCounters) {
     let ((time0, count0), (time1, count1), counters) =
         server.join().expect("server").expect("server namespace");
     let per_packet = (time1 - time0) as f64 / (count1 - count0).max(1) as f64;
-    let matched = counters.get(Counter::PacketsMatched).max(1);
-    let bytes_per_packet = counters.get(Counter::PayloadBytes) as f64 / matched as f64;
+    let bytes_per_packet = counters.as_ref().map_or(0.0, |counters| {
+        counters.get(Counter::PayloadBytes) as f64
+            / counters.get(Counter::PacketsMatched).max(1) as f64
+    });
     (per_packet, bytes_per_packet, counters)
 }
 
-fn assert_no_loss(label: &str, counters: &KernelCounters) {
-    assert_eq!(
-        counters.lost_records() + counters.lost_bytes(),
-        0,
-        "{label}: the ring buffer dropped data, the figure would be wrong: {counters:?}"
-    );
+fn assert_no_loss(label: &str, counters: Option<&KernelCounters>) {
+    if let Some(counters) = counters {
+        assert_eq!(
+            counters.lost_records() + counters.lost_bytes(),
+            0,
+            "{label}: the ring buffer dropped data, the figure would be wrong: {counters:?}"
+        );
+    }
 }
+
+/// One row of the table.
+struct Row {
+    label: &'static str,
+    method: &'static str,
+    ns: f64,
+    range: String,
+    /// `ns` less the empty program's figure by the same method.
+    without_floor: Option<f64>,
+    payload_bytes: f64,
+}
+
+const TEST_RUN: &str = "BPF_PROG_TEST_RUN";
+const VETH: &str = "veth, bpf_stats";
 
 fn main() {
     assert!(
@@ -196,78 +279,110 @@ fn main() {
     let src = "198.18.0.1".parse().unwrap();
     let dst = "198.18.0.2".parse().unwrap();
 
-    // Three loads of the program per crafted frame; the median is reported with the range,
-    // since single runs spread by about +-5% here.
-    let median_of_three = |frame: &[u8], repeat: u32, sample_ppm: u32| {
+    // Three loads of the program per frame; the median is reported with the range, since single
+    // runs spread by about +-5% here.
+    let median_of_three = |make: &dyn Fn() -> Subject, frame: &[u8], repeat: u32| {
         let mut runs: Vec<f64> = (0..3)
             .map(|_| {
-                let (ns, counters) = test_run_ns(frame, repeat, sample_ppm);
-                assert_no_loss("test_run", &counters);
+                let (ns, counters) = test_run_ns(make(), frame, repeat);
+                assert_no_loss("test_run", counters.as_ref());
                 ns
             })
             .collect();
         runs.sort_by(f64::total_cmp);
         (runs[1], format!("{:.0}-{:.0}", runs[0], runs[2]))
     };
-    let mut rows = Vec::new();
-    let mut non_target = Frame::tcp(src, dst, 40000, OTHER);
-    non_target.payload = pattern(100, 1);
-    let (ns, spread) = median_of_three(&non_target.bytes(), 2_000_000, SAMPLE_SCALE);
-    rows.push((
-        "non-target TCP packet",
-        "BPF_PROG_TEST_RUN",
-        ns,
-        spread,
-        100.0,
-    ));
-    // What every packet of an unsampled connection costs with `sample_by = "connection"`.
-    let mut sampled_out = Frame::tcp(src, dst, 40000, TARGET);
-    sampled_out.payload = pattern(100, 1);
-    let (ns, spread) = median_of_three(&sampled_out.bytes(), 2_000_000, 0);
-    rows.push((
-        "target, connection sampled out in the kernel",
-        "BPF_PROG_TEST_RUN",
-        ns,
-        spread,
-        100.0,
-    ));
-    for len in [100usize, 1448] {
-        let mut frame = Frame::tcp(src, dst, 40000, TARGET);
+    let frame = |port: u16, len: usize| {
+        let mut frame = Frame::tcp(src, dst, 40000, port);
         frame.payload = pattern(len, 2);
-        let (ns, spread) = median_of_three(&frame.bytes(), 400_000, SAMPLE_SCALE);
-        rows.push((
-            if len == 100 {
-                "target, 100 B payload"
-            } else {
-                "target, 1448 B payload (1.5 KiB frame)"
-            },
-            "BPF_PROG_TEST_RUN",
+        frame.bytes()
+    };
+    let mut rows = Vec::new();
+    let (floor, range) = median_of_three(&Subject::empty, &frame(TARGET, 100), 2_000_000);
+    rows.push(Row {
+        label: "empty program (the method's floor)",
+        method: TEST_RUN,
+        ns: floor,
+        range,
+        without_floor: None,
+        payload_bytes: 100.0,
+    });
+    let crafted: [(&str, u16, usize, u32, u32); 4] = [
+        ("non-target TCP packet", OTHER, 100, SAMPLE_SCALE, 2_000_000),
+        // What every packet of an unsampled connection costs with `sample_by = "connection"`.
+        (
+            "target, connection sampled out in the kernel",
+            TARGET,
+            100,
+            0,
+            2_000_000,
+        ),
+        ("target, 100 B payload", TARGET, 100, SAMPLE_SCALE, 400_000),
+        (
+            "target, 1448 B payload (1.5 KiB frame)",
+            TARGET,
+            1448,
+            SAMPLE_SCALE,
+            400_000,
+        ),
+    ];
+    for (label, port, len, sample_ppm, repeat) in crafted {
+        let (ns, range) = median_of_three(
+            &|| Subject::classifier(sample_ppm),
+            &frame(port, len),
+            repeat,
+        );
+        rows.push(Row {
+            label,
+            method: TEST_RUN,
             ns,
-            spread,
-            len as f64,
-        ));
+            range,
+            without_floor: Some(ns - floor),
+            payload_bytes: len as f64,
+        });
     }
-    let (ns, bytes, _) = real_traffic(OTHER, 256 << 20);
-    rows.push((
-        "non-target TCP packet (GSO bulk)",
-        "veth, bpf_stats",
-        ns,
-        "-".to_owned(),
-        bytes,
-    ));
-    let (ns, bytes, counters) = real_traffic(TARGET, 256 << 20);
-    assert_no_loss("real traffic", &counters);
-    rows.push((
-        "target, 64 KiB GSO segments",
-        "veth, bpf_stats",
-        ns,
-        "-".to_owned(),
-        bytes,
-    ));
 
-    println!("| packet | method | ns/packet (median of 3) | range | avg payload B/packet |");
-    println!("|---|---|---:|---:|---:|");
-    for (label, method, ns, spread, bytes) in rows {
-        println!("| {label} | {method} | {ns:.0} | {spread} | {bytes:.0} |");
+    let (floor, _, _) = real_traffic(Subject::empty, OTHER, 256 << 20);
+    rows.push(Row {
+        label: "empty program (GSO bulk, the method's floor)",
+        method: VETH,
+        ns: floor,
+        range: "-".to_owned(),
+        without_floor: None,
+        payload_bytes: 0.0,
+    });
+    let (ns, _, _) = real_traffic(|| Subject::classifier(SAMPLE_SCALE), OTHER, 256 << 20);
+    rows.push(Row {
+        label: "non-target TCP packet (GSO bulk)",
+        method: VETH,
+        ns,
+        range: "-".to_owned(),
+        without_floor: Some(ns - floor),
+        payload_bytes: 0.0,
+    });
+    let (ns, payload_bytes, counters) =
+        real_traffic(|| Subject::classifier(SAMPLE_SCALE), TARGET, 256 << 20);
+    assert_no_loss("real traffic", counters.as_ref());
+    rows.push(Row {
+        label: "target, 64 KiB GSO segments",
+        method: VETH,
+        ns,
+        range: "-".to_owned(),
+        without_floor: Some(ns - floor),
+        payload_bytes,
+    });
+
+    println!(
+        "| packet | method | ns/packet (median of 3) | range | ns less the empty program | avg payload B/packet |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
+    for row in rows {
+        let without_floor = row
+            .without_floor
+            .map_or_else(|| "-".to_owned(), |ns| format!("{ns:.0}"));
+        println!(
+            "| {} | {} | {:.0} | {} | {without_floor} | {:.0} |",
+            row.label, row.method, row.ns, row.range, row.payload_bytes
+        );
     }
 }
