@@ -119,8 +119,11 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
          the program, with the range); the GSO rows are a bulk TCP \
          transfer in 64 KiB writes across a veth pair between two network namespaces, the \
          classifier on the receiver's ingress. The ring buffer is drained meanwhile and the run \
-         fails if any drop is counted. Goals: < 100 ns per non-target packet, < 500 ns per \
-         1.5 KiB target packet.\n"
+         fails if any drop is counted. Each method also runs an empty program (`r0 = TCX_NEXT; \
+         exit`): its figure is the method's own floor (the test-run loop or the TCX dispatch, and \
+         bpf_stats' two clock reads per run, a paravirtual clock on VMs), and the column before \
+         last is the classifier's figure less that floor. Goals: < 100 ns per non-target packet, \
+         < 500 ns per 1.5 KiB target packet.\n"
     );
     report.push_str(&classifier);
 
@@ -149,7 +152,8 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
          captured veth): fast, `echo_sleep 0.2` (200 ms), or nothing listening (dead). The \
          primary is loaded two ways: wrk at saturation (the primary's throughput then measures \
          the capture's CPU cost on the shared cores) and a paced client at a fixed rate below \
-         saturation (the primary's latency then measures coupling; the client is pinned to one \
+         saturation (a fifth of the no-mirror saturation measured just before, so the same share \
+         of any machine; the primary's latency then measures coupling; the client is pinned to one \
          CPU and the primary to the other meanwhile, the daemon and the shadows are not). Modes \
          run in interleaved rounds; each ratio is taken between runs of the same round and the \
          median over rounds is reported (the machine drifts by +-15% between runs; judge on \

@@ -40,16 +40,16 @@ enum Load {
     Close,
     /// wrk's keep-alive connections to nginx's `mirror` module in front of the primary.
     NginxMirror,
-    /// The paced client at [`FIXED_RATE`] on keep-alive connections: a load below saturation,
+    /// The paced client at a fixed rate on keep-alive connections: a load below saturation,
     /// so the primary's latency shows coupling rather than CPU shared at saturation.
     FixedRate,
     /// The same paced load through nginx's `mirror` module.
     FixedRateNginxMirror,
 }
 
-/// Offered rate of the fixed-rate runs: about a fifth of what the primary serves at saturation
-/// here, a busy production pod rather than a load test.
-const FIXED_RATE: u64 = 20_000;
+/// Offered rate of the fixed-rate runs as a share of what the primary serves at saturation
+/// (measured just before): a busy production pod rather than a load test, on any machine.
+const FIXED_RATE_SHARE: f64 = 0.2;
 /// Keep-alive connections of the paced client.
 const PACED_CONNECTIONS: u64 = 50;
 
@@ -487,7 +487,14 @@ fn wrk(client: &NetNs, seconds: u64, load: Load) -> WrkResult {
 }
 
 /// One run of `load` against the primary (or nginx's `mirror` module in front of it).
-fn measure(client: &NetNs, processes: Processes, seconds: u64, load: Load) -> WrkResult {
+/// `fixed_rate`: requests per second of the paced loads.
+fn measure(
+    client: &NetNs,
+    processes: Processes,
+    seconds: u64,
+    load: Load,
+    fixed_rate: u64,
+) -> WrkResult {
     let port = match load {
         Load::FixedRate => PORT,
         Load::FixedRateNginxMirror => FRONT_PORT,
@@ -497,7 +504,7 @@ fn measure(client: &NetNs, processes: Processes, seconds: u64, load: Load) -> Wr
         client,
         processes,
         port,
-        FIXED_RATE,
+        fixed_rate,
         seconds,
         PACED_CONNECTIONS,
     );
@@ -730,6 +737,19 @@ fn main() {
         shadows: shadows.0.id(),
     };
 
+    // The fixed rate follows this machine: a share of what the primary serves at saturation.
+    let (saturation, fixed_rate) = if table_selected("coupling") {
+        let saturation = wrk(&topology.client, seconds, Load::KeepAlive).requests_per_second;
+        let rate = (saturation * FIXED_RATE_SHARE / 1000.0).floor().max(1.0) * 1000.0;
+        (saturation, rate as u64)
+    } else {
+        (f64::NAN, 0)
+    };
+    let schedule = Schedule {
+        rounds,
+        seconds,
+        fixed_rate,
+    };
     let runs = |name: &str, modes: &[Mode], fast_shadow_second: bool, heading: &str| {
         if !table_selected(name) {
             return;
@@ -740,8 +760,7 @@ fn main() {
             processes,
             fast_shadow_second,
             heading,
-            rounds,
-            seconds,
+            schedule,
         );
     };
     runs(
@@ -752,12 +771,13 @@ fn main() {
             "### Primary impact (wrk -t2 -c32 keep-alive, {seconds} s per run, {rounds} interleaved rounds)"
         ),
     );
+    let share = FIXED_RATE_SHARE * 100.0;
     runs(
         "coupling",
         &COUPLING,
         true,
         &format!(
-            "\n### Coupling at a fixed rate ({FIXED_RATE} req/s offered by a paced client on {PACED_CONNECTIONS} keep-alive connections, latency from each request's write to its response's last byte, {seconds} s per run, {rounds} interleaved rounds)"
+            "\n### Coupling at a fixed rate ({fixed_rate} req/s, {share:.0}% of the {saturation:.0} req/s the primary served at saturation just before, offered by a paced client on {PACED_CONNECTIONS} keep-alive connections, latency from each request's write to its response's last byte, {seconds} s per run, {rounds} interleaved rounds)"
         ),
     );
     runs(
@@ -782,6 +802,16 @@ fn main() {
     cleanup(&[&primary_dir, &shadow_dir]);
 }
 
+/// How long and how hard each table's runs go.
+#[derive(Clone, Copy)]
+struct Schedule {
+    rounds: u64,
+    /// Of each run.
+    seconds: u64,
+    /// Requests per second of the paced loads.
+    fixed_rate: u64,
+}
+
 /// Runs the modes of `modes` that `--only` keeps in interleaved rounds and prints their table
 /// under `heading`. With `fast_shadow_second`, mode 1 is the fast-shadow run that throughput is
 /// also compared with.
@@ -791,11 +821,10 @@ fn table(
     processes: Processes,
     fast_shadow_second: bool,
     heading: &str,
-    rounds: u64,
-    seconds: u64,
+    schedule: Schedule,
 ) {
     let kept = selected(modes);
-    let results = rounds_of(topology, &kept, processes, rounds, seconds);
+    let results = rounds_of(topology, &kept, processes, schedule);
     println!("{heading}\n");
     let fast = modes
         .get(1)
@@ -809,9 +838,13 @@ fn rounds_of(
     topology: &Topology,
     modes: &[Mode],
     processes: Processes,
-    rounds: u64,
-    seconds: u64,
+    schedule: Schedule,
 ) -> Vec<Vec<Run>> {
+    let Schedule {
+        rounds,
+        seconds,
+        fixed_rate,
+    } = schedule;
     let mut results = Vec::new();
     for round in 0..rounds {
         let mut row = Vec::new();
@@ -822,7 +855,7 @@ fn rounds_of(
             let cpu_before = daemon.as_ref().map(Daemon::cpu_seconds);
             let shadow_before = process_cpu_seconds(processes.shadows);
             let before = machine_ticks();
-            let result = measure(&topology.client, processes, seconds, mode.load);
+            let result = measure(&topology.client, processes, seconds, mode.load, fixed_rate);
             let after = machine_ticks();
             let machine_ticks = (after.total - before.total).max(1.0);
             let machine_seconds = machine_ticks / clock_ticks_per_second();
