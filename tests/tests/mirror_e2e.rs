@@ -340,10 +340,9 @@ fn dead_slow_and_resetting_shadows_never_touch_the_primary() {
         mirror_tests::server::Behaviour::Reset,
     );
     let daemon = start_daemon(&setup, &["--sample", "100"]);
-    load(&setup.topology.client, 10, 100, plain_get);
-    let metrics = wait_for(&daemon, "1000 decided", |m| {
-        all_replays(m) >= 1000.0 && m.sum("mirror_replay_queue_depth", &[]) == 0.0
-    });
+    load_in_windows(&setup.topology.client, 10, 100, 1, fixed_get);
+    // Once most replays fail fast the target may be shed, so some requests are counted there.
+    let metrics = wait_for(&daemon, "1000 framed or shed", |m| all_accounted(m, 1000));
     assert_eq!(replays(&metrics, "ok"), 0.0);
     assert!(replays(&metrics, "error") > 0.0, "{:#?}", metrics.samples);
     assert_accounting(&metrics);
