@@ -50,6 +50,8 @@ enum Load {
 /// Offered rate of the fixed-rate runs as a share of what the primary serves at saturation
 /// (measured just before): a busy production pod rather than a load test, on any machine.
 const FIXED_RATE_SHARE: f64 = 0.2;
+/// What the paced client sends: one request per write (TCP_NODELAY), so per packet.
+const PACED_REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
 /// Keep-alive connections of the paced client.
 const PACED_CONNECTIONS: u64 = 50;
 
@@ -607,7 +609,7 @@ fn paced_connection(port: u16, first: Instant, period: Duration, deadline: Insta
     set_affinity(0, &[CLIENT_CPU]);
     let mut stream = std::net::TcpStream::connect((SERVER_ADDR, port)).expect("connect");
     stream.set_nodelay(true).expect("TCP_NODELAY");
-    let request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
+    let request = PACED_REQUEST;
     let mut buffer = vec![0u8; 4096];
     let mut result = Paced::default();
     let mut next = first;
@@ -1015,6 +1017,10 @@ fn completeness(
     let capture_drops = metric("mirror_capture_drops_total", "");
     let gaps = metric("mirror_tcp_gaps_total", "");
     let shed = metric("mirror_classifier_packets_total", "reason=\"shed\"");
+    // Shed request packets are counted by their payload bytes; every request here is the same
+    // and travels alone in its packet.
+    let shed_requests = metric("mirror_capture_lost_bytes_total", "reason=\"shed_request\"")
+        / PACED_REQUEST.len() as f64;
     let achieved = served as f64 / seconds as f64;
     println!(
         "\n### Completeness at {rate} req/s for {seconds} s (paced client, {PACED_CONNECTIONS} keep-alive connections, 100% sampling, fast shadow)\n"
@@ -1034,10 +1040,13 @@ fn completeness(
     );
     println!("| requests skipped / lost in reassembly | {skipped} / {lost} |");
     println!("| capture drops (records) / TCP gaps | {capture_drops} / {gaps} |");
-    println!("| packets shed (the shadow could take no more) | {shed} |");
     println!(
-        "| shortfall not in a counter (served - ok - dropped - error - timeout - skipped - lost) | {} |",
-        served as f64 - ok - dropped - errors - timeouts - skipped - lost
+        "| packets shed (the shadow could take no more) / requests among them (shed request bytes / {} B) | {shed} / {shed_requests} |",
+        PACED_REQUEST.len()
+    );
+    println!(
+        "| shortfall not in a counter (served - ok - dropped - error - timeout - skipped - lost - shed) | {} |",
+        served as f64 - ok - dropped - errors - timeouts - skipped - lost - shed_requests
     );
     println!(
         "| daemon CPU | {cpu:.2} s ({:.2} s per 100k requests) |",
