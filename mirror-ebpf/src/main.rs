@@ -67,6 +67,7 @@ static IGNORED_FLOWS: LruHashMap<FlowTuple, u8> =
 /// that lookup: replay connections reach this program only when the shadow is behind a captured
 /// interface on a target port, so in most deployments the map stays empty and the lookup (a
 /// hash of the 40-byte tuple) would be paid for nothing.
+///
 /// Read and written with volatile accesses (the BPF target has no 8-bit atomics; an aligned
 /// 32-bit load or store is single-copy atomic).
 static mut IGNORED_FLOWS_IN_USE: u32 = 0;

@@ -39,6 +39,8 @@ use mirror_tests::{
 const TARGET: u16 = 8080;
 const OTHER: u16 = 9090;
 const RING_BYTES: u32 = 64 << 20;
+/// The program in [`empty_program_object`].
+const EMPTY_PROGRAM: &str = "empty_tc";
 
 struct StatsGuard(String);
 
@@ -57,7 +59,7 @@ impl Drop for StatsGuard {
     }
 }
 
-/// An ELF object holding one classifier, `empty_tc`, that returns `TCX_NEXT` at once. Built here
+/// An ELF object holding one classifier, [`EMPTY_PROGRAM`], that returns `TCX_NEXT` at once. Built here
 /// rather than in the eBPF crate: it is a measuring instrument, not part of the product.
 fn empty_program_object() -> Vec<u8> {
     use object::{
@@ -72,7 +74,7 @@ fn empty_program_object() -> Vec<u8> {
     code.extend_from_slice(&[0x95, 0, 0, 0, 0, 0, 0, 0]);
     object.append_section_data(text, &code, 8);
     object.add_symbol(Symbol {
-        name: b"empty_tc".to_vec(),
+        name: EMPTY_PROGRAM.as_bytes().to_vec(),
         value: 0,
         size: code.len() as u64,
         kind: SymbolKind::Text,
@@ -127,22 +129,21 @@ impl Subject {
     }
 
     fn empty() -> Self {
-        let mut ebpf = Ebpf::load(&empty_program_object()).expect("parse the empty program");
-        let program: &mut SchedClassifier = ebpf
-            .program_mut("empty_tc")
-            .expect("empty_tc")
-            .try_into()
-            .expect("a classifier");
-        program.load().expect("load the empty program");
-        Self::Empty(ebpf)
+        let mut subject =
+            Self::Empty(Ebpf::load(&empty_program_object()).expect("parse the empty program"));
+        subject
+            .program_mut()
+            .load()
+            .expect("load the empty program");
+        subject
     }
 
     fn program_mut(&mut self) -> &mut SchedClassifier {
         match self {
             Self::Classifier { classifier, .. } => classifier.program_mut().expect("program"),
             Self::Empty(ebpf) => ebpf
-                .program_mut("empty_tc")
-                .expect("empty_tc")
+                .program_mut(EMPTY_PROGRAM)
+                .expect(EMPTY_PROGRAM)
                 .try_into()
                 .expect("a classifier"),
         }
@@ -351,26 +352,22 @@ fn main() {
         without_floor: None,
         payload_bytes: 0.0,
     });
-    let (ns, _, _) = real_traffic(|| Subject::classifier(SAMPLE_SCALE), OTHER, 256 << 20);
-    rows.push(Row {
-        label: "non-target TCP packet (GSO bulk)",
-        method: VETH,
-        ns,
-        range: "-".to_owned(),
-        without_floor: Some(ns - floor),
-        payload_bytes: 0.0,
-    });
-    let (ns, payload_bytes, counters) =
-        real_traffic(|| Subject::classifier(SAMPLE_SCALE), TARGET, 256 << 20);
-    assert_no_loss("real traffic", counters.as_ref());
-    rows.push(Row {
-        label: "target, 64 KiB GSO segments",
-        method: VETH,
-        ns,
-        range: "-".to_owned(),
-        without_floor: Some(ns - floor),
-        payload_bytes,
-    });
+    for (label, port) in [
+        ("non-target TCP packet (GSO bulk)", OTHER),
+        ("target, 64 KiB GSO segments", TARGET),
+    ] {
+        let (ns, payload_bytes, counters) =
+            real_traffic(|| Subject::classifier(SAMPLE_SCALE), port, 256 << 20);
+        assert_no_loss(label, counters.as_ref());
+        rows.push(Row {
+            label,
+            method: VETH,
+            ns,
+            range: "-".to_owned(),
+            without_floor: Some(ns - floor),
+            payload_bytes,
+        });
+    }
 
     println!(
         "| packet | method | ns/packet (median of 3) | range | ns less the empty program | avg payload B/packet |"
