@@ -9,17 +9,15 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Instant,
+    time::{Duration, SystemTime},
 };
 
 use bytes::BytesMut;
-use tokio::{
-    io::AsyncWriteExt,
-    net::{TcpSocket, TcpStream},
-};
+use tokio::{io::AsyncWriteExt, net::TcpSocket};
 
 use super::{
     ReplayJob,
+    arrival::TimestampedStream,
     response::{ResponseError, ShadowResponse, read_response},
 };
 use crate::capture::SelfTraffic;
@@ -42,7 +40,10 @@ pub enum ConnectionError {
 }
 
 pub struct ShadowConnection {
-    stream: TcpStream,
+    stream: TimestampedStream,
+    /// When the last batch's final byte was handed to the kernel, until its first response
+    /// is read (which alone is timed).
+    sent_at: Option<SystemTime>,
     buffer: BytesMut,
     /// Connections of this pool alive, this one included.
     open: Arc<AtomicUsize>,
@@ -82,7 +83,8 @@ impl ShadowConnection {
         open.fetch_add(1, Ordering::Relaxed);
         Ok(Self {
             open,
-            stream,
+            stream: TimestampedStream::new(stream),
+            sent_at: None,
             buffer: BytesMut::new(),
             outgoing: Vec::new(),
             registration,
@@ -101,11 +103,20 @@ impl ShadowConnection {
     pub async fn send(&mut self, requests: &[ReplayJob]) -> Result<(), ConnectionError> {
         // Any failure from here on leaves the connection in an unknown state; `finish` clears it.
         self.spent = true;
+        // Armed before writing: a shadow may answer before a large body is all written.
+        self.stream.arm();
+        self.write(requests).await?;
+        self.sent_at = Some(SystemTime::now());
+        Ok(())
+    }
+
+    async fn write(&mut self, requests: &[ReplayJob]) -> Result<(), ConnectionError> {
         if let [only] = requests
             && only.body.is_empty()
         {
             return self
                 .stream
+                .get_mut()
                 .write_all(&only.head)
                 .await
                 .map_err(ConnectionError::Write);
@@ -121,26 +132,33 @@ impl ShadowConnection {
             self.outgoing.extend_from_slice(&job.body);
         }
         self.stream
+            .get_mut()
             .write_all(&self.outgoing)
             .await
             .map_err(ConnectionError::Write)
     }
 
-    /// Reads the final response to the next request sent. Returns it with the instant its first
-    /// byte was read (bytes already buffered count as read now).
+    /// Reads the final response to the next request sent. The first response after a
+    /// [`Self::send`] comes with the shadow's latency: from the batch's last byte written to
+    /// the response's first byte received, both as the kernel saw them (later responses of a
+    /// pipelined batch waited behind it, so they say nothing of the shadow's own latency).
     pub async fn read_response(
         &mut self,
         request_is_head: bool,
-    ) -> Result<(ShadowResponse, Instant), ConnectionError> {
-        let mut first_byte = None;
-        let response = read_response(&mut self.stream, &mut self.buffer, request_is_head, || {
-            first_byte = Some(Instant::now());
-        })
-        .await?;
+    ) -> Result<(ShadowResponse, Option<Duration>), ConnectionError> {
+        let response = read_response(&mut self.stream, &mut self.buffer, request_is_head).await?;
         if response.closes {
             self.closed_by_peer = true;
         }
-        Ok((response, first_byte.unwrap_or_else(Instant::now)))
+        let latency = self.sent_at.take().map(|sent| {
+            let arrived = self
+                .stream
+                .take_first_byte()
+                .unwrap_or_else(SystemTime::now);
+            // Zero when the shadow answered before the last byte was written.
+            arrived.duration_since(sent).unwrap_or_default()
+        });
+        Ok((response, latency))
     }
 
     /// Marks the connection reusable again once every response of what was sent has been read

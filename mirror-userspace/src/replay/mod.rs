@@ -12,6 +12,7 @@
 //! a batch is timed (the others wait behind it on the connection, which says nothing about the
 //! shadow's own latency).
 
+mod arrival;
 mod connection;
 pub mod response;
 
@@ -432,10 +433,8 @@ async fn exchange(
         return Err(ReplayError::Unresolved);
     };
     open.send(jobs).await?;
-    let sent = Instant::now();
     for (index, job) in jobs.iter().enumerate() {
-        let (response, first_byte) = open.read_response(job.is_head).await?;
-        let latency = (index == 0).then(|| first_byte.duration_since(sent));
+        let (response, latency) = open.read_response(job.is_head).await?;
         let closes = response.closes;
         done.push((response, latency));
         if closes && index + 1 < jobs.len() {

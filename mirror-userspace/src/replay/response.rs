@@ -63,23 +63,18 @@ fn connection_closes(head: &crate::http::ResponseHead, bytes: &[u8]) -> bool {
     }
 }
 
-/// Reads the final response to one request (interim 1xx responses are skipped). `on_first_byte`
-/// runs once, when the first response byte has arrived (shadow latency is measured there).
+/// Reads the final response to one request (interim 1xx responses are skipped).
 /// Bytes after the response stay in `buffer` (a well-behaved server sends none).
 pub async fn read_response<R: AsyncRead + Unpin>(
     reader: &mut R,
     buffer: &mut BytesMut,
     request_is_head: bool,
-    mut on_first_byte: impl FnMut(),
 ) -> Result<ShadowResponse, ResponseError> {
     let mut first = true;
     loop {
         // Head.
         let head = loop {
-            if !buffer.is_empty() && first {
-                first = false;
-                on_first_byte();
-            }
+            first &= buffer.is_empty();
             if let Some(head) = parse_response_head(buffer, &LIMITS)? {
                 break head;
             }
@@ -138,9 +133,7 @@ mod tests {
     async fn read(input: &[u8], is_head: bool) -> (Result<ShadowResponse, ResponseError>, usize) {
         let mut reader = input;
         let mut buffer = BytesMut::new();
-        let mut first_bytes = 0;
-        let result = read_response(&mut reader, &mut buffer, is_head, || first_bytes += 1).await;
-        assert!(first_bytes <= 1);
+        let result = read_response(&mut reader, &mut buffer, is_head).await;
         (result, buffer.len() + reader.len())
     }
 

@@ -1,0 +1,203 @@
+//! The replay socket's reads with the kernel's receive timestamps (`SO_TIMESTAMPNS`), so the
+//! shadow's latency is measured on the wire, like the primary's, and not when the daemon gets
+//! round to reading: the daemon batches its wake-ups (see `main.rs`), which would otherwise add
+//! up to a batching interval to every shadow latency.
+//!
+//! The first read after [`TimestampedStream::arm`] asks for one byte: TCP reports the timestamp
+//! of the last segment a read copied, and one byte comes from the first segment of the response
+//! alone, however many of a pipelined batch's responses have arrived meanwhile.
+//!
+//! Hand-written `recvmsg`: tokio and std expose no receive path that returns control messages.
+
+use std::{
+    io,
+    mem::MaybeUninit,
+    os::fd::{AsRawFd, RawFd},
+    pin::Pin,
+    task::{Context, Poll, ready},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::{
+    io::{AsyncRead, Interest, ReadBuf},
+    net::TcpStream,
+};
+
+/// A connected replay socket whose reads note when the first byte after [`Self::arm`] reached
+/// the host.
+pub struct TimestampedStream {
+    stream: TcpStream,
+    /// Set by [`Self::arm`]: the next read takes one byte and notes its arrival.
+    awaiting_first_byte: bool,
+    first_byte: Option<SystemTime>,
+}
+
+impl TimestampedStream {
+    /// Asks the kernel for receive timestamps on `stream`. Without them (the option refused, or
+    /// in the moments after the first socket on the host asks, while the kernel turns
+    /// timestamping on), arrivals are the time of the read.
+    pub fn new(stream: TcpStream) -> Self {
+        let _ = nix::sys::socket::setsockopt(
+            &stream,
+            nix::sys::socket::sockopt::ReceiveTimestampns,
+            &true,
+        );
+        Self {
+            stream,
+            awaiting_first_byte: false,
+            first_byte: None,
+        }
+    }
+
+    /// The socket, for writing.
+    pub fn get_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// The next byte read is the first of a response: note when it arrived.
+    pub fn arm(&mut self) {
+        self.awaiting_first_byte = true;
+        self.first_byte = None;
+    }
+
+    /// When the first byte read since [`Self::arm`] reached the host (`None` before it is read).
+    pub fn take_first_byte(&mut self) -> Option<SystemTime> {
+        self.first_byte.take()
+    }
+}
+
+impl AsyncRead for TimestampedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let limit = if this.awaiting_first_byte {
+            1
+        } else {
+            buf.remaining()
+        };
+        let fd = this.stream.as_raw_fd();
+        loop {
+            ready!(this.stream.poll_read_ready(cx))?;
+            // SAFETY: `recv_with_arrival` only writes bytes into the slice, never reads it, and
+            // only the bytes it reports written are marked initialised below.
+            let unfilled = unsafe { &mut buf.unfilled_mut()[..limit] };
+            match this
+                .stream
+                .try_io(Interest::READABLE, || recv_with_arrival(fd, unfilled))
+            {
+                Ok((read, arrival)) => {
+                    // SAFETY: the kernel wrote `read` bytes at the start of the unfilled part.
+                    unsafe { buf.assume_init(read) };
+                    buf.advance(read);
+                    if this.awaiting_first_byte && read > 0 {
+                        this.awaiting_first_byte = false;
+                        this.first_byte = Some(arrival.unwrap_or_else(SystemTime::now));
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+}
+
+/// `recvmsg` into `into`, returning the bytes read and the `SCM_TIMESTAMPNS` timestamp of the
+/// last segment they came from, when the kernel sent one.
+fn recv_with_arrival(
+    fd: RawFd,
+    into: &mut [MaybeUninit<u8>],
+) -> io::Result<(usize, Option<SystemTime>)> {
+    let mut iov = libc::iovec {
+        iov_base: into.as_mut_ptr().cast(),
+        iov_len: into.len(),
+    };
+    // Room for one timespec control message, aligned for `cmsghdr`.
+    let mut control = [0u64; 8];
+    // SAFETY: an all-zero msghdr is a valid empty one.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = &mut iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr().cast();
+    message.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: every pointer in `message` is valid for its stated length for the whole call.
+    let read = unsafe { libc::recvmsg(fd, &mut message, libc::MSG_DONTWAIT) };
+    if read < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut arrival = None;
+    // SAFETY: `message` was filled in by recvmsg; the CMSG_* macros walk its control buffer
+    // within `msg_controllen`.
+    let mut header = unsafe { libc::CMSG_FIRSTHDR(&message) };
+    while !header.is_null() {
+        // SAFETY: non-null headers from CMSG_FIRSTHDR/NXTHDR lie within the control buffer.
+        let (level, kind) = unsafe { ((*header).cmsg_level, (*header).cmsg_type) };
+        if level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMPNS {
+            // SAFETY: an SCM_TIMESTAMPNS message carries one timespec; the data may be unaligned.
+            let stamp: libc::timespec =
+                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(header).cast()) };
+            arrival = u64::try_from(stamp.tv_sec)
+                .ok()
+                .map(|secs| UNIX_EPOCH + Duration::new(secs, stamp.tv_nsec as u32));
+        }
+        // SAFETY: as above.
+        header = unsafe { libc::CMSG_NXTHDR(&message, header) };
+    }
+    Ok((read as usize, arrival))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[test]
+    fn the_first_byte_after_arming_carries_its_arrival_not_the_read_time() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let client = TcpStream::connect(listener.local_addr().unwrap())
+                    .await
+                    .unwrap();
+                let (mut server, _) = listener.accept().await.unwrap();
+                let mut stream = TimestampedStream::new(client);
+                // The kernel turns receive timestamping on for the host from a work queue, just
+                // after the first socket asks: segments until then carry none.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                stream.arm();
+                let written = SystemTime::now();
+                server.write_all(b"first").await.unwrap();
+                // The daemon reads late: the arrival must not move with it.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let mut buffer = Vec::new();
+                let read = stream.read_buf(&mut buffer).await.unwrap();
+                assert_eq!(read, 1, "the first read after arming takes one byte");
+                let arrival = stream.take_first_byte().expect("noted");
+                let after_write = arrival.duration_since(written).unwrap_or_default();
+                assert!(
+                    after_write < Duration::from_millis(25),
+                    "arrival {after_write:?} after the write, not at the read 50 ms later"
+                );
+                assert_eq!(stream.take_first_byte(), None);
+                server.write_all(b" second").await.unwrap();
+                let mut rest = [0u8; 11];
+                stream.read_exact(&mut rest).await.unwrap();
+                assert_eq!(&rest, b"irst second");
+                assert_eq!(stream.take_first_byte(), None, "not armed again");
+            });
+    }
+}
