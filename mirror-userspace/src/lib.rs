@@ -25,3 +25,4 @@ pub mod rewrite;
 pub mod segment;
 pub mod shed;
 pub mod stats;
+pub mod wake_ups;

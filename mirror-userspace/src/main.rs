@@ -1,18 +1,10 @@
 //! The `mirror` binary: parses the command line, sets up logging and runs a subcommand.
 
-use std::{io::IsTerminal as _, process::ExitCode, time::Duration};
+use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::Parser;
 use mirror::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::{EnvFilter, fmt};
-
-/// How long `mirror run` lets events gather each time it runs out of work, before it waits for
-/// more. A wake-up costs a few syscalls and a context switch, and below saturation each would
-/// carry one event (a replay response, a ring-buffer record): batching them cut the daemon's CPU
-/// per request by a fifth to a third (BENCHMARKS.md). The delay falls on replays only, never on
-/// the primary, which does not wait on the daemon; latencies are the kernel's timestamps on both
-/// sides, so it does not show in them either. A busy daemon never parks, so never sleeps.
-const WAKE_UP_BATCHING: Duration = Duration::from_millis(1);
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -35,7 +27,7 @@ fn main() -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_all();
     if matches!(cli.command, Command::Run(_)) {
-        builder.on_thread_park(|| std::thread::sleep(WAKE_UP_BATCHING));
+        mirror::wake_ups::WakeUpBatching::install(&mut builder, mirror::wake_ups::WINDOW);
     }
     let runtime = match builder.build() {
         Ok(runtime) => runtime,

@@ -139,9 +139,10 @@ impl ShadowConnection {
     }
 
     /// Reads the final response to the next request sent. The first response after a
-    /// [`Self::send`] comes with the shadow's latency: from the batch's last byte written to
-    /// the response's first byte received, both as the kernel saw them (later responses of a
-    /// pipelined batch waited behind it, so they say nothing of the shadow's own latency).
+    /// [`Self::send`] comes with the shadow's latency: from the moment the batch's last byte was
+    /// handed to the kernel to the kernel's receive timestamp of the response's first byte
+    /// (later responses of a pipelined batch waited behind it, so they say nothing of the
+    /// shadow's own latency).
     pub async fn read_response(
         &mut self,
         request_is_head: bool,

@@ -1,0 +1,113 @@
+//! Batching of `mirror run`'s wake-ups (runtime park hooks; the clock is passed in).
+//!
+//! A wake-up costs syscalls and a context switch. Below saturation events come one at a time (a
+//! replay response, a ring-buffer record), so each wake-up carried a single event. When events
+//! are dense, the daemon lets them gather for a short window each time it runs out of work, and
+//! one wake-up then carries all of them. When events are sparse (a dead or slow shadow, an idle
+//! node), it waits at once: a window there would only add a wake-up per event.
+//!
+//! The window delays replays, never the primary, which does not wait on the daemon; latencies
+//! are kernel timestamps on both sides, so it does not show in them either.
+
+use std::{
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+/// How long events gather before the daemon waits for them, when they are dense.
+pub const WINDOW: Duration = Duration::from_millis(1);
+
+/// State shared by the runtime's park and unpark hooks (one thread; atomics only because the
+/// hooks must be `Sync`).
+#[derive(Debug)]
+pub struct WakeUpBatching {
+    window: Duration,
+    origin: Instant,
+    /// When the runtime last began waiting, in nanoseconds since `origin`.
+    waiting_since_ns: AtomicU64,
+    /// The last wait ended within `window`: events are dense.
+    dense: AtomicBool,
+}
+
+impl WakeUpBatching {
+    pub fn new(window: Duration, now: Instant) -> Self {
+        Self {
+            window,
+            origin: now,
+            waiting_since_ns: AtomicU64::new(0),
+            dense: AtomicBool::new(false),
+        }
+    }
+
+    /// Out of work: how long to let events gather before waiting (`None`: wait at once).
+    pub fn gather_for(&self) -> Option<Duration> {
+        self.dense.load(Ordering::Relaxed).then_some(self.window)
+    }
+
+    /// The runtime begins waiting for events.
+    pub fn waiting(&self, now: Instant) {
+        self.waiting_since_ns
+            .store(self.nanos(now), Ordering::Relaxed);
+    }
+
+    /// An event ended the wait.
+    pub fn woken(&self, now: Instant) {
+        let waited = self
+            .nanos(now)
+            .saturating_sub(self.waiting_since_ns.load(Ordering::Relaxed));
+        self.dense
+            .store(waited < self.window.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Installs the hooks on `builder`.
+    pub fn install(builder: &mut tokio::runtime::Builder, window: Duration) {
+        let batching = std::sync::Arc::new(Self::new(window, Instant::now()));
+        let on_park = std::sync::Arc::clone(&batching);
+        builder
+            .on_thread_park(move || {
+                if let Some(window) = on_park.gather_for() {
+                    std::thread::sleep(window);
+                }
+                on_park.waiting(Instant::now());
+            })
+            .on_thread_unpark(move || batching.woken(Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn events_gather_only_while_they_are_dense() {
+        let start = Instant::now();
+        let batching = WakeUpBatching::new(MS, start);
+        assert_eq!(
+            batching.gather_for(),
+            None,
+            "nothing known yet: wait at once"
+        );
+        // Sparse: each wait lasts longer than the window.
+        batching.waiting(start);
+        batching.woken(start + 5 * MS);
+        assert_eq!(batching.gather_for(), None);
+        // Dense: an event ended the wait within the window.
+        batching.waiting(start + 6 * MS);
+        batching.woken(start + 6 * MS + MS / 10);
+        assert_eq!(batching.gather_for(), Some(MS));
+        // Events already pending after the gathering: still dense.
+        batching.waiting(start + 8 * MS);
+        batching.woken(start + 8 * MS);
+        assert_eq!(batching.gather_for(), Some(MS));
+        // Traffic stops: the next long wait turns the window off again.
+        batching.waiting(start + 9 * MS);
+        batching.woken(start + 200 * MS);
+        assert_eq!(batching.gather_for(), None);
+    }
+}
