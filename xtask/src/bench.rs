@@ -171,8 +171,9 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
         "\n![Latency distributions, primary vs shadow](docs/latency.svg)\n\n\
          The chart (from the 10k req/s run's histograms) shows the share of responses at or \
          below each latency: the primary as measured on the wire, the shadow on the replay \
-         connections (the same nginx page; the shadow's curve includes the replay pool's own \
-         queueing, and only the first request of each pipelined write is timed).\n"
+         connections (the same nginx page; from the replay's last byte written to the kernel's \
+         receive timestamp of the response's first byte; only the first request of each \
+         pipelined write is timed).\n"
     );
     // The interpretation of these figures is written by hand and kept across runs.
     report.push_str(&kept_analysis(&workspace_root().join("BENCHMARKS.md")));
