@@ -6,7 +6,11 @@
 use std::{io::Write, time::Duration};
 
 use mirror_tests::{
-    daemon::Daemon, mirroring::*, netns::CLIENT_ADDR, privileged, server::RecordingServer,
+    daemon::{Daemon, Metrics},
+    mirroring::*,
+    netns::CLIENT_ADDR,
+    privileged,
+    server::RecordingServer,
 };
 
 #[test]
@@ -189,6 +193,73 @@ fn metrics_parse_with_promtool() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    daemon.stop();
+}
+
+/// Observations of `mirror_response_duration_seconds{role}` at or below `le` seconds, and in all.
+fn latencies_within(metrics: &Metrics, role: &str, le: f64) -> (f64, f64) {
+    let role = format!("role=\"{role}\"");
+    let mut within = 0.0;
+    let mut total = 0.0;
+    for (key, value) in &metrics.samples {
+        let Some(labels) = key.strip_prefix("mirror_response_duration_seconds_bucket{") else {
+            continue;
+        };
+        if !labels.contains(&role) {
+            continue;
+        }
+        let bound = labels
+            .split("le=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("le label");
+        if bound == "+Inf" {
+            total += value;
+        } else if bound.parse::<f64>().expect("numeric le") <= le {
+            // Buckets are cumulative: the largest bound at or below `le` counts.
+            within = f64::max(within, *value);
+        }
+    }
+    (within, total)
+}
+
+#[test]
+fn shadow_latency_is_the_shadows_own() {
+    if !privileged("shadow_latency_is_the_shadows_own") {
+        return;
+    }
+    // A shadow that answers after 100 ms, a primary that answers at once.
+    let mut setup = setup();
+    drop(std::mem::replace(
+        &mut setup.shadow,
+        RecordingServer::start(&setup.topology.client, CLIENT_ADDR, 9997),
+    ));
+    let _slow = RecordingServer::start_with(
+        &setup.topology.client,
+        CLIENT_ADDR,
+        PORT,
+        mirror_tests::server::Behaviour::Slow(Duration::from_millis(100)),
+    );
+    let daemon = start_daemon(&setup, &["--sample", "100"]);
+    let requests = (0..10).map(|i| get(&format!("/timed/{i}"), "").0).collect();
+    assert_eq!(send(&setup.topology.client, requests, false), [200; 10]);
+    let metrics = wait_for(&daemon, "10 replays answered", |m| replays(m, "ok") >= 10.0);
+    let (shadow_fast, shadow_total) = latencies_within(&metrics, "shadow", 0.05);
+    let (shadow_in_time, _) = latencies_within(&metrics, "shadow", 0.5);
+    assert!(shadow_total >= 1.0, "{:#?}", metrics.samples);
+    assert_eq!(
+        shadow_fast, 0.0,
+        "no shadow latency under 50 ms: {:#?}",
+        metrics.samples
+    );
+    assert_eq!(
+        shadow_in_time, shadow_total,
+        "every shadow latency near 100 ms, none near the 2 s timeout: {:#?}",
+        metrics.samples
+    );
+    let (primary_fast, primary_total) = latencies_within(&metrics, "primary", 0.05);
+    assert_eq!(primary_total, 10.0, "{:#?}", metrics.samples);
+    assert_eq!(primary_fast, primary_total, "{:#?}", metrics.samples);
     daemon.stop();
 }
 
