@@ -11,7 +11,7 @@ use std::{
 use crate::{
     daemon::{Daemon, Metrics},
     netns::{CLIENT_ADDR, NetNs, SERVER_ADDR, Topology, topology},
-    server::RecordingServer,
+    server::{Behaviour, RecordingServer},
 };
 
 pub const PORT: u16 = 8080;
@@ -23,9 +23,14 @@ pub struct Setup {
 }
 
 pub fn setup() -> Setup {
+    setup_with_shadow(Behaviour::Normal)
+}
+
+/// [`setup`] with a shadow that behaves as `behaviour` says.
+pub fn setup_with_shadow(behaviour: Behaviour) -> Setup {
     let topology = topology();
     let primary = RecordingServer::start(&topology.server, SERVER_ADDR, PORT);
-    let shadow = RecordingServer::start(&topology.client, CLIENT_ADDR, PORT);
+    let shadow = RecordingServer::start_with(&topology.client, CLIENT_ADDR, PORT, behaviour);
     Setup {
         topology,
         primary,

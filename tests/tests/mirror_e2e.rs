@@ -229,17 +229,9 @@ fn shadow_latency_is_the_shadows_own() {
         return;
     }
     // A shadow that answers after 100 ms, a primary that answers at once.
-    let mut setup = setup();
-    drop(std::mem::replace(
-        &mut setup.shadow,
-        RecordingServer::start(&setup.topology.client, CLIENT_ADDR, 9997),
+    let setup = setup_with_shadow(mirror_tests::server::Behaviour::Slow(
+        Duration::from_millis(100),
     ));
-    let _slow = RecordingServer::start_with(
-        &setup.topology.client,
-        CLIENT_ADDR,
-        PORT,
-        mirror_tests::server::Behaviour::Slow(Duration::from_millis(100)),
-    );
     let daemon = start_daemon(&setup, &["--sample", "100"]);
     let requests = (0..10).map(|i| get(&format!("/timed/{i}"), "").0).collect();
     assert_eq!(send(&setup.topology.client, requests, false), [200; 10]);
