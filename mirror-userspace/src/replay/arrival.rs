@@ -1,7 +1,7 @@
 //! The replay socket's reads with the kernel's receive timestamps (`SO_TIMESTAMPNS`), so the
 //! shadow's latency is measured on the wire, like the primary's, and not when the daemon gets
-//! round to reading: the daemon batches its wake-ups (see `main.rs`), which would otherwise add
-//! up to a batching interval to every shadow latency.
+//! round to reading: the daemon batches its wake-ups ([`crate::wake_ups`]), which would
+//! otherwise add up to a batching window to every shadow latency.
 //!
 //! The first read after [`TimestampedStream::arm`] asks for one byte: TCP reports the timestamp
 //! of the last segment a read copied, and one byte comes from the first segment of the response

@@ -70,16 +70,16 @@ pub async fn read_response<R: AsyncRead + Unpin>(
     buffer: &mut BytesMut,
     request_is_head: bool,
 ) -> Result<ShadowResponse, ResponseError> {
-    let mut first = true;
+    let mut nothing_received = true;
     loop {
         // Head.
         let head = loop {
-            first &= buffer.is_empty();
+            nothing_received &= buffer.is_empty();
             if let Some(head) = parse_response_head(buffer, &LIMITS)? {
                 break head;
             }
             if !fill(reader, buffer).await? {
-                return Err(if first {
+                return Err(if nothing_received {
                     ResponseError::NoResponse
                 } else {
                     ResponseError::Closed
