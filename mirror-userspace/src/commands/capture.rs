@@ -229,10 +229,10 @@ pub async fn run(args: CaptureArgs) -> anyhow::Result<()> {
         .context("opening the ring buffer")?
         .context("ring buffer already taken")?;
     let (mut batches, reader_stats, reader_task) = spawn_reader(reader, CHANNEL_BATCHES);
-    info!(ports = ?config.ports, "capturing; Ctrl-C to stop");
-
+    // Handlers first: a signal sent as soon as "capturing" is read must stop us cleanly.
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    info!(ports = ?config.ports, "capturing; Ctrl-C to stop");
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut printed = 0u64;
     let limit = args.count.unwrap_or(u64::MAX);
