@@ -153,6 +153,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         results_tx,
         monotonic_ns(),
     );
+    // Handlers before the start-up lines: a signal sent as soon as they are read must be handled.
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     for target in &config.targets {
         info!(
             target = %target.name,
@@ -164,9 +168,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     info!(%metrics_addr, "metrics at http://{metrics_addr}/metrics");
 
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut config = config;
     loop {
