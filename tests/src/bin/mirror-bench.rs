@@ -243,9 +243,10 @@ fn start_daemon(
     std::fs::write(
         &config,
         format!(
-            "[capture]\ninterfaces = [\"{}\"]\n{}\n\n[[target]]\nname = \"bench\"\nport = {PORT}\nshadow = \"{shadow}\"\nsample_percent = {sample}.0\nsample_by = \"{sample_by}\"\n",
+            "[capture]\ninterfaces = [\"{}\"]\n{}\n\n[[target]]\nname = \"bench\"\nport = {PORT}\nshadow = \"{shadow}\"\nsample_percent = {sample}.0\nsample_by = \"{sample_by}\"\n{}\n",
             topology.server_if,
-            std::env::var("MIRROR_BENCH_CAPTURE").unwrap_or_default()
+            std::env::var("MIRROR_BENCH_CAPTURE").unwrap_or_default(),
+            std::env::var("MIRROR_BENCH_TARGET").unwrap_or_default()
         ),
     )
     .expect("bench config");
@@ -792,12 +793,17 @@ fn main() {
     );
 
     let chart = chart_path();
-    let rates: &[u64] = if completeness_seconds == 0 {
-        &[]
+    // `--completeness-rates LIST`: comma-separated rates (default 5000,10000,20000).
+    let rates: Vec<u64> = if completeness_seconds == 0 {
+        Vec::new()
     } else {
-        &[5_000, 10_000, 20_000]
+        text_arg("--completeness-rates")
+            .unwrap_or_else(|| "5000,10000,20000".to_owned())
+            .split(',')
+            .map(|rate| rate.parse().expect("--completeness-rates: numbers"))
+            .collect()
     };
-    for &rate in rates {
+    for &rate in &rates {
         let chart = (rate == 10_000).then_some(chart.as_deref()).flatten();
         completeness(&topology, processes, rate, completeness_seconds, chart);
     }
