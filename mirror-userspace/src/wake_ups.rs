@@ -6,11 +6,15 @@
 //! one wake-up then carries all of them. When events are sparse (a dead or slow shadow, an idle
 //! node), it waits at once: a window there would only add a wake-up per event.
 //!
+//! Events are dense when two waits in a row ended within the window. One short wait says
+//! nothing: after a timer fires, tokio's current-thread runtime wakes itself through its
+//! event fd, so the wait after every timer wake-up is short even on an idle node.
+//!
 //! The window delays replays, never the primary, which does not wait on the daemon; latencies
 //! are kernel timestamps on both sides, so it does not show in them either.
 
 use std::{
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
@@ -25,9 +29,12 @@ pub struct WakeUpBatching {
     origin: Instant,
     /// When the runtime last began waiting, in nanoseconds since `origin`.
     waiting_since_ns: AtomicU64,
-    /// The last wait ended within `window`: events are dense.
-    dense: AtomicBool,
+    /// How many waits in a row ended within `window` (saturating).
+    short_waits: AtomicU32,
 }
+
+/// Short waits in a row that make events dense.
+const DENSE_AFTER: u32 = 2;
 
 impl WakeUpBatching {
     pub fn new(window: Duration, now: Instant) -> Self {
@@ -35,13 +42,13 @@ impl WakeUpBatching {
             window,
             origin: now,
             waiting_since_ns: AtomicU64::new(0),
-            dense: AtomicBool::new(false),
+            short_waits: AtomicU32::new(0),
         }
     }
 
     /// Out of work: how long to let events gather before waiting (`None`: wait at once).
     pub fn gather_for(&self) -> Option<Duration> {
-        self.dense.load(Ordering::Relaxed).then_some(self.window)
+        (self.short_waits.load(Ordering::Relaxed) >= DENSE_AFTER).then_some(self.window)
     }
 
     /// The runtime begins waiting for events.
@@ -55,8 +62,15 @@ impl WakeUpBatching {
         let waited = self
             .nanos(now)
             .saturating_sub(self.waiting_since_ns.load(Ordering::Relaxed));
-        self.dense
-            .store(waited < self.window.as_nanos() as u64, Ordering::Relaxed);
+        let streak = if waited < self.window.as_nanos() as u64 {
+            self.short_waits
+                .load(Ordering::Relaxed)
+                .saturating_add(1)
+                .min(DENSE_AFTER)
+        } else {
+            0
+        };
+        self.short_waits.store(streak, Ordering::Relaxed);
     }
 
     fn nanos(&self, now: Instant) -> u64 {
@@ -97,16 +111,25 @@ mod tests {
         batching.waiting(start);
         batching.woken(start + 5 * MS);
         assert_eq!(batching.gather_for(), None);
-        // Dense: an event ended the wait within the window.
+        // One short wait after a long one: the runtime waking itself after a timer fired.
         batching.waiting(start + 6 * MS);
         batching.woken(start + 6 * MS + MS / 10);
+        assert_eq!(batching.gather_for(), None, "a single short wait");
+        batching.waiting(start + 7 * MS);
+        batching.woken(start + 12 * MS);
+        assert_eq!(batching.gather_for(), None);
+        // Dense: events ended two waits in a row within the window.
+        batching.waiting(start + 12 * MS);
+        batching.woken(start + 12 * MS + MS / 10);
+        batching.waiting(start + 13 * MS);
+        batching.woken(start + 13 * MS + MS / 5);
         assert_eq!(batching.gather_for(), Some(MS));
         // Events already pending after the gathering: still dense.
-        batching.waiting(start + 8 * MS);
-        batching.woken(start + 8 * MS);
+        batching.waiting(start + 15 * MS);
+        batching.woken(start + 15 * MS);
         assert_eq!(batching.gather_for(), Some(MS));
         // Traffic stops: the next long wait turns the window off again.
-        batching.waiting(start + 9 * MS);
+        batching.waiting(start + 16 * MS);
         batching.woken(start + 200 * MS);
         assert_eq!(batching.gather_for(), None);
     }
