@@ -8,25 +8,29 @@
 //! alone, however many of a pipelined batch's responses have arrived meanwhile.
 //!
 //! Hand-written `recvmsg`: tokio and std expose no receive path that returns control messages.
+//! A read that returns less than it asked for drained the socket, so it clears the readiness
+//! (as tokio's own `TcpStream` does) instead of paying a `recvmsg` that returns `EAGAIN`: the
+//! responses of a pipelined batch arrive over several wake-ups, and each used to cost one.
 
 use std::{
-    io,
+    io::{self, Write as _},
     mem::MaybeUninit,
+    net::{Shutdown, TcpStream},
     os::fd::{AsRawFd, RawFd},
     pin::Pin,
     task::{Context, Poll, ready},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use tokio::{
-    io::{AsyncRead, Interest, ReadBuf},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, unix::AsyncFd};
 
 /// A connected replay socket whose reads note when the first byte after [`Self::arm`] reached
 /// the host.
 pub struct TimestampedStream {
-    stream: TcpStream,
+    stream: AsyncFd<TcpStream>,
+    /// `recvmsg` calls made (for tests of the readiness handling).
+    #[cfg(test)]
+    receives: usize,
     /// Set by [`Self::arm`]: the next read takes one byte and notes its arrival.
     awaiting_first_byte: bool,
     first_byte: Option<SystemTime>,
@@ -36,22 +40,28 @@ impl TimestampedStream {
     /// Asks the kernel for receive timestamps on `stream`. Without them (the option refused, or
     /// in the moments after the first socket on the host asks, while the kernel turns
     /// timestamping on), arrivals are the time of the read.
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: tokio::net::TcpStream) -> io::Result<Self> {
         let _ = nix::sys::socket::setsockopt(
             &stream,
             nix::sys::socket::sockopt::ReceiveTimestampns,
             &true,
         );
-        Self {
+        // Out of tokio's `TcpStream` (still non-blocking) into an `AsyncFd`, whose readiness
+        // guard can be cleared after a short read.
+        let socket = stream.into_std()?;
+        // SAFETY: the fd is the socket's, owned by the `AsyncFd` for its whole life;
+        // `TcpStream::as_raw_fd` always returns that same fd.
+        let stream = unsafe {
+            AsyncFd::register_with_interest(socket, Interest::READABLE | Interest::WRITABLE)
+        }
+        .map_err(|error| error.into_parts().1)?;
+        Ok(Self {
             stream,
+            #[cfg(test)]
+            receives: 0,
             awaiting_first_byte: false,
             first_byte: None,
-        }
-    }
-
-    /// The socket, for writing.
-    pub fn get_mut(&mut self) -> &mut TcpStream {
-        &mut self.stream
+        })
     }
 
     /// The next byte read is the first of a response: note when it arrived.
@@ -81,17 +91,22 @@ impl AsyncRead for TimestampedStream {
         } else {
             buf.remaining()
         };
-        let fd = this.stream.as_raw_fd();
         loop {
-            ready!(this.stream.poll_read_ready(cx))?;
+            let mut guard = ready!(this.stream.poll_read_ready(cx))?;
+            #[cfg(test)]
+            {
+                this.receives += 1;
+            }
             // SAFETY: `recv_with_arrival` only writes bytes into the slice, never reads it, and
             // only the bytes it reports written are marked initialised below.
             let unfilled = unsafe { &mut buf.unfilled_mut()[..limit] };
-            match this
-                .stream
-                .try_io(Interest::READABLE, || recv_with_arrival(fd, unfilled))
-            {
-                Ok((read, arrival)) => {
+            match guard.try_io(|socket| recv_with_arrival(socket.as_raw_fd(), unfilled)) {
+                Ok(Ok((read, arrival))) => {
+                    if read > 0 && read < limit {
+                        // Drained. Data that arrived since the readiness was reported keeps it
+                        // set: tokio clears only the readiness this guard saw.
+                        guard.clear_ready();
+                    }
                     // SAFETY: the kernel wrote `read` bytes at the start of the unfilled part.
                     unsafe { buf.assume_init(read) };
                     buf.advance(read);
@@ -101,14 +116,39 @@ impl AsyncRead for TimestampedStream {
                     }
                     return Poll::Ready(Ok(()));
                 }
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(error) => return Poll::Ready(Err(error)),
+                Ok(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(error)) => return Poll::Ready(Err(error)),
+                // `EAGAIN`: the guard cleared the readiness; wait for the next.
+                Err(_would_block) => {}
             }
         }
+    }
+}
+
+impl AsyncWrite for TimestampedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            let mut guard = ready!(this.stream.poll_write_ready(cx))?;
+            match guard.try_io(|socket| socket.get_ref().write(buf)) {
+                Ok(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
+                Ok(result) => return Poll::Ready(result),
+                Err(_would_block) => {}
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Writes go straight to the socket.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.stream.get_ref().shutdown(Shutdown::Write))
     }
 }
 
@@ -170,11 +210,11 @@ mod tests {
             .unwrap()
             .block_on(async {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let client = TcpStream::connect(listener.local_addr().unwrap())
+                let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
                     .await
                     .unwrap();
                 let (mut server, _) = listener.accept().await.unwrap();
-                let mut stream = TimestampedStream::new(client);
+                let mut stream = TimestampedStream::new(client).unwrap();
                 // The kernel turns receive timestamping on for the host from a work queue, just
                 // after the first socket asks: segments until then carry none.
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -198,6 +238,39 @@ mod tests {
                 stream.read_exact(&mut rest).await.unwrap();
                 assert_eq!(&rest, b"irst second");
                 assert_eq!(stream.take_first_byte(), None, "not armed again");
+            });
+    }
+
+    #[test]
+    fn a_short_read_waits_for_more_data_without_another_receive() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+                    .await
+                    .unwrap();
+                let (mut server, _) = listener.accept().await.unwrap();
+                let mut stream = TimestampedStream::new(client).unwrap();
+                server.write_all(b"abc").await.unwrap();
+                let mut buffer = [0u8; 16];
+                assert_eq!(stream.read(&mut buffer).await.unwrap(), 3);
+                assert_eq!(stream.receives, 1);
+                // Nothing more queued: the read waits without asking the socket again.
+                let waited =
+                    tokio::time::timeout(Duration::from_millis(20), stream.read(&mut buffer)).await;
+                assert!(waited.is_err(), "nothing to read yet");
+                assert_eq!(
+                    stream.receives, 1,
+                    "no receive that could only return EAGAIN"
+                );
+                // New data sets the readiness again.
+                server.write_all(b"de").await.unwrap();
+                assert_eq!(stream.read(&mut buffer).await.unwrap(), 2);
+                assert_eq!(&buffer[..2], b"de");
+                assert_eq!(stream.receives, 2);
             });
     }
 }

@@ -80,10 +80,12 @@ impl ShadowConnection {
             .await
             .map_err(|source| ConnectionError::Connect { addr, source })?;
         let _ = stream.set_nodelay(true);
+        let stream = TimestampedStream::new(stream)
+            .map_err(|source| ConnectionError::Connect { addr, source })?;
         open.fetch_add(1, Ordering::Relaxed);
         Ok(Self {
             open,
-            stream: TimestampedStream::new(stream),
+            stream,
             sent_at: None,
             buffer: BytesMut::new(),
             outgoing: Vec::new(),
@@ -116,7 +118,6 @@ impl ShadowConnection {
         {
             return self
                 .stream
-                .get_mut()
                 .write_all(&only.head)
                 .await
                 .map_err(ConnectionError::Write);
@@ -132,7 +133,6 @@ impl ShadowConnection {
             self.outgoing.extend_from_slice(&job.body);
         }
         self.stream
-            .get_mut()
             .write_all(&self.outgoing)
             .await
             .map_err(ConnectionError::Write)
