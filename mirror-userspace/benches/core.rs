@@ -146,8 +146,6 @@ fn send(
 
 /// Feeds `segments` into a fresh tracker per iteration; only the feeding is timed.
 fn run(iters: u64, setup: &[Segment], segments: &[Segment]) -> Duration {
-    // The allocator as the daemon sets it up.
-    mirror::allocator::configure();
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let mut tracker = HttpTracker::new(TrackerConfig::default());

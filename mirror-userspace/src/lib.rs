@@ -7,7 +7,6 @@
 //! I/O: [`replay`] (shadow connection pool), [`metrics`] (Prometheus endpoint), [`pipeline`]
 //! (the glue `mirror run` drives), [`config`], [`cli`] and [`commands`].
 
-pub mod allocator;
 pub mod capture;
 pub mod cli;
 pub mod commands;

@@ -19,7 +19,6 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
-    mirror::allocator::configure();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     // One thread: the daemon's work is a pipeline of non-blocking steps, and cross-thread task

@@ -37,7 +37,10 @@ pub struct RequestEvent {
     pub skip: Option<SkipReason>,
 }
 
-/// Enough of a request to label its response (slices of the request's bytes, no copy).
+/// Enough of a request to label its response: method, target and Host, copied into one small
+/// buffer. It waits with the request's pending response and in the comparison until the
+/// shadow answers; slices of the request itself would keep its whole buffer alive meanwhile
+/// (a body of up to a mebibyte, or the ring-buffer arena a small request was framed in).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestSummary {
     pub method: Bytes,
@@ -49,15 +52,28 @@ impl RequestSummary {
     pub(crate) fn of(request: &HttpRequest) -> Self {
         let bytes = request.bytes();
         let head = request.parsed_head();
+        let method = 0..head.method_len as usize;
         let target_start = head.target_start as usize;
+        let target = target_start..target_start + head.target_len as usize;
+        let host = head.facts.host.map(|index| {
+            let span = head.headers[index];
+            let start = span.value_start as usize;
+            start..start + span.value_len as usize
+        });
+        let host_len = host.as_ref().map_or(0, ExactSizeIterator::len);
+        let mut copy = Vec::with_capacity(method.len() + target.len() + host_len);
+        copy.extend_from_slice(&bytes[method]);
+        let method_end = copy.len();
+        copy.extend_from_slice(&bytes[target]);
+        let target_end = copy.len();
+        if let Some(host) = host.clone() {
+            copy.extend_from_slice(&bytes[host]);
+        }
+        let copy = Bytes::from(copy);
         Self {
-            method: bytes.slice(..head.method_len as usize),
-            target: bytes.slice(target_start..target_start + head.target_len as usize),
-            host: head.facts.host.map(|index| {
-                let span = head.headers[index];
-                let start = span.value_start as usize;
-                bytes.slice(start..start + span.value_len as usize)
-            }),
+            method: copy.slice(..method_end),
+            target: copy.slice(method_end..target_end),
+            host: host.map(|_| copy.slice(target_end..)),
         }
     }
 }

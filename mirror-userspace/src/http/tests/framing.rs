@@ -58,6 +58,39 @@ fn request_in_one_segment_is_not_copied() {
 }
 
 #[test]
+fn a_response_summary_does_not_hold_its_request_buffer() {
+    let (mut t, mut wire) = open(1);
+    let post = [
+        &b"POST /upload HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 4096\r\n\r\n"[..],
+        &[b'x'; 4096],
+    ]
+    .concat();
+    wire.client(&mut t, &post);
+    wire.server(&mut t, OK);
+    let events = drain(&mut t);
+    let request = requests(&events)[0].request.bytes().clone();
+    let Some(HttpEvent::Response(response)) = events.last() else {
+        panic!("unexpected events {events:#?}");
+    };
+    let summary = response.request.as_ref().expect("paired");
+    assert_eq!(&summary.method[..], b"POST");
+    assert_eq!(&summary.target[..], b"/upload");
+    assert_eq!(summary.host.as_deref(), Some(&b"shop.test"[..]));
+    // A slice of the request would keep its body alive until the shadow answered.
+    let buffer = request.as_ptr_range();
+    for part in [
+        &summary.method,
+        &summary.target,
+        summary.host.as_ref().unwrap(),
+    ] {
+        assert!(
+            !buffer.contains(&part.as_ptr()),
+            "summary points into the request"
+        );
+    }
+}
+
+#[test]
 fn request_split_at_every_byte_is_identical() {
     let post = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody";
     for split in 1..post.len() {
