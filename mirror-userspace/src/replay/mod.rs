@@ -38,9 +38,10 @@ const RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Most requests written back to back on one connection. Deeper batches cost the daemon and
-/// the shadow fewer reads and writes per request and give a shadow that stalls for a moment more
-/// requests in flight before the queue fills: at 10k req/s in `cargo xtask bench`, 32 instead of
-/// 8 cut the daemon's CPU per request by about a third and its drops at the full queue to none.
+/// the shadow fewer reads and writes per request, and 64 workers then hold 2048 requests in
+/// flight before the queue starts to fill, which rides out a shadow's short stalls: at 10k
+/// req/s in `mirror-bench`, 32 instead of 8 took the daemon's CPU per request down by about a
+/// quarter and most runs from drops at the full queue to none (BENCHMARKS.md).
 const MAX_PIPELINE: usize = 32;
 
 /// Where and how to replay one target's requests.
