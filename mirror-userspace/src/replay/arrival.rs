@@ -202,75 +202,75 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn the_first_byte_after_arming_carries_its_arrival_not_the_read_time() {
+    fn block_on<F: Future>(future: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
-            .block_on(async {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-                    .await
-                    .unwrap();
-                let (mut server, _) = listener.accept().await.unwrap();
-                let mut stream = TimestampedStream::new(client).unwrap();
-                // The kernel turns receive timestamping on for the host from a work queue, just
-                // after the first socket asks: segments until then carry none.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                stream.arm();
-                let written = SystemTime::now();
-                server.write_all(b"first").await.unwrap();
-                // The daemon reads late: the arrival must not move with it.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                let mut buffer = Vec::new();
-                let read = stream.read_buf(&mut buffer).await.unwrap();
-                assert_eq!(read, 1, "the first read after arming takes one byte");
-                let arrival = stream.take_first_byte().expect("noted");
-                let after_write = arrival.duration_since(written).unwrap_or_default();
-                assert!(
-                    after_write < Duration::from_millis(25),
-                    "arrival {after_write:?} after the write, not at the read 50 ms later"
-                );
-                assert_eq!(stream.take_first_byte(), None);
-                server.write_all(b" second").await.unwrap();
-                let mut rest = [0u8; 11];
-                stream.read_exact(&mut rest).await.unwrap();
-                assert_eq!(&rest, b"irst second");
-                assert_eq!(stream.take_first_byte(), None, "not armed again");
-            });
+            .block_on(future)
+    }
+
+    /// A timestamped client stream and its server end, over loopback.
+    async fn connected() -> (TimestampedStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (TimestampedStream::new(client).unwrap(), server)
+    }
+
+    #[test]
+    fn the_first_byte_after_arming_carries_its_arrival_not_the_read_time() {
+        block_on(async {
+            let (mut stream, mut server) = connected().await;
+            // The kernel turns receive timestamping on for the host from a work queue, just
+            // after the first socket asks: segments until then carry none.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            stream.arm();
+            let written = SystemTime::now();
+            server.write_all(b"first").await.unwrap();
+            // The daemon reads late: the arrival must not move with it.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut buffer = Vec::new();
+            let read = stream.read_buf(&mut buffer).await.unwrap();
+            assert_eq!(read, 1, "the first read after arming takes one byte");
+            let arrival = stream.take_first_byte().expect("noted");
+            let after_write = arrival.duration_since(written).unwrap_or_default();
+            assert!(
+                after_write < Duration::from_millis(25),
+                "arrival {after_write:?} after the write, not at the read 50 ms later"
+            );
+            assert_eq!(stream.take_first_byte(), None);
+            server.write_all(b" second").await.unwrap();
+            let mut rest = [0u8; 11];
+            stream.read_exact(&mut rest).await.unwrap();
+            assert_eq!(&rest, b"irst second");
+            assert_eq!(stream.take_first_byte(), None, "not armed again");
+        });
     }
 
     #[test]
     fn a_short_read_waits_for_more_data_without_another_receive() {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-                    .await
-                    .unwrap();
-                let (mut server, _) = listener.accept().await.unwrap();
-                let mut stream = TimestampedStream::new(client).unwrap();
-                server.write_all(b"abc").await.unwrap();
-                let mut buffer = [0u8; 16];
-                assert_eq!(stream.read(&mut buffer).await.unwrap(), 3);
-                assert_eq!(stream.receives, 1);
-                // Nothing more queued: the read waits without asking the socket again.
-                let waited =
-                    tokio::time::timeout(Duration::from_millis(20), stream.read(&mut buffer)).await;
-                assert!(waited.is_err(), "nothing to read yet");
-                assert_eq!(
-                    stream.receives, 1,
-                    "no receive that could only return EAGAIN"
-                );
-                // New data sets the readiness again.
-                server.write_all(b"de").await.unwrap();
-                assert_eq!(stream.read(&mut buffer).await.unwrap(), 2);
-                assert_eq!(&buffer[..2], b"de");
-                assert_eq!(stream.receives, 2);
-            });
+        block_on(async {
+            let (mut stream, mut server) = connected().await;
+            server.write_all(b"abc").await.unwrap();
+            let mut buffer = [0u8; 16];
+            assert_eq!(stream.read(&mut buffer).await.unwrap(), 3);
+            assert_eq!(stream.receives, 1);
+            // Nothing more queued: the read waits without asking the socket again.
+            let waited =
+                tokio::time::timeout(Duration::from_millis(20), stream.read(&mut buffer)).await;
+            assert!(waited.is_err(), "nothing to read yet");
+            assert_eq!(
+                stream.receives, 1,
+                "no receive that could only return EAGAIN"
+            );
+            // New data sets the readiness again.
+            server.write_all(b"de").await.unwrap();
+            assert_eq!(stream.read(&mut buffer).await.unwrap(), 2);
+            assert_eq!(&buffer[..2], b"de");
+            assert_eq!(stream.receives, 2);
+        });
     }
 }
