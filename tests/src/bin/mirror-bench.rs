@@ -15,7 +15,10 @@
 //! Usage: `mirror-bench [--rounds N] [--seconds S] [--completeness-seconds S] [--chart PATH]`
 //! (`--completeness-seconds 0` skips the fixed-rate runs; `--only TEXT` keeps the baseline and the
 //! modes whose label contains TEXT, for profiling one mode; `--tables impact,coupling,scaling`
-//! runs only the named tables.)
+//! runs only the named tables; `--completeness-rates 10000,10000` runs the fixed-rate
+//! completeness at those rates instead of 5k, 10k and 20k req/s.) Environment:
+//! `MIRROR_BENCH_CAPTURE` and `MIRROR_BENCH_TARGET` add lines to the daemon's `[capture]` and
+//! `[[target]]` sections (e.g. `MIRROR_BENCH_TARGET='queue = 8192'`).
 
 use std::{
     path::{Path, PathBuf},
