@@ -30,6 +30,8 @@ pub struct RequestEvent {
     pub index: u64,
     /// Exact bytes and parsed view. For [`SkipReason::TooLarge`] the bytes are the head only.
     pub request: HttpRequest,
+    /// Its method, target and Host, the copy its response also carries (made once per request).
+    pub summary: RequestSummary,
     /// Kernel timestamps of the segments carrying the first and the last byte.
     pub first_byte_ns: u64,
     pub last_byte_ns: u64,
@@ -50,26 +52,13 @@ pub struct RequestSummary {
 
 impl RequestSummary {
     pub(crate) fn of(request: &HttpRequest) -> Self {
-        let bytes = request.bytes();
-        let head = request.parsed_head();
-        let method = 0..head.method_len as usize;
-        let target_start = head.target_start as usize;
-        let target = target_start..target_start + head.target_len as usize;
-        let host = head.facts.host.map(|index| {
-            let span = head.headers[index];
-            let start = span.value_start as usize;
-            start..start + span.value_len as usize
-        });
-        let host_len = host.as_ref().map_or(0, ExactSizeIterator::len);
-        let mut copy = Vec::with_capacity(method.len() + target.len() + host_len);
-        copy.extend_from_slice(&bytes[method]);
-        let method_end = copy.len();
-        copy.extend_from_slice(&bytes[target]);
-        let target_end = copy.len();
-        if let Some(host) = host.clone() {
-            copy.extend_from_slice(&bytes[host]);
-        }
-        let copy = Bytes::from(copy);
+        // The raw bytes (`HttpRequest::target` is empty for a target that is not UTF-8).
+        let (bytes, head) = (request.bytes(), request.parsed_head());
+        let method = &bytes[..head.method_len as usize];
+        let target = &bytes[head.target_start as usize..][..head.target_len as usize];
+        let host = request.host();
+        let copy = Bytes::from([method, target, host.unwrap_or_default()].concat());
+        let (method_end, target_end) = (method.len(), method.len() + target.len());
         Self {
             method: copy.slice(..method_end),
             target: copy.slice(method_end..target_end),

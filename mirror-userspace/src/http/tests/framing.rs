@@ -73,6 +73,11 @@ fn a_response_summary_does_not_hold_its_request_buffer() {
         panic!("unexpected events {events:#?}");
     };
     let summary = response.request.as_ref().expect("paired");
+    assert_eq!(
+        &requests(&events)[0].summary,
+        summary,
+        "one summary for both"
+    );
     assert_eq!(&summary.method[..], b"POST");
     assert_eq!(&summary.target[..], b"/upload");
     assert_eq!(summary.host.as_deref(), Some(&b"shop.test"[..]));
