@@ -191,6 +191,32 @@ impl Metrics {
             // An empty f64 sum is -0.0; report it as 0.
             + 0.0
     }
+
+    /// Cumulative bucket counts `(le seconds, count)` of histogram `name` (`+Inf` last) for the
+    /// samples whose labels contain `label`, summed over the other labels, sorted by bound.
+    pub fn buckets(&self, name: &str, label: &str) -> Vec<(f64, f64)> {
+        let prefix = format!("{name}_bucket{{");
+        let mut buckets: Vec<(f64, f64)> = Vec::new();
+        for (key, count) in &self.samples {
+            let Some(labels) = key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let le = labels
+                .split("le=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .and_then(|le| le.parse::<f64>().ok());
+            let Some(le) = le.filter(|_| labels.contains(label)) else {
+                continue;
+            };
+            match buckets.iter_mut().find(|(bound, _)| *bound == le) {
+                Some(bucket) => bucket.1 += count,
+                None => buckets.push((le, *count)),
+            }
+        }
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        buckets
+    }
 }
 
 /// CPU seconds (user + system) that process `pid` has used so far.

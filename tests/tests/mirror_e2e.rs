@@ -198,28 +198,17 @@ fn metrics_parse_with_promtool() {
 
 /// Observations of `mirror_response_duration_seconds{role}` at or below `le` seconds, and in all.
 fn latencies_within(metrics: &Metrics, role: &str, le: f64) -> (f64, f64) {
-    let role = format!("role=\"{role}\"");
-    let mut within = 0.0;
-    let mut total = 0.0;
-    for (key, value) in &metrics.samples {
-        let Some(labels) = key.strip_prefix("mirror_response_duration_seconds_bucket{") else {
-            continue;
-        };
-        if !labels.contains(&role) {
-            continue;
-        }
-        let bound = labels
-            .split("le=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("le label");
-        if bound == "+Inf" {
-            total += value;
-        } else if bound.parse::<f64>().expect("numeric le") <= le {
-            // Buckets are cumulative: the largest bound at or below `le` counts.
-            within = f64::max(within, *value);
-        }
-    }
+    let buckets = metrics.buckets(
+        "mirror_response_duration_seconds",
+        &format!("role=\"{role}\""),
+    );
+    // Buckets are cumulative: the largest bound at or below `le` counts.
+    let within = buckets
+        .iter()
+        .take_while(|(bound, _)| *bound <= le)
+        .last()
+        .map_or(0.0, |(_, count)| *count);
+    let total = buckets.last().map_or(0.0, |(_, count)| *count);
     (within, total)
 }
 

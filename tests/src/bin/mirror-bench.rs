@@ -27,7 +27,7 @@ use std::{
 };
 
 use mirror::netns::{CLIENT_ADDR, NetNs, SERVER_ADDR, Topology, unique_name};
-use mirror_tests::daemon::{Daemon, clock_ticks_per_second, process_cpu_seconds};
+use mirror_tests::daemon::{Daemon, Metrics, clock_ticks_per_second, process_cpu_seconds};
 
 const PORT: u16 = 8080;
 const FAST_PORT: u16 = 8080;
@@ -292,36 +292,9 @@ fn peak_rss_mib(daemon: &Daemon) -> f64 {
     daemon.peak_rss_kib() as f64 / 1024.0
 }
 
-/// Cumulative bucket counts `(le seconds, count)` of `mirror_response_duration_seconds` for
-/// one role, summed over targets.
-fn buckets(text: &str, role: &str) -> Vec<(f64, f64)> {
-    let mut buckets: Vec<(f64, f64)> = Vec::new();
-    for line in text.lines().filter(|line| {
-        line.starts_with("mirror_response_duration_seconds_bucket")
-            && line.contains(&format!("role=\"{role}\""))
-    }) {
-        let le = line
-            .split("le=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .and_then(|le| le.parse::<f64>().ok());
-        let count = line
-            .rsplit_once(' ')
-            .and_then(|(_, v)| v.parse::<f64>().ok());
-        if let (Some(le), Some(count)) = (le, count) {
-            match buckets.iter_mut().find(|(bound, _)| *bound == le) {
-                Some(bucket) => bucket.1 += count,
-                None => buckets.push((le, count)),
-            }
-        }
-    }
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    buckets
-}
-
 /// An SVG chart of the primary's and the shadow's latency distributions (cumulative share of
 /// responses at or below each histogram bound, log-scaled time axis).
-fn latency_chart(text: &str, title: &str) -> String {
+fn latency_chart(metrics: &Metrics, title: &str) -> String {
     let (width, height, left, bottom, top, right) = (760.0, 380.0, 70.0, 50.0, 40.0, 20.0);
     let (min_s, max_s) = (1e-4_f64, 1.0_f64);
     let x = |seconds: f64| {
@@ -367,7 +340,10 @@ fn latency_chart(text: &str, title: &str) -> String {
         .iter()
         .enumerate()
     {
-        let buckets = buckets(text, role);
+        let buckets = metrics.buckets(
+            "mirror_response_duration_seconds",
+            &format!("role=\"{role}\""),
+        );
         let total = buckets.last().map_or(0.0, |(_, count)| *count).max(1.0);
         let points: Vec<String> = buckets
             .iter()
@@ -1009,7 +985,7 @@ fn completeness(
         let title = format!(
             "Latency distributions at {rate} req/s, 100% mirrored: primary (on the wire) vs shadow (replay connections)"
         );
-        std::fs::write(path, latency_chart(&daemon.metrics_text(), &title)).expect("write chart");
+        std::fs::write(path, latency_chart(&daemon.metrics(), &title)).expect("write chart");
     }
     let metrics = daemon.metrics();
     let metric = |name: &str, label: &str| {
