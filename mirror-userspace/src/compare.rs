@@ -97,19 +97,24 @@ impl Comparator {
     }
 
     pub fn on_primary(&mut self, id: ExchangeKey, observed: Observed) -> Option<Verdict> {
-        self.entries.get_mut(&id)?.primary = Some(observed);
-        self.judge(id)
+        self.record(id, |entry| entry.primary = Some(observed))
     }
 
     pub fn on_shadow(&mut self, id: ExchangeKey, observed: Observed) -> Option<Verdict> {
-        self.entries.get_mut(&id)?.shadow = Some(observed);
-        self.judge(id)
+        self.record(id, |entry| entry.shadow = Some(observed))
     }
 
-    fn judge(&mut self, id: ExchangeKey) -> Option<Verdict> {
-        let entry = self.entries.get(&id)?;
-        let (primary, shadow) = (entry.primary?, entry.shadow?);
-        let entry = self.entries.remove(&id)?;
+    /// Records one side and judges the pair once both are in: one lookup per side (this runs
+    /// twice per replayed request).
+    fn record(&mut self, id: ExchangeKey, side: impl FnOnce(&mut Entry)) -> Option<Verdict> {
+        let std::collections::hash_map::Entry::Occupied(mut slot) = self.entries.entry(id) else {
+            return None;
+        };
+        side(slot.get_mut());
+        let (Some(primary), Some(shadow)) = (slot.get().primary, slot.get().shadow) else {
+            return None;
+        };
+        let entry = slot.remove();
         Some(Verdict {
             target: entry.target,
             request: entry.request,
