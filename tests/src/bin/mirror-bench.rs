@@ -267,6 +267,9 @@ struct MachineTicks {
     /// In softirq (the network stack's receive path; tick-sampled unless the kernel accounts
     /// IRQ time precisely).
     softirq: f64,
+    /// Taken by the hypervisor for other guests: a run with much of it measured a slower
+    /// machine, not the daemon.
+    steal: f64,
     total: f64,
 }
 
@@ -284,6 +287,7 @@ fn machine_ticks() -> MachineTicks {
     MachineTicks {
         idle: values[3] + values[4],
         softirq: values[6],
+        steal: values[7],
         total: values.iter().take(8).sum(),
     }
 }
@@ -404,6 +408,7 @@ struct Shares {
     shadow: f64,
     softirq: f64,
     idle: f64,
+    steal: f64,
 }
 
 struct WrkResult {
@@ -854,6 +859,7 @@ fn rounds_of(
                 shadow: (process_cpu_seconds(processes.shadows) - shadow_before) / machine_seconds,
                 softirq: (after.softirq - before.softirq) / machine_ticks,
                 idle: (after.idle - before.idle) / machine_ticks,
+                steal: (after.steal - before.steal) / machine_ticks,
             };
             let cost = daemon.as_ref().map(|daemon| {
                 let replayed = daemon
@@ -881,7 +887,7 @@ fn rounds_of(
 /// Daemon CPU is per 100,000 requests the primary served in that run.
 fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
     println!(
-        "| mode | req/s | P50 ms | P99 ms | throughput / {} | throughput / fast shadow | P50 / {} | P50 - {} us | daemon CPU s per 100k requests | daemon peak RSS MiB | replayed ok / served | machine: daemon / shadow / softirq / idle |",
+        "| mode | req/s | P50 ms | P99 ms | throughput / {} | throughput / fast shadow | P50 / {} | P50 - {} us | daemon CPU s per 100k requests | daemon peak RSS MiB | replayed ok / served | machine: daemon / shadow / softirq / idle / steal |",
         modes[0].label, modes[0].label, modes[0].label
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -933,7 +939,7 @@ fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
             median(results.iter().map(|row| f(&row[index].shares)).collect()) * 100.0
         };
         println!(
-            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {:+.0} | {} | {} | {} | {:.1}% / {:.1}% / {:.1}% / {:.1}% |",
+            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {:+.0} | {} | {} | {} | {:.1}% / {:.1}% / {:.1}% / {:.1}% / {:.1}% |",
             mode.label,
             column(&|r| r.requests_per_second),
             column(&|r| r.p50_ms),
@@ -956,6 +962,7 @@ fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
             share(&|shares| shares.shadow),
             share(&|shares| shares.softirq),
             share(&|shares| shares.idle),
+            share(&|shares| shares.steal),
         );
     }
 }
@@ -971,6 +978,7 @@ fn completeness(
 ) {
     let daemon = start_daemon(topology, FAST_PORT, "100", false);
     let cpu_before = daemon.cpu_seconds();
+    let machine_before = machine_ticks();
     let Paced { served, sent, .. } = paced(
         &topology.client,
         processes,
@@ -979,6 +987,7 @@ fn completeness(
         seconds,
         PACED_CONNECTIONS,
     );
+    let machine_after = machine_ticks();
     std::thread::sleep(Duration::from_secs(3));
     let cpu = daemon.cpu_seconds() - cpu_before;
     if let Some(path) = chart {
@@ -1038,4 +1047,13 @@ fn completeness(
         cpu / framed.max(1.0) * 100_000.0
     );
     println!("| daemon peak RSS | {:.1} MiB |", peak_rss_mib(&daemon));
+    println!(
+        "| machine CPU idle / taken by the hypervisor (steal) | {:.1}% / {:.1}% |",
+        (machine_after.idle - machine_before.idle)
+            / (machine_after.total - machine_before.total).max(1.0)
+            * 100.0,
+        (machine_after.steal - machine_before.steal)
+            / (machine_after.total - machine_before.total).max(1.0)
+            * 100.0
+    );
 }
