@@ -6,13 +6,6 @@ use clap::Parser;
 use mirror::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::{EnvFilter, fmt};
 
-/// mimalloc instead of glibc's allocator: the daemon allocates and frees small buffers per
-/// packet and per request. In `perf record -e cpu-clock -p PID` profiles of the daemon at 10k
-/// req/s (`mirror-bench --tables none --completeness-rates 10000`), glibc's malloc and free
-/// (with their chunk consolidation) took 12% of its samples, mimalloc's 7%.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = fmt()
