@@ -20,8 +20,9 @@ use std::{
 
 /// How long events gather before the daemon waits for them, when they are dense. Three
 /// 15 s runs at 10k req/s (`mirror-bench --tables none --completeness-seconds 15
-/// --completeness-rates 10000`) alternating with 1 ms measured 1.65-2.06 s of daemon CPU per
-/// 100k requests against 1.74-2.33 s: fewer wake-ups, and deeper pipelined writes.
+/// --completeness-rates 10000`) alternating with 1 ms (both builds then with mimalloc, since
+/// reverted) measured 1.65-2.06 s of daemon CPU per 100k requests against 1.74-2.33 s: fewer
+/// wake-ups, and deeper pipelined writes.
 pub const WINDOW: Duration = Duration::from_millis(3);
 
 /// State shared by the runtime's park and unpark hooks (one thread; atomics only because the

@@ -160,9 +160,8 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
          throughput and P50, P99 swings several-fold). The last column splits the machine's \
          CPU time during each run (both cores, from `/proc`; medians over rounds): the daemon \
          process, the shadows' nginx, softirq (tick-sampled), idle, and steal (time the \
-         hypervisor gave other guests: a run with much of it measured a slower machine). Goals: with a 200 ms or \
-         dead shadow, \
-         throughput >= 0.95x of the fast-shadow run and P50 <= 1.05x of no mirror; at most \
+         hypervisor gave other guests: a run with much of it measured a slower machine). \
+         Goals: with a 200 ms or dead shadow, throughput >= 0.95x of the fast-shadow run and P50 <= 1.05x of no mirror; at most \
          0.5 CPU s per 100k requests at 100%; >= 0.95x of no-mirror throughput at 10%; \
          completeness >= 99.9% at 10k req/s.\n"
     );

@@ -43,8 +43,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// 15 s runs at 10k req/s each (`mirror-bench --tables none --completeness-seconds 15
 /// --completeness-rates 10000`) measured 2.4-2.7 s of daemon CPU per 100k requests and
 /// 95.5-98.8% completeness with 8, 1.5-1.9 s and 100% with 32; in three more rounds of the
-/// same runs alternating with 32 (and the 3 ms wake-up window), 64 measured 1.14-1.55 s
-/// against 1.36-1.60 s.
+/// same runs alternating with 32 (both builds with the 3 ms wake-up window and, since
+/// reverted, mimalloc), 64 measured 1.14-1.55 s against 1.36-1.60 s.
 const MAX_PIPELINE: usize = 64;
 
 /// Where and how to replay one target's requests.

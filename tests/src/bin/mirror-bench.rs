@@ -1047,13 +1047,10 @@ fn completeness(
         cpu / framed.max(1.0) * 100_000.0
     );
     println!("| daemon peak RSS | {:.1} MiB |", peak_rss_mib(&daemon));
+    let machine_ticks = (machine_after.total - machine_before.total).max(1.0);
     println!(
         "| machine CPU idle / taken by the hypervisor (steal) | {:.1}% / {:.1}% |",
-        (machine_after.idle - machine_before.idle)
-            / (machine_after.total - machine_before.total).max(1.0)
-            * 100.0,
-        (machine_after.steal - machine_before.steal)
-            / (machine_after.total - machine_before.total).max(1.0)
-            * 100.0
+        (machine_after.idle - machine_before.idle) / machine_ticks * 100.0,
+        (machine_after.steal - machine_before.steal) / machine_ticks * 100.0
     );
 }
