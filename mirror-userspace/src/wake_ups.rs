@@ -22,7 +22,13 @@ use std::{
 /// 15 s runs at 10k req/s (`mirror-bench --tables none --completeness-seconds 15
 /// --completeness-rates 10000`) alternating with 1 ms (both builds then with mimalloc, since
 /// reverted) measured 1.65-2.06 s of daemon CPU per 100k requests against 1.74-2.33 s: fewer
-/// wake-ups, and deeper pipelined writes.
+/// wake-ups, and deeper pipelined writes. Longer is worse for the primary: 10 ms (with up to
+/// 128 requests per write) saved a little more at 10k req/s (0.65-0.68 s against 0.67-0.80 s in
+/// three alternating rounds), but at saturation with 10% sampling (`mirror-bench --tables
+/// impact --only "mirror 10%," --rounds 3`, twice each, alternating) the primary kept
+/// 0.705-0.796x of no-mirror throughput against 0.806-0.864x, with its P50 330-365 us above
+/// no mirror against 65-140 us: the work gathered in a long window runs as one burst that
+/// holds a core the primary needs.
 pub const WINDOW: Duration = Duration::from_millis(3);
 
 /// State shared by the runtime's park and unpark hooks (one thread; atomics only because the

@@ -15,8 +15,9 @@
 //! Usage: `mirror-bench [--rounds N] [--seconds S] [--completeness-seconds S] [--chart PATH]`
 //! (`--completeness-seconds 0` skips the fixed-rate runs; `--only TEXT` keeps the baseline and the
 //! modes whose label contains TEXT, for profiling one mode; `--tables impact,coupling,scaling`
-//! runs only the named tables; `--completeness-rates 10000,10000` runs the fixed-rate
-//! completeness at those rates instead of 5k, 10k and 20k req/s.) Environment:
+//! runs only the named tables; `--completeness-rates 10000,10000:8192` runs the fixed-rate
+//! completeness at those rates, `RATE:QUEUE` with that `queue` key, instead of
+//! [`DEFAULT_COMPLETENESS_RUNS`].) Environment:
 //! `MIRROR_BENCH_CAPTURE` and `MIRROR_BENCH_TARGET` add lines to the daemon's `[capture]` and
 //! `[[target]]` sections (e.g. `MIRROR_BENCH_TARGET='queue = 8192'`).
 
@@ -236,6 +237,17 @@ fn start_daemon(
     sample: &str,
     by_connection: bool,
 ) -> Daemon {
+    start_daemon_with(topology, shadow_port, sample, by_connection, "")
+}
+
+/// [`start_daemon`] with `target_lines` added to the `[[target]]` section.
+fn start_daemon_with(
+    topology: &Topology,
+    shadow_port: u16,
+    sample: &str,
+    by_connection: bool,
+    target_lines: &str,
+) -> Daemon {
     let shadow = format!("http://{CLIENT_ADDR}:{shadow_port}");
     let config = std::env::temp_dir().join(unique_name("mirror-bench-conf-"));
     let sample_by = if by_connection {
@@ -246,7 +258,7 @@ fn start_daemon(
     std::fs::write(
         &config,
         format!(
-            "[capture]\ninterfaces = [\"{}\"]\n{}\n\n[[target]]\nname = \"bench\"\nport = {PORT}\nshadow = \"{shadow}\"\nsample_percent = {sample}.0\nsample_by = \"{sample_by}\"\n{}\n",
+            "[capture]\ninterfaces = [\"{}\"]\n{}\n\n[[target]]\nname = \"bench\"\nport = {PORT}\nshadow = \"{shadow}\"\nsample_percent = {sample}.0\nsample_by = \"{sample_by}\"\n{}\n{target_lines}\n",
             topology.server_if,
             std::env::var("MIRROR_BENCH_CAPTURE").unwrap_or_default(),
             std::env::var("MIRROR_BENCH_TARGET").unwrap_or_default()
@@ -777,19 +789,22 @@ fn main() {
     );
 
     let chart = chart_path();
-    // `--completeness-rates LIST`: comma-separated rates (default 5000,10000,20000).
-    let rates: Vec<u64> = if completeness_seconds == 0 {
+    let runs: Vec<CompletenessRun> = if completeness_seconds == 0 {
         Vec::new()
     } else {
         text_arg("--completeness-rates")
-            .unwrap_or_else(|| "5000,10000,20000".to_owned())
+            .as_deref()
+            .unwrap_or(DEFAULT_COMPLETENESS_RUNS)
             .split(',')
-            .map(|rate| rate.parse().expect("--completeness-rates: numbers"))
+            .map(CompletenessRun::parse)
             .collect()
     };
-    for &rate in &rates {
-        let chart = (rate == 10_000).then_some(chart.as_deref()).flatten();
-        completeness(&topology, processes, rate, completeness_seconds, chart);
+    for run in &runs {
+        // The chart comes from the 10k req/s run with the default queue.
+        let chart = (run.rate == 10_000 && run.queue.is_none())
+            .then_some(chart.as_deref())
+            .flatten();
+        completeness(&topology, processes, run, completeness_seconds, chart);
     }
     cleanup(&[&primary_dir, &shadow_dir]);
 }
@@ -967,16 +982,59 @@ fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
     }
 }
 
+/// The fixed-rate completeness runs: each rate with the default replay queue, and 10k req/s
+/// once more with a queue of one second of that rate. The shadow nginx shares the two cores
+/// with the primary, the client and the daemon, and at times serves below 10k req/s for up to
+/// a second; the default queue (1024) plus what the workers hold in flight rides out about
+/// half of that, and the second run shows what sizing the queue to the rate (the advice in the
+/// README) buys.
+const DEFAULT_COMPLETENESS_RUNS: &str = "5000,10000,10000:10000,20000";
+
+/// One fixed-rate completeness run: `RATE` or `RATE:QUEUE` on the command line.
+struct CompletenessRun {
+    rate: u64,
+    /// The target's `queue` key; `None`: the default.
+    queue: Option<u64>,
+}
+
+impl CompletenessRun {
+    fn parse(text: &str) -> Self {
+        let number = |part: &str| -> u64 {
+            part.trim()
+                .parse()
+                .expect("--completeness-rates: RATE or RATE:QUEUE, comma-separated")
+        };
+        match text.split_once(':') {
+            Some((rate, queue)) => Self {
+                rate: number(rate),
+                queue: Some(number(queue)),
+            },
+            None => Self {
+                rate: number(text),
+                queue: None,
+            },
+        }
+    }
+}
+
 /// Completeness at a fixed rate, fast shadow, 100% sampling: every difference between what the
 /// primary served and what reached the shadow must show in a counter.
 fn completeness(
     topology: &Topology,
     processes: Processes,
-    rate: u64,
+    run: &CompletenessRun,
     seconds: u64,
     chart: Option<&Path>,
 ) {
-    let daemon = start_daemon(topology, FAST_PORT, "100", false);
+    let rate = run.rate;
+    let queue_line = run.queue.map(|queue| format!("queue = {queue}"));
+    let daemon = start_daemon_with(
+        topology,
+        FAST_PORT,
+        "100",
+        false,
+        queue_line.as_deref().unwrap_or_default(),
+    );
     let cpu_before = daemon.cpu_seconds();
     let machine_before = machine_ticks();
     let Paced { served, sent, .. } = paced(
@@ -1017,7 +1075,11 @@ fn completeness(
         / PACED_REQUEST.len() as f64;
     let achieved = served as f64 / seconds as f64;
     println!(
-        "\n### Completeness at {rate} req/s for {seconds} s (paced client, {PACED_CONNECTIONS} keep-alive connections, 100% sampling, fast shadow)\n"
+        "\n### Completeness at {rate} req/s for {seconds} s (paced client, {PACED_CONNECTIONS} keep-alive connections, 100% sampling, fast shadow, {})\n",
+        match run.queue {
+            Some(queue) => format!("`queue = {queue}`"),
+            None => "default queue of 1024".to_owned(),
+        }
     );
     println!("| measure | value |\n|---|---:|");
     println!(
