@@ -6,6 +6,10 @@ use std::collections::VecDeque;
 
 use crate::{hash::HashMap, http::RequestSummary, segment::FlowKey};
 
+/// Stale deadlines tolerated beyond twice the open entries before [`Comparator::compact`]
+/// runs: compaction then costs at most a few lookups per open, amortised.
+const COMPACT_SLACK: usize = 1024;
+
 /// Identifies one request of one captured connection (the tracker's per-connection index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ExchangeKey {
@@ -35,6 +39,9 @@ pub struct Verdict {
 
 #[derive(Debug)]
 struct Entry {
+    /// Which [`Comparator::open`] made it: a key can come back (a new connection on the same
+    /// 4-tuple) while the deadline of its earlier use is still queued.
+    opened: u64,
     target: usize,
     request: RequestSummary,
     compare_bodies: bool,
@@ -46,8 +53,13 @@ struct Entry {
 #[derive(Debug)]
 pub struct Comparator {
     entries: HashMap<ExchangeKey, Entry>,
-    /// Insertion order with deadlines, for expiry.
-    deadlines: VecDeque<(ExchangeKey, u64)>,
+    /// Insertion order with deadlines, for expiry and eviction: `(key, opened, deadline)`. Entries
+    /// judged or cancelled leave theirs behind until [`Self::compact`], which keeps it within
+    /// twice the open entries (plus [`COMPACT_SLACK`]) rather than one per request of the last
+    /// `ttl_ns` (300,000 at 10k req/s and a 30 s TTL).
+    deadlines: VecDeque<(ExchangeKey, u64, u64)>,
+    /// Opens so far (the next [`Entry::opened`]).
+    opened: u64,
     ttl_ns: u64,
     max_entries: usize,
     /// Entries dropped unjudged (other side never came, or the table was full).
@@ -60,6 +72,7 @@ impl Comparator {
         Self {
             entries: HashMap::default(),
             deadlines: VecDeque::new(),
+            opened: 0,
             ttl_ns,
             max_entries: max_entries.max(1),
             expired: 0,
@@ -78,9 +91,15 @@ impl Comparator {
         if self.entries.len() >= self.max_entries {
             self.evict_oldest();
         }
+        if self.deadlines.len() >= 2 * self.entries.len() + COMPACT_SLACK {
+            self.compact();
+        }
+        self.opened += 1;
+        let opened = self.opened;
         self.entries.insert(
             id,
             Entry {
+                opened,
                 target,
                 request,
                 compare_bodies,
@@ -88,7 +107,27 @@ impl Comparator {
                 shadow: None,
             },
         );
-        self.deadlines.push_back((id, now_ns + self.ttl_ns));
+        self.deadlines.push_back((id, opened, now_ns + self.ttl_ns));
+    }
+
+    /// Drops the queued deadlines of entries no longer open.
+    fn compact(&mut self) {
+        let entries = &self.entries;
+        self.deadlines
+            .retain(|(id, opened, _)| entries.get(id).is_some_and(|entry| entry.opened == *opened));
+    }
+
+    /// Removes `id` if it is still the entry queued as `opened`.
+    fn remove_queued(&mut self, id: &ExchangeKey, opened: u64) -> bool {
+        let std::collections::hash_map::Entry::Occupied(slot) = self.entries.entry(*id) else {
+            return false;
+        };
+        if slot.get().opened != opened {
+            return false;
+        }
+        slot.remove();
+        self.expired += 1;
+        true
     }
 
     /// Forgets `id` without a verdict (the replay was dropped or failed).
@@ -127,21 +166,18 @@ impl Comparator {
 
     /// Drops entries past their deadline.
     pub fn expire(&mut self, now_ns: u64) {
-        while let Some(&(id, deadline)) = self.deadlines.front() {
+        while let Some(&(id, opened, deadline)) = self.deadlines.front() {
             if deadline > now_ns {
                 break;
             }
             self.deadlines.pop_front();
-            if self.entries.remove(&id).is_some() {
-                self.expired += 1;
-            }
+            self.remove_queued(&id, opened);
         }
     }
 
     fn evict_oldest(&mut self) {
-        while let Some((id, _)) = self.deadlines.pop_front() {
-            if self.entries.remove(&id).is_some() {
-                self.expired += 1;
+        while let Some((id, opened, _)) = self.deadlines.pop_front() {
+            if self.remove_queued(&id, opened) {
                 return;
             }
         }
@@ -239,5 +275,66 @@ mod tests {
         assert_eq!(comparator.on_primary(key(2), OK), None, "2 was evicted");
         comparator.cancel(key(3));
         assert_eq!(comparator.on_shadow(key(3), OK), None);
+    }
+
+    #[test]
+    fn judged_exchanges_leave_no_deadlines_behind() {
+        // A long TTL: nothing expires, so only compaction can drop judged exchanges' deadlines.
+        let mut comparator = Comparator::new(u64::MAX / 2, 65_536);
+        for index in 0..1_000_000 {
+            comparator.open(key(index), 0, get(), true, index);
+            comparator.on_primary(key(index), OK);
+            comparator
+                .on_shadow(key(index), OK)
+                .expect("both sides in: judged");
+        }
+        assert!(comparator.is_empty());
+        assert!(
+            comparator.deadlines.len() <= COMPACT_SLACK,
+            "{} deadlines queued for no open entry",
+            comparator.deadlines.len()
+        );
+        assert_eq!(comparator.expired, 0);
+    }
+
+    #[test]
+    fn a_reused_key_outlives_the_deadline_of_its_earlier_use() {
+        let mut comparator = Comparator::new(100, 10);
+        comparator.open(key(1), 0, get(), true, 0);
+        comparator.cancel(key(1));
+        // The same key again (a new connection on the same 4-tuple), later.
+        comparator.open(key(1), 0, get(), true, 90);
+        comparator.expire(150);
+        assert_eq!(
+            comparator.len(),
+            1,
+            "the first use's deadline passed, not this one's"
+        );
+        assert_eq!(comparator.expired, 0);
+        comparator.expire(190);
+        assert!(comparator.is_empty());
+        assert_eq!(comparator.expired, 1);
+    }
+
+    #[test]
+    fn eviction_at_the_bound_skips_stale_deadlines() {
+        let mut comparator = Comparator::new(1_000, 2);
+        comparator.open(key(1), 0, get(), true, 0);
+        comparator.cancel(key(1));
+        comparator.open(key(1), 0, get(), true, 1);
+        comparator.open(key(2), 0, get(), true, 2);
+        comparator.open(key(3), 0, get(), true, 3);
+        assert_eq!(comparator.len(), 2);
+        assert_eq!(comparator.expired, 1);
+        assert_eq!(
+            comparator.on_primary(key(1), OK),
+            None,
+            "the oldest open entry went"
+        );
+        assert!(comparator.on_primary(key(2), OK).is_none());
+        assert!(
+            comparator.on_shadow(key(2), OK).is_some(),
+            "2 is still open"
+        );
     }
 }
