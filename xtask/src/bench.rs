@@ -39,9 +39,12 @@ fn machine() -> String {
 }
 
 /// Criterion's summary lines (`name  time: [...]`, `thrpt: [...]`) from `cargo bench` output.
+/// The `change:` lines against a baseline an earlier run left in `target/criterion` are left out:
+/// they compare with whatever ran last on this machine, not with the figures in BENCHMARKS.md.
 fn criterion_summary(output: &str) -> String {
     let mut summary = String::new();
     let mut name = String::new();
+    let mut in_change = false;
     for line in output.lines() {
         let trimmed = line.trim();
         if trimmed.contains("time:") {
@@ -49,8 +52,16 @@ fn criterion_summary(output: &str) -> String {
             if !head.trim().is_empty() {
                 name = head.trim().to_owned();
             }
+            // `change:` may stand on the line before its `time:` or on the same one.
+            in_change = name == "change:";
+            if in_change {
+                continue;
+            }
             let _ = writeln!(summary, "{name:<48} {tail}");
         } else if trimmed.starts_with("thrpt:") {
+            if in_change {
+                continue;
+            }
             let _ = writeln!(summary, "{:<48} {trimmed}", "");
         } else if !trimmed.is_empty()
             && !trimmed.contains(' ')
@@ -231,4 +242,33 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
     std::fs::write(&path, report).with_context(|| format!("writing {}", path.display()))?;
     println!("bench: wrote {}", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::criterion_summary;
+
+    #[test]
+    fn summary_keeps_each_benchmark_and_leaves_out_the_change_against_a_baseline() {
+        let output = "\
+Benchmarking small_get/requests: Analyzing
+small_get/requests      time:   [61.1 ms 61.4 ms 61.7 ms]
+                        thrpt:  [1.6199 Melem/s 1.6278 Melem/s 1.6356 Melem/s]
+                 change:
+                        time:   [+3.2% +4.6% +6.1%] (p = 0.00 < 0.05)
+                        thrpt:  [-5.8% -4.4% -3.1%]
+                        Performance has regressed.
+body_64k/requests
+                        time:   [4.48 ms 4.50 ms 4.53 ms]
+                        thrpt:  [13.4 GiB/s 13.5 GiB/s 13.6 GiB/s]
+";
+        let summary = criterion_summary(output);
+        let lines: Vec<&str> = summary.lines().map(str::trim_end).collect();
+        assert_eq!(lines.len(), 4, "{summary}");
+        assert!(lines[0].starts_with("small_get/requests") && lines[0].contains("61.4 ms"));
+        assert!(lines[1].trim_start().starts_with("thrpt:  [1.6199"));
+        assert!(lines[2].starts_with("body_64k/requests") && lines[2].contains("4.50 ms"));
+        assert!(lines[3].trim_start().starts_with("thrpt:  [13.4"));
+        assert!(!summary.contains('%'), "{summary}");
+    }
 }
