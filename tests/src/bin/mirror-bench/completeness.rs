@@ -38,6 +38,12 @@ impl CompletenessRun {
     }
 }
 
+/// The target's `queue` key when the config leaves it out, as the daemon defaults it.
+fn default_queue() -> usize {
+    let shadow = mirror::config::ShadowUrl::parse("http://127.0.0.1:1").expect("a shadow URL");
+    mirror::config::TargetConfig::with_defaults(String::new(), PORT, shadow).queue
+}
+
 /// Completeness at a fixed rate, fast shadow, 100% sampling: every difference between what the
 /// primary served and what reached the shadow must show in a counter.
 pub(super) fn completeness(
@@ -99,7 +105,7 @@ pub(super) fn completeness(
         "\n### Completeness at {rate} req/s for {seconds} s (paced client, {PACED_CONNECTIONS} keep-alive connections, 100% sampling, fast shadow, {})\n",
         match run.queue {
             Some(queue) => format!("`queue = {queue}`"),
-            None => "default queue of 1024".to_owned(),
+            None => format!("default queue of {}", default_queue()),
         }
     );
     println!("| measure | value |\n|---|---:|");
