@@ -12,29 +12,32 @@ use super::*;
 pub(super) const DEFAULT_COMPLETENESS_RUNS: &str = "5000,10000,10000:10000,20000";
 
 /// One fixed-rate completeness run: `RATE` or `RATE:QUEUE` on the command line.
+#[derive(Clone)]
 pub(super) struct CompletenessRun {
     pub(super) rate: u64,
     /// The target's `queue` key; `None`: the default.
     pub(super) queue: Option<u64>,
 }
 
-impl CompletenessRun {
-    pub(super) fn parse(text: &str) -> Self {
-        let number = |part: &str| -> u64 {
+impl std::str::FromStr for CompletenessRun {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let number = |part: &str| {
             part.trim()
                 .parse()
-                .expect("--completeness-rates: RATE or RATE:QUEUE, comma-separated")
+                .map_err(|_| format!("{text:?}: expected RATE or RATE:QUEUE"))
         };
-        match text.split_once(':') {
+        Ok(match text.split_once(':') {
             Some((rate, queue)) => Self {
-                rate: number(rate),
-                queue: Some(number(queue)),
+                rate: number(rate)?,
+                queue: Some(number(queue)?),
             },
             None => Self {
-                rate: number(text),
+                rate: number(text)?,
                 queue: None,
             },
-        }
+        })
     }
 }
 

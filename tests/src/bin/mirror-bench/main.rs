@@ -12,14 +12,9 @@
 //! completeness at fixed rates. During paced runs the client's threads are pinned to one CPU
 //! and the primary to another, so that wake-up placement does not decide its latency.
 //!
-//! Usage: `mirror-bench [--rounds N] [--seconds S] [--completeness-seconds S] [--chart PATH]`
-//! (`--completeness-seconds 0` skips the fixed-rate runs; `--only TEXT` keeps the baseline and the
-//! modes whose label contains TEXT, for profiling one mode; `--tables impact,coupling,scaling`
-//! runs only the named tables; `--completeness-rates 10000,10000:8192` runs the fixed-rate
-//! completeness at those rates, `RATE:QUEUE` with that `queue` key, instead of
-//! [`DEFAULT_COMPLETENESS_RUNS`].) Environment:
-//! `MIRROR_BENCH_CAPTURE` and `MIRROR_BENCH_TARGET` add lines to the daemon's `[capture]` and
-//! `[[target]]` sections (e.g. `MIRROR_BENCH_TARGET='queue = 8192'`).
+//! Options: `mirror-bench --help`. Environment: `MIRROR_BENCH_CAPTURE` and
+//! `MIRROR_BENCH_TARGET` add lines to the daemon's `[capture]` and `[[target]]` sections (e.g.
+//! `MIRROR_BENCH_TARGET='queue = 8192'`).
 
 use std::{
     path::{Path, PathBuf},
@@ -451,37 +446,47 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-fn arg(name: &str, default: u64) -> u64 {
-    text_arg(name)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// Primary impact, cost and completeness of `mirror run`, printed as Markdown (needs root).
+#[derive(clap::Parser)]
+struct Args {
+    /// Interleaved rounds of each table.
+    #[arg(long, default_value_t = 3)]
+    rounds: u64,
+    /// Seconds of each table run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Seconds of each fixed-rate completeness run; 0 skips them.
+    #[arg(long, default_value_t = 30)]
+    completeness_seconds: u64,
+    /// The fixed-rate completeness runs, comma-separated: RATE, or RATE:QUEUE to set the
+    /// target's `queue` key.
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_COMPLETENESS_RUNS)]
+    completeness_rates: Vec<CompletenessRun>,
+    /// Only these tables, comma-separated (default: all; `none` for only the completeness runs).
+    #[arg(long, value_delimiter = ',', value_parser = ["impact", "coupling", "scaling", "none"])]
+    tables: Option<Vec<String>>,
+    /// Keep the baseline and the modes whose label contains TEXT (to profile one mode).
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
+    /// Where to write the latency chart (SVG) of the 10k req/s run.
+    #[arg(long, value_name = "PATH")]
+    chart: Option<PathBuf>,
 }
 
-/// The value following `name` on the command line.
-fn text_arg(name: &str) -> Option<String> {
-    let mut args = std::env::args().skip_while(|a| a != name);
-    args.next().and(args.next())
+impl Args {
+    fn table_selected(&self, name: &str) -> bool {
+        self.tables
+            .as_ref()
+            .is_none_or(|tables| tables.iter().any(|table| table == name))
+    }
 }
 
-/// `--chart PATH`: where to write the latency chart (SVG) of the 10k req/s run.
-fn chart_path() -> Option<PathBuf> {
-    text_arg("--chart").map(PathBuf::from)
-}
-
-/// `--tables LIST`: whether the table `name` is among the comma-separated LIST (default: all).
-fn table_selected(name: &str) -> bool {
-    text_arg("--tables").is_none_or(|list| list.split(',').any(|table| table == name))
-}
-
-/// `--only TEXT`: keep the baseline (index 0) and the modes whose label contains TEXT.
-fn selected(modes: &[Mode]) -> Vec<Mode> {
-    let only = text_arg("--only");
+/// The baseline (index 0) and the modes whose label contains `only`.
+fn selected(modes: &[Mode], only: Option<&str>) -> Vec<Mode> {
     modes
         .iter()
         .enumerate()
-        .filter(|(index, mode)| {
-            *index == 0 || only.as_deref().is_none_or(|text| mode.label.contains(text))
-        })
+        .filter(|(index, mode)| *index == 0 || only.is_none_or(|text| mode.label.contains(text)))
         .map(|(_, mode)| *mode)
         .collect()
 }
@@ -493,13 +498,17 @@ fn cleanup(dirs: &[&Path]) {
 }
 
 fn main() {
+    let args = <Args as clap::Parser>::parse();
     assert!(
         nix::unistd::geteuid().is_root(),
         "mirror-bench needs root (BPF, network namespaces)"
     );
-    let rounds = arg("--rounds", 3);
-    let seconds = arg("--seconds", 5);
-    let completeness_seconds = arg("--completeness-seconds", 30);
+    let Args {
+        rounds,
+        seconds,
+        completeness_seconds,
+        ..
+    } = args;
 
     let topology = Topology::create().expect("namespaces");
     // Short-connection runs open tens of thousands of connections per run: a wide ephemeral
@@ -543,7 +552,7 @@ fn main() {
     };
 
     // The fixed rate follows this machine: a share of what the primary serves at saturation.
-    let (saturation, fixed_rate) = if table_selected("coupling") {
+    let (saturation, fixed_rate) = if args.table_selected("coupling") {
         let saturation = wrk(&topology.client, seconds, Load::KeepAlive).requests_per_second;
         let rate = (saturation * FIXED_RATE_SHARE / 1000.0).floor().max(1.0) * 1000.0;
         (saturation, rate as u64)
@@ -554,9 +563,10 @@ fn main() {
         rounds,
         seconds,
         fixed_rate,
+        only: args.only.as_deref(),
     };
     let runs = |name: &str, modes: &[Mode], fast_shadow_second: bool, heading: &str| {
-        if !table_selected(name) {
+        if !args.table_selected(name) {
             return;
         }
         table(
@@ -594,21 +604,15 @@ fn main() {
         ),
     );
 
-    let chart = chart_path();
-    let runs: Vec<CompletenessRun> = if completeness_seconds == 0 {
-        Vec::new()
+    let runs: &[CompletenessRun] = if completeness_seconds == 0 {
+        &[]
     } else {
-        text_arg("--completeness-rates")
-            .as_deref()
-            .unwrap_or(DEFAULT_COMPLETENESS_RUNS)
-            .split(',')
-            .map(CompletenessRun::parse)
-            .collect()
+        &args.completeness_rates
     };
-    for run in &runs {
+    for run in runs {
         // The chart comes from the 10k req/s run with the default queue.
         let chart = (run.rate == 10_000 && run.queue.is_none())
-            .then_some(chart.as_deref())
+            .then_some(args.chart.as_deref())
             .flatten();
         completeness(&topology, processes, run, completeness_seconds, chart);
     }

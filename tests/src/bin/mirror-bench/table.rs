@@ -5,12 +5,14 @@ use super::*;
 
 /// How long and how hard each table's runs go.
 #[derive(Clone, Copy)]
-pub(super) struct Schedule {
+pub(super) struct Schedule<'a> {
     pub(super) rounds: u64,
     /// Of each run.
     pub(super) seconds: u64,
     /// Requests per second of the paced loads.
     pub(super) fixed_rate: u64,
+    /// `--only`: the modes kept besides the baseline.
+    pub(super) only: Option<&'a str>,
 }
 
 /// Runs the modes of `modes` that `--only` keeps in interleaved rounds and prints their table
@@ -22,9 +24,9 @@ pub(super) fn table(
     processes: Processes,
     fast_shadow_second: bool,
     heading: &str,
-    schedule: Schedule,
+    schedule: Schedule<'_>,
 ) {
-    let kept = selected(modes);
+    let kept = selected(modes, schedule.only);
     let results = rounds_of(topology, &kept, processes, schedule);
     println!("{heading}\n");
     let fast = modes
@@ -39,12 +41,13 @@ pub(super) fn rounds_of(
     topology: &Topology,
     modes: &[Mode],
     processes: Processes,
-    schedule: Schedule,
+    schedule: Schedule<'_>,
 ) -> Vec<Vec<Run>> {
     let Schedule {
         rounds,
         seconds,
         fixed_rate,
+        ..
     } = schedule;
     let mut results = Vec::new();
     for round in 0..rounds {
