@@ -270,10 +270,13 @@ fn start_daemon_with(
         ),
     )
     .expect("bench config");
-    Daemon::start(
+    let daemon = Daemon::start(
         &topology.server,
         &["--config", config.to_str().expect("utf-8 path")],
-    )
+    );
+    // Read once the daemon serves metrics; the bench never asks it to reload.
+    let _ = std::fs::remove_file(&config);
+    daemon
 }
 
 /// Time of all CPUs so far, in clock ticks, from the first line of `/proc/stat`.
