@@ -73,6 +73,8 @@ fn tracker_config(config: &Config) -> TrackerConfig {
         },
         http: HttpConfig {
             max_message_bytes: config.limits.max_message_bytes,
+            // The pipeline labels only the requests it compares (`RequestSummary::of`).
+            label_responses: false,
             ..HttpConfig::default()
         },
     }

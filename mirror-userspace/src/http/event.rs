@@ -30,8 +30,6 @@ pub struct RequestEvent {
     pub index: u64,
     /// Exact bytes and parsed view. For [`SkipReason::TooLarge`] the bytes are the head only.
     pub request: HttpRequest,
-    /// Its method, target and Host, the copy its response also carries (made once per request).
-    pub summary: RequestSummary,
     /// Kernel timestamps of the segments carrying the first and the last byte.
     pub first_byte_ns: u64,
     pub last_byte_ns: u64,
@@ -51,7 +49,7 @@ pub struct RequestSummary {
 }
 
 impl RequestSummary {
-    pub(crate) fn of(request: &HttpRequest) -> Self {
+    pub fn of(request: &HttpRequest) -> Self {
         // The raw bytes (`HttpRequest::target` is empty for a target that is not UTF-8).
         let (bytes, head) = (request.bytes(), request.parsed_head());
         let method = &bytes[..head.method_len as usize];
@@ -73,8 +71,9 @@ pub struct ResponseEvent {
     pub flow: FlowKey,
     /// Index of the request this response answers; `None` when it could not be paired.
     pub request_index: Option<u64>,
-    /// The request's method, target and host; `None` when unpaired or when the response came
-    /// before the request's last byte (e.g. a 417 to `Expect: 100-continue`).
+    /// The request's method, target and host; `None` when unpaired, when the response came
+    /// before the request's last byte (e.g. a 417 to `Expect: 100-continue`), or without
+    /// [`HttpConfig::label_responses`](super::HttpConfig::label_responses).
     pub request: Option<RequestSummary>,
     /// Status line and headers of the final response.
     pub head: HttpResponseHead,

@@ -69,6 +69,9 @@ pub struct HeadFacts {
     pub expect_continue: bool,
     /// Upgrade header plus the `upgrade` connection option (RFC 9110 §7.8).
     pub upgrade: bool,
+    /// The `close` / `keep-alive` connection options (RFC 9112 §9.3), in any Connection line.
+    pub connection_close: bool,
+    pub connection_keep_alive: bool,
     pub host: Option<usize>,
 }
 
@@ -88,23 +91,27 @@ pub fn lists_option(value: &[u8], option: &[u8]) -> bool {
         .any(|item| eq_token(item, option))
 }
 
-fn collect_headers(
-    base: &[u8],
-    headers: &[httparse::Header<'_>],
-) -> Result<(Vec<HeaderSpan>, HeadFacts), HeadError> {
-    let mut spans = Vec::with_capacity(headers.len());
+/// Where each header's name and value lie in `base` (a request's, which the rewriter and the
+/// policy read; a response's are never read, so responses skip this allocation).
+fn header_spans(base: &[u8], headers: &[httparse::Header<'_>]) -> Vec<HeaderSpan> {
+    headers
+        .iter()
+        .map(|header| HeaderSpan {
+            name_start: offset_in(base, header.name.as_bytes()),
+            name_len: header.name.len() as u32,
+            value_start: offset_in(base, header.value),
+            value_len: header.value.len() as u32,
+        })
+        .collect()
+}
+
+fn head_facts(headers: &[httparse::Header<'_>]) -> Result<HeadFacts, HeadError> {
     let mut facts = HeadFacts::default();
     let mut upgrade_header = false;
     let mut connection_upgrade = false;
     for (index, header) in headers.iter().enumerate() {
         let name = header.name.as_bytes();
         let value = header.value;
-        spans.push(HeaderSpan {
-            name_start: offset_in(base, name),
-            name_len: name.len() as u32,
-            value_start: offset_in(base, value),
-            value_len: value.len() as u32,
-        });
         if name.eq_ignore_ascii_case(b"content-length") {
             // A list of identical values is allowed (RFC 9110 §8.6); anything else is fatal.
             for item in value.split(|&byte| byte == b',') {
@@ -132,12 +139,14 @@ fn collect_headers(
             upgrade_header |= !value.trim_ascii().is_empty();
         } else if name.eq_ignore_ascii_case(b"connection") {
             connection_upgrade |= lists_option(value, b"upgrade");
+            facts.connection_close |= lists_option(value, b"close");
+            facts.connection_keep_alive |= lists_option(value, b"keep-alive");
         } else if name.eq_ignore_ascii_case(b"host") && facts.host.is_none() {
             facts.host = Some(index);
         }
     }
     facts.upgrade = upgrade_header && connection_upgrade;
-    Ok((spans, facts))
+    Ok(facts)
 }
 
 /// A parsed request head, positions relative to the first byte of the request.
@@ -171,7 +180,8 @@ pub fn parse_request_head(
     };
     let method = request.method.unwrap_or_default().as_bytes();
     let target = request.path.unwrap_or_default().as_bytes();
-    let (headers, facts) = collect_headers(buf, request.headers)?;
+    let facts = head_facts(request.headers)?;
+    let headers = header_spans(buf, request.headers);
     // RFC 9112 §6.3: chunked (final coding) wins over Content-Length; any other
     // Transfer-Encoding makes a request's length undeterminable; otherwise Content-Length or no
     // body.
@@ -199,7 +209,6 @@ pub struct ResponseHead {
     pub head_len: usize,
     pub status: u16,
     pub version_minor: u8,
-    pub headers: Vec<HeaderSpan>,
     pub facts: HeadFacts,
 }
 
@@ -219,12 +228,11 @@ pub fn parse_response_head(
         httparse::Status::Partial if buf.len() < limits.max_head_bytes => return Ok(None),
         _ => return Err(HeadError::TooLarge(limits.max_head_bytes)),
     };
-    let (headers, facts) = collect_headers(buf, response.headers)?;
+    let facts = head_facts(response.headers)?;
     Ok(Some(ResponseHead {
         head_len,
         status: response.code.unwrap_or_default(),
         version_minor: response.version.unwrap_or(1),
-        headers,
         facts,
     }))
 }
@@ -380,23 +388,6 @@ impl HttpResponseHead {
 
     pub fn version_minor(&self) -> u8 {
         self.head.version_minor
-    }
-
-    pub fn header_spans(&self) -> &[HeaderSpan] {
-        &self.head.headers
-    }
-
-    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.head
-            .headers
-            .iter()
-            .map(|span| (span.name(&self.bytes), span.value(&self.bytes)))
-    }
-
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers()
-            .find(|(header, _)| header.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, value)| value)
     }
 }
 

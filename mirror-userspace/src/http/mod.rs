@@ -75,6 +75,10 @@ pub struct HttpConfig {
     pub max_head_bytes: usize,
     /// Requests waiting for their responses per connection; beyond, the oldest is given up.
     pub max_pipelined_requests: usize,
+    /// Whether responses carry their request's method, target and Host
+    /// ([`ResponseEvent::request`]): a copy per request, which `mirror capture` prints and
+    /// `mirror run` does not read.
+    pub label_responses: bool,
 }
 
 impl Default for HttpConfig {
@@ -84,6 +88,7 @@ impl Default for HttpConfig {
             max_headers: 100,
             max_head_bytes: 65_536,
             max_pipelined_requests: 1_024,
+            label_responses: true,
         }
     }
 }

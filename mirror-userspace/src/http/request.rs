@@ -435,18 +435,17 @@ impl RequestFramer {
                 Some(SkipReason::Connect) => stats.requests_skipped_connect += 1,
                 _ => {}
             }
-            let summary = RequestSummary::of(&request);
+            let label = cx.shared.config.label_responses;
             if let Some(pending) = cx.pending_mut(message.index) {
                 pending.end_seq = end_seq;
                 pending.last_byte_ns = data.timestamp_ns;
-                pending.summary = Some(summary.clone());
+                pending.summary = label.then(|| RequestSummary::of(&request));
             }
             let flow = *cx.flow;
             cx.emit(HttpEvent::Request(RequestEvent {
                 flow,
                 index: message.index,
                 request,
-                summary,
                 first_byte_ns: message.first_byte_ns,
                 last_byte_ns: data.timestamp_ns,
                 skip,

@@ -20,8 +20,8 @@ use crate::{
     config::{SampleBy, TargetConfig},
     hash::HashMap,
     http::{
-        HttpEvent, HttpRequest, HttpTracker, LossEvent, LossReason, RequestEvent, ResponseEvent,
-        Stats,
+        HttpEvent, HttpRequest, HttpTracker, LossEvent, LossReason, RequestEvent, RequestSummary,
+        ResponseEvent, Stats,
     },
     metrics::{DirectionLabels, Metrics, ReasonLabels, TargetReasonLabels},
     policy::{Decision, Policy, RequestView, connection_id},
@@ -362,8 +362,13 @@ impl Pipeline {
         target.shed.on_offered(!accepted);
         if accepted {
             if target.config.compare_responses {
-                self.comparator
-                    .open(key, index, event.summary, true, event.last_byte_ns);
+                self.comparator.open(
+                    key,
+                    index,
+                    RequestSummary::of(request),
+                    true,
+                    event.last_byte_ns,
+                );
             }
         } else {
             self.replayed(index, "dropped");

@@ -6,7 +6,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::http::{BodyReader, HeadLimits, ResponseBody, lists_option, parse_response_head};
+use crate::http::{BodyReader, HeadLimits, ResponseBody, parse_response_head};
 
 /// Why a response could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -50,16 +50,11 @@ async fn fill<R: AsyncRead + Unpin>(
     Ok(reader.read_buf(buffer).await? > 0)
 }
 
-fn connection_closes(head: &crate::http::ResponseHead, bytes: &[u8]) -> bool {
-    let mut options = head
-        .headers
-        .iter()
-        .filter(|span| span.name(bytes).eq_ignore_ascii_case(b"connection"))
-        .map(|span| span.value(bytes));
+fn connection_closes(head: &crate::http::ResponseHead) -> bool {
     if head.version_minor == 0 {
-        !options.any(|value| lists_option(value, b"keep-alive"))
+        !head.facts.connection_keep_alive
     } else {
-        options.any(|value| lists_option(value, b"close"))
+        head.facts.connection_close
     }
 }
 
@@ -94,8 +89,7 @@ pub async fn read_response<R: AsyncRead + Unpin>(
             ResponseBody::Switch => return Err(ResponseError::Switched(head.status)),
             ResponseBody::Body(framing) => framing,
         };
-        let closes = connection_closes(&head, &buffer[..head.head_len])
-            || framing == crate::http::BodyFraming::Close;
+        let closes = connection_closes(&head) || framing == crate::http::BodyFraming::Close;
         buffer.advance(head.head_len);
         // Body.
         let mut body = BodyReader::new(framing, MAX_TRAILER_BYTES);
@@ -193,6 +187,30 @@ mod tests {
         assert!(result.unwrap().closes);
         let (result, _) = run(read(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false));
         assert!(result.unwrap().closes, "HTTP/1.0 without keep-alive");
+        let (result, _) = run(read(
+            b"HTTP/1.1 200 OK\r\nConnection: x-a\r\nConnection: TE, Close\r\nContent-Length: 0\r\n\r\n",
+            false,
+        ));
+        assert!(
+            result.unwrap().closes,
+            "close in the second Connection line"
+        );
+    }
+
+    #[test]
+    fn keep_alive_responses_are_reusable() {
+        for response in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, x-closed\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            let (result, _) = run(read(response, false));
+            assert!(
+                !result.unwrap().closes,
+                "{}",
+                String::from_utf8_lossy(response)
+            );
+        }
     }
 
     #[test]

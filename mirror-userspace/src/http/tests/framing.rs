@@ -74,9 +74,9 @@ fn a_response_summary_does_not_hold_its_request_buffer() {
     };
     let summary = response.request.as_ref().expect("paired");
     assert_eq!(
-        &requests(&events)[0].summary,
+        &RequestSummary::of(&requests(&events)[0].request),
         summary,
-        "one summary for both"
+        "the response is labelled with its own request"
     );
     assert_eq!(&summary.method[..], b"POST");
     assert_eq!(&summary.target[..], b"/upload");
@@ -93,6 +93,30 @@ fn a_response_summary_does_not_hold_its_request_buffer() {
             "summary points into the request"
         );
     }
+}
+
+#[test]
+fn unlabelled_responses_are_paired_without_a_copy_of_their_request() {
+    let config = TrackerConfig {
+        http: HttpConfig {
+            label_responses: false,
+            ..HttpConfig::default()
+        },
+        ..TrackerConfig::default()
+    };
+    let mut t = HttpTracker::new(config);
+    let mut wire = Wire::new(1, 1, 1);
+    wire.handshake(&mut t);
+    wire.client(&mut t, GET);
+    wire.server(&mut t, OK);
+    let events = drain(&mut t);
+    let [HttpEvent::Request(request), HttpEvent::Response(response)] = events.as_slice() else {
+        panic!("unexpected events {events:#?}");
+    };
+    assert_eq!(request.request.bytes().as_ref(), GET);
+    assert_eq!(response.request_index, Some(request.index));
+    assert_eq!(response.head.status(), 200);
+    assert_eq!(response.request, None);
 }
 
 #[test]
