@@ -72,6 +72,8 @@ pub struct RingReader {
     /// Bytes the last non-empty batch used: growing the arena record by record copied it
     /// several times over (a tenth of the daemon's CPU under load).
     last_batch_bytes: usize,
+    /// Records the last non-empty batch held (capacity of the next one's bookkeeping).
+    last_batch_records: usize,
     /// Polls in a row that found the ring empty (saturating).
     empty_polls: u32,
 }
@@ -85,13 +87,14 @@ impl RingReader {
         Ok(Self {
             fd,
             last_batch_bytes: INITIAL_ARENA_BYTES,
+            last_batch_records: 0,
             empty_polls: 0,
         })
     }
 
     /// Waits until records are available, then drains up to [`MAX_RECORDS_PER_BATCH`] of them.
-    /// Records are copied once, into one arena per batch; every segment's payload is a zero-copy
-    /// slice of that arena.
+    /// Records are copied once, into an arena sized like the last batch (another one when it
+    /// fills up); every segment's payload is a zero-copy slice of its arena.
     ///
     /// The classifier wakes the reader only when a batch's worth of data is pending (see
     /// `WAKEUP_BYTES` in the classifier), so the reader also looks every [`POLL_INTERVAL`]
@@ -115,37 +118,55 @@ impl RingReader {
 
     fn drain(&mut self, stats: &ReaderStats) -> SegmentBatch {
         let ring = self.fd.get_mut();
+        let mut batch = Vec::new();
         let mut arena = BytesMut::with_capacity(self.last_batch_bytes);
-        let mut bounds = Vec::new();
-        while bounds.len() < MAX_RECORDS_PER_BATCH {
+        let mut bounds = Vec::with_capacity(self.last_batch_records);
+        let (mut records, mut bytes) = (0, 0);
+        while records < MAX_RECORDS_PER_BATCH {
             let Some(item) = ring.next() else {
                 break;
             };
-            let start = arena.len();
-            arena.extend_from_slice(&item[..segment::record_len(&item)]);
-            bounds.push(start..arena.len());
-        }
-        if bounds.is_empty() {
-            return Vec::new();
-        }
-        self.last_batch_bytes = arena
-            .len()
-            .clamp(INITIAL_ARENA_BYTES, MAX_ARENA_RESERVE_BYTES);
-        stats
-            .records
-            .fetch_add(bounds.len() as u64, Ordering::Relaxed);
-        let arena: Bytes = arena.freeze();
-        let mut batch = Vec::with_capacity(bounds.len());
-        for range in bounds {
-            match segment::decode_in(&arena, range) {
-                Ok(segment) => batch.push(segment),
-                Err(error) => {
-                    stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                    warn!(%error, "undecodable ring-buffer record");
-                }
+            let record = &item[..segment::record_len(&item)];
+            if arena.capacity() - arena.len() < record.len() && !bounds.is_empty() {
+                // Full: the records so far keep this arena, the rest go to a new one (growing
+                // it in place would copy them again).
+                decode_into(&mut batch, arena.split().freeze(), bounds.drain(..), stats);
+                arena.reserve(self.last_batch_bytes.max(record.len()));
             }
+            let start = arena.len();
+            arena.extend_from_slice(record);
+            bounds.push(start..arena.len());
+            records += 1;
+            bytes += record.len();
+        }
+        if records > 0 {
+            decode_into(&mut batch, arena.freeze(), bounds.drain(..), stats);
+            self.last_batch_bytes = bytes.clamp(INITIAL_ARENA_BYTES, MAX_ARENA_RESERVE_BYTES);
+            self.last_batch_records = records;
         }
         batch
+    }
+}
+
+/// Decodes the records at `bounds` of `arena` onto `batch`.
+fn decode_into(
+    batch: &mut SegmentBatch,
+    arena: Bytes,
+    bounds: impl ExactSizeIterator<Item = std::ops::Range<usize>>,
+    stats: &ReaderStats,
+) {
+    stats
+        .records
+        .fetch_add(bounds.len() as u64, Ordering::Relaxed);
+    batch.reserve(bounds.len());
+    for range in bounds {
+        match segment::decode_in(&arena, range) {
+            Ok(segment) => batch.push(segment),
+            Err(error) => {
+                stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(%error, "undecodable ring-buffer record");
+            }
+        }
     }
 }
 

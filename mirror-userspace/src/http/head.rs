@@ -138,9 +138,12 @@ fn head_facts(headers: &[httparse::Header<'_>]) -> Result<HeadFacts, HeadError> 
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             upgrade_header |= !value.trim_ascii().is_empty();
         } else if name.eq_ignore_ascii_case(b"connection") {
-            connection_upgrade |= lists_option(value, b"upgrade");
-            facts.connection_close |= lists_option(value, b"close");
-            facts.connection_keep_alive |= lists_option(value, b"keep-alive");
+            for option in value.split(|&byte| byte == b',') {
+                let option = option.trim_ascii();
+                connection_upgrade |= option.eq_ignore_ascii_case(b"upgrade");
+                facts.connection_close |= option.eq_ignore_ascii_case(b"close");
+                facts.connection_keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
         } else if name.eq_ignore_ascii_case(b"host") && facts.host.is_none() {
             facts.host = Some(index);
         }
