@@ -203,11 +203,18 @@ mod tests {
     };
 
     fn get() -> RequestSummary {
-        RequestSummary {
-            method: bytes::Bytes::from_static(b"GET"),
-            target: bytes::Bytes::from_static(b"/"),
-            host: None,
-        }
+        const GET: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+        let limits = crate::http::HeadLimits {
+            max_headers: 4,
+            max_head_bytes: 64,
+        };
+        let head = crate::http::parse_request_head(GET, &limits)
+            .unwrap()
+            .unwrap();
+        RequestSummary::of(&crate::http::HttpRequest::new(
+            bytes::Bytes::from_static(GET),
+            head,
+        ))
     }
 
     fn key(index: u64) -> ExchangeKey {

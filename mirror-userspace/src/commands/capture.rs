@@ -45,9 +45,9 @@ pub fn exchange_line(response: &ResponseEvent) -> String {
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     let (method, host, target) = match &response.request {
         Some(request) => (
-            text(&request.method),
-            request.host.as_deref().map_or_else(|| "-".to_owned(), text),
-            text(&request.target),
+            text(request.method()),
+            request.host().map_or_else(|| "-".to_owned(), text),
+            text(request.target()),
         ),
         None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
     };

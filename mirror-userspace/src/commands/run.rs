@@ -24,6 +24,9 @@ use crate::{
 /// Batches buffered between the ring reader and the pipeline; beyond, batches are dropped and
 /// counted (`mirror_capture_drops_total{reason="consumer_full"}`).
 const CHANNEL_BATCHES: usize = 1024;
+/// Replay results handled per turn of the event loop, so that captured batches wait at most
+/// this many behind them.
+const MAX_RESULTS_PER_TURN: usize = 256;
 
 /// CLOCK_MONOTONIC now, the clock of the kernel's segment timestamps.
 pub fn monotonic_ns() -> u64 {
@@ -178,7 +181,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let Some(batch) = batch else { break };
                 pipeline.on_segments(&batch);
             }
-            Some(result) = results.recv() => pipeline.on_replay_result(result, monotonic_ns()),
+            Some(result) = results.recv() => {
+                // One result per replay: those already waiting are taken in the same turn of
+                // the loop (one clock read, one shedding check) rather than a turn each.
+                let now_ns = monotonic_ns();
+                pipeline.on_replay_result(result, now_ns);
+                for _ in 1..MAX_RESULTS_PER_TURN {
+                    let Ok(result) = results.try_recv() else { break };
+                    pipeline.on_replay_result(result, now_ns);
+                }
+            }
             _ = tick.tick() => {
                 pipeline.on_tick(monotonic_ns());
                 // Pods come and go: attach to links matching the patterns as they appear.

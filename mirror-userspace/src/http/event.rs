@@ -1,8 +1,6 @@
 //! What the tracker reports: framed requests, paired responses, skipped connections, losses, and
 //! the counters that make every request's fate accountable.
 
-use bytes::Bytes;
-
 use super::head::{HttpRequest, HttpResponseHead};
 use crate::reassembly::{EvictionReason, ReassemblyStats};
 use crate::segment::{Direction, FlowKey};
@@ -43,9 +41,11 @@ pub struct RequestEvent {
 /// (a body of up to a mebibyte, or the ring-buffer arena a small request was framed in).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestSummary {
-    pub method: Bytes,
-    pub target: Bytes,
-    pub host: Option<Bytes>,
+    /// Method, target and Host one after the other: one allocation per request.
+    text: Box<[u8]>,
+    method_end: usize,
+    target_end: usize,
+    has_host: bool,
 }
 
 impl RequestSummary {
@@ -55,13 +55,24 @@ impl RequestSummary {
         let method = &bytes[..head.method_len as usize];
         let target = &bytes[head.target_start as usize..][..head.target_len as usize];
         let host = request.host();
-        let copy = Bytes::from([method, target, host.unwrap_or_default()].concat());
-        let (method_end, target_end) = (method.len(), method.len() + target.len());
         Self {
-            method: copy.slice(..method_end),
-            target: copy.slice(method_end..target_end),
-            host: host.map(|_| copy.slice(target_end..)),
+            text: [method, target, host.unwrap_or_default()].concat().into(),
+            method_end: method.len(),
+            target_end: method.len() + target.len(),
+            has_host: host.is_some(),
         }
+    }
+
+    pub fn method(&self) -> &[u8] {
+        &self.text[..self.method_end]
+    }
+
+    pub fn target(&self) -> &[u8] {
+        &self.text[self.method_end..self.target_end]
+    }
+
+    pub fn host(&self) -> Option<&[u8]> {
+        self.has_host.then(|| &self.text[self.target_end..])
     }
 }
 

@@ -481,8 +481,8 @@ impl Pipeline {
             target.last_mismatch_log_ns = now_ns;
             info!(
                 target = %target.config.name,
-                method = %String::from_utf8_lossy(&verdict.request.method),
-                request_target = %String::from_utf8_lossy(&verdict.request.target),
+                method = %String::from_utf8_lossy(verdict.request.method()),
+                request_target = %String::from_utf8_lossy(verdict.request.target()),
                 primary_status = verdict.primary.status,
                 shadow_status = verdict.shadow.status,
                 body_differs = verdict.body_mismatch,

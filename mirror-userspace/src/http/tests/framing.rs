@@ -34,9 +34,9 @@ fn get_request_and_response_are_framed_and_paired() {
     assert_eq!(response.body_digest, xxh3_128(b"hello"));
     assert_eq!(response.latency_ns, Some(1_000));
     let summary = response.request.as_ref().unwrap();
-    assert_eq!(&summary.method[..], b"GET");
-    assert_eq!(&summary.target[..], b"/items?id=7");
-    assert_eq!(summary.host.as_deref(), Some(&b"shop.test"[..]));
+    assert_eq!(summary.method(), b"GET");
+    assert_eq!(summary.target(), b"/items?id=7");
+    assert_eq!(summary.host(), Some(&b"shop.test"[..]));
     let stats = t.stats().http;
     assert_eq!((stats.requests_total, stats.responses_paired), (1, 1));
 }
@@ -78,16 +78,12 @@ fn a_response_summary_does_not_hold_its_request_buffer() {
         summary,
         "the response is labelled with its own request"
     );
-    assert_eq!(&summary.method[..], b"POST");
-    assert_eq!(&summary.target[..], b"/upload");
-    assert_eq!(summary.host.as_deref(), Some(&b"shop.test"[..]));
+    assert_eq!(summary.method(), b"POST");
+    assert_eq!(summary.target(), b"/upload");
+    assert_eq!(summary.host(), Some(&b"shop.test"[..]));
     // A slice of the request would keep its body alive until the shadow answered.
     let buffer = request.as_ptr_range();
-    for part in [
-        &summary.method,
-        &summary.target,
-        summary.host.as_ref().unwrap(),
-    ] {
+    for part in [summary.method(), summary.target(), summary.host().unwrap()] {
         assert!(
             !buffer.contains(&part.as_ptr()),
             "summary points into the request"
