@@ -30,6 +30,8 @@ fn flow(connection: u8) -> FlowKey {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // Both ways of pairing: with and without a copy of the request on the response.
+    let label_responses = data.first().is_some_and(|byte| byte & 1 == 1);
     let config = TrackerConfig {
         reassembly: ReassemblyConfig {
             reassembly_memory_bytes: MEMORY_CAP,
@@ -43,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
             max_headers: 16,
             max_head_bytes: 1024,
             max_pipelined_requests: 8,
+            label_responses,
         },
     };
     let mut tracker = HttpTracker::new(config);
@@ -115,6 +118,7 @@ fuzz_target!(|data: &[u8]| {
                 HttpEvent::Response(response) => {
                     responses += 1;
                     assert!(response.request.is_none() || response.request_index.is_some());
+                    assert!(label_responses || response.request.is_none());
                 }
                 HttpEvent::ConnectionSkipped { .. } | HttpEvent::Lost(_) => {}
             }

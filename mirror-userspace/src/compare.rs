@@ -135,8 +135,13 @@ impl Comparator {
         self.entries.remove(&id);
     }
 
-    pub fn on_primary(&mut self, id: ExchangeKey, observed: Observed) -> Option<Verdict> {
-        self.record(id, |entry| entry.primary = Some(observed))
+    /// `observed` is called only when `id` is open.
+    pub fn on_primary(
+        &mut self,
+        id: ExchangeKey,
+        observed: impl FnOnce() -> Observed,
+    ) -> Option<Verdict> {
+        self.record(id, |entry| entry.primary = Some(observed()))
     }
 
     pub fn on_shadow(&mut self, id: ExchangeKey, observed: Observed) -> Option<Verdict> {
@@ -228,14 +233,23 @@ mod tests {
     }
 
     #[test]
+    fn a_primary_response_nobody_compares_is_never_observed() {
+        let mut comparator = Comparator::new(1_000, 10);
+        comparator.open(key(1), 0, get(), true, 0);
+        let unopened = comparator.on_primary(key(2), || panic!("observed without a comparison"));
+        assert_eq!(unopened, None);
+        assert_eq!(comparator.len(), 1);
+    }
+
+    #[test]
     fn either_side_may_come_first() {
         let mut comparator = Comparator::new(1_000, 10);
         comparator.open(key(1), 0, get(), true, 0);
         assert_eq!(comparator.on_shadow(key(1), OK), None);
-        let verdict = comparator.on_primary(key(1), OK).expect("judged");
+        let verdict = comparator.on_primary(key(1), || OK).expect("judged");
         assert!(!verdict.status_mismatch && !verdict.body_mismatch);
         comparator.open(key(2), 3, get(), true, 0);
-        assert_eq!(comparator.on_primary(key(2), OK), None);
+        assert_eq!(comparator.on_primary(key(2), || OK), None);
         let verdict = comparator
             .on_shadow(
                 key(2),
@@ -254,7 +268,7 @@ mod tests {
     fn bodies_are_ignored_when_asked() {
         let mut comparator = Comparator::new(1_000, 10);
         comparator.open(key(1), 0, get(), false, 0);
-        comparator.on_primary(key(1), OK);
+        comparator.on_primary(key(1), || OK);
         let verdict = comparator
             .on_shadow(
                 key(1),
@@ -279,7 +293,7 @@ mod tests {
         comparator.open(key(4), 0, get(), true, 121);
         assert_eq!(comparator.len(), 2, "oldest evicted at the bound");
         assert_eq!(comparator.expired, 2);
-        assert_eq!(comparator.on_primary(key(2), OK), None, "2 was evicted");
+        assert_eq!(comparator.on_primary(key(2), || OK), None, "2 was evicted");
         comparator.cancel(key(3));
         assert_eq!(comparator.on_shadow(key(3), OK), None);
     }
@@ -290,7 +304,7 @@ mod tests {
         let mut comparator = Comparator::new(u64::MAX / 2, 65_536);
         for index in 0..1_000_000 {
             comparator.open(key(index), 0, get(), true, index);
-            comparator.on_primary(key(index), OK);
+            comparator.on_primary(key(index), || OK);
             comparator
                 .on_shadow(key(index), OK)
                 .expect("both sides in: judged");
@@ -334,11 +348,11 @@ mod tests {
         assert_eq!(comparator.len(), 2);
         assert_eq!(comparator.expired, 1);
         assert_eq!(
-            comparator.on_primary(key(1), OK),
+            comparator.on_primary(key(1), || OK),
             None,
             "the oldest open entry went"
         );
-        assert!(comparator.on_primary(key(2), OK).is_none());
+        assert!(comparator.on_primary(key(2), || OK).is_none());
         assert!(
             comparator.on_shadow(key(2), OK).is_some(),
             "2 is still open"

@@ -1,6 +1,9 @@
 //! What the tracker reports: framed requests, paired responses, skipped connections, losses, and
 //! the counters that make every request's fate accountable.
 
+use bytes::Bytes;
+use xxhash_rust::xxh3::xxh3_128;
+
 use super::head::{HttpRequest, HttpResponseHead};
 use crate::reassembly::{EvictionReason, ReassemblyStats};
 use crate::segment::{Direction, FlowKey};
@@ -91,13 +94,57 @@ pub struct ResponseEvent {
     /// Body length after removing chunked framing.
     pub body_len: u64,
     /// xxh3-128 of the body after removing chunked framing.
-    pub body_digest: u128,
+    pub body_digest: BodyDigest,
     pub first_byte_ns: u64,
     pub last_byte_ns: u64,
     /// Last request byte to first response byte (kernel timestamps), when paired.
     pub latency_ns: Option<u64>,
     /// Interim (1xx) responses that preceded this one.
     pub interim_responses: u32,
+}
+
+/// xxh3-128 of a response body after removing chunked framing. A body that arrived in one
+/// piece is hashed when [`Self::value`] is first asked for: most responses are never compared
+/// (their request was not sampled). Until then it holds that piece, a slice of the capture
+/// buffer, so an event is meant to be handled, not kept.
+#[derive(Clone)]
+pub struct BodyDigest(DigestState);
+
+#[derive(Clone)]
+enum DigestState {
+    Done(u128),
+    Deferred(Bytes),
+}
+
+impl BodyDigest {
+    pub(crate) fn done(value: u128) -> Self {
+        Self(DigestState::Done(value))
+    }
+
+    pub(crate) fn deferred(body: Bytes) -> Self {
+        Self(DigestState::Deferred(body))
+    }
+
+    pub fn value(&self) -> u128 {
+        match &self.0 {
+            DigestState::Done(value) => *value,
+            DigestState::Deferred(body) => xxh3_128(body),
+        }
+    }
+}
+
+impl PartialEq for BodyDigest {
+    fn eq(&self, other: &Self) -> bool {
+        self.value() == other.value()
+    }
+}
+
+impl Eq for BodyDigest {}
+
+impl std::fmt::Debug for BodyDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.value())
+    }
 }
 
 /// Why a framed request or a connection is not mirrored.

@@ -49,8 +49,8 @@ mod tests;
 pub use self::chunked::{BodyReader, ChunkedDecoder, ChunkedError};
 pub use self::detect::{Sniff, sniff_client};
 pub use self::event::{
-    HttpEvent, HttpStats, LossCounts, LossEvent, LossReason, RequestEvent, RequestSummary,
-    ResponseEvent, SkipReason, Stats,
+    BodyDigest, HttpEvent, HttpStats, LossCounts, LossEvent, LossReason, RequestEvent,
+    RequestSummary, ResponseEvent, SkipReason, Stats,
 };
 use self::exchange::{HttpConnection, Shared};
 pub use self::head::{BodyFraming, HeadError, HeaderSpan, HttpRequest, HttpResponseHead};

@@ -131,7 +131,7 @@ fn normalise(events: Vec<HttpEvent>) -> Vec<Seen> {
                 response.request_index,
                 response.head.status(),
                 response.body_len,
-                response.body_digest,
+                response.body_digest.value(),
             ),
             other => Seen::Other(format!("{other:?}")),
         })

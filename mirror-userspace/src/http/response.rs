@@ -5,11 +5,11 @@
 //! and a Content-Length shadow still compare equal.
 
 use bytes::{Bytes, BytesMut};
-use xxhash_rust::xxh3::{Xxh3, xxh3_128};
+use xxhash_rust::xxh3::Xxh3;
 
 use super::chunked::BodyReader;
 use super::detect::{Resync, find_status_line, resync_step};
-use super::event::{HttpEvent, LossReason, ResponseEvent, SkipReason};
+use super::event::{BodyDigest, HttpEvent, LossReason, ResponseEvent, SkipReason};
 use super::exchange::{Ctx, Pending};
 use super::head::{
     HttpResponseHead, ResponseBody, ResponseHead, parse_response_head, response_body,
@@ -71,11 +71,11 @@ impl Digest {
         }
     }
 
-    fn finish(&self) -> u128 {
+    fn finish(self) -> BodyDigest {
         match self {
-            Self::Empty => xxh3_128(b""),
-            Self::One(bytes) => xxh3_128(bytes),
-            Self::Streaming(hasher) => hasher.digest128(),
+            Self::Empty => BodyDigest::deferred(Bytes::new()),
+            Self::One(bytes) => BodyDigest::deferred(bytes),
+            Self::Streaming(hasher) => BodyDigest::done(hasher.digest128()),
         }
     }
 }

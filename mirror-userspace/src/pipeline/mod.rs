@@ -391,9 +391,10 @@ impl Pipeline {
                 flow: response.flow,
                 index,
             };
-            let observed = Observed {
+            // Hashed only when compared (see `BodyDigest`).
+            let observed = || Observed {
                 status: response.head.status(),
-                body_digest: response.body_digest,
+                body_digest: response.body_digest.value(),
             };
             if let Some(verdict) = self.comparator.on_primary(key, observed) {
                 self.judge(verdict, response.first_byte_ns);
