@@ -121,7 +121,7 @@ pub struct CaptureArgs {
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     /// The daemon's metrics endpoint (plain http://; `mirror run --metrics-addr` or the config's
-    /// [metrics] listen sets where it is).
+    /// `[metrics]` `listen` sets where it is).
     #[arg(
         long,
         value_name = "URL",

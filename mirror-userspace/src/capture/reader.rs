@@ -26,7 +26,7 @@ const MAX_RECORDS_PER_BATCH: usize = 4096;
 /// stay below the classifier's wake-up threshold (capture timestamps are the kernel's, so the
 /// delay never shows in measured latencies).
 pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
-/// The poll interval once the ring has stayed empty for [`IDLE_AFTER_EMPTY_POLLS`] polls: an
+/// The poll interval once the ring has stayed empty for `IDLE_AFTER_EMPTY_POLLS` polls: an
 /// idle node then costs the daemon 20 wake-ups a second instead of 200. The classifier's
 /// wake-up still ends the wait as soon as a batch's worth of records is pending.
 pub const IDLE_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
@@ -92,7 +92,7 @@ impl RingReader {
         })
     }
 
-    /// Waits until records are available, then drains up to [`MAX_RECORDS_PER_BATCH`] of them.
+    /// Waits until records are available, then drains up to `MAX_RECORDS_PER_BATCH` of them.
     /// Records are copied once, into an arena sized like the last batch (another one when it
     /// fills up); every segment's payload is a zero-copy slice of its arena.
     ///

@@ -104,9 +104,9 @@ pub struct ResponseEvent {
 }
 
 /// xxh3-128 of a response body after removing chunked framing. A body that arrived in one
-/// piece is hashed when [`Self::value`] is first asked for: most responses are never compared
-/// (their request was not sampled). Until then it holds that piece, a slice of the capture
-/// buffer, so an event is meant to be handled, not kept.
+/// piece is hashed by [`Self::value`] (at each call; the pipeline asks once, and only for
+/// compared responses: most requests are not sampled). It holds that piece meanwhile, a slice
+/// of the capture buffer, so an event is meant to be handled, not kept.
 #[derive(Clone)]
 pub struct BodyDigest(DigestState);
 

@@ -29,7 +29,7 @@
 //!
 //! Responses are framed per RFC 9112 §6.3 (no body for HEAD, 1xx, 204, 304; Content-Length,
 //! chunked or close-delimited otherwise), interim 1xx responses are skipped (counted), and each
-//! final response is paired with its request in order ([`exchange`] explains what happens
+//! final response is paired with its request in order (the `exchange` module explains what happens
 //! after a gap or a mid-stream join). The wire latency is the first response byte's timestamp
 //! minus the last request byte's.
 
@@ -69,7 +69,7 @@ pub struct HttpConfig {
     /// Requests (head plus body on the wire) larger than this are emitted head-only with
     /// [`SkipReason::TooLarge`]; the body is skipped by length, so the stream stays in sync.
     pub max_message_bytes: usize,
-    /// Header fields per head (at most [`head::MAX_HEADERS`]).
+    /// Header fields per head (at most `MAX_HEADERS`, 256).
     pub max_headers: usize,
     /// Bytes of a head (start line, fields, empty line); also bounds chunked trailers.
     pub max_head_bytes: usize,

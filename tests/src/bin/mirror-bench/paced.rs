@@ -92,7 +92,7 @@ pub(super) fn paced(
     total
 }
 
-/// One connection of [`paced`]: a request at `first`, then one every `period` until `deadline`
+/// One connection of [`paced()`]: a request at `first`, then one every `period` until `deadline`
 /// (a late response delays the next sends, which then catch up; a primary slower than the
 /// period stops at the deadline all the same).
 fn paced_connection(port: u16, first: Instant, period: Duration, deadline: Instant) -> Paced {
