@@ -69,7 +69,7 @@ pub struct HttpConfig {
     /// Requests (head plus body on the wire) larger than this are emitted head-only with
     /// [`SkipReason::TooLarge`]; the body is skipped by length, so the stream stays in sync.
     pub max_message_bytes: usize,
-    /// Header fields per head (at most `MAX_HEADERS`, 256).
+    /// Header fields per head (at most `head::MAX_HEADERS`).
     pub max_headers: usize,
     /// Bytes of a head (start line, fields, empty line); also bounds chunked trailers.
     pub max_head_bytes: usize,
