@@ -119,8 +119,14 @@ fuzz_target!(|data: &[u8]| {
                     responses += 1;
                     assert!(response.request.is_none() || response.request_index.is_some());
                     assert!(label_responses || response.request.is_none());
+                    // Paired, or counted with why not: never both, never neither.
+                    assert_eq!(response.request_index.is_some(), response.unpaired.is_none());
                 }
-                HttpEvent::ConnectionSkipped { .. } | HttpEvent::Lost(_) => {}
+                HttpEvent::ConnectionSkipped { .. }
+                | HttpEvent::Lost(_)
+                | HttpEvent::Unpairable { .. }
+                | HttpEvent::Gap { .. }
+                | HttpEvent::Unframed { .. } => {}
             }
         }
         assert!(tracker.buffered_bytes() <= MEMORY_CAP);
@@ -129,7 +135,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(stats.http.requests_total, requests);
         assert_eq!(stats.http.responses_total, responses);
         assert!(stats.http.requests_total <= stats.http.requests_started);
-        assert!(stats.http.responses_paired <= stats.http.responses_total);
+        assert_eq!(
+            stats.http.responses_paired + stats.http.responses_unpaired.total(),
+            stats.http.responses_total
+        );
     }
     tracker.drain();
     assert_eq!(tracker.active_connections(), 0);

@@ -10,10 +10,12 @@ use crate::{hash::HashMap, http::RequestSummary, segment::FlowKey};
 /// runs: compaction then costs at most a few lookups per open, amortised.
 const COMPACT_SLACK: usize = 1024;
 
-/// Identifies one request of one captured connection (the tracker's per-connection index).
+/// Identifies one request of one captured connection: the tracker's connection number (a
+/// 4-tuple used again is another connection) and per-connection index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ExchangeKey {
     pub flow: FlowKey,
+    pub connection: u64,
     pub index: u64,
 }
 
@@ -80,6 +82,7 @@ impl Comparator {
     }
 
     /// Opens a comparison for exchange `id`. `compare_bodies` false judges status codes only.
+    /// Returns the target of an entry evicted to make room (the table is full).
     pub fn open(
         &mut self,
         id: ExchangeKey,
@@ -87,10 +90,12 @@ impl Comparator {
         request: RequestSummary,
         compare_bodies: bool,
         now_ns: u64,
-    ) {
-        if self.entries.len() >= self.max_entries {
-            self.evict_oldest();
-        }
+    ) -> Option<usize> {
+        let evicted = if self.entries.len() >= self.max_entries {
+            self.evict_oldest()
+        } else {
+            None
+        };
         if self.deadlines.len() >= 2 * self.entries.len() + COMPACT_SLACK {
             self.compact();
         }
@@ -108,6 +113,7 @@ impl Comparator {
             },
         );
         self.deadlines.push_back((id, opened, now_ns + self.ttl_ns));
+        evicted
     }
 
     /// Drops the queued deadlines of entries no longer open.
@@ -117,22 +123,23 @@ impl Comparator {
             .retain(|(id, opened, _)| entries.get(id).is_some_and(|entry| entry.opened == *opened));
     }
 
-    /// Removes `id` if it is still the entry queued as `opened`.
-    fn remove_queued(&mut self, id: &ExchangeKey, opened: u64) -> bool {
+    /// Removes `id` if it is still the entry queued as `opened`; returns its target.
+    fn remove_queued(&mut self, id: &ExchangeKey, opened: u64) -> Option<usize> {
         let std::collections::hash_map::Entry::Occupied(slot) = self.entries.entry(*id) else {
-            return false;
+            return None;
         };
         if slot.get().opened != opened {
-            return false;
+            return None;
         }
-        slot.remove();
+        let entry = slot.remove();
         self.expired += 1;
-        true
+        Some(entry.target)
     }
 
-    /// Forgets `id` without a verdict (the replay was dropped or failed).
-    pub fn cancel(&mut self, id: ExchangeKey) {
-        self.entries.remove(&id);
+    /// Forgets `id` without a verdict (the replay was dropped or failed, or the primary's
+    /// response cannot be paired); returns the target when it was open.
+    pub fn cancel(&mut self, id: ExchangeKey) -> Option<usize> {
+        self.entries.remove(&id).map(|entry| entry.target)
     }
 
     /// `observed` is called only when `id` is open.
@@ -169,23 +176,27 @@ impl Comparator {
         })
     }
 
-    /// Drops entries past their deadline.
-    pub fn expire(&mut self, now_ns: u64) {
+    /// Drops entries past their deadline, telling `expired` each one's target.
+    pub fn expire(&mut self, now_ns: u64, mut expired: impl FnMut(usize)) {
         while let Some(&(id, opened, deadline)) = self.deadlines.front() {
             if deadline > now_ns {
                 break;
             }
             self.deadlines.pop_front();
-            self.remove_queued(&id, opened);
+            if let Some(target) = self.remove_queued(&id, opened) {
+                expired(target);
+            }
         }
     }
 
-    fn evict_oldest(&mut self) {
+    /// Drops the oldest open entry; returns its target.
+    fn evict_oldest(&mut self) -> Option<usize> {
         while let Some((id, opened, _)) = self.deadlines.pop_front() {
-            if self.remove_queued(&id, opened) {
-                return;
+            if let Some(target) = self.remove_queued(&id, opened) {
+                return Some(target);
             }
         }
+        None
     }
 
     /// Open comparisons.
@@ -228,6 +239,7 @@ mod tests {
                 client: "198.18.0.1:40000".parse().unwrap(),
                 server: "198.18.0.2:8080".parse().unwrap(),
             },
+            connection: 0,
             index,
         }
     }
@@ -286,7 +298,7 @@ mod tests {
         let mut comparator = Comparator::new(100, 2);
         comparator.open(key(1), 0, get(), true, 0);
         comparator.open(key(2), 0, get(), true, 50);
-        comparator.expire(120);
+        comparator.expire(120, |_| {});
         assert_eq!(comparator.len(), 1);
         assert_eq!(comparator.expired, 1);
         comparator.open(key(3), 0, get(), true, 120);
@@ -325,14 +337,14 @@ mod tests {
         comparator.cancel(key(1));
         // The same key again (a new connection on the same 4-tuple), later.
         comparator.open(key(1), 0, get(), true, 90);
-        comparator.expire(150);
+        comparator.expire(150, |_| {});
         assert_eq!(
             comparator.len(),
             1,
             "the first use's deadline passed, not this one's"
         );
         assert_eq!(comparator.expired, 0);
-        comparator.expire(190);
+        comparator.expire(190, |_| {});
         assert!(comparator.is_empty());
         assert_eq!(comparator.expired, 1);
     }

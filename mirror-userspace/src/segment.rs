@@ -1,7 +1,8 @@
 //! The unit of captured data: one ring-buffer record decoded into a typed TCP segment chunk.
 //!
 //! The classifier splits a large (GSO/GRO) segment into chunks; each chunk becomes its own
-//! [`Segment`] whose `seq` is the sequence number of its first payload byte, so consumers can treat
+//! [`Segment`] whose `seq` is the sequence number of its first payload byte (see
+//! [`Segment::payload_seq`] for a SYN that carries data), so consumers can treat
 //! chunks exactly like segments.
 
 use std::{
@@ -108,7 +109,8 @@ pub struct Segment {
     pub flow: FlowKey,
     /// Request (client to server) or response (server to client).
     pub direction: Direction,
-    /// Sequence number of the first payload byte of this chunk (or of the SYN).
+    /// The segment's sequence number plus the chunk's offset in its payload: the SYN's own
+    /// sequence number for the first chunk of a SYN ([`Self::payload_seq`] is where data starts).
     pub seq: u32,
     pub ack: u32,
     pub flags: TcpFlags,
@@ -125,6 +127,12 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// Sequence number of the chunk's first payload byte: a SYN takes one sequence number before
+    /// the data it carries (TCP Fast Open, RFC 7413), in every chunk of the segment.
+    pub fn payload_seq(&self) -> u32 {
+        self.seq.wrapping_add(u32::from(self.flags.syn()))
+    }
+
     /// True for the first chunk of a segment (the one that carries SYN for a SYN segment).
     pub fn is_first_chunk(&self) -> bool {
         self.chunk_offset == 0

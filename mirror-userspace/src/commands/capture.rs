@@ -10,7 +10,10 @@ use tracing::info;
 use crate::{
     capture::{Capture, CaptureConfig, KernelCounters, ReaderStats, spawn_reader},
     cli::CaptureArgs,
-    http::{HttpEvent, HttpTracker, LossCounts, ResponseEvent, SkipReason, Stats, TrackerConfig},
+    http::{
+        HttpEvent, HttpTracker, LossCounts, ResponseEvent, SkipReason, Stats, TrackerConfig,
+        UnpairedReason,
+    },
     reassembly::EvictionReason,
     segment::{Direction, Segment},
 };
@@ -54,8 +57,11 @@ pub fn exchange_line(response: &ResponseEvent) -> String {
     let latency = response
         .latency_ns
         .map_or_else(|| "-".to_owned(), |ns| format!("{:.3}ms", ns as f64 / 1e6));
+    let unpaired = response.unpaired.map_or_else(String::new, |reason| {
+        format!(" unpaired:{}", reason.as_str())
+    });
     format!(
-        "{} {} > {} {method} {host} {target} {} {latency}",
+        "{} {} > {} {method} {host} {target} {} {latency}{unpaired}",
         timestamp(response.first_byte_ns),
         response.flow.client,
         response.flow.server,
@@ -117,13 +123,33 @@ pub fn summary(kernel: &KernelCounters, reader: &ReaderStats, core: Option<&Stat
     row(&mut text, "http.responses_paired", http.responses_paired);
     row(
         &mut text,
+        "http.responses_unpaired",
+        UnpairedReason::ALL
+            .iter()
+            .map(|reason| {
+                format!(
+                    "{}={}",
+                    reason.as_str(),
+                    http.responses_unpaired.get(*reason)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    row(
+        &mut text,
         "http.requests_unanswered",
         http.requests_unanswered,
+    );
+    row(
+        &mut text,
+        "http.requests_unpairable",
+        http.requests_unpairable,
     );
     row(&mut text, "http.parse_errors", http.request_parse_errors);
     for reason in SkipReason::ALL {
         let requests = http.requests_skipped(reason);
-        let connections = http.connections_skipped(reason);
+        let connections = http.connections_skipped.get(reason);
         if requests + connections > 0 {
             let name = format!("http.skipped.{}", reason.as_str());
             row(
@@ -170,10 +196,14 @@ impl Printer {
         while let Some(event) = tracker.poll_event() {
             match event {
                 HttpEvent::Response(response) => out.push(exchange_line(&response)),
-                HttpEvent::ConnectionSkipped { flow, reason } => {
+                HttpEvent::ConnectionSkipped { flow, reason, .. } => {
                     out.push(format!("# {flow} not mirrored: {}", reason.as_str()));
                 }
-                HttpEvent::Request(_) | HttpEvent::Lost(_) => {}
+                HttpEvent::Request(_)
+                | HttpEvent::Lost(_)
+                | HttpEvent::Unpairable { .. }
+                | HttpEvent::Gap { .. }
+                | HttpEvent::Unframed { .. } => {}
             }
         }
     }

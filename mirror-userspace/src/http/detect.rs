@@ -1,5 +1,6 @@
-//! Recognising what a byte stream is: TLS or HTTP/2 instead of HTTP/1.x, and where the next
-//! HTTP/1.x message starts after joining a connection mid-stream or losing bytes in a gap.
+//! Recognising what a byte stream is: TLS or HTTP/2 instead of HTTP/1.x, and whether a captured
+//! segment starts an HTTP/1.x message after joining a connection mid-stream or losing bytes in a
+//! gap.
 
 /// Outcome of looking at the first bytes of a client stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +32,7 @@ pub fn sniff_client(bytes: &[u8]) -> Sniff {
 /// Methods a resynchronising scanner accepts (RFC 9110 §9 plus common WebDAV ones). Requiring a
 /// known method keeps body bytes from looking like a request line; the candidate must then parse
 /// as a complete head before anything is emitted.
-const METHODS: [&[u8]; 16] = [
+pub(super) const METHODS: [&[u8]; 16] = [
     b"GET ",
     b"HEAD ",
     b"POST ",
@@ -109,64 +110,6 @@ pub fn find_status_line(data: &[u8]) -> Scan {
     scan(data, b"H", |rest| match_prefix(rest, b"HTTP/1."))
 }
 
-/// Bytes appended per step while a resynchronisation candidate straddles two chunks.
-const CANDIDATE_PEEK: usize = 16;
-
-/// What one [`resync_step`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resync {
-    /// A start line begins at `pos` (or is the candidate now in `buf`, `pos` past its bytes).
-    Found,
-    /// A candidate prefix starts at the end of `input`; it is now in `buf`.
-    CandidateStarted,
-    /// Nothing yet: keep going from `pos`.
-    Searching,
-}
-
-/// One step of the search for a start line after a desynchronisation, shared by the request
-/// and response framers (`find` tells the two apart). A candidate cut by the chunk boundary is
-/// kept in `buf` and extended by a few bytes per step until it is confirmed or rejected.
-pub fn resync_step(
-    buf: &mut bytes::BytesMut,
-    input: &[u8],
-    pos: &mut usize,
-    find: fn(&[u8]) -> Scan,
-) -> Resync {
-    if !buf.is_empty() {
-        let take = (input.len() - *pos).min(CANDIDATE_PEEK);
-        buf.extend_from_slice(&input[*pos..*pos + take]);
-        return match find(buf) {
-            Scan::Found(0) => {
-                *pos += take;
-                Resync::Found
-            }
-            Scan::Partial(0) => {
-                *pos += take;
-                Resync::Searching
-            }
-            _ => {
-                buf.clear();
-                Resync::Searching
-            }
-        };
-    }
-    match find(&input[*pos..]) {
-        Scan::Found(offset) => {
-            *pos += offset;
-            Resync::Found
-        }
-        Scan::Partial(offset) => {
-            buf.extend_from_slice(&input[*pos + offset..]);
-            *pos = input.len();
-            Resync::CandidateStarted
-        }
-        Scan::NotFound => {
-            *pos = input.len();
-            Resync::Searching
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,52 +146,5 @@ mod tests {
         assert_eq!(find_status_line(b"xx\r\nHTTP/1.1 200 OK"), Scan::Found(4));
         assert_eq!(find_status_line(b"xx\r\nHTT"), Scan::Partial(4));
         assert_eq!(find_status_line(b"HTTP/2 200"), Scan::NotFound);
-    }
-
-    #[test]
-    fn resync_confirms_a_candidate_cut_by_the_chunk_boundary() {
-        let mut buf = bytes::BytesMut::new();
-        let mut pos = 0;
-        let first = b"garbage\r\nGE";
-        assert_eq!(
-            resync_step(&mut buf, first, &mut pos, find_request_line),
-            Resync::CandidateStarted
-        );
-        assert_eq!((&buf[..], pos), (&b"GE"[..], first.len()));
-        let second = b"T / HTTP/1.1\r\n";
-        let mut pos = 0;
-        assert_eq!(
-            resync_step(&mut buf, second, &mut pos, find_request_line),
-            Resync::Found
-        );
-        assert_eq!(&buf[..], b"GET / HTTP/1.1\r\n");
-        assert_eq!(pos, second.len());
-    }
-
-    #[test]
-    fn resync_drops_a_rejected_candidate_and_finds_the_next() {
-        let mut buf = bytes::BytesMut::from(&b"HT"[..]);
-        let input = b"XXHTTP/1.1 200 OK";
-        let mut pos = 0;
-        assert_eq!(
-            resync_step(&mut buf, input, &mut pos, find_status_line),
-            Resync::Searching
-        );
-        assert!(buf.is_empty());
-        assert_eq!(
-            pos, 0,
-            "the rejected bytes are searched again from the start"
-        );
-        assert_eq!(
-            resync_step(&mut buf, input, &mut pos, find_status_line),
-            Resync::Found
-        );
-        assert_eq!(pos, 2);
-        let mut pos = 0;
-        assert_eq!(
-            resync_step(&mut buf, b"no start line", &mut pos, find_status_line),
-            Resync::Searching
-        );
-        assert_eq!(pos, 13);
     }
 }

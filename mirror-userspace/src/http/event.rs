@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::head::{HttpRequest, HttpResponseHead};
+use super::head::{HttpRequest, HttpResponseHead, RequestHead};
 use crate::reassembly::{EvictionReason, ReassemblyStats};
 use crate::segment::{Direction, FlowKey};
 
@@ -13,19 +13,45 @@ use crate::segment::{Direction, FlowKey};
 pub enum HttpEvent {
     Request(RequestEvent),
     Response(ResponseEvent),
-    /// Mirroring ended for this connection; its remaining bytes are ignored.
+    /// Mirroring ended for this connection; its remaining bytes are ignored (for
+    /// [`SkipReason::AmbiguousLength`]: its remaining request bytes; responses to the requests
+    /// before are still paired).
     ConnectionSkipped {
         flow: FlowKey,
+        connection: u64,
         reason: SkipReason,
     },
     /// A message in progress was abandoned.
     Lost(LossEvent),
+    /// `len` bytes of a direction were lost (a gap in the captured stream).
+    Gap {
+        flow: FlowKey,
+        direction: Direction,
+        len: u64,
+    },
+    /// `bytes` request bytes were not framed (lost in a gap, or passed over while the framing
+    /// was lost): the requests they held, if any, are not counted one by one.
+    Unframed {
+        flow: FlowKey,
+        bytes: u64,
+    },
+    /// The request `index`, emitted earlier as pairable, will never be paired with a response:
+    /// the connection dropped out of sync before its response came (its comparison is over).
+    Unpairable {
+        flow: FlowKey,
+        connection: u64,
+        index: u64,
+        reason: UnpairedReason,
+    },
 }
 
 /// A request framed off the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestEvent {
     pub flow: FlowKey,
+    /// Number of the connection (unique for the tracker's lifetime; a 4-tuple used again is a
+    /// new connection).
+    pub connection: u64,
     /// Per-connection number of the request (0-based, in wire order; numbers of requests lost
     /// after their head was parsed are not reused).
     pub index: u64,
@@ -36,6 +62,9 @@ pub struct RequestEvent {
     pub last_byte_ns: u64,
     /// `None`: replayable. `Some`: framed (and counted) but must not be replayed.
     pub skip: Option<SkipReason>,
+    /// `None`: a response may still be paired with it (the connection is in sync). `Some`: it
+    /// will never be, and why; do not wait for a comparison.
+    pub unpaired: Option<UnpairedReason>,
 }
 
 /// Enough of a request to label its response: method, target and Host, copied into one small
@@ -53,11 +82,18 @@ pub struct RequestSummary {
 
 impl RequestSummary {
     pub fn of(request: &HttpRequest) -> Self {
+        Self::of_head(request.bytes(), request.parsed_head())
+    }
+
+    /// From a parsed head and the bytes it was parsed from (at least the head).
+    pub(crate) fn of_head(bytes: &[u8], head: &RequestHead) -> Self {
         // The raw bytes (`HttpRequest::target` is empty for a target that is not UTF-8).
-        let (bytes, head) = (request.bytes(), request.parsed_head());
         let method = &bytes[..head.method_len as usize];
         let target = &bytes[head.target_start as usize..][..head.target_len as usize];
-        let host = request.host();
+        let host = head
+            .facts
+            .host
+            .map(|index| head.headers[index].value(bytes));
         Self {
             text: [method, target, host.unwrap_or_default()].concat().into(),
             method_end: method.len(),
@@ -83,10 +119,12 @@ impl RequestSummary {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResponseEvent {
     pub flow: FlowKey,
+    pub connection: u64,
     /// Index of the request this response answers; `None` when it could not be paired.
     pub request_index: Option<u64>,
-    /// The request's method, target and host; `None` when unpaired, when the response came
-    /// before the request's last byte (e.g. a 417 to `Expect: 100-continue`), or without
+    /// Why it could not be paired (`None` when paired).
+    pub unpaired: Option<UnpairedReason>,
+    /// The request's method, target and host; `None` when unpaired or without
     /// [`HttpConfig::label_responses`](super::HttpConfig::label_responses).
     pub request: Option<RequestSummary>,
     /// Status line and headers of the final response.
@@ -97,7 +135,9 @@ pub struct ResponseEvent {
     pub body_digest: BodyDigest,
     pub first_byte_ns: u64,
     pub last_byte_ns: u64,
-    /// Last request byte to first response byte (kernel timestamps), when paired.
+    /// Last request byte to first response byte (kernel timestamps), when paired. A response
+    /// that starts before its request ended (early response) is timed from the last request
+    /// byte before it.
     pub latency_ns: Option<u64>,
     /// Interim (1xx) responses that preceded this one.
     pub interim_responses: u32,
@@ -160,15 +200,32 @@ pub enum SkipReason {
     Tls,
     /// HTTP/2 prior-knowledge preface.
     Http2,
+    /// A request with both Content-Length and Transfer-Encoding (RFC 9112 §6.1): the server
+    /// closes the connection after answering it, so later request bytes are not framed (a
+    /// smuggling attempt would hide there). Connection level only.
+    AmbiguousLength,
 }
 
 impl SkipReason {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::TooLarge,
         Self::Upgrade,
         Self::Connect,
         Self::Tls,
         Self::Http2,
+        Self::AmbiguousLength,
+    ];
+
+    /// Reasons a single framed request is not replayed.
+    pub const REQUEST: [Self; 3] = [Self::TooLarge, Self::Upgrade, Self::Connect];
+
+    /// Reasons mirroring of a connection ends.
+    pub const CONNECTION: [Self; 5] = [
+        Self::Upgrade,
+        Self::Connect,
+        Self::Tls,
+        Self::Http2,
+        Self::AmbiguousLength,
     ];
 
     /// Metric label value.
@@ -179,7 +236,78 @@ impl SkipReason {
             Self::Connect => "connect",
             Self::Tls => "tls",
             Self::Http2 => "http2",
+            Self::AmbiguousLength => "ambiguous_length",
         }
+    }
+}
+
+/// Why a response was not paired with a request: the connection was out of sync (see the
+/// `exchange` module) since this happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnpairedReason {
+    /// The capture joined the connection mid-stream.
+    Joined,
+    /// Bytes of either direction were lost where they could hide whole messages.
+    Gap,
+    /// A message did not parse.
+    Malformed,
+    /// Positions contradicted the order (a response acknowledging none of the request it would
+    /// answer, or no request to answer).
+    Order,
+    /// More pipelined requests than `max_pipelined_requests`.
+    Overflow,
+}
+
+impl UnpairedReason {
+    pub const ALL: [Self; 5] = [
+        Self::Joined,
+        Self::Gap,
+        Self::Malformed,
+        Self::Order,
+        Self::Overflow,
+    ];
+
+    /// Metric label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Joined => "joined",
+            Self::Gap => "gap",
+            Self::Malformed => "malformed",
+            Self::Order => "order",
+            Self::Overflow => "overflow",
+        }
+    }
+}
+
+/// Counts by [`UnpairedReason`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnpairedCounts([u64; UnpairedReason::ALL.len()]);
+
+impl UnpairedCounts {
+    pub fn get(&self, reason: UnpairedReason) -> u64 {
+        self.0[reason as usize]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    pub(crate) fn count(&mut self, reason: UnpairedReason) {
+        self.0[reason as usize] += 1;
+    }
+}
+
+/// Counts by [`SkipReason`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SkipCounts([u64; SkipReason::ALL.len()]);
+
+impl SkipCounts {
+    pub fn get(&self, reason: SkipReason) -> u64 {
+        self.0[reason as usize]
+    }
+
+    pub(crate) fn count(&mut self, reason: SkipReason) {
+        self.0[reason as usize] += 1;
     }
 }
 
@@ -204,6 +332,7 @@ pub enum LossReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LossEvent {
     pub flow: FlowKey,
+    pub connection: u64,
     pub direction: Direction,
     pub reason: LossReason,
     /// The request's index when its head had been parsed (for a response: the request it
@@ -262,20 +391,33 @@ pub struct HttpStats {
     pub request_parse_errors: u64,
     pub response_parse_errors: u64,
     /// Connections whose mirroring ended, by reason.
-    pub connections_skipped_tls: u64,
-    pub connections_skipped_http2: u64,
-    pub connections_skipped_upgrade: u64,
-    pub connections_skipped_connect: u64,
+    pub connections_skipped: SkipCounts,
     /// Final responses emitted, and how many of those were paired with a request.
     pub responses_total: u64,
     pub responses_paired: u64,
+    /// Final responses emitted unpaired, by why (`responses_total - responses_paired`).
+    pub responses_unpaired: UnpairedCounts,
     pub responses_interim: u64,
     pub responses_too_large: u64,
     pub responses_lost: LossCounts,
-    /// Requests that were emitted but whose response never came (or could not be paired).
+    /// Requests in sync whose response never came (the connection ended first).
     pub requests_unanswered: u64,
+    /// Requests that were waiting for a response when their connection dropped out of sync.
+    pub requests_unpairable: u64,
+    /// Times a connection dropped out of sync, by why.
+    pub desyncs: UnpairedCounts,
     /// Times a stream found a message start again after a gap, an error or a mid-stream join.
     pub resyncs: u64,
+    /// Times pairing resumed at a quiet point.
+    pub resyncs_quiet: u64,
+    /// Request bytes not framed because the request stream's framing was lost (after a
+    /// malformed request, or skipped while searching for the next request after a gap or a
+    /// join): requests hidden there are not counted one by one.
+    pub request_bytes_unframed: u64,
+    /// Retransmitted bytes compared with bytes the framers still held, and how many differed
+    /// (the receiver may have taken either version).
+    pub retransmitted_bytes_compared: u64,
+    pub retransmitted_bytes_conflicting: u64,
 }
 
 impl HttpStats {
@@ -285,18 +427,7 @@ impl HttpStats {
             SkipReason::TooLarge => self.requests_skipped_too_large,
             SkipReason::Upgrade => self.requests_skipped_upgrade,
             SkipReason::Connect => self.requests_skipped_connect,
-            SkipReason::Tls | SkipReason::Http2 => 0,
-        }
-    }
-
-    /// Connections whose mirroring ended, for `reason`.
-    pub const fn connections_skipped(&self, reason: SkipReason) -> u64 {
-        match reason {
-            SkipReason::Tls => self.connections_skipped_tls,
-            SkipReason::Http2 => self.connections_skipped_http2,
-            SkipReason::Upgrade => self.connections_skipped_upgrade,
-            SkipReason::Connect => self.connections_skipped_connect,
-            SkipReason::TooLarge => 0,
+            SkipReason::Tls | SkipReason::Http2 | SkipReason::AmbiguousLength => 0,
         }
     }
 }

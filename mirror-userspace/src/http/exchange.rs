@@ -1,21 +1,53 @@
-//! One connection's HTTP state: the two framers and the request/response pairing between them.
+//! One connection's HTTP state: the two framers and the pairing of responses with requests.
 //!
-//! Pairing is by order (RFC 9112 §9.3: responses come in request order) while the connection is
-//! *in sync*. A mid-stream join, a gap or a parse error can hide requests, so order no longer
-//! proves anything: the connection drops out of sync and a response is then paired only when the
-//! acknowledgement number of its first segment equals the sequence number just past a known
-//! request's last byte (the server had received exactly that request when it answered) - exact for
-//! the usual request/response ping-pong, and never a wrong pair. Unlike GoReplay, ACK numbers
-//! only *resynchronise*; they are not the pairing key.
+//! # Pairing is proven, never guessed
+//!
+//! Responses come in request order (RFC 9112 §9.3), so counting proves a pair - but only while
+//! both byte streams are known without a hole from a point where the counts were equal. That
+//! point is the connection's start (its SYN) or a *quiet point* (below). Between them the
+//! connection is **in sync**: the next final response answers the oldest request still
+//! waiting, and each pair is checked against causality (the response's segment acknowledges at
+//! least one byte of the request; otherwise the count is wrong and the connection drops out of
+//! sync). A gap inside a body of known length loses that message but not the count.
+//!
+//! Anything else that can hide messages - a mid-stream join, a gap elsewhere, a message that
+//! did not parse, more pipelined requests than tracked, a contradiction - puts the connection
+//! **out of sync**: responses are framed and counted (`responses_unpaired`, by the reason) but
+//! never paired, requests are still framed and replayed but marked unpairable, and the
+//! requests that were waiting are reported as [`HttpEvent::Unpairable`] so that their
+//! comparisons are cancelled. An acknowledgement number alone never resynchronises (under
+//! pipelining it names the last request the server had received, not the one it answers).
+//!
+//! # Quiet point (documented heuristic)
+//!
+//! Pairing resumes at a request that starts a captured segment when, at that moment:
+//! - both directions have been silent for [`HttpConfig::resync_quiet_ns`] (1 s by default), and
+//!   the last thing each delivered was data, not a gap;
+//! - the client had received every response byte (the request's ACK equals the end of the
+//!   response stream) and the server every request byte before it (the last response segment
+//!   acknowledges exactly the request's first byte);
+//! - both framers are at a message boundary (or lost in the stream, which the quiet point
+//!   then ends);
+//! - the client was never seen pipelining on this connection (a request sent while an earlier
+//!   one was unanswered).
+//!
+//! A client that waits for each response before its next request cannot have anything
+//! outstanding at such a point, so the counts are equal again. What it cannot rule out: a
+//! client that pipelines, was never seen doing it since the capture joined, had a request
+//! outstanding across the silence, and a server that took longer than the silence to answer
+//! it.
 
 use std::collections::VecDeque;
 
 use super::HttpConfig;
-use super::event::{HttpEvent, HttpStats, LossEvent, LossReason, RequestSummary, SkipReason};
+use super::event::{
+    HttpEvent, HttpStats, LossEvent, LossReason, RequestSummary, ResponseEvent, SkipReason,
+    UnpairedReason,
+};
 use super::head::HeadLimits;
 use super::request::RequestFramer;
 use super::response::ResponseFramer;
-use crate::reassembly::{CloseReason, ConnectionHandler, StreamEvent};
+use crate::reassembly::{CloseReason, ConnectionHandler, StreamData, StreamEvent};
 use crate::segment::{Direction, FlowKey};
 
 /// State shared by all connections: configuration, counters, the event queue.
@@ -42,38 +74,119 @@ impl Shared {
     }
 }
 
-/// A request waiting for its response.
+/// A request waiting for its response (in sync only).
 #[derive(Debug)]
 pub struct Pending {
     pub index: u64,
     pub is_head: bool,
     pub is_connect: bool,
-    /// Raw sequence number just past the request's last byte seen so far.
-    pub end_seq: u32,
+    /// Raw sequence number of the request's first byte.
+    pub start_seq: u32,
+    /// Timestamp of the latest request byte seen so far.
     pub last_byte_ns: u64,
-    /// Set when the request was emitted.
+    /// Method, target and Host, when responses are labelled.
     pub summary: Option<RequestSummary>,
+    /// Its [`HttpEvent::Request`] (or its loss) was emitted.
+    pub emitted: bool,
 }
+
+/// What one direction delivered last, for the quiet point.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tail {
+    /// Something was delivered.
+    seen: bool,
+    /// The last thing delivered was data (not a gap).
+    clean: bool,
+    /// Raw sequence number just past the last byte delivered (or skipped by a gap).
+    end_seq: u32,
+    last_ns: u64,
+    /// Acknowledgement number of the last data segment.
+    last_ack: u32,
+}
+
+impl Tail {
+    /// The tail once `event` is delivered.
+    fn after(mut self, event: &StreamEvent) -> Self {
+        match event {
+            StreamEvent::Data(data) => Self {
+                seen: true,
+                clean: true,
+                end_seq: data.seq.wrapping_add(data.payload.len() as u32),
+                last_ns: data.timestamp_ns,
+                last_ack: data.ack,
+            },
+            StreamEvent::Gap { len, .. } => {
+                self.clean = false;
+                self.end_seq = self.end_seq.wrapping_add(*len as u32);
+                self
+            }
+            StreamEvent::JoinedMidStream | StreamEvent::Fin { .. } => {
+                self.clean = false;
+                self
+            }
+            StreamEvent::Retransmitted(_) => self,
+        }
+    }
+}
+
+/// `a` is after `b` in sequence space.
+fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+/// Where a request started, kept for the pipelining evidence while out of sync.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    start_seq: u32,
+    /// The response-stream position the client had received when it sent the request.
+    start_ack: u32,
+}
+
+/// Requests remembered for the pipelining evidence while out of sync.
+const RECENT_REQUESTS: usize = 4;
 
 /// Pairing state of one connection.
 #[derive(Debug)]
 pub struct Pairing {
+    /// In sync: the requests not yet answered, oldest first. Out of sync: empty.
     pub pending: VecDeque<Pending>,
     pub next_index: u64,
-    pub in_sync: bool,
+    /// `None`: in sync. `Some`: why responses cannot be paired now.
+    pub desync: Option<UnpairedReason>,
     pub skipped: Option<SkipReason>,
-    /// A request head was parsed on this connection (responses before that cannot be paired).
-    pub requests_seen: bool,
+    /// The connection number the reassembler gave.
+    pub connection: u64,
+    /// The client was seen sending a request while an earlier one was unanswered.
+    pipelined: bool,
+    recent: VecDeque<Sent>,
+    /// A final response that came before its request's last byte, held until the request's
+    /// event is out (so the comparison sees the request first).
+    pub held_response: Option<ResponseEvent>,
+    /// The request whose response is being framed (paired at its head).
+    pub answering: Option<u64>,
+    /// The index of an Upgrade or CONNECT request whose answer decides whether the connection
+    /// switches protocols; request bytes after it wait meanwhile.
+    pub awaiting_switch: Option<(u64, SkipReason)>,
+    /// Set when the answer to `awaiting_switch` came and did not switch.
+    pub switch_declined: bool,
+    tails: [Tail; 2],
 }
 
-impl Default for Pairing {
-    fn default() -> Self {
+impl Pairing {
+    fn new(connection: u64) -> Self {
         Self {
             pending: VecDeque::new(),
             next_index: 0,
-            in_sync: true,
+            desync: None,
             skipped: None,
-            requests_seen: false,
+            connection,
+            pipelined: false,
+            recent: VecDeque::with_capacity(RECENT_REQUESTS),
+            held_response: None,
+            answering: None,
+            awaiting_switch: None,
+            switch_declined: false,
+            tails: [Tail::default(); 2],
         }
     }
 }
@@ -94,21 +207,47 @@ impl Ctx<'_> {
         &mut self.shared.stats
     }
 
+    pub fn connection(&self) -> u64 {
+        self.pairing.connection
+    }
+
     /// Ends mirroring of the connection (once).
     pub fn skip_connection(&mut self, reason: SkipReason) {
         if self.pairing.skipped.is_some() {
             return;
         }
         self.pairing.skipped = Some(reason);
-        let stats = &mut self.shared.stats;
-        *match reason {
-            SkipReason::Tls => &mut stats.connections_skipped_tls,
-            SkipReason::Http2 => &mut stats.connections_skipped_http2,
-            SkipReason::Upgrade => &mut stats.connections_skipped_upgrade,
-            SkipReason::Connect | SkipReason::TooLarge => &mut stats.connections_skipped_connect,
-        } += 1;
+        self.shared.stats.connections_skipped.count(reason);
         let flow = *self.flow;
-        self.emit(HttpEvent::ConnectionSkipped { flow, reason });
+        let connection = self.pairing.connection;
+        self.emit(HttpEvent::ConnectionSkipped {
+            flow,
+            connection,
+            reason,
+        });
+    }
+
+    /// Request bytes passed over without framing (see [`HttpEvent::Unframed`]).
+    pub fn unframed(&mut self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        self.shared.stats.request_bytes_unframed += bytes;
+        let flow = *self.flow;
+        self.emit(HttpEvent::Unframed { flow, bytes });
+    }
+
+    /// Ends the framing of the connection's requests (once), not of its responses: the
+    /// requests before are still answered and paired.
+    pub fn halt_requests(&mut self, reason: SkipReason) {
+        self.shared.stats.connections_skipped.count(reason);
+        let flow = *self.flow;
+        let connection = self.pairing.connection;
+        self.emit(HttpEvent::ConnectionSkipped {
+            flow,
+            connection,
+            reason,
+        });
     }
 
     /// Counts and reports an abandoned message.
@@ -119,27 +258,71 @@ impl Ctx<'_> {
             Direction::Response => stats.responses_lost.count(reason),
         }
         let flow = *self.flow;
+        let connection = self.pairing.connection;
         self.emit(HttpEvent::Lost(LossEvent {
             flow,
+            connection,
             direction,
             reason,
             request_index,
         }));
+        if direction == Direction::Request
+            && let Some(index) = request_index
+        {
+            self.request_emitted(index);
+        }
     }
 
-    /// Order no longer proves which request a response answers.
-    pub fn desync(&mut self) {
-        self.pairing.in_sync = false;
+    /// Order no longer proves which request a response answers: every request waiting becomes
+    /// unpairable (reported, so that its comparison is cancelled).
+    pub fn desync(&mut self, reason: UnpairedReason) {
+        if self.pairing.desync.is_none() {
+            self.pairing.desync = Some(reason);
+            self.shared.stats.desyncs.count(reason);
+        }
+        let flow = *self.flow;
+        let connection = self.pairing.connection;
+        while let Some(pending) = self.pairing.pending.pop_front() {
+            self.shared.stats.requests_unpairable += 1;
+            if pending.emitted {
+                self.shared.events.push_back(HttpEvent::Unpairable {
+                    flow,
+                    connection,
+                    index: pending.index,
+                    reason,
+                });
+            }
+        }
+        self.release_held_response();
+        if let Some((_, switches)) = self.pairing.awaiting_switch.take() {
+            // The answer that decides the protocol can no longer be told apart.
+            self.skip_connection(switches);
+        }
     }
 
-    /// Adds a request to the pairing queue, bounded by `max_pipelined_requests`.
-    pub fn push_pending(&mut self, pending: Pending) {
+    /// A request head was parsed at `start_seq` (the segment carrying it acknowledged
+    /// `start_ack`). Returns whether a response may be paired with it.
+    pub fn request_started(&mut self, pending: Pending, start_ack: u32) -> bool {
+        if self.pairing.recent.len() == RECENT_REQUESTS {
+            self.pairing.recent.pop_front();
+        }
+        self.pairing.recent.push_back(Sent {
+            start_seq: pending.start_seq,
+            start_ack,
+        });
+        if self.pairing.desync.is_some() {
+            return false;
+        }
+        if !self.pairing.pending.is_empty() {
+            // Sent before the previous request was answered.
+            self.pairing.pipelined = true;
+        }
         if self.pairing.pending.len() >= self.shared.config.max_pipelined_requests.max(1) {
-            self.pairing.pending.pop_front();
-            self.shared.stats.requests_unanswered += 1;
-            self.pairing.in_sync = false;
+            self.desync(UnpairedReason::Overflow);
+            return false;
         }
         self.pairing.pending.push_back(pending);
+        true
     }
 
     pub fn pending_mut(&mut self, index: u64) -> Option<&mut Pending> {
@@ -150,42 +333,106 @@ impl Ctx<'_> {
             .find(|pending| pending.index == index)
     }
 
-    pub fn forget_pending(&mut self, index: u64) {
-        self.pairing
-            .pending
-            .retain(|pending| pending.index != index);
+    /// The request's event (or its loss) is out: a response held for it may follow.
+    pub fn request_emitted(&mut self, index: u64) {
+        if let Some(pending) = self.pending_mut(index) {
+            pending.emitted = true;
+        }
+        if self
+            .pairing
+            .held_response
+            .as_ref()
+            .is_some_and(|held| held.request_index == Some(index))
+        {
+            self.release_held_response();
+        }
     }
 
-    /// The request a response starting in a segment with acknowledgement `ack` answers.
-    pub fn take_pair(&mut self, ack: u32) -> Option<Pending> {
-        if !self.pairing.in_sync {
-            let position = self
-                .pairing
-                .pending
-                .iter()
-                .position(|pending| pending.end_seq == ack)?;
-            self.shared.stats.requests_unanswered += position as u64;
-            self.pairing.pending.drain(..position);
-            self.pairing.in_sync = true;
+    fn release_held_response(&mut self) {
+        if let Some(held) = self.pairing.held_response.take() {
+            self.emit(HttpEvent::Response(held));
         }
+    }
+
+    /// Why the request `index` can no longer be paired; `None` while it can (or was, by an
+    /// early response).
+    pub fn unpaired(&self, index: u64) -> Option<UnpairedReason> {
+        let pairing = &self.pairing;
+        if let Some(reason) = pairing.desync {
+            return Some(reason);
+        }
+        let pairable = pairing.answering == Some(index)
+            || pairing
+                .held_response
+                .as_ref()
+                .is_some_and(|held| held.request_index == Some(index))
+            || pairing.pending.iter().any(|pending| pending.index == index);
+        // In sync but no longer waiting: its slot went when the connection dropped out of sync
+        // and came back (a quiet point) before it ended.
+        (!pairable).then_some(UnpairedReason::Order)
+    }
+
+    /// A response head starts at raw sequence number `start_seq` in a segment acknowledging
+    /// `ack`. Looks for evidence of pipelining: a request the server had not received when it
+    /// sent this response, sent by a client that had not received it yet, was sent while an
+    /// earlier request was unanswered.
+    pub fn response_started(&mut self, start_seq: u32, ack: u32) {
+        let evidence =
+            self.pairing.recent.iter().any(|sent| {
+                !seq_after(ack, sent.start_seq) && !seq_after(sent.start_ack, start_seq)
+            });
+        self.pairing.pipelined |= evidence;
+    }
+
+    /// The request a response starting in a segment acknowledging `ack` answers, without
+    /// taking it (the framing of the response depends on it). `Err`: it cannot be paired.
+    pub fn peek_pair(&self, ack: u32) -> Result<&Pending, UnpairedReason> {
+        if let Some(reason) = self.pairing.desync {
+            return Err(reason);
+        }
+        match self.pairing.pending.front() {
+            // The server answered after receiving at least one byte of the request.
+            Some(front) if seq_after(ack, front.start_seq) => Ok(front),
+            _ => Err(UnpairedReason::Order),
+        }
+    }
+
+    /// Takes the request a final response answers (after [`Self::peek_pair`] said which).
+    pub fn take_pair(&mut self) -> Option<Pending> {
         self.pairing.pending.pop_front()
     }
 
-    /// Method facts of the request the next response answers, without taking it.
-    pub fn peek_pair(&self, ack: u32) -> Option<&Pending> {
-        if self.pairing.in_sync {
-            self.pairing.pending.front()
-        } else {
-            self.pairing
-                .pending
-                .iter()
-                .find(|pending| pending.end_seq == ack)
-        }
+    /// Whether the quiet point (module docs) holds for a request whose segment is `data`.
+    /// `framers_at_boundary`: both framers stand between messages (or are lost).
+    pub fn quiet_point(&self, data: &StreamData, framers_at_boundary: bool) -> bool {
+        let [requests, responses] = &self.pairing.tails;
+        let quiet = self.shared.config.resync_quiet_ns;
+        self.pairing.desync.is_some()
+            && self.pairing.skipped.is_none()
+            && !self.pairing.pipelined
+            && framers_at_boundary
+            && data.starts_segment
+            && requests.seen
+            && requests.clean
+            && requests.end_seq == data.seq
+            && data.timestamp_ns.saturating_sub(requests.last_ns) >= quiet
+            && responses.seen
+            && responses.clean
+            && responses.end_seq == data.ack
+            && responses.last_ack == data.seq
+            && data.timestamp_ns.saturating_sub(responses.last_ns) >= quiet
+    }
+
+    /// Resumes pairing at a quiet point.
+    pub fn resync(&mut self) {
+        self.pairing.desync = None;
+        self.pairing.pending.clear();
+        self.shared.stats.resyncs_quiet += 1;
     }
 }
 
 /// Per-connection handler given to the reassembler.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HttpConnection {
     requests: RequestFramer,
     responses: ResponseFramer,
@@ -195,8 +442,12 @@ pub struct HttpConnection {
 impl ConnectionHandler for HttpConnection {
     type Context = Shared;
 
-    fn open(_: &mut Shared, _: &FlowKey) -> Self {
-        Self::default()
+    fn open(_: &mut Shared, _: &FlowKey, id: u64) -> Self {
+        Self {
+            requests: RequestFramer::default(),
+            responses: ResponseFramer::default(),
+            pairing: Pairing::new(id),
+        }
     }
 
     fn on_stream(
@@ -209,14 +460,53 @@ impl ConnectionHandler for HttpConnection {
         if self.pairing.skipped.is_some() {
             return;
         }
+        if let StreamEvent::Retransmitted(data) = &event {
+            let conflicts = match direction {
+                Direction::Request => self.requests.compare_retransmission(data),
+                Direction::Response => self.responses.compare_retransmission(data),
+            };
+            shared.stats.retransmitted_bytes_compared += conflicts.0;
+            shared.stats.retransmitted_bytes_conflicting += conflicts.1;
+            return;
+        }
+        if let StreamEvent::Gap { len, .. } = event {
+            shared.events.push_back(HttpEvent::Gap {
+                flow: *flow,
+                direction,
+                len,
+            });
+        }
         let mut cx = Ctx {
             flow,
             pairing: &mut self.pairing,
             shared,
         };
         match direction {
-            Direction::Request => self.requests.on_event(event, &mut cx),
-            Direction::Response => self.responses.on_event(event, &mut cx),
+            Direction::Request => {
+                if let StreamEvent::Data(data) = &event
+                    && data.starts_segment
+                    && cx.pairing.desync.is_some()
+                    && self.requests.may_start_here(data)
+                {
+                    let at_boundary = self.requests.at_boundary() && self.responses.at_boundary();
+                    if cx.quiet_point(data, at_boundary) {
+                        cx.resync();
+                        self.requests.resume();
+                        self.responses.resume();
+                    }
+                }
+                let tail = cx.pairing.tails[0].after(&event);
+                self.requests.on_event(event, &mut cx);
+                cx.pairing.tails[0] = tail;
+            }
+            Direction::Response => {
+                let tail = cx.pairing.tails[1].after(&event);
+                self.responses.on_event(event, &mut cx);
+                cx.pairing.tails[1] = tail;
+                if std::mem::take(&mut cx.pairing.switch_declined) {
+                    self.requests.release_held(&mut cx);
+                }
+            }
         }
         if cx.pairing.skipped.is_some() {
             // Whatever the other direction had in progress will never complete.
@@ -224,6 +514,7 @@ impl ConnectionHandler for HttpConnection {
                 Direction::Request => self.responses.abandon(LossReason::Skipped, &mut cx),
                 Direction::Response => self.requests.abandon(LossReason::Skipped, &mut cx),
             }
+            cx.release_held_response();
             cx.shared.stats.requests_unanswered += cx.pairing.pending.len() as u64;
             cx.pairing.pending.clear();
         }
@@ -242,6 +533,7 @@ impl ConnectionHandler for HttpConnection {
         };
         self.requests.abandon(reason, &mut cx);
         self.responses.abandon(reason, &mut cx);
+        cx.release_held_response();
         cx.shared.stats.requests_unanswered += cx.pairing.pending.len() as u64;
     }
 

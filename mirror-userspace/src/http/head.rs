@@ -223,7 +223,10 @@ pub fn parse_response_head(
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let headers = &mut storage[..limits.max_headers.clamp(1, MAX_HEADERS)];
     let mut response = httparse::Response::new(&mut []);
+    // RFC 9112 §5.2: a recipient may replace obs-fold with a space; nothing reads the value
+    // of a folded field here, so accepting it keeps the response and its pair.
     let status = httparse::ParserConfig::default()
+        .allow_obsolete_multiline_headers_in_responses(true)
         .parse_response_with_uninit_headers(&mut response, buf, headers)
         .map_err(HeadError::Syntax)?;
     let head_len = match status {

@@ -50,7 +50,7 @@ pub use self::chunked::{BodyReader, ChunkedDecoder, ChunkedError};
 pub use self::detect::{Sniff, sniff_client};
 pub use self::event::{
     BodyDigest, HttpEvent, HttpStats, LossCounts, LossEvent, LossReason, RequestEvent,
-    RequestSummary, ResponseEvent, SkipReason, Stats,
+    RequestSummary, ResponseEvent, SkipCounts, SkipReason, Stats, UnpairedCounts, UnpairedReason,
 };
 use self::exchange::{HttpConnection, Shared};
 pub use self::head::{BodyFraming, HeadError, HeaderSpan, HttpRequest, HttpResponseHead};
@@ -75,6 +75,9 @@ pub struct HttpConfig {
     pub max_head_bytes: usize,
     /// Requests waiting for their responses per connection; beyond, the oldest is given up.
     pub max_pipelined_requests: usize,
+    /// How long both directions must be silent for pairing to resume at the next request of a
+    /// connection that dropped out of sync (the quiet point, see the `exchange` module).
+    pub resync_quiet_ns: u64,
     /// Whether responses carry their request's method, target and Host
     /// ([`ResponseEvent::request`]): a copy per request, which `mirror capture` prints and
     /// `mirror run` does not read.
@@ -88,6 +91,7 @@ impl Default for HttpConfig {
             max_headers: 100,
             max_head_bytes: 65_536,
             max_pipelined_requests: 1_024,
+            resync_quiet_ns: 1_000_000_000,
             label_responses: true,
         }
     }

@@ -5,14 +5,29 @@
 //! one that spans chunks is collected in a buffer (one copy). Bytes of a request larger than
 //! `max_message_bytes` are not kept at all - the body is skipped by its length so the stream stays
 //! in sync.
+//!
+//! Where the framing is lost:
+//! - after a gap (or a mid-stream join) the next request is looked for only where the client
+//!   started a captured segment, with a known method: a request line inside a body must not be
+//!   replayed;
+//! - after a request that did not parse, nothing is framed (so nothing replayed) until the
+//!   framing is certain again: a quiet point (see `exchange`) or a new connection. Servers
+//!   answer such a request with 400 and close; bytes after it are smuggling candidates;
+//! - after a request with both Content-Length and Transfer-Encoding (RFC 9112 §6.1), nothing
+//!   more of the connection's requests is framed;
+//! - after an Upgrade or CONNECT request, the bytes that follow wait (bounded) until its answer
+//!   says whether the protocol switched.
 
 use bytes::{Bytes, BytesMut};
 
 use super::chunked::BodyReader;
-use super::detect::{Resync, Sniff, find_request_line, resync_step, sniff_client};
-use super::event::{HttpEvent, LossReason, RequestEvent, RequestSummary, SkipReason};
+use super::detect::{METHODS, Sniff, find_request_line, sniff_client};
+use super::event::{
+    HttpEvent, LossReason, RequestEvent, RequestSummary, SkipReason, UnpairedReason,
+};
 use super::exchange::{Ctx, Pending};
 use super::head::{BodyFraming, HttpRequest, RequestHead, parse_request_head};
+use super::response::{compare_held, starts_message};
 use crate::reassembly::{StreamData, StreamEvent};
 use crate::segment::Direction;
 
@@ -21,14 +36,18 @@ const MAX_RESERVE: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// Expecting a request line. `tentative`: found by scanning, so a parse failure is just a
-    /// false candidate, not a malformed request.
+    /// Expecting a request line. `tentative`: found by looking for one, so a parse failure is
+    /// just a false candidate, not a malformed request.
     Head {
         tentative: bool,
     },
     Body,
-    /// Scanning for a line that starts with a method.
+    /// Looking for a request line at the start of a captured segment.
     Resync,
+    /// After a malformed request: nothing is framed until the framing is certain again.
+    Discard,
+    /// After an Upgrade or CONNECT request: later bytes wait in `buf` for its answer.
+    AwaitSwitch,
     Closed,
 }
 
@@ -45,20 +64,30 @@ struct Message {
     head_only: Option<Bytes>,
     /// A gap inside the body: it is skipped to its end but the request is not emitted.
     lost: bool,
-    ends_mirroring: Option<SkipReason>,
+    /// Upgrade or CONNECT: the protocol may switch after it.
+    switches: Option<SkipReason>,
+    /// Content-Length and Transfer-Encoding both present.
+    ambiguous_length: bool,
     reader: BodyReader,
 }
 
 #[derive(Debug)]
 pub struct RequestFramer {
     state: State,
-    /// The message in progress when it spans chunks, or a partial head or resync candidate.
+    /// The message in progress when it spans chunks, a partial head, or bytes held while an
+    /// upgrade is answered.
     buf: BytesMut,
+    /// Raw sequence number of `buf`'s first byte.
+    buf_seq: u32,
     /// Look for TLS / HTTP/2 in the next bytes (connection start or mid-stream join).
     sniff: bool,
     /// Only TLS can be recognised after a mid-stream join.
     sniff_tls_only: bool,
     head_started_ns: u64,
+    /// Raw sequence number of the first byte of the head in progress, and the ACK of its
+    /// segment.
+    head_seq: u32,
+    head_ack: u32,
     /// Boxed: most connections sit idle between messages, and the table holds many.
     message: Option<Box<Message>>,
 }
@@ -68,9 +97,12 @@ impl Default for RequestFramer {
         Self {
             state: State::Head { tentative: false },
             buf: BytesMut::new(),
+            buf_seq: 0,
             sniff: true,
             sniff_tls_only: false,
             head_started_ns: 0,
+            head_seq: 0,
+            head_ack: 0,
             message: None,
         }
     }
@@ -81,13 +113,52 @@ impl RequestFramer {
         self.buf.len()
     }
 
+    /// Stands between messages (or has lost the framing), for the quiet point.
+    pub fn at_boundary(&self) -> bool {
+        match self.state {
+            State::Head { .. } | State::Resync => self.buf.is_empty() && self.message.is_none(),
+            State::Discard => true,
+            State::Body | State::AwaitSwitch | State::Closed => false,
+        }
+    }
+
+    /// Whether `data` could start a request where the framer stands (it begins with a method,
+    /// after empty lines).
+    pub fn may_start_here(&self, data: &StreamData) -> bool {
+        let input = &data.payload;
+        let start = input
+            .iter()
+            .position(|byte| !matches!(byte, b'\r' | b'\n'))
+            .unwrap_or(input.len());
+        start < input.len() && starts_message(&input[start..], find_request_line)
+    }
+
+    /// Pairing resumed at a quiet point: the next byte starts a request, for certain.
+    pub fn resume(&mut self) {
+        if matches!(
+            self.state,
+            State::Head { .. } | State::Resync | State::Discard
+        ) {
+            self.state = State::Head { tentative: false };
+            self.buf.clear();
+        }
+    }
+
+    /// Compares retransmitted bytes with the message still held: (compared, differing).
+    pub fn compare_retransmission(&self, data: &StreamData) -> (u64, u64) {
+        if self.state == State::AwaitSwitch {
+            return (0, 0);
+        }
+        compare_held(&self.buf, self.buf_seq, data)
+    }
+
     pub fn on_event(&mut self, event: StreamEvent, cx: &mut Ctx<'_>) {
         match event {
             StreamEvent::JoinedMidStream => {
                 self.state = State::Resync;
                 self.sniff = true;
                 self.sniff_tls_only = true;
-                cx.desync();
+                cx.desync(UnpairedReason::Joined);
             }
             StreamEvent::Data(data) => self.on_data(&data, cx),
             StreamEvent::Gap { len, .. } => self.on_gap(len, cx),
@@ -95,6 +166,7 @@ impl RequestFramer {
                 self.abandon(LossReason::Truncated, cx);
                 self.state = State::Closed;
             }
+            StreamEvent::Retransmitted(_) => {}
         }
     }
 
@@ -104,12 +176,32 @@ impl RequestFramer {
             if !message.lost {
                 cx.lose(Direction::Request, reason, Some(message.index));
             }
-            cx.forget_pending(message.index);
         } else if matches!(self.state, State::Head { tentative: false }) && !self.buf.is_empty() {
             cx.lose(Direction::Request, reason, None);
         }
         self.buf.clear();
         self.state = State::Closed;
+    }
+
+    /// The answer to the Upgrade or CONNECT request did not switch protocols: the bytes held
+    /// meanwhile are requests again.
+    pub fn release_held(&mut self, cx: &mut Ctx<'_>) {
+        if self.state != State::AwaitSwitch {
+            return;
+        }
+        self.state = State::Head { tentative: false };
+        if self.buf.is_empty() {
+            return;
+        }
+        let held = self.buf.split().freeze();
+        let data = StreamData {
+            seq: self.buf_seq,
+            payload: held,
+            ack: self.head_ack,
+            timestamp_ns: self.head_started_ns,
+            starts_segment: false,
+        };
+        self.on_data(&data, cx);
     }
 
     fn on_gap(&mut self, len: u64, cx: &mut Ctx<'_>) {
@@ -128,29 +220,41 @@ impl RequestFramer {
             self.buf.clear();
             return;
         }
-        if self.state == State::Closed {
-            return;
+        cx.unframed(len);
+        match self.state {
+            State::Closed | State::Discard => return,
+            State::AwaitSwitch => {
+                // The held bytes have a hole: whichever way the switch goes, they are lost.
+                let reason = self
+                    .message
+                    .as_ref()
+                    .and_then(|message| message.switches)
+                    .unwrap_or(SkipReason::Upgrade);
+                cx.skip_connection(reason);
+                self.buf.clear();
+                self.state = State::Closed;
+                return;
+            }
+            State::Head { .. } | State::Body | State::Resync => {}
         }
         self.abandon(LossReason::Gap, cx);
-        // Whole requests may have vanished in the gap, so order pairing is over; the gap's end
-        // is a likely message boundary (lost segments often hold whole requests).
-        cx.desync();
+        // Whole requests may have vanished in the gap, so order pairing is over.
+        cx.desync(UnpairedReason::Gap);
         self.state = State::Resync;
     }
 
     fn malformed(&mut self, error: impl std::fmt::Display, tentative: bool, cx: &mut Ctx<'_>) {
-        if !tentative {
-            tracing::debug!(flow = %cx.flow, %error, "malformed request");
-            cx.stats().request_parse_errors += 1;
-            let index = self.message.as_ref().map(|message| message.index);
-            cx.lose(Direction::Request, LossReason::Malformed, index);
-            cx.desync();
-        }
-        if let Some(message) = self.message.take() {
-            cx.forget_pending(message.index);
-        }
+        let index = self.message.take().map(|message| message.index);
         self.buf.clear();
-        self.state = State::Resync;
+        if tentative {
+            self.state = State::Resync;
+            return;
+        }
+        tracing::debug!(flow = %cx.flow, %error, "malformed request");
+        cx.stats().request_parse_errors += 1;
+        cx.lose(Direction::Request, LossReason::Malformed, index);
+        cx.desync(UnpairedReason::Malformed);
+        self.state = State::Discard;
     }
 
     fn on_data(&mut self, data: &StreamData, cx: &mut Ctx<'_>) {
@@ -165,6 +269,31 @@ impl RequestFramer {
             }
             match self.state {
                 State::Closed => return,
+                State::Discard => {
+                    cx.unframed((input.len() - pos) as u64);
+                    return;
+                }
+                State::AwaitSwitch => {
+                    let held = &input[pos..];
+                    if self.buf.len() + held.len() > cx.shared.limits.max_head_bytes {
+                        let reason = self
+                            .message
+                            .as_ref()
+                            .and_then(|message| message.switches)
+                            .unwrap_or(SkipReason::Upgrade);
+                        cx.skip_connection(reason);
+                        self.buf.clear();
+                        self.state = State::Closed;
+                        return;
+                    }
+                    if self.buf.is_empty() {
+                        self.buf_seq = data.seq.wrapping_add(pos as u32);
+                        self.head_ack = data.ack;
+                        self.head_started_ns = data.timestamp_ns;
+                    }
+                    self.buf.extend_from_slice(held);
+                    return;
+                }
                 State::Resync => {
                     if self.sniff {
                         self.sniff = false;
@@ -173,15 +302,22 @@ impl RequestFramer {
                             return;
                         }
                     }
-                    match resync_step(&mut self.buf, input, &mut pos, find_request_line) {
-                        Resync::Found => {
-                            // The message starts in `buf` (a confirmed candidate) or at `pos`.
-                            msg_start = pos;
-                            cx.stats().resyncs += 1;
-                            self.state = State::Head { tentative: true };
-                        }
-                        Resync::CandidateStarted => self.head_started_ns = data.timestamp_ns,
-                        Resync::Searching => {}
+                    // Only where the client started a segment (see the module docs).
+                    let start = pos
+                        + input[pos..]
+                            .iter()
+                            .position(|byte| !matches!(byte, b'\r' | b'\n'))
+                            .unwrap_or(input.len() - pos);
+                    if pos == 0
+                        && data.starts_segment
+                        && start < input.len()
+                        && starts_message(&input[start..], find_request_line)
+                    {
+                        cx.stats().resyncs += 1;
+                        self.state = State::Head { tentative: true };
+                    } else {
+                        cx.unframed((input.len() - pos) as u64);
+                        return;
                     }
                 }
                 State::Head { tentative } => {
@@ -196,9 +332,12 @@ impl RequestFramer {
                         }
                         msg_start = pos;
                         self.head_started_ns = data.timestamp_ns;
+                        self.head_seq = data.seq.wrapping_add(pos as u32);
+                        self.head_ack = data.ack;
                         if self.sniff {
                             match self.apply_sniff(sniff_client(&input[pos..]), cx) {
                                 Some(Sniff::NeedMore) => {
+                                    self.buf_seq = self.head_seq;
                                     self.buf.extend_from_slice(&input[pos..]);
                                     break;
                                 }
@@ -207,18 +346,26 @@ impl RequestFramer {
                             }
                         }
                         match parse_request_head(&input[pos..], &cx.shared.limits) {
+                            Ok(Some(head)) if tentative && !known_method(&input[pos..], &head) => {
+                                self.malformed("unknown method", true, cx);
+                                return;
+                            }
                             Ok(Some(head)) => {
                                 pos += head.head_len;
                                 self.start(head, Some((input, msg_start)), data, pos, cx);
                                 self.advance_body(input, &mut pos, &mut msg_start, data, cx);
                             }
                             Ok(None) => {
+                                self.buf_seq = self.head_seq;
                                 self.buf.extend_from_slice(&input[pos..]);
                                 break;
                             }
                             Err(error) => {
                                 self.malformed(error, tentative, cx);
-                                pos += 1;
+                                if self.state == State::Discard {
+                                    cx.unframed((input.len() - pos) as u64);
+                                }
+                                return;
                             }
                         }
                     } else {
@@ -237,6 +384,10 @@ impl RequestFramer {
                             }
                         }
                         match parse_request_head(&self.buf, &cx.shared.limits) {
+                            Ok(Some(head)) if tentative && !known_method(&self.buf, &head) => {
+                                self.malformed("unknown method", true, cx);
+                                return;
+                            }
                             Ok(Some(head)) => {
                                 self.buf.truncate(head.head_len);
                                 pos += head.head_len - old;
@@ -249,8 +400,8 @@ impl RequestFramer {
                                 msg_start = pos;
                             }
                             Err(error) => {
-                                // The buffered bytes are dropped; scanning continues in `input`.
                                 self.malformed(error, tentative, cx);
+                                return;
                             }
                         }
                     }
@@ -262,6 +413,9 @@ impl RequestFramer {
             && let Some(message) = &self.message
             && message.keep
         {
+            if self.buf.is_empty() {
+                self.buf_seq = data.seq.wrapping_add(msg_start as u32);
+            }
             self.buf.extend_from_slice(&input[msg_start..]);
         }
     }
@@ -300,25 +454,22 @@ impl RequestFramer {
         cx: &mut Ctx<'_>,
     ) {
         self.sniff = false;
-        let method = match in_input {
-            Some((input, msg_start)) => &input[msg_start..msg_start + head.method_len as usize],
-            None => &self.buf[..head.method_len as usize],
+        let head_bytes: &[u8] = match in_input {
+            Some((input, msg_start)) => &input[msg_start..pos],
+            None => &self.buf,
         };
+        let method = &head_bytes[..head.method_len as usize];
         let is_head = method == b"HEAD";
         let is_connect = method == b"CONNECT";
         let index = cx.pairing.next_index;
         cx.pairing.next_index += 1;
-        cx.pairing.requests_seen = true;
         cx.stats().requests_started += 1;
-        cx.push_pending(Pending {
-            index,
-            is_head,
-            is_connect,
-            end_seq: data.seq.wrapping_add(pos as u32),
-            last_byte_ns: data.timestamp_ns,
-            summary: None,
-        });
-        let ends_mirroring = if is_connect {
+        let summary = cx
+            .shared
+            .config
+            .label_responses
+            .then(|| RequestSummary::of_head(head_bytes, &head));
+        let switches = if is_connect {
             // RFC 9110 §9.3.6: a CONNECT request has no content; the tunnel follows.
             head.body = BodyFraming::None;
             Some(SkipReason::Connect)
@@ -327,6 +478,23 @@ impl RequestFramer {
         } else {
             None
         };
+        let pairable = cx.request_started(
+            Pending {
+                index,
+                is_head,
+                is_connect,
+                start_seq: self.head_seq,
+                last_byte_ns: data.timestamp_ns,
+                summary,
+                emitted: false,
+            },
+            self.head_ack,
+        );
+        if pairable && let Some(reason) = switches {
+            cx.pairing.awaiting_switch = Some((index, reason));
+        }
+        let ambiguous_length =
+            head.facts.content_length.is_some() && head.body == BodyFraming::Chunked;
         let head_len = head.head_len as u64;
         let max = cx.shared.config.max_message_bytes as u64;
         let keep = match head.body {
@@ -353,7 +521,8 @@ impl RequestFramer {
             keep,
             head_only,
             lost: false,
-            ends_mirroring,
+            switches,
+            ambiguous_length,
             reader,
         }));
         self.state = State::Body;
@@ -375,11 +544,19 @@ impl RequestFramer {
             Ok(consumed) => consumed,
             Err(error) => {
                 self.malformed(error, false, cx);
+                *pos = input.len();
                 return;
             }
         };
         *pos += consumed;
         message.size += consumed as u64;
+        if consumed > 0
+            && let Some(pending) = cx.pairing.pending.back_mut()
+            && pending.index == message.index
+        {
+            // An early response is timed from the last request byte before it.
+            pending.last_byte_ns = data.timestamp_ns;
+        }
         if message.keep && message.size > cx.shared.config.max_message_bytes as u64 {
             message.keep = false;
             let head_len = message.head.head_len;
@@ -408,13 +585,10 @@ impl RequestFramer {
         let Some(message) = self.message.take() else {
             return;
         };
-        let end_seq = data.seq.wrapping_add(pos as u32);
-        if message.lost {
-            if let Some(pending) = cx.pending_mut(message.index) {
-                pending.end_seq = end_seq;
-                pending.last_byte_ns = data.timestamp_ns;
-            }
-        } else {
+        if let Some(pending) = cx.pending_mut(message.index) {
+            pending.last_byte_ns = data.timestamp_ns;
+        }
+        if !message.lost {
             let bytes = match message.head_only {
                 Some(head) => head,
                 None if self.buf.is_empty() => input.slice(msg_start..pos),
@@ -424,7 +598,7 @@ impl RequestFramer {
                 }
             };
             let skip = message
-                .ends_mirroring
+                .switches
                 .or((!message.keep).then_some(SkipReason::TooLarge));
             let request = HttpRequest::new(bytes, message.head);
             let stats = cx.stats();
@@ -435,26 +609,48 @@ impl RequestFramer {
                 Some(SkipReason::Connect) => stats.requests_skipped_connect += 1,
                 _ => {}
             }
-            let label = cx.shared.config.label_responses;
-            if let Some(pending) = cx.pending_mut(message.index) {
-                pending.end_seq = end_seq;
-                pending.last_byte_ns = data.timestamp_ns;
-                pending.summary = label.then(|| RequestSummary::of(&request));
-            }
-            let flow = *cx.flow;
-            cx.emit(HttpEvent::Request(RequestEvent {
-                flow,
+            let event = RequestEvent {
+                flow: *cx.flow,
+                connection: cx.connection(),
                 index: message.index,
                 request,
                 first_byte_ns: message.first_byte_ns,
                 last_byte_ns: data.timestamp_ns,
                 skip,
-            }));
+                unpaired: cx.unpaired(message.index),
+            };
+            cx.emit(HttpEvent::Request(event));
+            cx.request_emitted(message.index);
         }
         self.buf.clear();
-        if let Some(reason) = message.ends_mirroring {
-            cx.skip_connection(reason);
+        if message.ambiguous_length {
+            // RFC 9112 §6.1: the server closes the connection after answering; later request
+            // bytes are not framed (responses to the requests before are still paired).
+            cx.halt_requests(SkipReason::AmbiguousLength);
             self.state = State::Closed;
+        } else if let Some(reason) = message.switches {
+            if cx
+                .pairing
+                .awaiting_switch
+                .is_some_and(|(index, _)| index == message.index)
+            {
+                // Held until the answer says whether the protocol switched.
+                self.state = State::AwaitSwitch;
+            } else if cx.pairing.desync.is_some() {
+                // Out of sync the answer cannot be told: stop here.
+                cx.skip_connection(reason);
+                self.state = State::Closed;
+            }
+            // Otherwise the answer came already and did not switch: go on.
         }
     }
+}
+
+/// Whether a head found by looking for one starts with a method the scanner knows (httparse
+/// takes any token for a method, and a candidate must not be body bytes).
+fn known_method(bytes: &[u8], head: &RequestHead) -> bool {
+    let method = &bytes[..head.method_len as usize];
+    METHODS
+        .iter()
+        .any(|known| known.strip_suffix(b" ") == Some(method))
 }

@@ -8,8 +8,8 @@ use bytes::{Bytes, BytesMut};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::chunked::BodyReader;
-use super::detect::{Resync, find_status_line, resync_step};
-use super::event::{BodyDigest, HttpEvent, LossReason, ResponseEvent, SkipReason};
+use super::detect::{Scan, find_status_line};
+use super::event::{BodyDigest, HttpEvent, LossReason, ResponseEvent, SkipReason, UnpairedReason};
 use super::exchange::{Ctx, Pending};
 use super::head::{
     HttpResponseHead, ResponseBody, ResponseHead, parse_response_head, response_body,
@@ -19,8 +19,8 @@ use crate::segment::Direction;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// Joined mid-stream: nothing can be paired before a request was seen.
-    AwaitRequest,
+    /// Looking for a status line at the start of a captured segment (after a gap, a parse
+    /// error or a mid-stream join).
     Resync,
     Head {
         tentative: bool,
@@ -84,6 +84,8 @@ impl Digest {
 struct Message {
     head: HttpResponseHead,
     pair: Option<Pending>,
+    /// Why it has no pair.
+    unpaired: Option<UnpairedReason>,
     first_byte_ns: u64,
     body_len: u64,
     size: u64,
@@ -98,8 +100,11 @@ pub struct ResponseFramer {
     state: State,
     /// Partial head or resync candidate.
     buf: BytesMut,
+    /// Raw sequence number of `buf`'s first byte.
+    buf_seq: u32,
     head_started_ns: u64,
     head_ack: u32,
+    head_seq: u32,
     interim: u32,
     /// Boxed: most connections sit idle between messages, and the table holds many.
     message: Option<Box<Message>>,
@@ -110,8 +115,10 @@ impl Default for ResponseFramer {
         Self {
             state: State::Head { tentative: false },
             buf: BytesMut::new(),
+            buf_seq: 0,
             head_started_ns: 0,
             head_ack: 0,
+            head_seq: 0,
             interim: 0,
             message: None,
         }
@@ -123,11 +130,31 @@ impl ResponseFramer {
         self.buf.len()
     }
 
+    /// Stands between messages (or is lost in the stream), for the quiet point.
+    pub fn at_boundary(&self) -> bool {
+        self.buf.is_empty()
+            && self.message.is_none()
+            && matches!(self.state, State::Head { .. } | State::Resync)
+    }
+
+    /// Pairing resumed at a quiet point: the next byte starts a response.
+    pub fn resume(&mut self) {
+        if self.state != State::Closed {
+            self.state = State::Head { tentative: false };
+            self.interim = 0;
+        }
+    }
+
+    /// Compares retransmitted bytes with the partial head still held: (compared, differing).
+    pub fn compare_retransmission(&self, data: &StreamData) -> (u64, u64) {
+        compare_held(&self.buf, self.buf_seq, data)
+    }
+
     pub fn on_event(&mut self, event: StreamEvent, cx: &mut Ctx<'_>) {
         match event {
             StreamEvent::JoinedMidStream => {
-                self.state = State::AwaitRequest;
-                cx.desync();
+                self.state = State::Resync;
+                cx.desync(UnpairedReason::Joined);
             }
             StreamEvent::Data(data) => self.on_data(&data, cx),
             StreamEvent::Gap { len, .. } => self.on_gap(len, cx),
@@ -140,12 +167,14 @@ impl ResponseFramer {
                 }
                 self.abandon(LossReason::Truncated, cx);
             }
+            StreamEvent::Retransmitted(_) => {}
         }
     }
 
     /// Abandons the response in progress, if any (counted).
     pub fn abandon(&mut self, reason: LossReason, cx: &mut Ctx<'_>) {
         if let Some(message) = self.message.take() {
+            cx.pairing.answering = None;
             if !message.lost {
                 let index = message.pair.map(|pair| pair.index);
                 cx.lose(Direction::Response, reason, index);
@@ -170,11 +199,14 @@ impl ResponseFramer {
         }
         match self.state {
             State::Closed => return,
-            State::AwaitRequest => return,
+            State::Resync => {
+                self.buf.clear();
+                return;
+            }
             _ => {}
         }
         self.abandon(LossReason::Gap, cx);
-        cx.desync();
+        cx.desync(UnpairedReason::Gap);
         self.state = State::Resync;
     }
 
@@ -188,7 +220,7 @@ impl ResponseFramer {
                 .and_then(|message| message.pair.as_ref())
                 .map(|pair| pair.index);
             cx.lose(Direction::Response, LossReason::Malformed, index);
-            cx.desync();
+            cx.desync(UnpairedReason::Malformed);
         }
         self.message = None;
         self.buf.clear();
@@ -204,30 +236,21 @@ impl ResponseFramer {
             }
             match self.state {
                 State::Closed => return,
-                State::AwaitRequest => {
-                    if !cx.pairing.requests_seen {
-                        return;
-                    }
-                    // The first response bytes after a request often start its response.
-                    self.state = State::Resync;
-                }
                 State::Resync => {
-                    match resync_step(&mut self.buf, input, &mut pos, find_status_line) {
-                        Resync::Found => {
-                            cx.stats().resyncs += 1;
-                            self.state = State::Head { tentative: true };
-                        }
-                        Resync::CandidateStarted => {
-                            self.head_started_ns = data.timestamp_ns;
-                            self.head_ack = data.ack;
-                        }
-                        Resync::Searching => {}
+                    // Only where the server started a segment: a status line inside a body
+                    // must not be taken for a response.
+                    if pos == 0 && data.starts_segment && starts_message(input, find_status_line) {
+                        cx.stats().resyncs += 1;
+                        self.state = State::Head { tentative: true };
+                    } else {
+                        return;
                     }
                 }
                 State::Head { tentative } => {
                     if self.buf.is_empty() {
                         self.head_started_ns = data.timestamp_ns;
                         self.head_ack = data.ack;
+                        self.head_seq = data.seq.wrapping_add(pos as u32);
                         match parse_response_head(&input[pos..], &cx.shared.limits) {
                             Ok(Some(head)) => {
                                 let bytes = input.slice(pos..pos + head.head_len);
@@ -235,12 +258,13 @@ impl ResponseFramer {
                                 self.start(bytes, head, tentative, cx);
                             }
                             Ok(None) => {
+                                self.buf_seq = self.head_seq;
                                 self.buf.extend_from_slice(&input[pos..]);
                                 pos = input.len();
                             }
                             Err(error) => {
                                 self.malformed(error, tentative, cx);
-                                pos += 1;
+                                return;
                             }
                         }
                     } else {
@@ -256,7 +280,10 @@ impl ResponseFramer {
                                 self.start(bytes, head, tentative, cx);
                             }
                             Ok(None) => pos += take,
-                            Err(error) => self.malformed(error, tentative, cx),
+                            Err(error) => {
+                                self.malformed(error, tentative, cx);
+                                return;
+                            }
                         }
                     }
                 }
@@ -271,9 +298,16 @@ impl ResponseFramer {
     /// A head was parsed: decide its framing and pairing.
     fn start(&mut self, bytes: Bytes, head: ResponseHead, tentative: bool, cx: &mut Ctx<'_>) {
         let ack = self.head_ack;
-        let (is_head, is_connect) = cx
+        cx.response_started(self.head_seq, ack);
+        let peeked = cx
             .peek_pair(ack)
-            .map_or((false, false), |pair| (pair.is_head, pair.is_connect));
+            .map(|pair| (pair.index, pair.is_head, pair.is_connect));
+        if peeked == Err(UnpairedReason::Order) && cx.pairing.desync.is_none() {
+            // In sync, yet no request this response can answer: the count is wrong.
+            cx.desync(UnpairedReason::Order);
+        }
+        let (is_head, is_connect) =
+            peeked.map_or((false, false), |(_, head, connect)| (head, connect));
         let status = head.status;
         let body = match response_body(&head, is_head, is_connect) {
             Ok(body) => body,
@@ -287,13 +321,32 @@ impl ResponseFramer {
                 // 100 Continue (RFC 9110 §15.2) and friends: the final response follows.
                 cx.stats().responses_interim += 1;
                 self.interim += 1;
-                self.state = State::Head { tentative: false };
+                self.state = State::Head {
+                    tentative: cx.pairing.desync.is_some(),
+                };
                 return;
             }
             ResponseBody::Switch => None,
             ResponseBody::Body(framing) => Some(framing),
         };
-        let pair = cx.take_pair(ack);
+        let (pair, unpaired) = match peeked {
+            Ok((index, ..)) => {
+                let pair = cx.take_pair();
+                cx.pairing.answering = Some(index);
+                if cx
+                    .pairing
+                    .awaiting_switch
+                    .is_some_and(|(awaited, _)| awaited == index)
+                    && framing.is_some()
+                {
+                    // Only a switch (101, or 2xx to CONNECT) changes the protocol.
+                    cx.pairing.awaiting_switch = None;
+                    cx.pairing.switch_declined = true;
+                }
+                (pair, None)
+            }
+            Err(reason) => (None, Some(reason)),
+        };
         let head = HttpResponseHead::new(bytes, head);
         let reader = framing.map_or(BodyReader::Done, |framing| {
             BodyReader::new(framing, cx.shared.limits.max_head_bytes)
@@ -302,6 +355,7 @@ impl ResponseFramer {
         self.message = Some(Box::new(Message {
             head,
             pair,
+            unpaired,
             first_byte_ns: self.head_started_ns,
             body_len: 0,
             size,
@@ -358,34 +412,42 @@ impl ResponseFramer {
     }
 
     fn finish(&mut self, last_byte_ns: u64, cx: &mut Ctx<'_>) {
-        self.state = State::Head { tentative: false };
+        // Out of sync, a response to an unknown request may be framed wrongly (a HEAD's
+        // response has no body whatever its Content-Length): what follows is only a candidate.
+        self.state = State::Head {
+            tentative: cx.pairing.desync.is_some(),
+        };
         let interim = std::mem::take(&mut self.interim);
         let Some(message) = self.message.take() else {
             return;
         };
+        cx.pairing.answering = None;
         if message.lost {
             return;
         }
         let stats = cx.stats();
         stats.responses_total += 1;
-        if message.pair.is_some() {
-            stats.responses_paired += 1;
+        match message.unpaired {
+            None => stats.responses_paired += 1,
+            Some(reason) => stats.responses_unpaired.count(reason),
         }
         if message.size > cx.shared.config.max_message_bytes as u64 {
             cx.stats().responses_too_large += 1;
         }
-        let (request_index, request, latency_ns) = match message.pair {
+        let (request_index, request, latency_ns, emitted) = match message.pair {
             Some(pair) => (
                 Some(pair.index),
                 pair.summary,
                 Some(message.first_byte_ns.saturating_sub(pair.last_byte_ns)),
+                pair.emitted,
             ),
-            None => (None, None, None),
+            None => (None, None, None, true),
         };
-        let flow = *cx.flow;
-        cx.emit(HttpEvent::Response(ResponseEvent {
-            flow,
+        let event = ResponseEvent {
+            flow: *cx.flow,
+            connection: cx.connection(),
             request_index,
+            unpaired: message.unpaired,
             request,
             head: message.head,
             body_len: message.body_len,
@@ -394,6 +456,39 @@ impl ResponseFramer {
             last_byte_ns,
             latency_ns,
             interim_responses: interim,
-        }));
+        };
+        if emitted {
+            cx.emit(HttpEvent::Response(event));
+        } else {
+            // An early response: out once its request is (see `Ctx::request_emitted`).
+            cx.pairing.held_response = Some(event);
+        }
     }
+}
+
+/// Whether a message of the kind `find` looks for starts at the beginning of `input` (or could,
+/// when `input` is shorter than a start line's first word).
+pub(super) fn starts_message(input: &[u8], find: fn(&[u8]) -> Scan) -> bool {
+    matches!(find(input), Scan::Found(0) | Scan::Partial(0))
+}
+
+/// Compares retransmitted bytes with the bytes `held` (starting at raw sequence number
+/// `held_seq`) where they overlap: (compared, differing).
+pub(super) fn compare_held(held: &[u8], held_seq: u32, data: &StreamData) -> (u64, u64) {
+    let offset = data.seq.wrapping_sub(held_seq) as i32 as i64;
+    let (held_from, data_from) = if offset >= 0 {
+        (offset as usize, 0)
+    } else {
+        (0, (-offset) as usize)
+    };
+    if held_from >= held.len() || data_from >= data.payload.len() {
+        return (0, 0);
+    }
+    let len = (held.len() - held_from).min(data.payload.len() - data_from);
+    let differing = held[held_from..held_from + len]
+        .iter()
+        .zip(&data.payload[data_from..data_from + len])
+        .filter(|(a, b)| a != b)
+        .count();
+    (len as u64, differing as u64)
 }

@@ -49,6 +49,12 @@ pub struct TargetReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetDirectionLabels {
+    pub target: String,
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetOutcomeLabels {
     pub target: String,
     pub outcome: &'static str,
@@ -85,6 +91,9 @@ fn duration_histogram() -> Histogram {
 
 type HistogramFamily = Family<TargetRoleLabels, Histogram, fn() -> Histogram>;
 
+/// A counter of estimates (fractions of a request).
+pub type EstimateCounter = Counter<f64, std::sync::atomic::AtomicU64>;
+
 /// Handles to every metric the pipeline updates. Cloning shares the underlying values.
 #[derive(Clone)]
 pub struct Metrics {
@@ -93,11 +102,21 @@ pub struct Metrics {
     pub tcp_streams_active: Gauge,
     pub tcp_gaps: Counter,
     pub tcp_streams_evicted: Family<ReasonLabels, Counter>,
+    /// Retransmitted bytes that differed from the bytes first captured.
+    pub tcp_conflicting_bytes: Counter,
+    /// Gaps (and their bytes) per target and direction.
+    pub target_gaps: Family<TargetDirectionLabels, Counter>,
+    pub target_gap_bytes: Family<TargetDirectionLabels, Counter>,
     pub requests: Family<TargetLabels, Counter>,
     pub parse_errors: Family<TargetLabels, Counter>,
     pub requests_skipped: Family<TargetReasonLabels, Counter>,
     /// Extra (not in the contract table): requests abandoned in progress, by reason.
     pub requests_lost: Family<TargetReasonLabels, Counter>,
+    /// Requests estimated lost in gaps and unframed bytes (never part of the accounting).
+    pub requests_lost_estimated: Family<TargetLabels, EstimateCounter>,
+    pub connections_skipped: Family<TargetReasonLabels, Counter>,
+    pub responses_unpaired: Family<TargetReasonLabels, Counter>,
+    pub comparisons_cancelled: Family<TargetReasonLabels, Counter>,
     pub replays: Family<TargetOutcomeLabels, Counter>,
     pub replay_queue_depth: Family<TargetLabels, Gauge>,
     pub response_duration: HistogramFamily,
@@ -115,10 +134,17 @@ impl Metrics {
             tcp_streams_active: Gauge::default(),
             tcp_gaps: Counter::default(),
             tcp_streams_evicted: Family::default(),
+            tcp_conflicting_bytes: Counter::default(),
+            target_gaps: Family::default(),
+            target_gap_bytes: Family::default(),
             requests: Family::default(),
             parse_errors: Family::default(),
             requests_skipped: Family::default(),
             requests_lost: Family::default(),
+            requests_lost_estimated: Family::default(),
+            connections_skipped: Family::default(),
+            responses_unpaired: Family::default(),
+            comparisons_cancelled: Family::default(),
             replays: Family::default(),
             replay_queue_depth: Family::default(),
             response_duration: Family::new_with_constructor(duration_histogram),
@@ -153,6 +179,21 @@ impl Metrics {
             metrics.tcp_streams_evicted.clone(),
         );
         r.register(
+            "mirror_tcp_conflicting_bytes",
+            "Retransmitted bytes that differed from the bytes captured first",
+            metrics.tcp_conflicting_bytes.clone(),
+        );
+        r.register(
+            "mirror_tcp_target_gaps",
+            "Holes in captured TCP streams declared lost, by target and direction",
+            metrics.target_gaps.clone(),
+        );
+        r.register(
+            "mirror_tcp_target_gap_bytes",
+            "Bytes lost in those holes, by target and direction",
+            metrics.target_gap_bytes.clone(),
+        );
+        r.register(
             "mirror_requests",
             "HTTP requests framed off the wire, by target",
             metrics.requests.clone(),
@@ -171,6 +212,28 @@ impl Metrics {
             "mirror_requests_lost",
             "Requests abandoned part-way (gap, reset, eviction...), by reason",
             metrics.requests_lost.clone(),
+        );
+        r.register(
+            "mirror_requests_lost_estimated",
+            "Estimate of the requests lost whole in gaps or unframed bytes (bytes over the \
+             target's mean request size); not part of the accounting",
+            metrics.requests_lost_estimated.clone(),
+        );
+        r.register(
+            "mirror_connections_skipped",
+            "Connections whose requests stopped being mirrored, by reason",
+            metrics.connections_skipped.clone(),
+        );
+        r.register(
+            "mirror_responses_unpaired",
+            "Primary responses not paired with a request (no latency sample, no comparison), \
+             by why their connection was out of sync",
+            metrics.responses_unpaired.clone(),
+        );
+        r.register(
+            "mirror_comparisons_cancelled",
+            "Replayed requests whose comparison with the primary could not be made, by reason",
+            metrics.comparisons_cancelled.clone(),
         );
         r.register(
             "mirror_replays",

@@ -5,8 +5,16 @@
 //!
 //! Accounting (per target): every request framed off the wire (`mirror_requests_total`) ends in
 //! exactly one of `mirror_requests_skipped_total{reason}` or `mirror_replays_total{outcome}`
-//! (`dropped` included), once its replay finished. Requests abandoned before they were framed
-//! are in `mirror_requests_lost_total{reason}`; capture losses in `mirror_capture_drops_total`.
+//! (`dropped` included), once its replay finished. Requests abandoned after their head was
+//! parsed are in `mirror_requests_lost_total{reason}`; connections whose requests stopped being
+//! mirrored in `mirror_connections_skipped_total{reason}` (they have no request behind them);
+//! requests hidden whole in gaps are estimated in `mirror_requests_lost_estimated_total`;
+//! capture losses are in `mirror_capture_drops_total`. None of those is in the identity.
+//!
+//! Comparisons: a replayed request is compared with the primary's response only when the
+//! tracker proves the pair; otherwise the comparison is cancelled and counted
+//! (`mirror_comparisons_cancelled_total{reason}`), and the primary's response is counted in
+//! `mirror_responses_unpaired_total{reason}`.
 
 mod target_metrics;
 
@@ -23,7 +31,7 @@ use crate::{
         HttpEvent, HttpRequest, HttpTracker, LossEvent, LossReason, RequestEvent, RequestSummary,
         ResponseEvent, Stats,
     },
-    metrics::{DirectionLabels, Metrics, ReasonLabels, TargetReasonLabels},
+    metrics::{DirectionLabels, Metrics, ReasonLabels},
     policy::{Decision, Policy, RequestView, connection_id},
     reassembly::EvictionReason,
     replay::{ReplayConfig, ReplayJob, ReplayOutcome, ReplayResult, Replayer},
@@ -231,7 +239,13 @@ impl Pipeline {
     pub fn on_tick(&mut self, now_ns: u64) {
         self.tracker.on_tick(now_ns);
         self.drain_events();
-        self.comparator.expire(now_ns);
+        let targets = &self.targets;
+        self.comparator.expire(now_ns, |target| {
+            targets[target]
+                .metrics
+                .comparison_cancelled("expired")
+                .inc();
+        });
         for target in &self.targets {
             target
                 .metrics
@@ -245,13 +259,51 @@ impl Pipeline {
             match event {
                 HttpEvent::Request(request) => self.on_request(request),
                 HttpEvent::Response(response) => self.on_primary_response(&response),
-                HttpEvent::ConnectionSkipped { flow, reason } => {
-                    // TLS and HTTP/2 connections hide their requests: the unit is a connection.
+                HttpEvent::ConnectionSkipped { flow, reason, .. } => {
+                    // TLS and HTTP/2 connections hide their requests: the unit is a connection,
+                    // outside the requests' accounting.
                     if let Some(target) = self.target_of(flow.server.port()) {
-                        self.skipped(target, reason.as_str());
+                        self.targets[target]
+                            .metrics
+                            .connection_skipped(reason)
+                            .inc();
                     }
                 }
                 HttpEvent::Lost(loss) => self.on_loss(&loss),
+                HttpEvent::Unpairable {
+                    flow,
+                    connection,
+                    index,
+                    reason,
+                } => {
+                    let key = ExchangeKey {
+                        flow,
+                        connection,
+                        index,
+                    };
+                    if let Some(target) = self.comparator.cancel(key) {
+                        self.targets[target]
+                            .metrics
+                            .comparison_cancelled(reason.as_str())
+                            .inc();
+                    }
+                }
+                HttpEvent::Gap {
+                    flow,
+                    direction,
+                    len,
+                } => {
+                    if let Some(target) = self.target_of(flow.server.port()) {
+                        let metrics = &self.targets[target].metrics;
+                        metrics.gaps[direction as usize].inc();
+                        metrics.gap_bytes[direction as usize].inc_by(len);
+                    }
+                }
+                HttpEvent::Unframed { flow, bytes } => {
+                    if let Some(target) = self.target_of(flow.server.port()) {
+                        self.targets[target].metrics.unframed(bytes);
+                    }
+                }
             }
         }
         self.update_tcp_metrics();
@@ -259,15 +311,21 @@ impl Pipeline {
 
     fn update_tcp_metrics(&mut self) {
         let stats = self.tracker.stats();
-        let before = &self.last_stats.tcp;
+        let before = &self.last_stats;
         self.metrics
             .tcp_gaps
-            .inc_by(stats.tcp.gaps.saturating_sub(before.gaps));
+            .inc_by(stats.tcp.gaps.saturating_sub(before.tcp.gaps));
+        let conflicting = |stats: &Stats| {
+            stats.tcp.conflicting_bytes + stats.http.retransmitted_bytes_conflicting
+        };
+        self.metrics
+            .tcp_conflicting_bytes
+            .inc_by(conflicting(&stats).saturating_sub(conflicting(before)));
         for reason in EvictionReason::ALL {
             let delta = stats
                 .tcp
                 .evicted(reason)
-                .saturating_sub(before.evicted(reason));
+                .saturating_sub(before.tcp.evicted(reason));
             if delta > 0 {
                 self.metrics
                     .tcp_streams_evicted
@@ -284,30 +342,30 @@ impl Pipeline {
     }
 
     fn on_loss(&mut self, loss: &LossEvent) {
-        if loss.direction != Direction::Request {
-            return;
-        }
         let Some(target) = self.target_of(loss.flow.server.port()) else {
             return;
         };
+        if loss.direction == Direction::Response {
+            // The primary's response is gone: nothing to compare the shadow's with.
+            if let Some(index) = loss.request_index {
+                let key = ExchangeKey {
+                    flow: loss.flow,
+                    connection: loss.connection,
+                    index,
+                };
+                if let Some(target) = self.comparator.cancel(key) {
+                    self.targets[target]
+                        .metrics
+                        .comparison_cancelled("response_lost")
+                        .inc();
+                }
+            }
+            return;
+        }
         if loss.reason == LossReason::Malformed {
             self.targets[target].metrics.parse_errors.inc();
         }
-        let reason = match loss.reason {
-            LossReason::Gap => "gap",
-            LossReason::Malformed => "malformed",
-            LossReason::Truncated => "truncated",
-            LossReason::Reset => "reset",
-            LossReason::Evicted(_) => "evicted",
-            LossReason::Skipped => "connection_skipped",
-        };
-        self.metrics
-            .requests_lost
-            .get_or_create(&TargetReasonLabels {
-                target: self.targets[target].config.name.clone(),
-                reason,
-            })
-            .inc();
+        self.targets[target].metrics.lost(loss.reason).inc();
     }
 
     fn on_request(&mut self, event: RequestEvent) {
@@ -315,6 +373,9 @@ impl Pipeline {
             return;
         };
         self.targets[index].metrics.requests.inc();
+        self.targets[index]
+            .metrics
+            .request_bytes(event.request.bytes().len());
         if let Some(reason) = event.skip {
             self.skipped(index, reason.as_str());
             return;
@@ -349,6 +410,7 @@ impl Pipeline {
         };
         let key = ExchangeKey {
             flow: event.flow,
+            connection: event.connection,
             index: event.index,
         };
         let job = ReplayJob {
@@ -361,14 +423,21 @@ impl Pipeline {
         let accepted = target.replayer.try_send(job);
         target.shed.on_offered(!accepted);
         if accepted {
-            if target.config.compare_responses {
-                self.comparator.open(
-                    key,
-                    index,
-                    RequestSummary::of(request),
-                    true,
-                    event.last_byte_ns,
-                );
+            if !target.config.compare_responses {
+            } else if let Some(reason) = event.unpaired {
+                // The primary's response will not be paired: no comparison to wait for.
+                target.metrics.comparison_cancelled(reason.as_str()).inc();
+            } else if let Some(evicted) = self.comparator.open(
+                key,
+                index,
+                RequestSummary::of(request),
+                true,
+                event.last_byte_ns,
+            ) {
+                self.targets[evicted]
+                    .metrics
+                    .comparison_cancelled("expired")
+                    .inc();
             }
         } else {
             self.replayed(index, "dropped");
@@ -380,6 +449,9 @@ impl Pipeline {
             return;
         };
         self.response(target, "primary", response.head.status());
+        if let Some(reason) = response.unpaired {
+            self.targets[target].metrics.unpaired(reason).inc();
+        }
         if let Some(latency) = response.latency_ns {
             self.targets[target]
                 .metrics
@@ -389,6 +461,7 @@ impl Pipeline {
         if let Some(index) = response.request_index {
             let key = ExchangeKey {
                 flow: response.flow,
+                connection: response.connection,
                 index,
             };
             // Hashed only when compared (see `BodyDigest`).
@@ -464,7 +537,10 @@ impl Pipeline {
                     self.judge(verdict, now_ns);
                 }
             }
-            _ => self.comparator.cancel(result.key),
+            // Counted by its outcome (error, timeout): nothing came back to compare.
+            _ => {
+                self.comparator.cancel(result.key);
+            }
         }
     }
 

@@ -5,7 +5,9 @@
 //! anything else goes through a sorted list of non-overlapping chunks. Overlaps are resolved
 //! first-wins, the way most TCP receivers do (RFC 9293 leaves it open): bytes already held win, and
 //! differing bytes in an overlap are counted as conflicts (a sign of an evasion attempt or of a
-//! broken middlebox). Bytes before the delivery point are retransmissions and are dropped.
+//! broken middlebox). Bytes before the delivery point are retransmissions: they are handed to the
+//! consumer as [`StreamEvent::Retransmitted`] (it may still hold them and compare) and go no
+//! further.
 
 use std::collections::VecDeque;
 
@@ -29,12 +31,21 @@ struct PendingChunk {
     data: Bytes,
     ack: u32,
     timestamp_ns: u64,
+    starts_segment: bool,
 }
 
 impl PendingChunk {
     fn end(&self) -> u64 {
         self.offset + self.data.len() as u64
     }
+}
+
+/// What a segment says besides its bytes.
+#[derive(Clone, Copy, Debug)]
+struct Arrival {
+    ack: u32,
+    timestamp_ns: u64,
+    starts_segment: bool,
 }
 
 /// Reassembly state of one direction.
@@ -99,6 +110,7 @@ impl StreamAssembler {
     pub fn on_segment(
         &mut self,
         seq: u32,
+        starts_segment: bool,
         payload: &Bytes,
         fin: bool,
         ack: u32,
@@ -115,7 +127,7 @@ impl StreamAssembler {
         }
         let space = match self.space {
             Some(space) => space,
-            None if payload.is_empty() => return,
+            None if payload.is_empty() && !fin => return,
             None => {
                 // Joined mid-stream: this segment's first byte becomes offset 0.
                 let space = SeqSpace::new(seq);
@@ -132,31 +144,37 @@ impl StreamAssembler {
             self.fin_seen_ns = timestamp_ns;
         }
         if !payload.is_empty() {
-            self.accept(start, payload, ack, timestamp_ns, limits, stats, emit);
+            let segment = Arrival {
+                ack,
+                timestamp_ns,
+                starts_segment,
+            };
+            self.accept(start, payload, segment, limits, stats, emit);
         }
         self.expire_holes(timestamp_ns, limits, stats, emit);
         self.deliver_fin(timestamp_ns, emit);
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "segment fields are passed unpacked"
-    )]
     fn accept(
         &mut self,
         start: i64,
         payload: &Bytes,
-        ack: u32,
-        timestamp_ns: u64,
+        segment: Arrival,
         limits: &StreamLimits,
         stats: &mut ReassemblyStats,
         emit: &mut impl FnMut(StreamEvent),
     ) {
+        let Arrival {
+            ack,
+            timestamp_ns,
+            mut starts_segment,
+        } = segment;
         let end = start + payload.len() as i64;
         let next = self.next as i64;
         if end <= next {
             stats.duplicate_segments += 1;
             stats.duplicate_bytes += payload.len() as u64;
+            self.retransmitted(start, payload.clone(), segment, emit);
             return;
         }
         // Bytes beyond the FIN cannot belong to this stream.
@@ -165,8 +183,10 @@ impl StreamAssembler {
         if offset < next {
             let skip = (next - offset) as usize;
             stats.duplicate_bytes += skip as u64;
+            self.retransmitted(start, data.slice(..skip), segment, emit);
             data = data.slice(skip..);
             offset = next;
+            starts_segment = false;
         }
         let offset = offset as u64;
         if let Some(fin) = self.fin
@@ -186,13 +206,19 @@ impl StreamAssembler {
                 payload: data,
                 ack,
                 timestamp_ns,
+                starts_segment,
             }));
             return;
         }
         if offset > self.next {
             stats.out_of_order_segments += 1;
         }
-        self.insert(offset, data, ack, timestamp_ns, stats);
+        let segment = Arrival {
+            ack,
+            timestamp_ns,
+            starts_segment,
+        };
+        self.insert(offset, data, segment, stats);
         self.drain(emit);
         if self.pending_bytes > limits.max_out_of_order_bytes {
             // The hole is not going to be filled in time: a window's worth of data went by.
@@ -208,15 +234,40 @@ impl StreamAssembler {
         self.space.map_or(0, |space| space.seq_at(offset))
     }
 
-    /// Inserts `data` at `offset` (> `next` or overlapping pending chunks) first-wins.
-    fn insert(
-        &mut self,
-        offset: u64,
-        data: Bytes,
-        ack: u32,
-        timestamp_ns: u64,
-        stats: &mut ReassemblyStats,
+    /// Hands already delivered bytes seen again to the consumer (`start`: their signed offset;
+    /// bytes before offset 0 of a stream joined mid-way are dropped).
+    fn retransmitted(
+        &self,
+        start: i64,
+        mut data: Bytes,
+        segment: Arrival,
+        emit: &mut impl FnMut(StreamEvent),
     ) {
+        let mut offset = start;
+        if offset < 0 {
+            let skip = (-offset).min(data.len() as i64) as usize;
+            data = data.slice(skip..);
+            offset = 0;
+        }
+        if data.is_empty() {
+            return;
+        }
+        emit(StreamEvent::Retransmitted(StreamData {
+            seq: self.seq_at(offset as u64),
+            payload: data,
+            ack: segment.ack,
+            timestamp_ns: segment.timestamp_ns,
+            starts_segment: false,
+        }));
+    }
+
+    /// Inserts `data` at `offset` (> `next` or overlapping pending chunks) first-wins.
+    fn insert(&mut self, offset: u64, data: Bytes, segment: Arrival, stats: &mut ReassemblyStats) {
+        let Arrival {
+            ack,
+            timestamp_ns,
+            starts_segment,
+        } = segment;
         let end = offset + data.len() as u64;
         let mut index = self.pending.partition_point(|chunk| chunk.end() <= offset);
         let mut cursor = offset;
@@ -238,6 +289,7 @@ impl StreamAssembler {
                         data: piece,
                         ack,
                         timestamp_ns,
+                        starts_segment: starts_segment && cursor == offset,
                     },
                 );
                 index += 1;
@@ -268,6 +320,7 @@ impl StreamAssembler {
                     data: piece,
                     ack,
                     timestamp_ns,
+                    starts_segment: starts_segment && cursor == offset,
                 },
             );
         }
@@ -289,6 +342,7 @@ impl StreamAssembler {
                 payload: chunk.data,
                 ack: chunk.ack,
                 timestamp_ns: chunk.timestamp_ns,
+                starts_segment: chunk.starts_segment,
             }));
         }
     }
@@ -415,6 +469,7 @@ mod tests {
             } = self;
             stream.on_segment(
                 seq,
+                true,
                 &Bytes::copy_from_slice(data),
                 fin,
                 0,
@@ -426,6 +481,9 @@ mod tests {
                     StreamEvent::Gap { len, .. } => events.push(format!("gap {len}")),
                     StreamEvent::Fin { .. } => events.push("fin".into()),
                     StreamEvent::JoinedMidStream => events.push("mid".into()),
+                    StreamEvent::Retransmitted(data) => {
+                        events.push(format!("again {}", String::from_utf8_lossy(&data.payload)));
+                    }
                 },
             );
         }
@@ -442,6 +500,7 @@ mod tests {
                 StreamEvent::Gap { len, .. } => events.push(format!("gap {len}")),
                 StreamEvent::Fin { .. } => events.push("fin".into()),
                 StreamEvent::JoinedMidStream => events.push("mid".into()),
+                StreamEvent::Retransmitted(_) => events.push("again".into()),
             });
         }
     }

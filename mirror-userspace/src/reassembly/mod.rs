@@ -20,6 +20,13 @@
 //!   segment, or by eviction: least recently used first when `max_connections` or
 //!   `reassembly_memory_bytes` (out-of-order bytes plus the handler's buffered bytes, over all
 //!   connections) would be exceeded. Each end is counted by reason in [`ReassemblyStats`].
+//! - A connection that ended with FIN or RST leaves a tombstone for [`TOMBSTONE_NS`]: segments of
+//!   its 4-tuple without a SYN (a retransmission after the FIN, data in flight behind the RST)
+//!   are counted and ignored instead of opening a phantom connection that would frame the same
+//!   request again. A SYN opens a new connection at once.
+//! - Every connection gets a number unique in the reassembler's lifetime (the same 4-tuple used
+//!   again is another connection), handed to [`ConnectionHandler::open`].
+//! - Data carried on a SYN (TCP Fast Open, RFC 7413) starts at the SYN's sequence number + 1.
 
 mod assembler;
 pub mod seq;
@@ -30,6 +37,13 @@ use bytes::Bytes;
 pub use self::assembler::{StreamAssembler, StreamLimits};
 use self::table::LruTable;
 use crate::segment::{Direction, FlowKey, Segment, TcpFlags};
+
+/// How long the 4-tuple of a connection that ended (FIN or RST) ignores segments without a SYN.
+/// Retransmissions come within a few RTOs; a new connection on the same 4-tuple starts with a
+/// SYN, which is never ignored.
+pub const TOMBSTONE_NS: u64 = 10_000_000_000;
+/// Tombstones kept at most (least recently closed first out).
+const MAX_TOMBSTONES: usize = 65_536;
 
 /// Limits of the reassembly layer; the first four map 1:1 to the `[limits]` config keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +83,10 @@ pub struct StreamData {
     pub ack: u32,
     /// Kernel timestamp of the carrying segment.
     pub timestamp_ns: u64,
+    /// `payload` starts with the first payload byte of a captured segment (not in the middle of
+    /// one, nor after the part of a retransmission that was already delivered): where a sender
+    /// usually starts a message it writes on its own.
+    pub starts_segment: bool,
 }
 
 /// What a direction delivers to the handler, in stream order.
@@ -87,6 +105,9 @@ pub enum StreamEvent {
     Fin {
         timestamp_ns: u64,
     },
+    /// Bytes that were delivered before, seen again (a retransmission): the handler may compare
+    /// them with what it still holds.
+    Retransmitted(StreamData),
 }
 
 /// Why a connection was evicted.
@@ -148,6 +169,9 @@ pub struct ReassemblyStats {
     pub conflicting_bytes: u64,
     pub out_of_order_segments: u64,
     pub segments_after_fin: u64,
+    /// Segments without SYN of a 4-tuple whose connection ended moments ago (retransmissions
+    /// after the FIN, data behind a RST): ignored.
+    pub segments_after_close: u64,
     /// Segments of unknown connections without payload or SYN (late ACKs, RSTs): not tracked.
     pub segments_ignored: u64,
 }
@@ -168,8 +192,8 @@ pub trait ConnectionHandler: Sized {
     /// Shared state passed to every call (config, counters, event queue).
     type Context;
 
-    /// A new connection entered the table.
-    fn open(cx: &mut Self::Context, flow: &FlowKey) -> Self;
+    /// A new connection entered the table; `id` is unique for the reassembler's lifetime.
+    fn open(cx: &mut Self::Context, flow: &FlowKey, id: u64) -> Self;
 
     /// In-order stream events of one direction.
     fn on_stream(
@@ -223,8 +247,11 @@ pub struct Reassembler<H> {
     config: ReassemblyConfig,
     limits: StreamLimits,
     table: LruTable<Connection<H>>,
+    /// 4-tuples of connections that ended with FIN or RST, with the time they ended.
+    tombstones: LruTable<u64>,
     stats: ReassemblyStats,
     buffered: usize,
+    next_id: u64,
 }
 
 impl<H: ConnectionHandler> Reassembler<H> {
@@ -237,8 +264,10 @@ impl<H: ConnectionHandler> Reassembler<H> {
             config,
             limits,
             table: LruTable::default(),
+            tombstones: LruTable::default(),
             stats: ReassemblyStats::default(),
             buffered: 0,
+            next_id: 0,
         }
     }
 
@@ -280,9 +309,15 @@ impl<H: ConnectionHandler> Reassembler<H> {
                 self.stats.segments_ignored += 1;
                 return;
             }
+            None if self.after_close(segment, flags.syn()) => {
+                self.stats.segments_after_close += 1;
+                return;
+            }
             None => self.open(segment.flow, cx),
         };
         self.table.touch(id);
+        let connection = self.table.get_mut(id);
+        connection.last_seen_ns = connection.last_seen_ns.max(segment.timestamp_ns);
         if flags.rst() {
             self.close(id, CloseReason::Reset, cx);
             return;
@@ -290,7 +325,6 @@ impl<H: ConnectionHandler> Reassembler<H> {
         let flow = segment.flow;
         let direction = segment.direction;
         let connection = self.table.get_mut(id);
-        connection.last_seen_ns = connection.last_seen_ns.max(segment.timestamp_ns);
         let [requests, responses] = &mut connection.streams;
         if flags.syn() {
             connection.from_handshake = true;
@@ -319,7 +353,8 @@ impl<H: ConnectionHandler> Reassembler<H> {
             let handler = &mut connection.handler;
             let mut emit = |event| handler.on_stream(cx, &flow, direction, event);
             stream.on_segment(
-                segment.seq,
+                segment.payload_seq(),
+                segment.is_first_chunk(),
                 &segment.payload,
                 flags.fin(),
                 segment.ack,
@@ -343,9 +378,41 @@ impl<H: ConnectionHandler> Reassembler<H> {
         self.enforce_memory_cap(cx);
     }
 
+    /// Whether `segment` belongs to a connection of its 4-tuple that ended moments ago (and is
+    /// not a SYN, which starts a new one: the tombstone goes).
+    fn after_close(&mut self, segment: &Segment, syn: bool) -> bool {
+        let Some(id) = self.tombstones.find(&segment.flow) else {
+            return false;
+        };
+        let closed_ns = *self.tombstones.get(id);
+        if syn || segment.timestamp_ns.saturating_sub(closed_ns) >= TOMBSTONE_NS {
+            self.tombstones.remove(id);
+            return false;
+        }
+        true
+    }
+
+    fn bury(&mut self, flow: FlowKey, now_ns: u64) {
+        if let Some(id) = self.tombstones.find(&flow) {
+            self.tombstones.remove(id);
+        }
+        if self.tombstones.len() >= MAX_TOMBSTONES
+            && let Some(oldest) = self.tombstones.oldest()
+        {
+            self.tombstones.remove(oldest);
+        }
+        self.tombstones.insert(flow, now_ns);
+    }
+
     /// Advances time: drops idle connections and declares stale holes gaps. O(connections with
     /// held data); call it about once a second.
     pub fn on_tick(&mut self, now_ns: u64, cx: &mut H::Context) {
+        while let Some(id) = self.tombstones.oldest() {
+            if now_ns.saturating_sub(*self.tombstones.get(id)) < TOMBSTONE_NS {
+                break;
+            }
+            self.tombstones.remove(id);
+        }
         let idle_ns = self.config.idle_timeout_secs.saturating_mul(1_000_000_000);
         while let Some(id) = self.table.oldest() {
             if now_ns.saturating_sub(self.table.get(id).last_seen_ns) < idle_ns {
@@ -410,7 +477,9 @@ impl<H: ConnectionHandler> Reassembler<H> {
             );
         }
         self.stats.connections_opened += 1;
-        let handler = H::open(cx, &flow);
+        let id = self.next_id;
+        self.next_id += 1;
+        let handler = H::open(cx, &flow, id);
         self.table.insert(
             flow,
             Connection {
@@ -458,6 +527,9 @@ impl<H: ConnectionHandler> Reassembler<H> {
             }
         };
         *counter += 1;
+        if matches!(reason, CloseReason::Finished | CloseReason::Reset) {
+            self.bury(flow, connection.last_seen_ns);
+        }
         connection.handler.on_close(cx, &flow, reason);
     }
 }

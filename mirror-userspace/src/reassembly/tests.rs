@@ -19,7 +19,7 @@ struct Recorder {
 impl ConnectionHandler for Recorder {
     type Context = Log;
 
-    fn open(cx: &mut Log, flow: &FlowKey) -> Self {
+    fn open(cx: &mut Log, flow: &FlowKey, _: u64) -> Self {
         cx.lines.push(format!("open {}", flow.client.port()));
         Self {
             hold: 0,
@@ -53,6 +53,10 @@ impl ConnectionHandler for Recorder {
             }
             StreamEvent::Gap { len, .. } => format!("{port} {dir} gap {len}"),
             StreamEvent::Fin { .. } => format!("{port} {dir} fin"),
+            StreamEvent::Retransmitted(data) => format!(
+                "{port} {dir} again {}",
+                String::from_utf8_lossy(&data.payload)
+            ),
         };
         cx.lines.push(line);
     }

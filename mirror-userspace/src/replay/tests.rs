@@ -111,6 +111,7 @@ fn job(index: u64) -> ReplayJob {
     let addr: SocketAddr = "198.18.0.1:40000".parse().unwrap();
     ReplayJob {
         key: ExchangeKey {
+            connection: 0,
             flow: FlowKey {
                 client: addr,
                 server: addr,

@@ -1,6 +1,7 @@
 //! Request and response framing rules (RFC 9112).
 
 use super::*;
+use crate::http::UnpairedReason;
 
 #[test]
 fn get_request_and_response_are_framed_and_paired() {
@@ -243,7 +244,11 @@ fn early_final_response_pairs_with_the_unfinished_request() {
     let events = drain(&mut t);
     let answered = responses(&events);
     assert_eq!(answered[0].request_index, Some(0));
-    assert_eq!(answered[0].request, None, "the request never completed");
+    let summary = answered[0]
+        .request
+        .as_ref()
+        .expect("labelled at the request's head");
+    assert_eq!(summary.target(), b"/f");
     let lost = losses(&events);
     assert_eq!(lost.len(), 1);
     assert_eq!(lost[0].reason, LossReason::Truncated);
@@ -264,10 +269,11 @@ fn upgrade_ends_mirroring_of_the_connection() {
     );
     wire.client(&mut t, GET);
     let events = drain(&mut t);
-    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(events.len(), 3, "{events:#?}");
     assert_eq!(requests(&events)[0].skip, Some(SkipReason::Upgrade));
+    assert_eq!(responses(&events)[0].head.status(), 101);
     assert!(matches!(
-        events[1],
+        events[2],
         HttpEvent::ConnectionSkipped {
             reason: SkipReason::Upgrade,
             ..
@@ -275,7 +281,7 @@ fn upgrade_ends_mirroring_of_the_connection() {
     ));
     let stats = t.stats().http;
     assert_eq!(stats.requests_skipped(SkipReason::Upgrade), 1);
-    assert_eq!(stats.connections_skipped(SkipReason::Upgrade), 1);
+    assert_eq!(stats.connections_skipped.get(SkipReason::Upgrade), 1);
     assert_eq!(t.buffered_bytes(), 0);
 }
 
@@ -304,13 +310,53 @@ fn connect_ends_mirroring_of_the_connection() {
         &mut t,
         b"CONNECT db.test:5432 HTTP/1.1\r\nHost: db.test:5432\r\nContent-Length: 9\r\n\r\n",
     );
-    wire.client(&mut t, b"tunnelled bytes");
+    // Sent before the tunnel was confirmed: held until the answer.
+    wire.client(&mut t, b"GET /tunnelled HTTP/1.1\r\n\r\n");
+    assert_eq!(requests(&drain(&mut t)).len(), 1);
+    wire.server(&mut t, b"HTTP/1.1 200 Connection Established\r\n\r\n");
+    wire.client(&mut t, b"more tunnelled bytes");
     let events = drain(&mut t);
-    assert_eq!(events.len(), 2);
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(responses(&events)[0].head.status(), 200);
+    assert!(
+        requests(&events).is_empty(),
+        "nothing in the tunnel is framed"
+    );
+    assert_eq!(t.stats().http.requests_total, 1);
+    assert_eq!(
+        t.stats().http.connections_skipped.get(SkipReason::Connect),
+        1
+    );
+    assert_eq!(t.buffered_bytes(), 0);
+}
+
+#[test]
+fn refused_connect_goes_on_as_http1() {
+    let (mut t, mut wire) = open(1);
+    wire.client(
+        &mut t,
+        b"CONNECT db.test:5432 HTTP/1.1\r\nHost: db.test:5432\r\n\r\n",
+    );
+    wire.client(&mut t, GET);
+    wire.server(
+        &mut t,
+        b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n",
+    );
+    wire.server(&mut t, OK);
+    let events = drain(&mut t);
     let framed = requests(&events);
+    assert_eq!(framed.len(), 2, "{events:#?}");
     assert_eq!(framed[0].skip, Some(SkipReason::Connect));
-    assert_eq!(framed[0].request.target(), "db.test:5432");
-    assert_eq!(t.stats().http.connections_skipped(SkipReason::Connect), 1);
+    assert_eq!(framed[1].request.bytes().as_ref(), GET);
+    let pairs: Vec<_> = responses(&events)
+        .iter()
+        .map(|response| (response.request_index, response.head.status()))
+        .collect();
+    assert_eq!(pairs, [(Some(0), 407), (Some(1), 200)]);
+    assert_eq!(
+        t.stats().http.connections_skipped.get(SkipReason::Connect),
+        0
+    );
 }
 
 #[test]
@@ -343,12 +389,12 @@ fn http2_prior_knowledge_and_tls_are_detected_and_skipped() {
             ..
         }]
     ));
-    assert_eq!(t.stats().http.connections_skipped(SkipReason::Tls), 1);
+    assert_eq!(t.stats().http.connections_skipped.get(SkipReason::Tls), 1);
     assert_eq!(t.stats().http.request_parse_errors, 0);
 }
 
 #[test]
-fn too_many_headers_is_counted_and_the_stream_resynchronises() {
+fn too_many_headers_is_counted_and_nothing_is_framed_until_a_quiet_point() {
     let config = TrackerConfig {
         http: HttpConfig {
             max_headers: 4,
@@ -360,29 +406,77 @@ fn too_many_headers_is_counted_and_the_stream_resynchronises() {
     let mut wire = Wire::new(1, 1, 1);
     wire.handshake(&mut t);
     let many: String = (0..5).map(|i| format!("X-{i}: v\r\n")).collect();
-    wire.client(
-        &mut t,
-        format!("GET /big HTTP/1.1\r\n{many}\r\n").as_bytes(),
-    );
+    let big = format!("GET /big HTTP/1.1\r\n{many}\r\n");
+    wire.client(&mut t, big.as_bytes());
+    // Right behind it, a request is not framed: the framing is not certain.
     wire.client(&mut t, GET);
+    wire.server(
+        &mut t,
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+    );
     let events = drain(&mut t);
     assert_eq!(losses(&events)[0].reason, LossReason::Malformed);
+    assert!(requests(&events).is_empty(), "{events:#?}");
+    assert_eq!(
+        responses(&events)[0].unpaired,
+        Some(UnpairedReason::Malformed)
+    );
+    assert_eq!(t.stats().http.request_parse_errors, 1);
+    assert_eq!(
+        t.stats().http.request_bytes_unframed,
+        (big.len() + GET.len()) as u64
+    );
+    // After a second of silence on both sides, with everything acknowledged: certain again.
+    wire.now += 1_500_000_000;
+    wire.client(&mut t, GET);
+    wire.server(&mut t, OK);
+    let events = drain(&mut t);
     let framed = requests(&events);
     assert_eq!(framed.len(), 1);
     assert_eq!(framed[0].request.bytes().as_ref(), GET);
-    assert_eq!(t.stats().http.request_parse_errors, 1);
+    assert_eq!(framed[0].unpaired, None);
+    assert_eq!(responses(&events)[0].request_index, Some(framed[0].index));
+    assert_eq!(t.stats().http.resyncs_quiet, 1);
 }
 
 #[test]
-fn garbage_is_counted_and_skipped_to_the_next_request_line() {
+fn garbage_is_counted_and_not_framed_until_a_quiet_point() {
     let (mut t, mut wire) = open(1);
     wire.client(&mut t, b"\x00\x01garbage that is not http\r\nmore junk\r\n");
     wire.client(&mut t, GET);
     let events = drain(&mut t);
+    assert!(requests(&events).is_empty());
+    assert_eq!(t.stats().http.request_parse_errors, 1);
+    wire.server(
+        &mut t,
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+    );
+    wire.now += 1_500_000_000;
+    wire.client(&mut t, GET);
+    let events = drain(&mut t);
     let framed = requests(&events);
     assert_eq!(framed.len(), 1);
     assert_eq!(framed[0].request.bytes().as_ref(), GET);
-    assert_eq!(t.stats().http.request_parse_errors, 1);
+}
+
+#[test]
+fn smuggling_after_a_malformed_head_is_never_replayed() {
+    let (mut t, mut wire) = open(1);
+    // Differing Content-Length values: where this request ends is unknowable (RFC 9110 §8.6),
+    // and the bytes after it hide a second request.
+    wire.client(
+        &mut t,
+        b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 30\r\n\r\n",
+    );
+    wire.client(&mut t, b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n");
+    wire.server(
+        &mut t,
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+    );
+    wire.client(&mut t, b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n");
+    let events = drain(&mut t);
+    assert!(requests(&events).is_empty(), "{events:#?}");
+    assert_eq!(t.stats().http.requests_lost.malformed, 1);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Bodyless responses, gaps, resynchronisation, eviction and accounting.
 
 use super::*;
+use crate::http::UnpairedReason;
 
 #[test]
 fn responses_without_body_rfc9112_6_3() {
@@ -95,7 +96,7 @@ fn gap_inside_a_response_body_loses_only_that_response() {
 }
 
 #[test]
-fn gap_swallowing_whole_requests_resynchronises_and_pairs_by_ack() {
+fn gap_swallowing_whole_requests_stops_pairing_until_a_quiet_point() {
     let (mut t, mut wire) = open(1);
     wire.client(&mut t, GET);
     wire.server(&mut t, OK);
@@ -109,10 +110,22 @@ fn gap_swallowing_whole_requests_resynchronises_and_pairs_by_ack() {
     let framed = requests(&events);
     let targets: Vec<&str> = framed.iter().map(|r| r.request.target()).collect();
     assert_eq!(targets, ["/items?id=7", "/third"]);
+    assert_eq!(framed[1].unpaired, Some(UnpairedReason::Order));
     let pairs: Vec<Option<u64>> = responses(&events).iter().map(|r| r.request_index).collect();
-    // The answer to the lost request must not be attributed to anything.
-    assert_eq!(pairs, [Some(0), None, Some(1)]);
+    // The answer to the lost request must not be attributed to anything, nor the next one:
+    // the count of requests is not known any more.
+    assert_eq!(pairs, [Some(0), None, None]);
     assert!(losses(&events).is_empty(), "no message was in progress");
+    // A quiet point: both sides silent for a second, everything acknowledged.
+    wire.now += 1_500_000_000;
+    wire.client(&mut t, b"GET /fourth HTTP/1.1\r\nHost: a\r\n\r\n");
+    wire.server(&mut t, OK);
+    let events = drain(&mut t);
+    assert_eq!(requests(&events)[0].unpaired, None);
+    assert_eq!(
+        responses(&events)[0].request_index,
+        Some(requests(&events)[0].index)
+    );
 }
 
 #[test]
@@ -131,7 +144,7 @@ fn gap_in_a_head_abandons_it_and_resynchronises() {
 }
 
 #[test]
-fn mid_stream_join_starts_at_the_next_request_line() {
+fn mid_stream_join_frames_requests_but_pairs_only_after_a_quiet_point() {
     let mut t = tracker();
     let mut wire = Wire::new(1, 7_000, 90_000);
     // Tail of a body of a request the daemon never saw the start of, then a new request.
@@ -145,10 +158,19 @@ fn mid_stream_join_starts_at_the_next_request_line() {
     let framed = requests(&events);
     assert_eq!(framed.len(), 2);
     assert_eq!(framed[0].request.bytes().as_ref(), GET);
-    let pairs: Vec<Option<u64>> = responses(&events).iter().map(|r| r.request_index).collect();
-    assert_eq!(pairs, [Some(0), Some(1)]);
+    // A client that pipelines could have had a request outstanding when the capture joined.
+    let pairs: Vec<_> = responses(&events)
+        .iter()
+        .map(|r| (r.request_index, r.unpaired))
+        .collect();
+    assert_eq!(pairs, [(None, Some(UnpairedReason::Joined)); 2]);
     assert_eq!(t.stats().http.request_parse_errors, 0);
     assert_eq!(t.stats().tcp.streams_joined_mid_stream, 2);
+    wire.now += 1_500_000_000;
+    wire.client(&mut t, GET);
+    wire.server(&mut t, OK);
+    let events = drain(&mut t);
+    assert_eq!(responses(&events)[0].request_index, Some(2));
 }
 
 #[test]
@@ -204,9 +226,22 @@ fn malformed_response_is_counted_and_resynchronises() {
     let answered = responses(&events);
     assert_eq!(answered.len(), 1);
     assert_eq!(
-        answered[0].request_index,
-        Some(1),
-        "paired by ack after the error"
+        (answered[0].request_index, answered[0].unpaired),
+        (None, Some(UnpairedReason::Malformed)),
+        "an acknowledgement number alone proves nothing"
+    );
+    // The first request's comparison is over; the second was framed unpairable.
+    assert!(events.iter().any(|event| matches!(
+        event,
+        HttpEvent::Unpairable {
+            index: 0,
+            reason: UnpairedReason::Malformed,
+            ..
+        }
+    )));
+    assert_eq!(
+        requests(&events)[1].unpaired,
+        Some(UnpairedReason::Malformed)
     );
 }
 
@@ -299,5 +334,5 @@ fn every_started_request_is_accounted() {
         stats.requests_total + stats.requests_lost.total(),
         stats.requests_started
     );
-    assert_eq!(stats.requests_unanswered, 1);
+    assert_eq!(stats.requests_unanswered, 2);
 }
