@@ -45,6 +45,8 @@ fuzz_target!(|data: &[u8]| {
             max_headers: 16,
             max_head_bytes: 1024,
             max_pipelined_requests: 8,
+            // Short, so that the fuzzer's clock reaches quiet points.
+            resync_quiet_ns: 50_000,
             label_responses,
         },
     };
