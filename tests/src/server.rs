@@ -34,6 +34,9 @@ pub enum Behaviour {
     Slow(std::time::Duration),
     /// Every connection is answered with a TCP reset.
     Reset,
+    /// Every Nth POST that comes on a reused connection (one that already carried an answered
+    /// request) is read whole and left unanswered: the server closes the connection.
+    HangUpOnReusedPost(u32),
 }
 
 impl RecordingServer {
@@ -56,6 +59,9 @@ impl RecordingServer {
             }
             Behaviour::Reset => {
                 command.arg("--reset");
+            }
+            Behaviour::HangUpOnReusedPost(every) => {
+                command.args(["--hang-up-every", &every.to_string()]);
             }
         }
         let mut child = command

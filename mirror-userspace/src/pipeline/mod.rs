@@ -419,6 +419,7 @@ impl Pipeline {
             body: rewritten.body,
             is_head: request.method() == "HEAD",
             pipelinable: pipelinable(request, rewritten.asks_close),
+            idempotent: crate::replay::is_idempotent(request.method()),
         };
         let accepted = target.replayer.try_send(job);
         target.shed.on_offered(!accepted);

@@ -74,6 +74,21 @@ impl TimestampedStream {
     pub fn take_first_byte(&mut self) -> Option<SystemTime> {
         self.first_byte.take()
     }
+
+    /// Whether the peer closed or reset the connection, or sent bytes nothing was asked for, as
+    /// far as the socket knows now: one `MSG_PEEK` of a byte on the non-blocking socket, which
+    /// leaves the bytes and the readiness as they were.
+    pub fn peer_closed(&self) -> bool {
+        let mut byte = [0u8; 1];
+        match self.stream.get_ref().peek(&mut byte) {
+            Err(error) => !matches!(
+                error.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ),
+            // End of stream, or bytes before any request was written.
+            Ok(_) => true,
+        }
+    }
 }
 
 impl AsyncRead for TimestampedStream {

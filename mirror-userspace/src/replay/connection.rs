@@ -100,6 +100,13 @@ impl ShadowConnection {
         !self.spent && !self.closed_by_peer && self.buffer.is_empty()
     }
 
+    /// Whether the shadow closed or reset the connection (or sent bytes nobody asked for)
+    /// while it was idle, as the socket knows it now: one non-blocking peek, no wait. Checked
+    /// before a request that may not be sent twice is written on a reused connection.
+    pub fn closed_by_shadow(&self) -> bool {
+        self.stream.peer_closed()
+    }
+
     /// Writes `requests` (each its head then its body) back to back: one write for a pipelined
     /// batch. Returns when the last byte is handed to the kernel.
     pub async fn send(&mut self, requests: &[ReplayJob]) -> Result<(), ConnectionError> {

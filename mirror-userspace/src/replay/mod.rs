@@ -11,6 +11,17 @@
 //! (or one whose last batch timed out) gets one request at a time. Only the first response of
 //! a batch is timed (the others wait behind it on the connection, which says nothing about the
 //! shadow's own latency).
+//!
+//! A request is sent to the shadow at most once unless its method is idempotent (RFC 9110
+//! §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE). Requests the shadow left unanswered when it
+//! closed a keep-alive connection (one that carried earlier requests, or part-way through a
+//! pipelined batch; the write failed or no response came) are sent once more on a fresh
+//! connection only when each of them is idempotent. Any other request that may have reached
+//! the shadow (a write error, no response, the connection closed before its response) ends as
+//! `error` and is never sent again; before one is written on a reused connection, the
+//! connection is checked for a close the shadow sent while it was idle, and a fresh one is
+//! opened instead. A request that certainly never left (the connection could not be opened,
+//! or the shadow is backing off) fails as any other.
 
 mod arrival;
 mod connection;
@@ -71,6 +82,19 @@ pub struct ReplayJob {
     /// May share a connection write with other requests: a safe method (GET, HEAD, OPTIONS),
     /// HTTP/1.1, not asking the shadow to close the connection.
     pub pipelinable: bool,
+    /// May be sent again when the shadow may have received it without answering: the method
+    /// is idempotent ([`is_idempotent`]).
+    pub idempotent: bool,
+}
+
+/// Whether `method` is idempotent (RFC 9110 §9.2.2): sending it twice has the effect of
+/// sending it once, so a replay the shadow left unanswered may be sent again. Methods are
+/// case-sensitive.
+pub fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    )
 }
 
 /// How a replay ended (`mirror_replays_total{outcome}`; `dropped` is counted by the caller when
@@ -365,8 +389,9 @@ enum BatchError {
 /// error, the jobs from `done.len()` on are unanswered and the connection is dropped. Each
 /// attempt has the per-request timeout. Requests the shadow never answered are sent once more
 /// on a fresh connection when the connection turned out stale (closed while idle) or was
-/// closed after some answers (keep-alive limit): a conforming server processes nothing after
-/// it closes, and only safe methods are pipelined.
+/// closed after some answers (keep-alive limit), and only when every one of them is
+/// idempotent: the shadow may have received and processed them before it closed, and a
+/// second POST would be a second order. The others end as errors, sent once.
 async fn replay_batch(
     state: &ShadowState,
     connection: &mut Option<ShadowConnection>,
@@ -376,10 +401,19 @@ async fn replay_batch(
 ) -> Result<(), BatchError> {
     let mut retried = false;
     loop {
+        let before = done.len();
+        if !resendable(&batch[before..])
+            && connection
+                .as_ref()
+                .is_some_and(|open| open.is_reusable() && open.closed_by_shadow())
+        {
+            // Closed while idle: nothing of this request has left yet, so a fresh connection
+            // avoids an error that could not be told from a request the shadow hung up on.
+            *connection = None;
+        }
         let reused = connection
             .as_ref()
             .is_some_and(ShadowConnection::is_reusable);
-        let before = done.len();
         let attempt = tokio::time::timeout(
             state.config.timeout,
             exchange(state, connection, self_traffic, &batch[before..], done),
@@ -404,11 +438,18 @@ async fn replay_batch(
                         | ConnectionError::Response(response::ResponseError::NoResponse)
                 )
         );
-        if retried || !unanswered || !(reused || answered_some) {
+        // Never twice for a request that is not idempotent: the shadow may have processed it.
+        let resend = unanswered && (reused || answered_some) && resendable(&batch[done.len()..]);
+        if retried || !resend {
             return Err(BatchError::Failed(error));
         }
         retried = true;
     }
+}
+
+/// Whether `jobs` may all be sent again after the shadow left them unanswered.
+fn resendable(jobs: &[ReplayJob]) -> bool {
+    jobs.iter().all(|job| job.idempotent)
 }
 
 /// One attempt: connects if needed, writes `jobs` and reads their responses into `done`.

@@ -1,6 +1,8 @@
 //! The replay pool against a small HTTP/1.1 server on loopback: pipelined batches are answered
 //! in order and paired with the right jobs, a connection the shadow closes part-way through a
 //! batch has its unanswered requests sent again, and the depth follows the shadow's latency.
+//! Requests whose method is not idempotent reach the shadow at most once: one the shadow hung up
+//! on is an error, and one is never written on a connection the shadow closed while idle.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -122,6 +124,7 @@ fn job(index: u64) -> ReplayJob {
         body: Bytes::new(),
         is_head: false,
         pipelinable: true,
+        idempotent: true,
     }
 }
 
@@ -330,6 +333,246 @@ fn after_a_timed_out_batch_requests_go_one_at_a_time() {
             [3, 1, 1],
             "the two jobs after the timeout went alone, each on a fresh connection (a batch \
              would have shared one)"
+        );
+    });
+}
+
+#[test]
+fn idempotent_methods_are_those_of_rfc_9110() {
+    for method in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+        assert!(is_idempotent(method), "{method}");
+    }
+    for method in ["POST", "PATCH", "CONNECT", "PROPFIND", "get", "Put", ""] {
+        assert!(!is_idempotent(method), "{method}");
+    }
+}
+
+/// One request as the hanging-up server read it.
+#[derive(Debug)]
+struct Received {
+    method: String,
+    target: String,
+    body: String,
+}
+
+/// How [`serve_hanging_up`] ends connections.
+#[derive(Clone, Copy, Debug)]
+enum HangUp {
+    /// Reads every request that comes on a reused connection (one that was already answered)
+    /// completely, then closes the connection without answering it.
+    OnReused,
+    /// Answers every request, then closes the connection without announcing it (as an idle
+    /// timeout would).
+    AfterAnswering,
+}
+
+/// Answers requests (with a Content-Length body or none) with their target as the body and
+/// ends connections as `hang_up` says. Returns every request read, in order, and the number of
+/// connections accepted.
+async fn serve_hanging_up(
+    hang_up: HangUp,
+) -> (
+    SocketAddr,
+    Arc<Mutex<Vec<Received>>>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (log, accepted) = (Arc::clone(&received), Arc::clone(&connections));
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut answered = 0;
+                loop {
+                    // The head, then its body: the whole request is read before the server
+                    // closes (unread bytes would make the close a reset).
+                    let end = loop {
+                        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break end + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8(buffer.drain(..end).collect()).unwrap();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|line| line.strip_prefix("Content-Length: "))
+                        .map_or(0, |value| value.trim().parse().unwrap());
+                    while buffer.len() < length {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body = String::from_utf8(buffer.drain(..length).collect()).unwrap();
+                    let mut words = head.split(' ');
+                    let (method, target) = (words.next().unwrap(), words.next().unwrap());
+                    log.lock().await.push(Received {
+                        method: method.to_owned(),
+                        target: target.to_owned(),
+                        body,
+                    });
+                    if matches!(hang_up, HangUp::OnReused) && answered > 0 {
+                        return;
+                    }
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{target}",
+                        target.len()
+                    );
+                    if stream.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    answered += 1;
+                    if matches!(hang_up, HangUp::AfterAnswering) {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, received, connections)
+}
+
+/// A request of `method` to `/<index>` with the body `order <index>` (none for GET), sent
+/// alone as the pipeline sends a write or an HTTP/1.0 request.
+fn request(index: u64, method: &str) -> ReplayJob {
+    let body = if method == "GET" {
+        String::new()
+    } else {
+        format!("order {index}")
+    };
+    ReplayJob {
+        head: Bytes::from(format!(
+            "{method} /{index} HTTP/1.1\r\nHost: shadow\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )),
+        body: Bytes::from(body),
+        pipelinable: false,
+        idempotent: is_idempotent(method),
+        ..job(index)
+    }
+}
+
+/// Sends `job` and waits for its result: one request on the wire at a time, so which
+/// connection carries it is known.
+async fn replay_alone(
+    replayer: &Replayer,
+    results: &mut mpsc::UnboundedReceiver<ReplayResult>,
+    job: ReplayJob,
+) -> ReplayResult {
+    let index = job.key.index;
+    assert!(replayer.try_send(job));
+    let result = results.recv().await.unwrap();
+    assert_eq!(result.key.index, index);
+    result
+}
+
+/// How many times the server read a request to `/<index>`, and whether each carried the body
+/// that request was sent with.
+async fn times_received(received: &Mutex<Vec<Received>>, index: u64) -> usize {
+    let target = format!("/{index}");
+    let received = received.lock().await;
+    let copies: Vec<&Received> = received.iter().filter(|r| r.target == target).collect();
+    for copy in &copies {
+        let expected = if copy.method == "GET" {
+            String::new()
+        } else {
+            format!("order {index}")
+        };
+        assert_eq!(copy.body, expected, "{copy:?}");
+    }
+    copies.len()
+}
+
+#[test]
+fn a_post_the_shadow_hung_up_on_is_an_error_and_is_never_sent_again() {
+    run(async {
+        let (addr, received, connections) = serve_hanging_up(HangUp::OnReused).await;
+        let (replayer, mut results) = replayer(addr);
+        // Every second POST goes on the connection the one before opened (the worker keeps it)
+        // and is read by the shadow, which then closes without answering.
+        let mut posts = Vec::new();
+        for index in 0..10 {
+            posts.push(replay_alone(&replayer, &mut results, request(index, "POST")).await);
+        }
+        let mut twice = Vec::new();
+        for index in 0..10 {
+            match times_received(&received, index).await {
+                1 => {}
+                2 => twice.push(index),
+                times => panic!("POST /{index} reached the shadow {times} times"),
+            }
+        }
+        assert!(
+            twice.is_empty(),
+            "POSTs {twice:?} reached the shadow twice: {:?}",
+            received.lock().await
+        );
+        for result in &posts {
+            if result.key.index % 2 == 0 {
+                assert_paired(result);
+            } else {
+                assert_eq!(result.outcome, ReplayOutcome::Error, "{result:?}");
+                assert!(result.response.is_none());
+            }
+        }
+        assert_eq!(
+            connections.load(std::sync::atomic::Ordering::SeqCst),
+            5,
+            "a fresh connection after each hang-up, none for a second copy"
+        );
+
+        // Idempotent requests in the same situation are sent again on a fresh connection,
+        // where the shadow answers them.
+        let methods = ["GET", "PUT", "GET", "DELETE", "GET"];
+        for (index, method) in (10..).zip(methods) {
+            let result = replay_alone(&replayer, &mut results, request(index, method)).await;
+            assert_paired(&result);
+        }
+        assert_eq!(
+            times_received(&received, 10).await,
+            1,
+            "the first went on a fresh connection"
+        );
+        for index in 11..15 {
+            assert_eq!(
+                times_received(&received, index).await,
+                2,
+                "/{index} was hung up on and sent again: {:?}",
+                received.lock().await
+            );
+        }
+    });
+}
+
+#[test]
+fn a_post_is_not_written_on_a_connection_the_shadow_closed_while_idle() {
+    run(async {
+        let (addr, received, connections) = serve_hanging_up(HangUp::AfterAnswering).await;
+        let (replayer, mut results) = replayer(addr);
+        for index in 0..5 {
+            let result = replay_alone(&replayer, &mut results, request(index, "POST")).await;
+            assert_paired(&result);
+            // The shadow's close reaches the idle connection before the next request.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for index in 0..5 {
+            assert_eq!(times_received(&received, index).await, 1);
+        }
+        assert_eq!(
+            connections.load(std::sync::atomic::Ordering::SeqCst),
+            5,
+            "each POST on a fresh connection"
         );
     });
 }
