@@ -1,6 +1,8 @@
 //! `mirror capture` (the binary) in the server namespace prints one line per HTTP request/response
 //! pair for real clients: curl GET/HEAD/POST (Content-Length and chunked), a 204, a pipelined
-//! batch, and a keep-alive connection opened before the daemon started (picked up mid-stream).
+//! batch, and a keep-alive connection opened before the daemon started (picked up mid-stream:
+//! its response is printed unpaired, since what the client had outstanding when the capture
+//! joined is unknown).
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -121,7 +123,7 @@ fn start_capture(topology: &Topology) -> (Child, mpsc::Receiver<String>) {
     (child, lines_rx)
 }
 
-/// `time client > server METHOD host target status latency`
+/// `time client > server METHOD host target status latency [unpaired:REASON]`
 #[derive(Debug, Clone, PartialEq)]
 struct Line {
     client: String,
@@ -129,12 +131,17 @@ struct Line {
     host: String,
     target: String,
     status: u16,
-    latency_ms: f64,
+    /// `None` for an unpaired response (printed as `-`).
+    latency_ms: Option<f64>,
+    unpaired: Option<String>,
 }
 
 fn parse(line: &str) -> Line {
     let fields: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(fields.len(), 9, "unexpected line {line:?}");
+    assert!(
+        fields.len() == 9 || fields.len() == 10,
+        "unexpected line {line:?}"
+    );
     assert_eq!(fields[2], ">");
     Line {
         client: fields[1].to_owned(),
@@ -144,9 +151,13 @@ fn parse(line: &str) -> Line {
         status: fields[7].parse().expect("status"),
         latency_ms: fields[8]
             .strip_suffix("ms")
-            .expect("latency in ms")
-            .parse()
-            .expect("latency"),
+            .map(|ms| ms.parse().expect("latency")),
+        unpaired: fields.get(9).map(|field| {
+            field
+                .strip_prefix("unpaired:")
+                .expect("unpaired")
+                .to_owned()
+        }),
     }
 }
 
@@ -194,7 +205,7 @@ fn capture_prints_one_line_per_exchange() {
 
     let host = format!("{SERVER_ADDR}:{PORT}");
     let expected: Vec<(&str, &str, &str, u16)> = vec![
-        ("GET", "early", "/size/8", 200),
+        ("-", "-", "-", 200),
         ("GET", &host, "/size/100", 200),
         ("HEAD", &host, "/size/50", 200),
         ("POST", &host, "/upload", 200),
@@ -216,9 +227,13 @@ fn capture_prints_one_line_per_exchange() {
         })
         .collect();
     assert_eq!(seen, expected, "printed lines: {printed:#?}");
-    for line in &printed {
+    assert_eq!(printed[0].unpaired.as_deref(), Some("joined"));
+    assert_eq!(printed[0].latency_ms, None);
+    for line in &printed[1..] {
+        assert_eq!(line.unpaired, None);
+        let latency = line.latency_ms.expect("paired lines are timed");
         assert!(
-            line.latency_ms > 0.0 && line.latency_ms < 5_000.0,
+            latency > 0.0 && latency < 5_000.0,
             "wire latency of {line:?}"
         );
     }

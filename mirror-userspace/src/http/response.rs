@@ -248,6 +248,14 @@ impl ResponseFramer {
                 }
                 State::Head { tentative } => {
                     if self.buf.is_empty() {
+                        // Empty lines before a status line are passed over, as RFC 9112 §2.2
+                        // asks of servers before a request line (a stray CRLF after a body).
+                        while pos < input.len() && matches!(input[pos], b'\r' | b'\n') {
+                            pos += 1;
+                        }
+                        if pos == input.len() {
+                            break;
+                        }
                         self.head_started_ns = data.timestamp_ns;
                         self.head_ack = data.ack;
                         self.head_seq = data.seq.wrapping_add(pos as u32);

@@ -15,6 +15,9 @@
 //! - obs-fold (a field line starting with whitespace) is rejected, as httparse rejects it in
 //!   requests (RFC 9112 §5.2 lets a server reject it).
 //! - An absolute-form request target (`GET http://host/ HTTP/1.1`) is not rewritten.
+//! - A request with Transfer-Encoding loses its Content-Length fields (RFC 9112 §6.3 item 3: the
+//!   request is framed as chunked, and an intermediary that forwards it must remove
+//!   Content-Length first; sent with both, it is the ambiguity request smuggling uses).
 //!
 //! The result keeps head and body apart: the body is a zero-copy slice of the input, and a head
 //! with nothing to change is one too; the replay writes both (vectored) without copying the
@@ -142,6 +145,10 @@ impl Rewriter {
             .fields
             .iter()
             .any(|field| head[field.name.clone()].eq_ignore_ascii_case(b"host"));
+        let has_transfer_encoding = lines
+            .fields
+            .iter()
+            .any(|field| head[field.name.clone()].eq_ignore_ascii_case(b"transfer-encoding"));
         if let HostRule::Replace(host) = &self.host
             && !has_host
         {
@@ -155,7 +162,11 @@ impl Rewriter {
         for field in &lines.fields {
             let name = &head[field.name.clone()];
             let value = &head[field.value.clone()];
-            let edit = self.edit(name, value, &mut set_done);
+            let edit = if has_transfer_encoding && name.eq_ignore_ascii_case(b"content-length") {
+                Edit::Drop
+            } else {
+                self.edit(name, value, &mut set_done)
+            };
             if name.eq_ignore_ascii_case(b"connection") {
                 asks_close |= match &edit {
                     Edit::Keep => lists_option(value, b"close"),

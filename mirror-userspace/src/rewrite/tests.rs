@@ -336,3 +336,15 @@ fn a_close_option_in_the_rewritten_head_is_reported() {
     let set_keep_alive = with_headers(&[("Connection", "keep-alive")], &[]);
     assert!(!asks_close(&set_keep_alive, closing), "replaced");
 }
+
+#[test]
+fn content_length_beside_transfer_encoding_is_removed_rfc9112_6_3() {
+    let rewriter = Rewriter::new(&target(HostMode::Keep));
+    let request = b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    assert_eq!(
+        text(&rewrite_with(&rewriter, request)),
+        "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    );
+    let plain = b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+    assert_eq!(rewrite_with(&rewriter, plain), plain);
+}

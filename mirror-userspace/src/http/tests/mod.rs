@@ -168,5 +168,6 @@ fn open(port: u16) -> (HttpTracker, Wire) {
 const GET: &[u8] = b"GET /items?id=7 HTTP/1.1\r\nHost: shop.test\r\nAccept: */*\r\n\r\n";
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 
+mod edges;
 mod framing;
 mod losses;
