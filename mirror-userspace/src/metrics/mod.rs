@@ -151,6 +151,21 @@ impl Metrics {
             responses: Family::default(),
             mismatches: Family::default(),
         };
+        // Every labelled series is there from start-up, at 0: `rate()` and alerts need a
+        // first sample before the first event.
+        for direction in ["request", "response"] {
+            metrics
+                .packets
+                .get_or_create(&DirectionLabels { direction });
+            metrics
+                .capture_bytes
+                .get_or_create(&DirectionLabels { direction });
+        }
+        for reason in crate::reassembly::EvictionReason::ALL {
+            metrics.tcp_streams_evicted.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            });
+        }
         // prometheus-client appends `_total` to counters.
         let r = &mut registry;
         r.register(

@@ -576,42 +576,4 @@ impl Pipeline {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::http::{HeadLimits, parse_request_head};
-
-    fn request(bytes: &'static [u8]) -> HttpRequest {
-        let limits = HeadLimits {
-            max_headers: 16,
-            max_head_bytes: 4096,
-        };
-        let head = parse_request_head(bytes, &limits).unwrap().unwrap();
-        HttpRequest::new(bytes::Bytes::from_static(bytes), head)
-    }
-
-    #[test]
-    fn only_safe_keep_alive_http11_requests_are_pipelined() {
-        assert!(pipelinable(
-            &request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
-            false
-        ));
-        assert!(pipelinable(
-            &request(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"),
-            false
-        ));
-        assert!(pipelinable(
-            &request(b"HEAD / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"),
-            false
-        ));
-        assert!(!pipelinable(
-            &request(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
-            false
-        ));
-        assert!(!pipelinable(&request(b"GET / HTTP/1.0\r\n\r\n"), false));
-        let closing = request(b"GET / HTTP/1.1\r\nConnection: TE, Close\r\n\r\n");
-        assert!(
-            !pipelinable(&closing, true),
-            "a replay that asks the shadow to close goes alone"
-        );
-    }
-}
+mod tests;
