@@ -156,15 +156,17 @@ impl Metrics {
         for direction in ["request", "response"] {
             metrics
                 .packets
-                .get_or_create(&DirectionLabels { direction });
+                .get_or_create_owned(&DirectionLabels { direction });
             metrics
                 .capture_bytes
-                .get_or_create(&DirectionLabels { direction });
+                .get_or_create_owned(&DirectionLabels { direction });
         }
         for reason in crate::reassembly::EvictionReason::ALL {
-            metrics.tcp_streams_evicted.get_or_create(&ReasonLabels {
-                reason: reason.as_str(),
-            });
+            metrics
+                .tcp_streams_evicted
+                .get_or_create_owned(&ReasonLabels {
+                    reason: reason.as_str(),
+                });
         }
         // prometheus-client appends `_total` to counters.
         let r = &mut registry;
