@@ -26,3 +26,5 @@ pub mod segment;
 pub mod shed;
 pub mod stats;
 pub mod wake_ups;
+#[cfg(test)]
+pub(crate) mod wiregen;

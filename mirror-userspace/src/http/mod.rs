@@ -42,6 +42,8 @@ mod request;
 mod response;
 
 #[cfg(test)]
+mod oracle;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
