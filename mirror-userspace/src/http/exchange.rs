@@ -86,8 +86,6 @@ pub struct Pending {
     pub last_byte_ns: u64,
     /// Method, target and Host, when responses are labelled.
     pub summary: Option<RequestSummary>,
-    /// Its [`HttpEvent::Request`] (or its loss) was emitted.
-    pub emitted: bool,
 }
 
 /// What one direction delivered last, for the quiet point.
@@ -151,6 +149,8 @@ pub struct Pairing {
     /// In sync: the requests not yet answered, oldest first. Out of sync: empty.
     pub pending: VecDeque<Pending>,
     pub next_index: u64,
+    /// Requests below this index were emitted or lost (they end in order).
+    pub requests_done: u64,
     /// `None`: in sync. `Some`: why responses cannot be paired now.
     pub desync: Option<UnpairedReason>,
     pub skipped: Option<SkipReason>,
@@ -177,6 +177,7 @@ impl Pairing {
         Self {
             pending: VecDeque::new(),
             next_index: 0,
+            requests_done: 0,
             desync: None,
             skipped: None,
             connection,
@@ -284,7 +285,7 @@ impl Ctx<'_> {
         let connection = self.pairing.connection;
         while let Some(pending) = self.pairing.pending.pop_front() {
             self.shared.stats.requests_unpairable += 1;
-            if pending.emitted {
+            if pending.index < self.pairing.requests_done {
                 self.shared.events.push_back(HttpEvent::Unpairable {
                     flow,
                     connection,
@@ -333,11 +334,14 @@ impl Ctx<'_> {
             .find(|pending| pending.index == index)
     }
 
+    /// Whether the request `index`'s event (or its loss) is out.
+    pub fn request_done(&self, index: u64) -> bool {
+        index < self.pairing.requests_done
+    }
+
     /// The request's event (or its loss) is out: a response held for it may follow.
     pub fn request_emitted(&mut self, index: u64) {
-        if let Some(pending) = self.pending_mut(index) {
-            pending.emitted = true;
-        }
+        self.pairing.requests_done = self.pairing.requests_done.max(index + 1);
         if self
             .pairing
             .held_response

@@ -576,7 +576,6 @@ fn framing_survives_loss_reordering_and_joins() {
 /// The pairing property over every mode: no response is ever paired with a request it does not
 /// answer. 10,000 cases (`MIRROR_ORACLE_CASES`).
 #[test]
-#[ignore = "enabled when the pairing rewrite lands"]
 fn oracle_pairs_are_never_wrong() {
     run_series(&Mode::ALL, cases_from_env(10_000), true);
 }

@@ -486,7 +486,6 @@ impl RequestFramer {
                 start_seq: self.head_seq,
                 last_byte_ns: data.timestamp_ns,
                 summary,
-                emitted: false,
             },
             self.head_ack,
         );

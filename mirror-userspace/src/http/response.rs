@@ -447,7 +447,7 @@ impl ResponseFramer {
                 Some(pair.index),
                 pair.summary,
                 Some(message.first_byte_ns.saturating_sub(pair.last_byte_ns)),
-                pair.emitted,
+                cx.request_done(pair.index),
             ),
             None => (None, None, None, true),
         };
@@ -468,8 +468,11 @@ impl ResponseFramer {
         if emitted {
             cx.emit(HttpEvent::Response(event));
         } else {
-            // An early response: out once its request is (see `Ctx::request_emitted`).
-            cx.pairing.held_response = Some(event);
+            // An early response: out once its request is (see `Ctx::request_emitted`). Requests
+            // end in order, so one is held at a time; never drop one all the same.
+            if let Some(previous) = cx.pairing.held_response.replace(event) {
+                cx.emit(HttpEvent::Response(previous));
+            }
         }
     }
 }

@@ -90,6 +90,26 @@ impl StreamAssembler {
         }
     }
 
+    /// Whether a SYN with sequence number `seq` is this stream's own (or the stream has none
+    /// yet): a different one starts another connection on the same 4-tuple.
+    pub fn same_syn(&self, seq: u32) -> bool {
+        self.space
+            .is_none_or(|space| space.base() == seq.wrapping_add(1))
+    }
+
+    /// The raw sequence numbers from the stream's first byte to just past the last one seen
+    /// (delivered, held or announced by a FIN).
+    pub fn seq_range(&self) -> Option<(u32, u32)> {
+        let space = self.space?;
+        let end = self
+            .pending
+            .back()
+            .map_or(self.next, PendingChunk::end)
+            .max(self.next)
+            .max(self.fin.unwrap_or(0));
+        Some((space.base(), space.seq_at(end)))
+    }
+
     /// Handles a SYN with sequence number `seq`. Returns false when the stream already runs with a
     /// different initial sequence number (the 4-tuple was reused by a new connection).
     pub fn on_syn(&mut self, seq: u32) -> bool {

@@ -45,6 +45,15 @@ pub const TOMBSTONE_NS: u64 = 10_000_000_000;
 /// Tombstones kept at most (least recently closed first out).
 const MAX_TOMBSTONES: usize = 65_536;
 
+/// What a tombstone says about a segment of an unknown 4-tuple.
+enum Tombstone {
+    None,
+    /// Part of the connection that ended: ignore.
+    Ignore,
+    /// A SYN: a new connection, successor of the one that ended.
+    Predecessor(Predecessor),
+}
+
 /// Limits of the reassembly layer; the first four map 1:1 to the `[limits]` config keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReassemblyConfig {
@@ -108,6 +117,23 @@ pub enum StreamEvent {
     /// Bytes that were delivered before, seen again (a retransmission): the handler may compare
     /// them with what it still holds.
     Retransmitted(StreamData),
+}
+
+/// What is remembered of a connection that ended, for [`TOMBSTONE_NS`]: segments of its
+/// 4-tuple that still arrive (retransmissions, network duplicates) are recognised as its own.
+#[derive(Clone, Copy, Debug)]
+struct Predecessor {
+    closed_ns: u64,
+    /// Per direction, the raw sequence numbers its stream spanned.
+    ranges: [Option<(u32, u32)>; 2],
+}
+
+impl Predecessor {
+    /// Whether a segment at `seq` in `direction` lies in the ended connection's stream.
+    fn owns(&self, direction: Direction, seq: u32) -> bool {
+        self.ranges[direction as usize]
+            .is_some_and(|(first, end)| seq.wrapping_sub(first) <= end.wrapping_sub(first))
+    }
 }
 
 /// Why a connection was evicted.
@@ -227,6 +253,8 @@ struct Connection<H> {
     /// Per direction: capture paused for a while ([`Reassembler::expect_gaps`]), so a hole
     /// before the next segment is known lost, not reordered.
     gap_expected: [bool; 2],
+    /// The connection its 4-tuple carried just before (boxed: rare).
+    predecessor: Option<Box<Predecessor>>,
 }
 
 impl<H: ConnectionHandler> Connection<H> {
@@ -239,6 +267,50 @@ impl<H: ConnectionHandler> Connection<H> {
     fn finished(&self) -> bool {
         self.streams[0].is_finished() && self.streams[1].is_finished()
     }
+
+    fn remains(&self, closed_ns: u64) -> Predecessor {
+        Predecessor {
+            closed_ns,
+            ranges: [self.streams[0].seq_range(), self.streams[1].seq_range()],
+        }
+    }
+
+    /// Whether a data segment is a late copy of the previous connection on this 4-tuple: it
+    /// lies in that connection's stream, and not where this one's continues (within
+    /// `window` bytes after its next byte; the two can overlap when the new initial sequence
+    /// number is close to the old one).
+    fn is_predecessors(&mut self, segment: &Segment, window: usize) -> bool {
+        let Some(predecessor) = &self.predecessor else {
+            return false;
+        };
+        if segment.timestamp_ns.saturating_sub(predecessor.closed_ns) >= TOMBSTONE_NS {
+            self.predecessor = None;
+            return false;
+        }
+        let seq = segment.payload_seq();
+        let continues = self.streams[segment.direction as usize]
+            .next_seq()
+            .is_some_and(|next| seq.wrapping_sub(next) <= window as u32);
+        !continues && predecessor.owns(segment.direction, seq)
+    }
+
+    /// Whether a SYN (client) or SYN-ACK (server) starts another connection on this 4-tuple.
+    fn reused_by(&self, segment: &Segment, flags: TcpFlags) -> bool {
+        if !flags.syn() {
+            return false;
+        }
+        let ack = flags.contains(TcpFlags::ACK);
+        let stream = match (segment.direction, ack) {
+            (Direction::Request, false) => &self.streams[0],
+            (Direction::Response, true) => &self.streams[1],
+            _ => return false,
+        };
+        let joined = !self.from_handshake
+            && (self.streams[0].is_synchronised() || self.streams[1].is_synchronised());
+        // A different initial sequence number, or a handshake on a connection that was
+        // joined mid-stream: another connection (a retransmitted SYN is the same one).
+        joined || !stream.same_syn(segment.seq)
+    }
 }
 
 /// The connection table and its reassembly state; see the module docs.
@@ -247,8 +319,8 @@ pub struct Reassembler<H> {
     config: ReassemblyConfig,
     limits: StreamLimits,
     table: LruTable<Connection<H>>,
-    /// 4-tuples of connections that ended with FIN or RST, with the time they ended.
-    tombstones: LruTable<u64>,
+    /// 4-tuples of connections that ended with FIN or RST: when, and where their streams lay.
+    tombstones: LruTable<Predecessor>,
     stats: ReassemblyStats,
     buffered: usize,
     next_id: u64,
@@ -293,31 +365,36 @@ impl<H: ConnectionHandler> Reassembler<H> {
     pub fn on_segment(&mut self, segment: &Segment, cx: &mut H::Context) {
         let flags = segment.effective_flags();
         let id = match self.table.find(&segment.flow) {
-            Some(id) => {
-                let reused = segment.direction == Direction::Request
-                    && flags.syn()
-                    && !flags.contains(TcpFlags::ACK)
-                    && !self.table.get_mut(id).streams[0].on_syn(segment.seq);
-                if reused {
-                    self.close(id, CloseReason::Reused, cx);
-                    self.open(segment.flow, cx)
-                } else {
-                    id
-                }
+            Some(id) if self.table.get(id).reused_by(segment, flags) => {
+                let predecessor = self.close(id, CloseReason::Reused, cx);
+                self.open(segment.flow, Some(predecessor), cx)
             }
+            Some(id) => id,
             None if flags.rst() || (segment.payload.is_empty() && !flags.syn()) => {
                 self.stats.segments_ignored += 1;
                 return;
             }
-            None if self.after_close(segment, flags.syn()) => {
-                self.stats.segments_after_close += 1;
-                return;
-            }
-            None => self.open(segment.flow, cx),
+            None => match self.tombstone(segment, flags.syn()) {
+                Tombstone::Ignore => {
+                    self.stats.segments_after_close += 1;
+                    return;
+                }
+                Tombstone::Predecessor(predecessor) => {
+                    self.open(segment.flow, Some(predecessor), cx)
+                }
+                Tombstone::None => self.open(segment.flow, None, cx),
+            },
         };
         self.table.touch(id);
         let connection = self.table.get_mut(id);
         connection.last_seen_ns = connection.last_seen_ns.max(segment.timestamp_ns);
+        if !segment.payload.is_empty()
+            && !flags.syn()
+            && connection.is_predecessors(segment, self.limits.max_out_of_order_bytes)
+        {
+            self.stats.segments_after_close += 1;
+            return;
+        }
         if flags.rst() {
             self.close(id, CloseReason::Reset, cx);
             return;
@@ -378,21 +455,26 @@ impl<H: ConnectionHandler> Reassembler<H> {
         self.enforce_memory_cap(cx);
     }
 
-    /// Whether `segment` belongs to a connection of its 4-tuple that ended moments ago (and is
-    /// not a SYN, which starts a new one: the tombstone goes).
-    fn after_close(&mut self, segment: &Segment, syn: bool) -> bool {
+    /// What the tombstone of `segment`'s 4-tuple says about it: a segment without SYN of the
+    /// connection that ended is ignored; a SYN starts a new connection, which remembers the old
+    /// one's streams for its late copies.
+    fn tombstone(&mut self, segment: &Segment, syn: bool) -> Tombstone {
         let Some(id) = self.tombstones.find(&segment.flow) else {
-            return false;
+            return Tombstone::None;
         };
-        let closed_ns = *self.tombstones.get(id);
-        if syn || segment.timestamp_ns.saturating_sub(closed_ns) >= TOMBSTONE_NS {
+        let predecessor = *self.tombstones.get(id);
+        if segment.timestamp_ns.saturating_sub(predecessor.closed_ns) >= TOMBSTONE_NS {
             self.tombstones.remove(id);
-            return false;
+            return Tombstone::None;
         }
-        true
+        if !syn {
+            return Tombstone::Ignore;
+        }
+        self.tombstones.remove(id);
+        Tombstone::Predecessor(predecessor)
     }
 
-    fn bury(&mut self, flow: FlowKey, now_ns: u64) {
+    fn bury(&mut self, flow: FlowKey, predecessor: Predecessor) {
         if let Some(id) = self.tombstones.find(&flow) {
             self.tombstones.remove(id);
         }
@@ -401,14 +483,14 @@ impl<H: ConnectionHandler> Reassembler<H> {
         {
             self.tombstones.remove(oldest);
         }
-        self.tombstones.insert(flow, now_ns);
+        self.tombstones.insert(flow, predecessor);
     }
 
     /// Advances time: drops idle connections and declares stale holes gaps. O(connections with
     /// held data); call it about once a second.
     pub fn on_tick(&mut self, now_ns: u64, cx: &mut H::Context) {
         while let Some(id) = self.tombstones.oldest() {
-            if now_ns.saturating_sub(*self.tombstones.get(id)) < TOMBSTONE_NS {
+            if now_ns.saturating_sub(self.tombstones.get(id).closed_ns) < TOMBSTONE_NS {
                 break;
             }
             self.tombstones.remove(id);
@@ -466,7 +548,12 @@ impl<H: ConnectionHandler> Reassembler<H> {
         }
     }
 
-    fn open(&mut self, flow: FlowKey, cx: &mut H::Context) -> u32 {
+    fn open(
+        &mut self,
+        flow: FlowKey,
+        predecessor: Option<Predecessor>,
+        cx: &mut H::Context,
+    ) -> u32 {
         if self.table.len() >= self.config.max_connections.max(1)
             && let Some(oldest) = self.table.oldest()
         {
@@ -489,6 +576,7 @@ impl<H: ConnectionHandler> Reassembler<H> {
                 last_seen_ns: 0,
                 footprint: 0,
                 gap_expected: [false; 2],
+                predecessor: predecessor.map(Box::new),
             },
         )
     }
@@ -513,7 +601,8 @@ impl<H: ConnectionHandler> Reassembler<H> {
         }
     }
 
-    fn close(&mut self, id: u32, reason: CloseReason, cx: &mut H::Context) {
+    /// Removes connection `id`; returns what a successor on its 4-tuple must know of it.
+    fn close(&mut self, id: u32, reason: CloseReason, cx: &mut H::Context) -> Predecessor {
         let (flow, connection) = self.table.remove(id);
         self.buffered -= connection.footprint;
         let counter = match reason {
@@ -527,10 +616,12 @@ impl<H: ConnectionHandler> Reassembler<H> {
             }
         };
         *counter += 1;
+        let remains = connection.remains(connection.last_seen_ns);
         if matches!(reason, CloseReason::Finished | CloseReason::Reset) {
-            self.bury(flow, connection.last_seen_ns);
+            self.bury(flow, remains);
         }
         connection.handler.on_close(cx, &flow, reason);
+        remains
     }
 }
 

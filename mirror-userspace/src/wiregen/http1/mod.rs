@@ -18,7 +18,7 @@ use self::app::Http1App;
 use self::messages::{ExchangePlan, make_closing, plan_exchange};
 use super::impair::{self, Blackout};
 use super::tcp::{self, LinkParams, Side};
-use super::{Case, Conn, Mode, Rng};
+use super::{Captured, Case, Conn, Mode, Rng};
 use crate::segment::FlowKey;
 
 /// The server every connection talks to.
@@ -119,6 +119,21 @@ fn isn(rng: &mut Rng, wrap_within: u64) -> u32 {
     }
 }
 
+/// Raw sequence numbers just past the last byte (the FIN included) each side of `conn` sent.
+fn stream_ends(wire: &[Captured], conn: &Conn<Http1Conn>) -> (u32, u32) {
+    let mut ends = [0u64; 2];
+    for captured in wire.iter().filter(|captured| captured.conn == conn.app.id) {
+        let end = captured.offset + captured.segment.payload.len() as u64;
+        let side = &mut ends[captured.side() as usize];
+        *side = (*side).max(end);
+    }
+    // Offset 0 is the byte after the SYN; one more for the FIN.
+    (
+        conn.client_isn.wrapping_add(ends[0] as u32 + 2),
+        conn.server_isn.wrapping_add(ends[1] as u32 + 2),
+    )
+}
+
 /// Generates the case of `seed` under `mode`: 1..=3 connections (sometimes one more reusing a
 /// closed connection's 4-tuple), simulated, captured and impaired.
 pub fn generate(seed: u64, mode: Mode) -> Http1Case {
@@ -197,7 +212,19 @@ pub fn generate(seed: u64, mode: Mode) -> Http1Case {
             link.cork_permille[Side::Client as usize] = 0;
             index
         });
-        let isns = (isn(&mut rng, 4_000), isn(&mut rng, 60_000));
+        let isns = match predecessor {
+            // RFC 6528 initial sequence numbers advance with the clock, and an endpoint in
+            // TIME-WAIT takes a new SYN only beyond the old connection's sequence numbers
+            // (RFC 6191): the new streams start after the old ones.
+            Some(earlier) => {
+                let (client_end, server_end) = stream_ends(&wire, &conns[earlier]);
+                (
+                    client_end.wrapping_add(rng.range(1..=1 << 24) as u32),
+                    server_end.wrapping_add(rng.range(1..=1 << 24) as u32),
+                )
+            }
+            None => (isn(&mut rng, 4_000), isn(&mut rng, 60_000)),
+        };
         let start_ns = match predecessor {
             Some(earlier) => conns[earlier].end_ns + rng.range(1_000_000..=200_000_000),
             None => base + rng.below(40_000_000),
