@@ -2,7 +2,9 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::capture::DEFAULT_RING_BUFFER_BYTES;
+use crate::capture::{
+    DEFAULT_QUEUE_BYTES, DEFAULT_RING_BUFFER_BYTES, MAX_QUEUE_BYTES, MIN_QUEUE_BYTES,
+};
 
 /// Packet-level HTTP/1.x traffic mirror: captures a service's traffic with a TC eBPF classifier,
 /// reassembles it and replays sampled requests to a shadow service.
@@ -116,6 +118,17 @@ pub struct CaptureArgs {
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES)]
     pub ring_buffer_bytes: u32,
+
+    /// Bytes of captured segments queued between the ring reader and the printer, 1048576 ..
+    /// 2^34 (`[limits] capture_queue_bytes` of `mirror run`); beyond, batches are dropped and
+    /// counted (user.consumer_dropped in the summary).
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = DEFAULT_QUEUE_BYTES as u64,
+        value_parser = clap::value_parser!(u64).range(MIN_QUEUE_BYTES..=MAX_QUEUE_BYTES),
+    )]
+    pub capture_queue_bytes: u64,
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +188,27 @@ mod tests {
         assert_eq!(args.interfaces, ["eth0", "veth*"]);
         assert_eq!(args.ports, [8080, 9090]);
         assert_eq!(args.count, Some(5));
+        assert_eq!(args.capture_queue_bytes, DEFAULT_QUEUE_BYTES as u64);
+    }
+
+    #[test]
+    fn capture_queue_bytes_is_range_checked() {
+        let parse = |bytes: &str| {
+            Cli::try_parse_from([
+                "mirror",
+                "capture",
+                "-p",
+                "80",
+                "--capture-queue-bytes",
+                bytes,
+            ])
+        };
+        let Command::Capture(args) = parse("1048576").unwrap().command else {
+            panic!("parsed as capture");
+        };
+        assert_eq!(args.capture_queue_bytes, MIN_QUEUE_BYTES);
+        assert!(parse("1048575").is_err());
+        assert!(parse(&(MAX_QUEUE_BYTES + 1).to_string()).is_err());
     }
 
     #[test]

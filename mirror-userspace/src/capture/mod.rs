@@ -28,7 +28,10 @@ use mirror_common::{
     CLASSIFIER_PROGRAM, COUNTER_COUNT, COUNTERS_MAP, Counter, EVENTS_MAP, REPLAY_SOCKETS_MAP,
     TARGET_PORTS_MAP, TargetPort, WAKEUP_BYTES_GLOBAL,
 };
-pub use reader::{ReaderStats, RingReader, SegmentBatch, spawn_reader};
+pub use reader::{
+    DEFAULT_QUEUE_BYTES, MAX_QUEUE_BYTES, MIN_QUEUE_BYTES, QueueBudget, QueuedBatch, ReaderStats,
+    RingReader, SegmentBatch, spawn_reader,
+};
 use tracing::debug;
 
 /// The classifier object, built by `build.rs` from the `mirror-ebpf` crate.

@@ -18,9 +18,6 @@ use crate::{
     segment::{Direction, Segment},
 };
 
-/// Batches buffered between the ring reader and the printer.
-const CHANNEL_BATCHES: usize = 256;
-
 fn timestamp(ns: u64) -> String {
     format!("{}.{:06}", ns / 1_000_000_000, ns % 1_000_000_000 / 1_000)
 }
@@ -97,6 +94,11 @@ pub fn summary(kernel: &KernelCounters, reader: &ReaderStats, core: Option<&Stat
         &mut text,
         "user.consumer_dropped",
         reader.consumer_dropped(),
+    );
+    row(
+        &mut text,
+        "user.consumer_dropped_bytes",
+        reader.consumer_dropped_bytes(),
     );
     let Some(stats) = core else { return text };
     let (tcp, http) = (&stats.tcp, &stats.http);
@@ -258,7 +260,10 @@ pub async fn run(args: CaptureArgs) -> anyhow::Result<()> {
         .take_reader()
         .context("opening the ring buffer")?
         .context("ring buffer already taken")?;
-    let (mut batches, reader_stats, reader_task) = spawn_reader(reader, CHANNEL_BATCHES);
+    // Bytes queued between the ring reader and the printer; beyond, batches are dropped and
+    // counted (user.consumer_dropped).
+    let queue_bytes = usize::try_from(args.capture_queue_bytes).unwrap_or(usize::MAX);
+    let (mut batches, reader_stats, reader_task) = spawn_reader(reader, queue_bytes);
     // Handlers first: a signal sent as soon as "capturing" is read must stop us cleanly.
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;

@@ -21,9 +21,6 @@ use crate::{
     reassembly::ReassemblyConfig,
 };
 
-/// Batches buffered between the ring reader and the pipeline; beyond, batches are dropped and
-/// counted (`mirror_capture_drops_total{reason="consumer_full"}`).
-const CHANNEL_BATCHES: usize = 1024;
 /// Replay results handled per turn of the event loop, so that captured batches wait at most
 /// this many behind them.
 const MAX_RESULTS_PER_TURN: usize = 256;
@@ -139,7 +136,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .take_reader()
         .context("opening the ring buffer")?
         .context("ring buffer already taken")?;
-    let (mut batches, reader_stats, reader_task) = spawn_reader(reader, CHANNEL_BATCHES);
+    // Beyond `capture_queue_bytes` queued, batches are dropped and counted
+    // (`mirror_capture_drops_total{reason="consumer_full"}`, their payload in
+    // `mirror_capture_lost_bytes_total{reason="consumer_full"}`).
+    let (mut batches, reader_stats, reader_task) =
+        spawn_reader(reader, config.limits.capture_queue_bytes);
     registry.register_collector(Box::new(CaptureCollector::new(
         capture.classifier().counter_reader(),
         Arc::clone(&reader_stats),

@@ -97,6 +97,9 @@ pub struct LimitsSection {
     pub idle_timeout_secs: u64,
     /// Larger requests/responses are counted and not mirrored. Default 16 MiB.
     pub max_message_bytes: usize,
+    /// Captured segments queued between the ring reader and the pipeline, in bytes; batches
+    /// beyond are dropped and counted (`consumer_full`). Default 64 MiB.
+    pub capture_queue_bytes: usize,
 }
 
 impl Default for LimitsSection {
@@ -106,6 +109,7 @@ impl Default for LimitsSection {
             max_connections: 262_144,
             idle_timeout_secs: 120,
             max_message_bytes: 16 * 1024 * 1024,
+            capture_queue_bytes: crate::capture::DEFAULT_QUEUE_BYTES,
         }
     }
 }

@@ -42,6 +42,7 @@ pub(super) struct RawLimits {
     pub max_connections: Option<Spanned<i64>>,
     pub idle_timeout_secs: Option<Spanned<i64>>,
     pub max_message_bytes: Option<Spanned<i64>>,
+    pub capture_queue_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

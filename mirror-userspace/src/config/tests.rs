@@ -79,6 +79,7 @@ fn omitted_settings_take_the_documented_defaults() {
             max_connections: 262_144,
             idle_timeout_secs: 120,
             max_message_bytes: 16_777_216,
+            capture_queue_bytes: 67_108_864,
         }
     );
     let [target] = config.targets.as_slice() else {
@@ -120,7 +121,25 @@ fn effective_config_round_trips() {
             "{printed}"
         );
         assert!(printed.contains("host = \"suffix:-shadow\""), "{printed}");
+        assert!(
+            printed.contains("capture_queue_bytes = 67108864"),
+            "{printed}"
+        );
     }
+}
+
+#[test]
+fn capture_queue_bytes_is_read_from_limits() {
+    let with = |bytes: u64| {
+        parse(&format!(
+            "[limits]\ncapture_queue_bytes = {bytes}\n{MINIMAL}"
+        ))
+        .limits
+        .capture_queue_bytes
+    };
+    assert_eq!(with(1_048_576), 1_048_576);
+    assert_eq!(with(1 << 34), 1 << 34);
+    assert_eq!(with(268_435_456), 268_435_456);
 }
 
 #[test]

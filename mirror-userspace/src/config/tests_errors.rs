@@ -78,6 +78,24 @@ fn range_errors_say_what_is_allowed() {
         "t.toml:2:21: idle_timeout_secs = 0 is out of range: allowed 1..=4294967295"
     );
     assert_eq!(
+        error(&format!(
+            "[limits]\ncapture_queue_bytes = 1048575\n{TARGET}"
+        )),
+        "t.toml:2:23: capture_queue_bytes = 1048575 is out of range: allowed 1048576..=17179869184"
+    );
+    assert_eq!(
+        error(&format!(
+            "[limits]\nmax_connections = 10\ncapture_queue_bytes = 17179869185\n{TARGET}"
+        )),
+        "t.toml:3:23: capture_queue_bytes = 17179869185 is out of range: allowed 1048576..=17179869184"
+    );
+    assert_eq!(
+        error(&format!(
+            "[limits]\ncapture_queue_bytes = \"64MiB\"\n{TARGET}"
+        )),
+        "t.toml:2:23: invalid type: string \"64MiB\", expected an integer"
+    );
+    assert_eq!(
         error(&with_line("concurrency = 100000")),
         "t.toml:5:15: concurrency = 100000 is out of range: allowed 1..=65535"
     );

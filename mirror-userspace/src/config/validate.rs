@@ -13,6 +13,7 @@ use super::target::{
     TargetConfig, WRITE_METHODS, check_header_name, is_safe_method, is_token,
 };
 use super::{CaptureSection, Config, LimitsSection, MetricsSection};
+use crate::capture::{MAX_QUEUE_BYTES, MIN_QUEUE_BYTES};
 
 /// Smallest ring buffer the kernel accepts (one page on x86-64 and arm64).
 const MIN_RING_BUFFER_BYTES: i64 = 4096;
@@ -129,6 +130,12 @@ fn limits(raw: RawLimits) -> Checked<LimitsSection> {
             "max_message_bytes",
             1..=i64::from(u32::MAX),
             defaults.max_message_bytes,
+        )?,
+        capture_queue_bytes: int_or(
+            raw.capture_queue_bytes,
+            "capture_queue_bytes",
+            MIN_QUEUE_BYTES as i64..=MAX_QUEUE_BYTES as i64,
+            defaults.capture_queue_bytes,
         )?,
     })
 }

@@ -372,6 +372,8 @@ impl Collector for CaptureCollector {
                     "shed_response",
                     kernel.get(KernelCounter::ShedResponseBytes),
                 ),
+                // Segments the reader dropped: the queue to the pipeline was full.
+                ("consumer_full", self.reader.consumer_dropped_bytes()),
             ],
         )?;
         encode_family(
