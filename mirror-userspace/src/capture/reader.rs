@@ -116,9 +116,15 @@ pub struct QueuedBatch {
 }
 
 impl QueuedBatch {
-    /// Reserves the batch's bytes in `budget`; gives the segments back when it is full.
-    pub fn admit(segments: SegmentBatch, budget: &Arc<QueueBudget>) -> Result<Self, SegmentBatch> {
-        let bytes = batch_bytes(&segments);
+    /// Reserves the batch's bytes in `budget`: its [`batch_bytes`], or `arena_bytes` (the
+    /// buffers its payloads point into) when more - a batch of a few small records still keeps
+    /// a whole arena alive. Gives the segments back when the budget is full.
+    pub fn admit(
+        segments: SegmentBatch,
+        arena_bytes: usize,
+        budget: &Arc<QueueBudget>,
+    ) -> Result<Self, SegmentBatch> {
+        let bytes = batch_bytes(&segments).max(arena_bytes);
         if budget.try_reserve(bytes) {
             Ok(Self {
                 segments,
@@ -206,6 +212,8 @@ pub struct RingReader {
     last_batch_records: usize,
     /// Polls in a row that found the ring empty (saturating).
     empty_polls: u32,
+    /// Capacity of the arenas the last batch was copied into.
+    last_arena_bytes: usize,
 }
 
 impl RingReader {
@@ -219,6 +227,7 @@ impl RingReader {
             last_batch_bytes: INITIAL_ARENA_BYTES,
             last_batch_records: 0,
             empty_polls: 0,
+            last_arena_bytes: 0,
         })
     }
 
@@ -246,10 +255,16 @@ impl RingReader {
         }
     }
 
+    /// Capacity of the arenas the last batch was copied into: memory it keeps alive.
+    pub fn last_arena_bytes(&self) -> usize {
+        self.last_arena_bytes
+    }
+
     fn drain(&mut self, stats: &ReaderStats) -> SegmentBatch {
         let ring = self.fd.get_mut();
         let mut batch = Vec::new();
         let mut arena = BytesMut::with_capacity(self.last_batch_bytes);
+        self.last_arena_bytes = arena.capacity();
         let mut bounds = Vec::with_capacity(self.last_batch_records);
         let (mut records, mut bytes) = (0, 0);
         while records < MAX_RECORDS_PER_BATCH {
@@ -262,6 +277,7 @@ impl RingReader {
                 // it in place would copy them again).
                 decode_into(&mut batch, arena.split().freeze(), bounds.drain(..), stats);
                 arena.reserve(self.last_batch_bytes.max(record.len()));
+                self.last_arena_bytes += arena.capacity();
             }
             let start = arena.len();
             arena.extend_from_slice(record);
@@ -315,11 +331,12 @@ fn poll_interval(empty_polls: u32) -> std::time::Duration {
 /// `consumer_dropped_bytes` (payload). False once the consumer is gone.
 fn forward(
     segments: SegmentBatch,
+    arena_bytes: usize,
     budget: &Arc<QueueBudget>,
     sender: &mpsc::UnboundedSender<QueuedBatch>,
     stats: &ReaderStats,
 ) -> bool {
-    match QueuedBatch::admit(segments, budget) {
+    match QueuedBatch::admit(segments, arena_bytes, budget) {
         // A batch the consumer no longer takes is dropped here, giving its bytes back.
         Ok(batch) => sender.send(batch).is_ok(),
         Err(segments) => {
@@ -355,7 +372,8 @@ pub fn spawn_reader(
     let task = tokio::spawn(async move {
         loop {
             let batch = reader.next_batch(&task_stats).await?;
-            if !forward(batch, &budget, &sender, &task_stats) {
+            let arena_bytes = reader.last_arena_bytes();
+            if !forward(batch, arena_bytes, &budget, &sender, &task_stats) {
                 return Ok(());
             }
         }
@@ -425,7 +443,7 @@ mod tests {
         let stats = ReaderStats::default();
         let (sender, mut receiver) = mpsc::unbounded_channel();
         for _ in 0..5 {
-            assert!(forward(batch(10, 500), &budget, &sender, &stats));
+            assert!(forward(batch(10, 500), 0, &budget, &sender, &stats));
         }
         assert_eq!(budget.queued(), 3 * one, "three batches fit, no more");
         assert_eq!(stats.consumer_dropped(), 20);
@@ -437,7 +455,7 @@ mod tests {
         assert_eq!(budget.queued(), 3 * one, "held until dropped");
         drop(taken);
         assert_eq!(budget.queued(), 2 * one);
-        assert!(forward(batch(10, 500), &budget, &sender, &stats));
+        assert!(forward(batch(10, 500), 0, &budget, &sender, &stats));
         assert_eq!(budget.queued(), 3 * one);
         assert_eq!(stats.consumer_dropped(), 20);
 
@@ -446,18 +464,34 @@ mod tests {
             drop(batch);
         }
         assert_eq!(budget.queued(), 0);
-        assert!(forward(batch(25, 500), &budget, &sender, &stats));
-        assert!(forward(batch(6, 500), &budget, &sender, &stats));
+        assert!(forward(batch(25, 500), 0, &budget, &sender, &stats));
+        assert!(forward(batch(6, 500), 0, &budget, &sender, &stats));
         assert_eq!(stats.consumer_dropped(), 26);
         assert_eq!(stats.consumer_dropped_bytes(), 26 * 500);
-        assert!(forward(batch(5, 500), &budget, &sender, &stats));
+        assert!(forward(batch(5, 500), 0, &budget, &sender, &stats));
         assert_eq!(budget.queued(), 3 * one);
 
         // Batches still queued when the consumer goes away give their bytes back too.
         drop(receiver);
         assert_eq!(budget.queued(), 0);
-        assert!(!forward(batch(1, 1), &budget, &sender, &stats));
+        assert!(!forward(batch(1, 1), 0, &budget, &sender, &stats));
         assert_eq!(budget.queued(), 0);
+    }
+
+    #[test]
+    fn a_few_small_records_count_the_arena_they_keep() {
+        let budget = QueueBudget::new(64 * 1024);
+        let (sender, _receiver) = mpsc::unbounded_channel();
+        let stats = ReaderStats::default();
+        // One 100-byte record in a 16 KiB arena holds the arena.
+        assert!(forward(
+            batch(1, 100),
+            INITIAL_ARENA_BYTES,
+            &budget,
+            &sender,
+            &stats
+        ));
+        assert_eq!(budget.queued(), INITIAL_ARENA_BYTES);
     }
 
     #[test]
@@ -468,14 +502,14 @@ mod tests {
         let large = batch(4, 2048);
         let bytes = batch_bytes(&large);
         assert!(bytes > budget.limit());
-        assert!(forward(large, &budget, &sender, &stats));
+        assert!(forward(large, 0, &budget, &sender, &stats));
         assert_eq!(budget.queued(), bytes);
         // Not even the smallest batch joins it.
-        assert!(forward(batch(1, 0), &budget, &sender, &stats));
+        assert!(forward(batch(1, 0), 0, &budget, &sender, &stats));
         assert_eq!((stats.consumer_dropped(), budget.queued()), (1, bytes));
         drop(receiver.try_recv().unwrap());
         assert_eq!(budget.queued(), 0);
-        assert!(forward(batch(4, 2048), &budget, &sender, &stats));
+        assert!(forward(batch(4, 2048), 0, &budget, &sender, &stats));
         assert_eq!(stats.consumer_dropped(), 1);
         assert_eq!(receiver.try_recv().unwrap().len(), 4);
     }
