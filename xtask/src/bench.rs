@@ -94,6 +94,95 @@ fn kept_analysis(path: &std::path::Path) -> String {
     )
 }
 
+/// Command of the pairing report (`oracle_report` in the core's tests).
+const ORACLE_COMMAND: [&str; 9] = [
+    "test",
+    "-p",
+    "mirror-userspace",
+    "--lib",
+    "oracle_report",
+    "--",
+    "--ignored",
+    "--nocapture",
+    "--test-threads=1",
+];
+
+/// The table lines of the oracle report (from its header to the first empty line).
+fn oracle_table(output: &str) -> String {
+    output
+        .lines()
+        .skip_while(|line| !line.starts_with("mode "))
+        .take_while(|line| !line.trim().is_empty())
+        .map(|line| format!("{}\n", line.trim_end()))
+        .collect()
+}
+
+/// The BENCHMARKS.md section on pairing: the oracle's table of wrong pairs and pairability per
+/// kind of impairment.
+fn oracle_section() -> anyhow::Result<String> {
+    let output = output_of(Command::new("cargo").args(ORACLE_COMMAND))?;
+    let table = oracle_table(&output);
+    print!("{table}");
+    let mut section = String::new();
+    let _ = writeln!(section, "\n## Pairing against ground truth\n");
+    let _ = writeln!(
+        section,
+        "Command: `cargo {}` (the strict test, `oracle_pairs_are_never_wrong`, runs 10,000 \
+         cases in `cargo xtask test`). A generator simulates TCP connections (handshake, real \
+         sequence and acknowledgement numbers, one capture point at the server, delayed ACKs, \
+         writes sharing segments, TCP Fast Open, 4-tuple reuse) carrying 1-12 keep-alive \
+         exchanges each (GET, HEAD, OPTIONS, DELETE, POST with length or chunked, large PUTs, \
+         `Expect: 100-continue`, 103, 204, 304, early responses, slow servers, half the \
+         connections pipelining 2-4 deep), knows which response answers which request, and \
+         impairs the capture per mode: `loss1`/`loss4` drop 1%/4% of segments, `duplicate` \
+         delivers some again later, `reorder` swaps neighbours, `join` starts one connection's \
+         capture at a random segment, `mixed` is 2% loss with duplicates and reordering, \
+         `lost-pipelined` loses a whole request that a slow server answers after the next one \
+         arrived, `fast-open` carries first requests on SYNs. Columns: cases with a wrong pair \
+         and wrong pairs (goal: 0), exchanges, responses delivered whole, pairs proven and \
+         right, `pair%` = right pairs / responses delivered whole and `pair%2` = / exchanges \
+         with both request and response delivered whole (the share that stays pairable), \
+         responses counted unpaired, pairs that could not be checked, cases breaking another \
+         property (phantom, mis-framed or twice-emitted message), and cases whose partial \
+         heads lost outnumber the requests started (expected: a partial head is counted lost \
+         without an index).\n",
+        ORACLE_COMMAND.join(" ")
+    );
+    let _ = writeln!(section, "```text\n{table}```");
+    Ok(section)
+}
+
+/// Replaces (or adds, before the criterion section) the pairing section of `benchmarks`.
+fn with_section(benchmarks: &str, section: &str) -> String {
+    let heading = "\n## Pairing against ground truth\n";
+    let (before, after) = match benchmarks.find(heading) {
+        Some(start) => {
+            let rest = &benchmarks[start + heading.len()..];
+            let end = rest
+                .find("\n## ")
+                .map_or(benchmarks.len(), |end| start + heading.len() + end);
+            (&benchmarks[..start], &benchmarks[end..])
+        }
+        None => {
+            let at = benchmarks
+                .find("\n## Reassembly + HTTP framing")
+                .unwrap_or(benchmarks.len());
+            (&benchmarks[..at], &benchmarks[at..])
+        }
+    };
+    format!("{before}{}{after}", section.trim_end_matches('\n'))
+}
+
+/// `cargo xtask bench --only-pairing`: the pairing section alone, the rest of BENCHMARKS.md kept.
+pub fn pairing_only() -> anyhow::Result<()> {
+    let path = workspace_root().join("BENCHMARKS.md");
+    let benchmarks = std::fs::read_to_string(&path).unwrap_or_default();
+    let updated = with_section(&benchmarks, &oracle_section()?);
+    std::fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))?;
+    println!("bench: wrote the pairing section of {}", path.display());
+    Ok(())
+}
+
 pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<()> {
     std::fs::create_dir_all(workspace_root().join("docs")).context("creating docs/")?;
     crate::setup::debian_packages(BENCH_PACKAGES)?;
@@ -189,6 +278,9 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
     // The interpretation of these figures is written by hand and kept across runs.
     report.push_str(&kept_analysis(&workspace_root().join("BENCHMARKS.md")));
 
+    println!("bench: pairing against ground truth (oracle)");
+    report.push_str(&oracle_section()?);
+
     if !skip_criterion {
         println!("bench: userspace core (criterion)");
         let output = output_of(Command::new("cargo").args([
@@ -246,7 +338,28 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
 
 #[cfg(test)]
 mod tests {
-    use super::criterion_summary;
+    use super::{criterion_summary, oracle_table, with_section};
+
+    #[test]
+    fn the_pairing_section_is_replaced_in_place_or_added_before_criterion() {
+        let section = "\n## Pairing against ground truth\n\nnew\n";
+        let old = "# B\n\n## Pairing against ground truth\n\nold\n\n## Reassembly + HTTP framing\nx\n";
+        assert_eq!(
+            with_section(old, section),
+            "# B\n\n## Pairing against ground truth\n\nnew\n## Reassembly + HTTP framing\nx\n"
+        );
+        let without = "# B\n\n## Reassembly + HTTP framing\nx\n";
+        assert_eq!(
+            with_section(without, section),
+            "# B\n\n## Pairing against ground truth\n\nnew\n## Reassembly + HTTP framing\nx\n"
+        );
+    }
+
+    #[test]
+    fn the_oracle_table_is_cut_out_of_the_report() {
+        let output = "running 1 test\n3000 cases per mode in 24.8 s\nmode  cases\nclean  3000 \nloss1  3000\n\nseed=0x1 mode=clean\n";
+        assert_eq!(oracle_table(output), "mode  cases\nclean  3000\nloss1  3000\n");
+    }
 
     #[test]
     fn summary_keeps_each_benchmark_and_leaves_out_the_change_against_a_baseline() {

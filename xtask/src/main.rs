@@ -57,6 +57,10 @@ enum Task {
         /// Seconds of load per primary-impact run.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Only measure pairing against ground truth and rewrite that section of BENCHMARKS.md
+        /// (no root needed, a minute).
+        #[arg(long)]
+        only_pairing: bool,
     },
 }
 
@@ -178,9 +182,14 @@ fn main() -> anyhow::Result<()> {
             run(Command::new(bin).arg("demo").args(demo_args))
         }
         Task::Bench {
+            only_pairing: true,
+            ..
+        } => bench::pairing_only(),
+        Task::Bench {
             skip_criterion,
             rounds,
             seconds,
+            only_pairing: false,
         } => {
             setup::setup()?;
             bench::bench(skip_criterion, rounds, seconds)
