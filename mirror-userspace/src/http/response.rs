@@ -130,10 +130,12 @@ impl ResponseFramer {
         self.buf.len()
     }
 
-    /// Stands between messages (or is lost in the stream), for the quiet point.
+    /// Stands between messages (or is lost in the stream), for the quiet point. Not after an
+    /// interim response: its final response is still to come.
     pub fn at_boundary(&self) -> bool {
         self.buf.is_empty()
             && self.message.is_none()
+            && self.interim == 0
             && matches!(self.state, State::Head { .. } | State::Resync)
     }
 
