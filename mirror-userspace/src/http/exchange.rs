@@ -354,8 +354,19 @@ impl Ctx<'_> {
 
     fn release_held_response(&mut self) {
         if let Some(held) = self.pairing.held_response.take() {
-            self.emit(HttpEvent::Response(held));
+            self.emit_response(held);
         }
+    }
+
+    /// Emits a final response, counted as it goes out (paired, or unpaired by why).
+    pub fn emit_response(&mut self, response: ResponseEvent) {
+        let stats = &mut self.shared.stats;
+        stats.responses_total += 1;
+        match response.unpaired {
+            None => stats.responses_paired += 1,
+            Some(reason) => stats.responses_unpaired.count(reason),
+        }
+        self.emit(HttpEvent::Response(response));
     }
 
     /// Why the request `index` can no longer be paired; `None` while it can (or was, by an

@@ -435,12 +435,6 @@ impl ResponseFramer {
         if message.lost {
             return;
         }
-        let stats = cx.stats();
-        stats.responses_total += 1;
-        match message.unpaired {
-            None => stats.responses_paired += 1,
-            Some(reason) => stats.responses_unpaired.count(reason),
-        }
         if message.size > cx.shared.config.max_message_bytes as u64 {
             cx.stats().responses_too_large += 1;
         }
@@ -468,12 +462,12 @@ impl ResponseFramer {
             interim_responses: interim,
         };
         if emitted {
-            cx.emit(HttpEvent::Response(event));
+            cx.emit_response(event);
         } else {
             // An early response: out once its request is (see `Ctx::request_emitted`). Requests
             // end in order, so one is held at a time; never drop one all the same.
             if let Some(previous) = cx.pairing.held_response.replace(event) {
-                cx.emit(HttpEvent::Response(previous));
+                cx.emit_response(previous);
             }
         }
     }
