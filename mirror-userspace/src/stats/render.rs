@@ -1,7 +1,7 @@
 //! The `mirror stats` table: one block per target, request accounting first, then primary and
 //! shadow side by side.
 
-use std::{fmt::Write as _, time::Duration};
+use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use super::{
     histogram::Quantile,
@@ -92,8 +92,9 @@ fn target_table(stats: &TargetStats, window: Window) -> Table {
     ]);
     let skipped = stats.skipped_total();
     table.row(["skipped", &count(skipped), &share(skipped), ""]);
-    for (reason, n) in &stats.skipped {
-        table.row([&format!("  {reason}"), &count(*n), &share(*n), ""]);
+    // The daemon exports every reason from start-up: only those that happened are listed.
+    for (reason, n) in nonzero(&stats.skipped) {
+        table.row([&format!("  {reason}"), &count(n), &share(n), ""]);
     }
     let in_flight = stats.in_flight();
     if window == Window::SinceStart && in_flight > 0.0 {
@@ -110,8 +111,29 @@ fn target_table(stats: &TargetStats, window: Window) -> Table {
         "",
         "abandoned before framing",
     ]);
-    for (reason, n) in &stats.lost {
-        table.row([&format!("  {reason}"), &count(*n), "", ""]);
+    for (reason, n) in nonzero(&stats.lost) {
+        table.row([&format!("  {reason}"), &count(n), "", ""]);
+    }
+    if stats.lost_estimated > 0.0 {
+        table.row([
+            "lost (estimated)",
+            &estimate(stats.lost_estimated),
+            "",
+            "estimate: requests lost whole in gaps, not in seen",
+        ]);
+    }
+    // Connections, not requests: outside the accounting above, so no share of seen.
+    let connections = stats.connections_skipped_total();
+    if connections > 0.0 {
+        table.row([
+            "connections skipped",
+            &count(connections),
+            "",
+            "connections no longer mirrored",
+        ]);
+        for (reason, n) in nonzero(&stats.connections_skipped) {
+            table.row([&format!("  {reason}"), &count(n), "", ""]);
+        }
     }
     if let Some(depth) = stats.queue_depth {
         table.row(["replay queue", &count(depth), "", "waiting now"]);
@@ -120,12 +142,36 @@ fn target_table(stats: &TargetStats, window: Window) -> Table {
     table.blank();
     let (primary, shadow) = (&stats.primary, &stats.shadow);
     table.row(["", "primary", "shadow", ""]);
+    let responses = primary.response_count();
     table.row([
         "responses",
-        &count(primary.response_count()),
+        &count(responses),
         &count(shadow.response_count()),
         "",
     ]);
+    // Only responses paired with their request (proven by byte positions) have a primary
+    // latency and a comparison: say how many when that is not all of them.
+    let paired = primary.timed();
+    let unpaired = stats.unpaired_total();
+    if responses > 0.0 && (unpaired > 0.0 || paired < responses) {
+        table.row([
+            "paired",
+            &count(paired),
+            "",
+            &format!(
+                "{} of primary responses: P50/P99 of these only",
+                percent(paired, responses)
+            ),
+        ]);
+    }
+    if unpaired > 0.0 {
+        table.row([
+            "unpaired",
+            &count(unpaired),
+            "",
+            &breakdown(&stats.unpaired),
+        ]);
+    }
     for (label, q) in [("P50 latency", 0.5), ("P99 latency", 0.99)] {
         table.row([
             label,
@@ -156,7 +202,40 @@ fn target_table(stats: &TargetStats, window: Window) -> Table {
             ),
         ]);
     }
+    let cancelled = stats.cancelled_total();
+    if cancelled > 0.0 {
+        table.row([
+            "comparisons cancelled",
+            "",
+            &count(cancelled),
+            &breakdown(&stats.cancelled),
+        ]);
+    }
     table
+}
+
+/// The entries of a by-reason map that are not zero, in label order.
+fn nonzero(map: &BTreeMap<String, f64>) -> impl Iterator<Item = (&str, f64)> {
+    map.iter()
+        .filter(|(_, n)| **n != 0.0)
+        .map(|(reason, n)| (reason.as_str(), *n))
+}
+
+/// `reason n, reason n` of the non-zero entries.
+fn breakdown(map: &BTreeMap<String, f64>) -> String {
+    nonzero(map)
+        .map(|(reason, n)| format!("{reason} {}", count(n)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An estimated count: `~12`, or `<1` for a fraction of one.
+fn estimate(value: f64) -> String {
+    if value < 1.0 {
+        "<1".to_owned()
+    } else {
+        format!("~{value:.0}")
+    }
 }
 
 /// A count as an integer (counters are; a fraction would be a foreign exporter's doing).
@@ -265,6 +344,16 @@ mod tests {
         assert_eq!(percent(1.0, 8.0), "12.50%");
         assert_eq!(percent(0.0, 0.0), "-");
         assert_eq!(count(12000.0), "12000");
+    }
+
+    #[test]
+    fn estimates_are_marked_and_breakdowns_skip_zeros() {
+        assert_eq!(estimate(4.6), "~5");
+        assert_eq!(estimate(0.4), "<1");
+        let map: BTreeMap<String, f64> = [("gap", 2.0), ("joined", 0.0), ("order", 1.0)]
+            .map(|(reason, n)| (reason.to_owned(), n))
+            .into();
+        assert_eq!(breakdown(&map), "gap 2, order 1");
     }
 
     #[test]

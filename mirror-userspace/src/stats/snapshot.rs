@@ -24,10 +24,17 @@ pub struct TargetStats {
     pub requests: f64,
     /// `mirror_parse_errors_total`.
     pub parse_errors: f64,
-    /// `mirror_requests_skipped_total` by reason.
+    /// `mirror_requests_skipped_total` by reason: framed requests not replayed.
     pub skipped: BTreeMap<String, f64>,
+    /// `mirror_connections_skipped_total` by reason (tls, http2, upgrade, ...): connections
+    /// whose requests stopped being mirrored. Counts connections, outside the requests'
+    /// accounting.
+    pub connections_skipped: BTreeMap<String, f64>,
     /// `mirror_requests_lost_total` by reason (abandoned before they were framed).
     pub lost: BTreeMap<String, f64>,
+    /// `mirror_requests_lost_estimated_total`: requests estimated lost whole in gaps or unframed
+    /// bytes. An estimate (fractional), never part of the accounting.
+    pub lost_estimated: f64,
     /// `mirror_replays_total` by outcome (ok, error, timeout, dropped).
     pub replays: BTreeMap<String, f64>,
     /// `mirror_replay_queue_depth`, a gauge: never differenced.
@@ -38,6 +45,12 @@ pub struct TargetStats {
     pub status_mismatches: f64,
     /// `mirror_response_mismatches_total{kind="body"}`.
     pub body_mismatches: f64,
+    /// `mirror_responses_unpaired_total` by reason: primary responses not paired with a
+    /// request, so without a latency sample and a comparison.
+    pub unpaired: BTreeMap<String, f64>,
+    /// `mirror_comparisons_cancelled_total` by reason: replayed requests whose primary/shadow
+    /// comparison could not be made.
+    pub cancelled: BTreeMap<String, f64>,
 }
 
 /// The responses of one role (primary or shadow) of a target.
@@ -68,6 +81,15 @@ impl RoleStats {
             .filter(|(code, _)| code.len() == 3 && code.starts_with('5'))
             .map(|(_, count)| count);
         total(server_errors)
+    }
+
+    /// Responses with a latency sample: the histogram's count (its `+Inf` bucket). For the
+    /// primary, the responses paired with their request.
+    pub fn timed(&self) -> f64 {
+        self.buckets
+            .iter()
+            .find(|bucket| bucket.upper_bound == f64::INFINITY)
+            .map_or(0.0, |bucket| bucket.count)
     }
 
     /// Quantile `q` of the response duration, in seconds.
@@ -122,6 +144,19 @@ impl TargetStats {
         total(self.lost.values())
     }
 
+    pub fn connections_skipped_total(&self) -> f64 {
+        total(self.connections_skipped.values())
+    }
+
+    /// Primary responses not paired with a request.
+    pub fn unpaired_total(&self) -> f64 {
+        total(self.unpaired.values())
+    }
+
+    pub fn cancelled_total(&self) -> f64 {
+        total(self.cancelled.values())
+    }
+
     /// Requests neither skipped nor finished replaying yet (the pipeline accounts a replay
     /// when it finishes). Only meaningful for totals: a difference can go negative.
     pub fn in_flight(&self) -> f64 {
@@ -133,13 +168,17 @@ impl TargetStats {
             requests: increase(self.requests, earlier.requests),
             parse_errors: increase(self.parse_errors, earlier.parse_errors),
             skipped: map_since(&self.skipped, &earlier.skipped),
+            connections_skipped: map_since(&self.connections_skipped, &earlier.connections_skipped),
             lost: map_since(&self.lost, &earlier.lost),
+            lost_estimated: increase(self.lost_estimated, earlier.lost_estimated),
             replays: map_since(&self.replays, &earlier.replays),
             queue_depth: self.queue_depth,
             primary: self.primary.since(&earlier.primary),
             shadow: self.shadow.since(&earlier.shadow),
             status_mismatches: increase(self.status_mismatches, earlier.status_mismatches),
             body_mismatches: increase(self.body_mismatches, earlier.body_mismatches),
+            unpaired: map_since(&self.unpaired, &earlier.unpaired),
+            cancelled: map_since(&self.cancelled, &earlier.cancelled),
         }
     }
 }
@@ -193,7 +232,17 @@ impl Snapshot {
                 "mirror_requests_total" => stats.requests += value,
                 "mirror_parse_errors_total" => stats.parse_errors += value,
                 "mirror_requests_skipped_total" => add(&mut stats.skipped, sample.label("reason")),
+                "mirror_connections_skipped_total" => {
+                    add(&mut stats.connections_skipped, sample.label("reason"));
+                }
                 "mirror_requests_lost_total" => add(&mut stats.lost, sample.label("reason")),
+                "mirror_requests_lost_estimated_total" => stats.lost_estimated += value,
+                "mirror_responses_unpaired_total" => {
+                    add(&mut stats.unpaired, sample.label("reason"));
+                }
+                "mirror_comparisons_cancelled_total" => {
+                    add(&mut stats.cancelled, sample.label("reason"));
+                }
                 "mirror_replays_total" => add(&mut stats.replays, sample.label("outcome")),
                 "mirror_replay_queue_depth" => {
                     *stats.queue_depth.get_or_insert(0.0) += value;

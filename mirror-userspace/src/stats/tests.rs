@@ -4,9 +4,14 @@
 use std::time::Duration;
 
 use super::*;
-use crate::metrics::{
-    Metrics, TargetKindLabels, TargetLabels, TargetOutcomeLabels, TargetReasonLabels,
-    TargetRoleCodeLabels, TargetRoleLabels, server::to_prometheus_text,
+use crate::{
+    config::{ShadowUrl, TargetConfig},
+    http::{HttpTracker, TrackerConfig},
+    metrics::{
+        Metrics, TargetKindLabels, TargetLabels, TargetOutcomeLabels, TargetReasonLabels,
+        TargetRoleCodeLabels, TargetRoleLabels, server::to_prometheus_text,
+    },
+    pipeline::Pipeline,
 };
 
 /// Traffic of one target, applied to the daemon's metrics the way the pipeline updates them.
@@ -14,7 +19,9 @@ struct Traffic<'a> {
     target: &'a str,
     requests: u64,
     skipped: &'a [(&'static str, u64)],
+    connections_skipped: &'a [(&'static str, u64)],
     lost: &'a [(&'static str, u64)],
+    lost_estimated: f64,
     replays: &'a [(&'static str, u64)],
     queue_depth: i64,
     /// (role, status code, count)
@@ -23,6 +30,8 @@ struct Traffic<'a> {
     latencies: &'a [(&'static str, f64, u64)],
     status_mismatches: u64,
     body_mismatches: u64,
+    unpaired: &'a [(&'static str, u64)],
+    cancelled: &'a [(&'static str, u64)],
 }
 
 impl Traffic<'_> {
@@ -31,24 +40,18 @@ impl Traffic<'_> {
         let labels = TargetLabels {
             target: target.clone(),
         };
-        // The pipeline creates these for every configured target at start-up.
         metrics
             .requests
             .get_or_create(&labels)
             .inc_by(self.requests);
-        metrics.parse_errors.get_or_create_owned(&labels);
         metrics
             .replay_queue_depth
             .get_or_create(&labels)
             .set(self.queue_depth);
-        for role in ["primary", "shadow"] {
-            metrics
-                .response_duration
-                .get_or_create_owned(&TargetRoleLabels {
-                    target: target.clone(),
-                    role,
-                });
-        }
+        metrics
+            .requests_lost_estimated
+            .get_or_create(&labels)
+            .inc_by(self.lost_estimated);
         for (kind, n) in [
             ("status", self.status_mismatches),
             ("body", self.body_mismatches),
@@ -61,19 +64,20 @@ impl Traffic<'_> {
                 })
                 .inc_by(n);
         }
-        for &(reason, n) in self.skipped {
-            let labels = TargetReasonLabels {
-                target: target.clone(),
-                reason,
-            };
-            metrics.requests_skipped.get_or_create(&labels).inc_by(n);
-        }
-        for &(reason, n) in self.lost {
-            let labels = TargetReasonLabels {
-                target: target.clone(),
-                reason,
-            };
-            metrics.requests_lost.get_or_create(&labels).inc_by(n);
+        for (family, counts) in [
+            (&metrics.requests_skipped, self.skipped),
+            (&metrics.connections_skipped, self.connections_skipped),
+            (&metrics.requests_lost, self.lost),
+            (&metrics.responses_unpaired, self.unpaired),
+            (&metrics.comparisons_cancelled, self.cancelled),
+        ] {
+            for &(reason, n) in counts {
+                let labels = TargetReasonLabels {
+                    target: target.clone(),
+                    reason,
+                };
+                family.get_or_create(&labels).inc_by(n);
+            }
         }
         for &(outcome, n) in self.replays {
             let labels = TargetOutcomeLabels {
@@ -107,11 +111,15 @@ const SEARCH: Traffic<'static> = Traffic {
     target: "search",
     requests: 1000,
     skipped: &[("sampled_out", 880), ("method", 20)],
+    // Connections, outside the requests' accounting.
+    connections_skipped: &[("tls", 3), ("upgrade", 1)],
     lost: &[("gap", 2), ("reset", 1)],
+    lost_estimated: 4.6,
     replays: &[("ok", 90), ("error", 3), ("timeout", 2), ("dropped", 1)],
     queue_depth: 2,
+    // 1060 primary responses, 1000 of them paired (timed below), 60 unpaired.
     responses: &[
-        ("primary", 200, 990),
+        ("primary", 200, 1050),
         ("primary", 503, 10),
         ("shadow", 200, 85),
         ("shadow", 500, 5),
@@ -129,6 +137,8 @@ const SEARCH: Traffic<'static> = Traffic {
     ],
     status_mismatches: 5,
     body_mismatches: 9,
+    unpaired: &[("joined", 40), ("gap", 20)],
+    cancelled: &[("gap", 2), ("response_lost", 1)],
 };
 
 /// A configured target that has seen nothing: empty histograms.
@@ -136,13 +146,17 @@ const IDLE: Traffic<'static> = Traffic {
     target: "checkout",
     requests: 0,
     skipped: &[],
+    connections_skipped: &[],
     lost: &[],
+    lost_estimated: 0.0,
     replays: &[],
     queue_depth: 0,
     responses: &[],
     latencies: &[],
     status_mismatches: 0,
     body_mismatches: 0,
+    unpaired: &[],
+    cancelled: &[],
 };
 
 /// A shadow slower than the highest bucket: everything in `+Inf`. The primary's 1ms responses
@@ -151,28 +165,47 @@ const SLOW: Traffic<'static> = Traffic {
     target: "slow",
     requests: 2,
     skipped: &[],
+    connections_skipped: &[],
     lost: &[],
+    lost_estimated: 0.0,
     replays: &[("ok", 2)],
     queue_depth: 0,
     responses: &[("primary", 200, 2), ("shadow", 200, 2)],
     latencies: &[("primary", 0.001, 2), ("shadow", 60.0, 2)],
     status_mismatches: 0,
     body_mismatches: 0,
+    unpaired: &[],
+    cancelled: &[],
 };
 
-/// What `GET /metrics` returns (Prometheus text 0.0.4) after `traffic`.
+/// What `GET /metrics` returns (Prometheus text 0.0.4) after `traffic`. A real pipeline with one
+/// target per traffic creates the series the daemon exports from start-up (every labelled
+/// counter at 0 with each known label value), so the table is tested on those zeros too.
 fn exposition(traffic: &[&Traffic<'_>]) -> String {
     let (metrics, registry) = Metrics::new();
-    metrics
-        .packets
-        .get_or_create_owned(&crate::metrics::DirectionLabels {
-            direction: "request",
-        });
+    let targets: Vec<TargetConfig> = (8080..)
+        .zip(traffic)
+        .map(|(port, traffic)| {
+            // Never contacted: the replay workers are spawned on a runtime that never runs.
+            let shadow = ShadowUrl::parse("http://127.0.0.1:9").unwrap();
+            TargetConfig::with_defaults(traffic.target.to_owned(), port, shadow)
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let pipeline = {
+        let _entered = runtime.enter();
+        let (results, _) = tokio::sync::mpsc::unbounded_channel();
+        let tracker = HttpTracker::new(TrackerConfig::default());
+        Pipeline::new(tracker, &targets, metrics.clone(), None, results, 1)
+    };
     for traffic in traffic {
         traffic.apply(&metrics);
     }
     let mut openmetrics = String::new();
     prometheus_client::encoding::text::encode(&mut openmetrics, &registry).unwrap();
+    drop(pipeline);
     to_prometheus_text(&openmetrics)
 }
 
@@ -200,7 +233,27 @@ fn the_daemons_exposition_aggregates_per_target() {
     assert_eq!(search.queue_depth, Some(2.0));
     assert_eq!(search.status_mismatches, 5.0);
     assert_eq!(search.body_mismatches, 9.0);
-    assert_eq!(search.primary.response_count(), 1000.0);
+    // Every known reason is there from start-up; connection skips stay out of the accounting.
+    assert_eq!(search.skipped.len(), 8);
+    assert!(!search.skipped.contains_key("tls"));
+    assert_eq!(search.skipped["too_large"], 0.0);
+    assert_eq!(search.connections_skipped_total(), 4.0);
+    assert_eq!(search.connections_skipped["tls"], 3.0);
+    assert_eq!(search.connections_skipped["http2"], 0.0);
+    close(search.lost_estimated, 4.6);
+    assert_eq!(search.primary.response_count(), 1060.0);
+    assert_eq!(
+        search.primary.timed(),
+        1000.0,
+        "paired: the histogram's count"
+    );
+    assert_eq!(search.unpaired_total(), 60.0);
+    assert_eq!(search.unpaired["joined"], 40.0);
+    assert_eq!(search.unpaired.len(), 5);
+    assert_eq!(search.cancelled_total(), 3.0);
+    assert_eq!(search.cancelled["response_lost"], 1.0);
+    assert_eq!(search.cancelled.len(), 7);
+    assert_eq!(search.shadow.timed(), 90.0);
     assert_eq!(search.primary.server_errors(), 10.0);
     assert_eq!(search.shadow.server_errors(), 5.0);
     // 20 exponential buckets plus +Inf.
@@ -215,6 +268,11 @@ fn the_daemons_exposition_aggregates_per_target() {
 
     let idle = &snapshot.targets["checkout"];
     assert_eq!(idle.requests, 0.0);
+    assert_eq!(idle.primary.timed(), 0.0);
+    assert_eq!(
+        idle.connections_skipped_total() + idle.unpaired_total(),
+        0.0
+    );
     assert_eq!(idle.primary.latency(0.5), None);
     assert_eq!(idle.shadow.latency(0.99), None);
     let slow = &snapshot.targets["slow"];
@@ -235,7 +293,7 @@ mirror stats: http://127.0.0.1:9477/metrics, totals since the daemon started
 target checkout
                      requests  of seen
   seen                      0
-  mirrored                  0        -
+  mirrored                  0        -  error 0, ok 0, timeout 0
   dropped                   0        -  replay queue full
   skipped                   0        -
   lost                      0           abandoned before framing
@@ -250,31 +308,38 @@ target checkout
   body mismatches                    -  0 of 0 shadow responses
 
 target search
-                     requests  of seen
-  seen                   1000
-  mirrored                 95    9.50%  error 3, ok 90, timeout 2
-  dropped                   1    0.10%  replay queue full
-  skipped                 900   90.00%
-    method                 20    2.00%
-    sampled_out           880   88.00%
-  in flight                 4    0.40%  replays not finished yet
-  lost                      3           abandoned before framing
-    gap                     2
-    reset                   1
-  replay queue              2           waiting now
+                         requests  of seen
+  seen                       1000
+  mirrored                     95    9.50%  error 3, ok 90, timeout 2
+  dropped                       1    0.10%  replay queue full
+  skipped                     900   90.00%
+    method                     20    2.00%
+    sampled_out               880   88.00%
+  in flight                     4    0.40%  replays not finished yet
+  lost                          3           abandoned before framing
+    gap                         2
+    reset                       1
+  lost (estimated)             ~5           estimate: requests lost whole in gaps, not in seen
+  connections skipped           4           connections no longer mirrored
+    tls                         3
+    upgrade                     1
+  replay queue                  2           waiting now
 
-                      primary   shadow
-  responses              1000       90
-  P50 latency          2.93ms   12.8ms
-  P99 latency          6.40ms    373ms
-  5xx rate              1.00%    5.56%
-  status mismatches              5.56%  5 of 90 shadow responses
-  body mismatches               10.00%  9 of 90 shadow responses
+                          primary   shadow
+  responses                  1060       90
+  paired                     1000           94.34% of primary responses: P50/P99 of these only
+  unpaired                     60           gap 20, joined 40
+  P50 latency              2.93ms   12.8ms
+  P99 latency              6.40ms    373ms
+  5xx rate                  0.94%    5.56%
+  status mismatches                  5.56%  5 of 90 shadow responses
+  body mismatches                   10.00%  9 of 90 shadow responses
+  comparisons cancelled                  3  gap 2, response_lost 1
 
 target slow
                      requests  of seen
   seen                      2
-  mirrored                  2  100.00%  ok 2
+  mirrored                  2  100.00%  error 0, ok 2, timeout 0
   dropped                   0    0.00%  replay queue full
   skipped                   0    0.00%
   lost                      0           abandoned before framing
@@ -297,9 +362,12 @@ fn watch_frames_show_what_happened_since_the_previous_scrape() {
     let more = Traffic {
         requests: 1100,
         skipped: &[("sampled_out", 970), ("method", 20)],
+        connections_skipped: &[("tls", 5), ("upgrade", 1)],
+        lost_estimated: 6.6,
         replays: &[("ok", 97), ("error", 3), ("timeout", 2), ("dropped", 1)],
+        // 110 more primary responses: 100 paired (timed below), 10 unpaired after a gap.
         responses: &[
-            ("primary", 200, 1080),
+            ("primary", 200, 1150),
             ("primary", 503, 20),
             ("shadow", 200, 90),
             ("shadow", 500, 7),
@@ -316,6 +384,8 @@ fn watch_frames_show_what_happened_since_the_previous_scrape() {
             ("shadow", 0.02, 7),
         ],
         status_mismatches: 6,
+        unpaired: &[("joined", 40), ("gap", 30)],
+        cancelled: &[("gap", 4), ("response_lost", 1)],
         ..SEARCH
     };
     let after = Snapshot::from_text(&exposition(&[&more])).unwrap();
@@ -327,7 +397,13 @@ fn watch_frames_show_what_happened_since_the_previous_scrape() {
     assert_eq!(search.mirrored(), 7.0);
     assert_eq!(search.queue_depth, Some(2.0), "gauges are not differenced");
     assert_eq!(search.primary.server_errors(), 10.0);
-    assert_eq!(search.primary.response_count(), 100.0);
+    assert_eq!(search.primary.response_count(), 110.0);
+    assert_eq!(search.primary.timed(), 100.0);
+    assert_eq!(search.unpaired["gap"], 10.0);
+    assert_eq!(search.unpaired["joined"], 0.0);
+    assert_eq!(search.connections_skipped["tls"], 2.0);
+    assert_eq!(search.cancelled["gap"], 2.0);
+    close(search.lost_estimated, 2.0);
     assert_eq!(search.shadow.server_errors(), 2.0);
     assert_eq!(search.status_mismatches, 1.0);
     assert_eq!(search.body_mismatches, 0.0);
@@ -338,14 +414,27 @@ fn watch_frames_show_what_happened_since_the_previous_scrape() {
     let table = render(&delta, "u", Window::Last(Duration::from_secs(2)));
     assert!(table.starts_with("mirror stats: u, last 2.0s\n"), "{table}");
     assert!(
-        table.contains("  seen                    100           50.0/s\n"),
+        table.contains("  seen                        100           50.0/s\n"),
         "{table}"
     );
     assert!(
-        table.contains("  5xx rate             10.00%   28.57%\n"),
+        table.contains("  5xx rate                  9.09%   28.57%\n"),
         "{table}"
     );
     assert!(!table.contains("in flight"), "{table}");
+    // The new counters are differenced too; reasons without events in the interval are left out.
+    for line in [
+        "  lost (estimated)             ~2           estimate: requests lost whole in gaps, not in \
+         seen\n",
+        "  connections skipped           2           connections no longer mirrored\n",
+        "\n    tls                         2\n  replay queue",
+        "  paired                      100           90.91% of primary responses: P50/P99 of these \
+         only\n  unpaired                     10           gap 10\n",
+        "  comparisons cancelled                  2  gap 2\n",
+    ] {
+        assert!(table.contains(line), "{line:?} in\n{table}");
+    }
+    assert!(!table.contains("method"), "{table}");
 }
 
 #[test]
