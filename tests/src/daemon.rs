@@ -192,6 +192,42 @@ impl Metrics {
             + 0.0
     }
 
+    /// Whether a sample of `name` whose labels contain all of `labels` exists (whatever its
+    /// value).
+    pub fn has(&self, name: &str, labels: &[&str]) -> bool {
+        self.series(name)
+            .iter()
+            .any(|(rest, _)| labels.iter().all(|label| rest.contains(label)))
+    }
+
+    /// Every sample of `name` as (its labels without the braces, value).
+    pub fn series(&self, name: &str) -> Vec<(String, f64)> {
+        self.samples
+            .iter()
+            .filter_map(|(key, value)| {
+                let (metric, rest) = key.split_once('{').unwrap_or((key.as_str(), "}"));
+                (metric == name).then(|| (rest.trim_end_matches('}').to_owned(), *value))
+            })
+            .collect()
+    }
+
+    /// `label=value` pairs of `name` summed per value of `label` (e.g. per `reason`), sorted:
+    /// for printing a family's breakdown.
+    pub fn by_label(&self, name: &str, label: &str) -> Vec<(String, f64)> {
+        let prefix = format!("{label}=\"");
+        let mut totals: BTreeMap<String, f64> = BTreeMap::new();
+        for (labels, value) in self.series(name) {
+            let value_of = labels
+                .split(&prefix)
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("")
+                .to_owned();
+            *totals.entry(value_of).or_default() += value;
+        }
+        totals.into_iter().collect()
+    }
+
     /// Cumulative bucket counts `(le seconds, count)` of histogram `name` (`+Inf` last) for the
     /// samples whose labels contain `label`, summed over the other labels, sorted by bound.
     pub fn buckets(&self, name: &str, label: &str) -> Vec<(f64, f64)> {

@@ -3,11 +3,13 @@
 //! independent stream assembler used as the oracle, and a recording HTTP server.
 
 pub mod capture;
+pub mod capture_cli;
 pub mod compare;
 pub mod daemon;
 pub mod frames;
 pub mod mirroring;
 pub mod netns;
+pub mod nginx;
 pub mod server;
 pub mod streams;
 

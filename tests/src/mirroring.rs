@@ -103,6 +103,24 @@ pub fn send(ns: &NetNs, requests: Vec<Vec<u8>>, pipelined: bool) -> Vec<u16> {
     .expect("client namespace")
 }
 
+/// Writes `bytes` on a new connection to the primary from `ns`, half-closes, and reads whatever
+/// comes back (at most 2 s).
+pub fn send_raw(ns: &NetNs, bytes: Vec<u8>) {
+    ns.spawn(move || {
+        let mut stream = TcpStream::connect((SERVER_ADDR, PORT)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let _ = stream.write_all(&bytes);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink);
+    })
+    .join()
+    .expect("raw client")
+    .expect("client namespace");
+}
+
 /// Polls the daemon's metrics until `done` holds (at most 20 s); returns the last metrics.
 pub fn wait_for(daemon: &Daemon, what: &str, done: impl Fn(&Metrics) -> bool) -> Metrics {
     let start = Instant::now();
@@ -138,6 +156,47 @@ pub fn assert_accounting(metrics: &Metrics) {
         "requests = skipped + replayed: {:#?}",
         metrics.samples
     );
+}
+
+/// Waits (at most 30 s) until the daemon is done with what it captured: no replay is queued,
+/// neither the framed requests, the responses nor the replays moved for a second, and the
+/// accounting identity holds - or, if it does not, nothing moved for three seconds (the caller's
+/// assertion then shows the difference). Returns the metrics of that moment.
+pub fn wait_until_settled(daemon: &Daemon) -> Metrics {
+    let start = Instant::now();
+    let progress = |m: &Metrics| {
+        (
+            m.sum("mirror_requests_total", &[]),
+            m.sum("mirror_responses_total", &[]),
+            all_replays(m),
+            m.sum("mirror_requests_skipped_total", &[]),
+        )
+    };
+    let mut previous = daemon.metrics();
+    let mut still = 0;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let metrics = daemon.metrics();
+        let requests = metrics.sum("mirror_requests_total", &[]);
+        let decided = metrics.sum("mirror_requests_skipped_total", &[]) + all_replays(&metrics);
+        if metrics.sum("mirror_replay_queue_depth", &[]) == 0.0
+            && progress(&metrics) == progress(&previous)
+        {
+            still += 1;
+        } else {
+            still = 0;
+        }
+        if (still >= 1 && requests == decided) || still >= 3 {
+            return metrics;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the daemon did not settle in 30 s (requests {requests}, skipped + replayed \
+             {decided}): {:#?}",
+            metrics.samples
+        );
+        previous = metrics;
+    }
 }
 
 /// Splits the shadow's per-connection streams into the expected requests, greedily; panics on
@@ -253,6 +312,28 @@ pub fn write_config_with(
     let path = std::env::temp_dir().join(crate::unique_name("mirror-conf-"));
     write_config_at_with(setup, &path, capture_lines, target_lines);
     path
+}
+
+/// A config file written by [`ConfigFile::write`], removed on drop (also when a test fails).
+pub struct ConfigFile(pub std::path::PathBuf);
+
+impl ConfigFile {
+    /// [`write_config_with`], removed on drop.
+    pub fn write(setup: &Setup, capture_lines: &str, target_lines: &str) -> Self {
+        Self(write_config_with(setup, capture_lines, target_lines))
+    }
+
+    /// `mirror run` with this file, in the server's namespace.
+    pub fn start(&self, setup: &Setup) -> Daemon {
+        let path = self.0.to_str().expect("utf-8 path");
+        Daemon::start(&setup.topology.server, &["--config", path])
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 pub fn write_config_at(setup: &Setup, path: &std::path::Path, target_lines: &str) {

@@ -5,24 +5,19 @@
 //! joined is unknown).
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufReader, Write},
     net::TcpStream,
-    process::{Child, Stdio},
     sync::mpsc,
     time::Duration,
 };
 
 use mirror_tests::{
+    capture_cli::{CaptureCli, Line, parse},
     frames::pattern,
-    mirror_bin,
     mirroring::read_response,
     netns::{NetNs, SERVER_ADDR, Topology, topology},
     privileged,
     server::RecordingServer,
-};
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
 };
 
 const PORT: u16 = 8080;
@@ -84,83 +79,6 @@ fn curl(topology: &Topology, args: &[&str]) {
     assert!(status.success(), "curl {args:?}: {status}");
 }
 
-/// Starts `mirror capture`; returns the child and a receiver of its stdout lines.
-fn start_capture(topology: &Topology) -> (Child, mpsc::Receiver<String>) {
-    let mut child = topology
-        .server
-        .command(mirror_bin())
-        .args([
-            "capture",
-            "-i",
-            &topology.server_if,
-            "-p",
-            &PORT.to_string(),
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn mirror capture");
-    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut stderr_lines = stderr.lines();
-    loop {
-        let line = stderr_lines
-            .next()
-            .expect("mirror capture exited before capturing")
-            .expect("stderr");
-        if line.contains("capturing") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in stderr_lines {});
-    let (lines_tx, lines_rx) = mpsc::channel();
-    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    (child, lines_rx)
-}
-
-/// `time client > server METHOD host target status latency [unpaired:REASON]`
-#[derive(Debug, Clone, PartialEq)]
-struct Line {
-    client: String,
-    method: String,
-    host: String,
-    target: String,
-    status: u16,
-    /// `None` for an unpaired response (printed as `-`).
-    latency_ms: Option<f64>,
-    unpaired: Option<String>,
-}
-
-fn parse(line: &str) -> Line {
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    assert!(
-        fields.len() == 9 || fields.len() == 10,
-        "unexpected line {line:?}"
-    );
-    assert_eq!(fields[2], ">");
-    Line {
-        client: fields[1].to_owned(),
-        method: fields[4].to_owned(),
-        host: fields[5].to_owned(),
-        target: fields[6].to_owned(),
-        status: fields[7].parse().expect("status"),
-        latency_ms: fields[8]
-            .strip_suffix("ms")
-            .map(|ms| ms.parse().expect("latency")),
-        unpaired: fields.get(9).map(|field| {
-            field
-                .strip_prefix("unpaired:")
-                .expect("unpaired")
-                .to_owned()
-        }),
-    }
-}
-
 #[test]
 fn capture_prints_one_line_per_exchange() {
     if !privileged("capture_prints_one_line_per_exchange") {
@@ -170,7 +88,7 @@ fn capture_prints_one_line_per_exchange() {
     let _server = RecordingServer::start(&topology.server, SERVER_ADDR, PORT);
     let (go, early) = early_connection(&topology.client);
 
-    let (mut capture, lines) = start_capture(&topology);
+    let capture = CaptureCli::start(&topology, PORT);
     go.send(()).expect("go");
     early
         .join()
@@ -199,9 +117,7 @@ fn capture_prints_one_line_per_exchange() {
     let _ = std::fs::remove_file(&upload);
 
     std::thread::sleep(Duration::from_millis(500));
-    kill(Pid::from_raw(capture.id() as i32), Signal::SIGINT).expect("SIGINT");
-    assert!(capture.wait().expect("wait").success());
-    let printed: Vec<Line> = lines.try_iter().map(|line| parse(&line)).collect();
+    let printed: Vec<Line> = capture.stop().iter().map(|line| parse(line)).collect();
 
     let host = format!("{SERVER_ADDR}:{PORT}");
     let expected: Vec<(&str, &str, &str, u16)> = vec![

@@ -1,12 +1,7 @@
 //! Reliability of `mirror run` under load, faults and bad input: the primary is never touched,
 //! every loss is counted, and nothing corrupted or malformed is ever replayed.
 
-use std::{
-    collections::BTreeSet,
-    io::{Read, Write},
-    net::TcpStream,
-    time::Duration,
-};
+use std::{collections::BTreeSet, time::Duration};
 
 use aya::programs::{SchedClassifier, TcAttachType};
 use mirror_common::CLASSIFIER_PROGRAM;
@@ -159,20 +154,6 @@ fn tiny_ring_buffer_drops_are_counted_and_nothing_corrupted_is_replayed() {
     let _ = std::fs::remove_file(&path);
 }
 
-/// Writes `bytes` on a new connection to the primary and reads whatever comes back.
-fn raw(setup: &Setup, bytes: Vec<u8>) {
-    in_netns(&setup.topology.client, move || {
-        let mut stream = TcpStream::connect((SERVER_ADDR, PORT)).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("timeout");
-        let _ = stream.write_all(&bytes);
-        let _ = stream.shutdown(std::net::Shutdown::Write);
-        let mut sink = Vec::new();
-        let _ = stream.read_to_end(&mut sink);
-    });
-}
-
 #[test]
 fn malformed_storm_is_counted_and_never_replayed() {
     if !privileged("malformed_storm_is_counted_and_never_replayed") {
@@ -190,7 +171,7 @@ fn malformed_storm_is_counted_and_never_replayed() {
     };
     for _ in 0..20 {
         let garbage: Vec<u8> = (0..2000).map(|_| random() as u8).collect();
-        raw(&setup, garbage);
+        send_raw(&setup.topology.client, garbage);
     }
     let storm: Vec<Vec<u8>> = vec![
         // Oversized header.
@@ -216,7 +197,7 @@ fn malformed_storm_is_counted_and_never_replayed() {
         b"GET /space HTTP/1.1\r\nHost : a\r\n\r\n".to_vec(),
     ];
     for bytes in storm {
-        raw(&setup, bytes);
+        send_raw(&setup.topology.client, bytes);
     }
     // Then one well-formed request: mirroring still works.
     let status = setup

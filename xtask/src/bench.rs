@@ -73,8 +73,8 @@ fn criterion_summary(output: &str) -> String {
     summary
 }
 
-/// Debian packages only the benchmarks use: nginx (primary and shadows) with the echo module
-/// (`echo_sleep` makes the 200 ms shadow).
+/// Debian packages the benchmarks use: nginx (primary and shadows; `setup` installs it too, for
+/// the tests) with the echo module (`echo_sleep` makes the 200 ms shadow), which only they use.
 const BENCH_PACKAGES: &[&str] = &["nginx", "libnginx-mod-http-echo"];
 
 const ANALYSIS_START: &str = "<!-- analysis: written by hand, kept by cargo xtask bench -->";

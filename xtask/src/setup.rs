@@ -11,14 +11,15 @@ use crate::run;
 const BPF_LINKER_VERSION: &str = "0.10.4";
 
 /// Debian packages the tests and benchmarks run: `ip` (iproute2), curl and wrk as clients,
-/// Python's http.server as a real server, promtool (package prometheus) to check metrics and
-/// alert rules, and systemd-analyze (package systemd, absent from minimal Debian images) to
-/// verify the systemd unit in deploy/.
+/// Python's http.server and nginx as real servers (nginx answers a large upload before reading
+/// it), promtool (package prometheus) to check metrics and alert rules, and systemd-analyze
+/// (package systemd, absent from minimal Debian images) to verify the systemd unit in deploy/.
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "curl",
     "wrk",
     "python3",
+    "nginx",
     "prometheus",
     "systemd",
 ];
