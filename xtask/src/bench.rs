@@ -343,7 +343,8 @@ mod tests {
     #[test]
     fn the_pairing_section_is_replaced_in_place_or_added_before_criterion() {
         let section = "\n## Pairing against ground truth\n\nnew\n";
-        let old = "# B\n\n## Pairing against ground truth\n\nold\n\n## Reassembly + HTTP framing\nx\n";
+        let old =
+            "# B\n\n## Pairing against ground truth\n\nold\n\n## Reassembly + HTTP framing\nx\n";
         assert_eq!(
             with_section(old, section),
             "# B\n\n## Pairing against ground truth\n\nnew\n## Reassembly + HTTP framing\nx\n"
@@ -358,7 +359,10 @@ mod tests {
     #[test]
     fn the_oracle_table_is_cut_out_of_the_report() {
         let output = "running 1 test\n3000 cases per mode in 24.8 s\nmode  cases\nclean  3000 \nloss1  3000\n\nseed=0x1 mode=clean\n";
-        assert_eq!(oracle_table(output), "mode  cases\nclean  3000\nloss1  3000\n");
+        assert_eq!(
+            oracle_table(output),
+            "mode  cases\nclean  3000\nloss1  3000\n"
+        );
     }
 
     #[test]

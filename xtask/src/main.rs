@@ -182,8 +182,7 @@ fn main() -> anyhow::Result<()> {
             run(Command::new(bin).arg("demo").args(demo_args))
         }
         Task::Bench {
-            only_pairing: true,
-            ..
+            only_pairing: true, ..
         } => bench::pairing_only(),
         Task::Bench {
             skip_criterion,

@@ -103,26 +103,21 @@ struct Tail {
 }
 
 impl Tail {
-    /// The tail once `event` is delivered.
-    fn after(mut self, event: &StreamEvent) -> Self {
-        match event {
-            StreamEvent::Data(data) => Self {
-                seen: true,
-                clean: true,
-                end_seq: data.seq.wrapping_add(data.payload.len() as u32),
-                last_ns: data.timestamp_ns,
-                last_ack: data.ack,
-            },
-            StreamEvent::Gap { len, .. } => {
-                self.clean = false;
-                self.end_seq = self.end_seq.wrapping_add(*len as u32);
-                self
-            }
-            StreamEvent::JoinedMidStream | StreamEvent::Fin { .. } => {
-                self.clean = false;
-                self
-            }
-            StreamEvent::Retransmitted(_) => self,
+    fn on_data(&mut self, data: &StreamData) {
+        *self = Self {
+            seen: true,
+            clean: true,
+            end_seq: data.seq.wrapping_add(data.payload.len() as u32),
+            last_ns: data.timestamp_ns,
+            last_ack: data.ack,
+        };
+    }
+
+    /// Any other event: the last thing delivered is no longer data.
+    fn on_other(&mut self, event: &StreamEvent) {
+        self.clean = false;
+        if let StreamEvent::Gap { len, .. } = event {
+            self.end_seq = self.end_seq.wrapping_add(*len as u32);
         }
     }
 }
@@ -132,8 +127,8 @@ fn seq_after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
-/// Where a request started, kept for the pipelining evidence while out of sync.
-#[derive(Clone, Copy, Debug)]
+/// Where a request started, kept for the pipelining evidence.
+#[derive(Clone, Copy, Debug, Default)]
 struct Sent {
     start_seq: u32,
     /// The response-stream position the client had received when it sent the request.
@@ -158,7 +153,11 @@ pub struct Pairing {
     pub connection: u64,
     /// The client was seen sending a request while an earlier one was unanswered.
     pipelined: bool,
-    recent: VecDeque<Sent>,
+    /// The last requests started, a ring (`recent_next` is where the next one goes; the
+    /// first `recent_len` slots are in use).
+    recent: [Sent; RECENT_REQUESTS],
+    recent_next: u8,
+    recent_len: u8,
     /// A final response that came before its request's last byte, held until the request's
     /// event is out (so the comparison sees the request first).
     pub held_response: Option<ResponseEvent>,
@@ -182,7 +181,9 @@ impl Pairing {
             skipped: None,
             connection,
             pipelined: false,
-            recent: VecDeque::with_capacity(RECENT_REQUESTS),
+            recent: [Sent::default(); RECENT_REQUESTS],
+            recent_next: 0,
+            recent_len: 0,
             held_response: None,
             answering: None,
             awaiting_switch: None,
@@ -304,13 +305,13 @@ impl Ctx<'_> {
     /// A request head was parsed at `start_seq` (the segment carrying it acknowledged
     /// `start_ack`). Returns whether a response may be paired with it.
     pub fn request_started(&mut self, pending: Pending, start_ack: u32) -> bool {
-        if self.pairing.recent.len() == RECENT_REQUESTS {
-            self.pairing.recent.pop_front();
-        }
-        self.pairing.recent.push_back(Sent {
+        let pairing = &mut *self.pairing;
+        pairing.recent[usize::from(pairing.recent_next)] = Sent {
             start_seq: pending.start_seq,
             start_ack,
-        });
+        };
+        pairing.recent_next = (pairing.recent_next + 1) % RECENT_REQUESTS as u8;
+        pairing.recent_len = (pairing.recent_len + 1).min(RECENT_REQUESTS as u8);
         if self.pairing.desync.is_some() {
             return false;
         }
@@ -376,7 +377,12 @@ impl Ctx<'_> {
         if let Some(reason) = pairing.desync {
             return Some(reason);
         }
-        let pairable = pairing.answering == Some(index)
+        // The request that ends is the last one started: the back of the queue when waiting.
+        let pairable = pairing
+            .pending
+            .back()
+            .is_some_and(|pending| pending.index == index)
+            || pairing.answering == Some(index)
             || pairing
                 .held_response
                 .as_ref()
@@ -392,10 +398,10 @@ impl Ctx<'_> {
     /// sent this response, sent by a client that had not received it yet, was sent while an
     /// earlier request was unanswered.
     pub fn response_started(&mut self, start_seq: u32, ack: u32) {
-        let evidence =
-            self.pairing.recent.iter().any(|sent| {
-                !seq_after(ack, sent.start_seq) && !seq_after(sent.start_ack, start_seq)
-            });
+        let pairing = &*self.pairing;
+        let evidence = pairing.recent[..usize::from(pairing.recent_len)]
+            .iter()
+            .any(|sent| !seq_after(ack, sent.start_seq) && !seq_after(sent.start_ack, start_seq));
         self.pairing.pipelined |= evidence;
     }
 
@@ -454,6 +460,25 @@ pub struct HttpConnection {
     pairing: Pairing,
 }
 
+impl HttpConnection {
+    /// Out of sync, a request segment arrives: resumes pairing if it is a quiet point.
+    #[cold]
+    fn try_quiet_point(
+        requests: &mut RequestFramer,
+        responses: &mut ResponseFramer,
+        data: &StreamData,
+        cx: &mut Ctx<'_>,
+    ) {
+        if requests.may_start_here(data)
+            && cx.quiet_point(data, requests.at_boundary() && responses.at_boundary())
+        {
+            cx.resync();
+            requests.resume();
+            responses.resume();
+        }
+    }
+}
+
 impl ConnectionHandler for HttpConnection {
     type Context = Shared;
 
@@ -475,53 +500,56 @@ impl ConnectionHandler for HttpConnection {
         if self.pairing.skipped.is_some() {
             return;
         }
-        if let StreamEvent::Retransmitted(data) = &event {
-            let conflicts = match direction {
-                Direction::Request => self.requests.compare_retransmission(data),
-                Direction::Response => self.responses.compare_retransmission(data),
-            };
-            shared.stats.retransmitted_bytes_compared += conflicts.0;
-            shared.stats.retransmitted_bytes_conflicting += conflicts.1;
-            return;
-        }
-        if let StreamEvent::Gap { len, .. } = event {
-            shared.events.push_back(HttpEvent::Gap {
-                flow: *flow,
-                direction,
-                len,
-            });
-        }
         let mut cx = Ctx {
             flow,
             pairing: &mut self.pairing,
             shared,
         };
-        match direction {
-            Direction::Request => {
-                if let StreamEvent::Data(data) = &event
-                    && data.starts_segment
-                    && cx.pairing.desync.is_some()
-                    && self.requests.may_start_here(data)
-                {
-                    let at_boundary = self.requests.at_boundary() && self.responses.at_boundary();
-                    if cx.quiet_point(data, at_boundary) {
-                        cx.resync();
-                        self.requests.resume();
-                        self.responses.resume();
+        match event {
+            // The hot path: in-order bytes, one match, nothing moved.
+            StreamEvent::Data(data) => {
+                match direction {
+                    Direction::Request => {
+                        if data.starts_segment && cx.pairing.desync.is_some() {
+                            Self::try_quiet_point(
+                                &mut self.requests,
+                                &mut self.responses,
+                                &data,
+                                &mut cx,
+                            );
+                        }
+                        self.requests.on_data(&data, &mut cx);
                     }
+                    Direction::Response => self.responses.on_data(&data, &mut cx),
                 }
-                let tail = cx.pairing.tails[0].after(&event);
-                self.requests.on_event(event, &mut cx);
-                cx.pairing.tails[0] = tail;
+                cx.pairing.tails[direction as usize].on_data(&data);
             }
-            Direction::Response => {
-                let tail = cx.pairing.tails[1].after(&event);
-                self.responses.on_event(event, &mut cx);
-                cx.pairing.tails[1] = tail;
-                if std::mem::take(&mut cx.pairing.switch_declined) {
-                    self.requests.release_held(&mut cx);
+            StreamEvent::Retransmitted(data) => {
+                let (compared, conflicting) = match direction {
+                    Direction::Request => self.requests.compare_retransmission(&data),
+                    Direction::Response => self.responses.compare_retransmission(&data),
+                };
+                cx.shared.stats.retransmitted_bytes_compared += compared;
+                cx.shared.stats.retransmitted_bytes_conflicting += conflicting;
+                return;
+            }
+            other => {
+                if let StreamEvent::Gap { len, .. } = other {
+                    cx.emit(HttpEvent::Gap {
+                        flow: *flow,
+                        direction,
+                        len,
+                    });
+                }
+                cx.pairing.tails[direction as usize].on_other(&other);
+                match direction {
+                    Direction::Request => self.requests.on_event(other, &mut cx),
+                    Direction::Response => self.responses.on_event(other, &mut cx),
                 }
             }
+        }
+        if direction == Direction::Response && std::mem::take(&mut cx.pairing.switch_declined) {
+            self.requests.release_held(&mut cx);
         }
         if cx.pairing.skipped.is_some() {
             // Whatever the other direction had in progress will never complete.

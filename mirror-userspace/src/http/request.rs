@@ -257,7 +257,7 @@ impl RequestFramer {
         self.state = State::Discard;
     }
 
-    fn on_data(&mut self, data: &StreamData, cx: &mut Ctx<'_>) {
+    pub fn on_data(&mut self, data: &StreamData, cx: &mut Ctx<'_>) {
         let input = &data.payload;
         let mut pos = 0;
         // The message in progress is `buf` followed by `input[msg_start..pos]`.

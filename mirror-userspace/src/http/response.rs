@@ -9,7 +9,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::chunked::BodyReader;
 use super::detect::{Scan, find_status_line};
-use super::event::{BodyDigest, HttpEvent, LossReason, ResponseEvent, SkipReason, UnpairedReason};
+use super::event::{BodyDigest, LossReason, ResponseEvent, SkipReason, UnpairedReason};
 use super::exchange::{Ctx, Pending};
 use super::head::{
     HttpResponseHead, ResponseBody, ResponseHead, parse_response_head, response_body,
@@ -229,7 +229,7 @@ impl ResponseFramer {
         self.state = State::Resync;
     }
 
-    fn on_data(&mut self, data: &StreamData, cx: &mut Ctx<'_>) {
+    pub fn on_data(&mut self, data: &StreamData, cx: &mut Ctx<'_>) {
         let input = &data.payload;
         let mut pos = 0;
         while pos < input.len() {

@@ -332,12 +332,19 @@ fn no_quiet_point_while_a_final_response_is_due() {
     let mut wire = Wire::new(1, 7_000, 90_000);
     // Joined mid-stream: a request whose head is not seen, answered `100 Continue`; after a
     // second of silence its body comes, and it starts like a request.
-    wire.client(&mut t, b"tail of a head\r\nExpect: 100-continue\r\nContent-Length: 36\r\n\r\n");
+    wire.client(
+        &mut t,
+        b"tail of a head\r\nExpect: 100-continue\r\nContent-Length: 36\r\n\r\n",
+    );
     wire.server(&mut t, b"HTTP/1.1 100 Continue\r\n\r\n");
     wire.now += 1_500_000_000;
     wire.client(&mut t, b"GET /inside-a-body HTTP/1.1\r\n\r\n\r\n");
     wire.server(&mut t, OK);
     let events = drain(&mut t);
     assert_eq!(t.stats().http.resyncs_quiet, 0);
-    assert!(responses(&events).iter().all(|response| response.request_index.is_none()));
+    assert!(
+        responses(&events)
+            .iter()
+            .all(|response| response.request_index.is_none())
+    );
 }
