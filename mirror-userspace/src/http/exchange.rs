@@ -219,6 +219,11 @@ impl Ctx<'_> {
             return;
         }
         self.pairing.skipped = Some(reason);
+        self.report_skip(reason);
+    }
+
+    /// Counts and reports that the connection's requests stopped being mirrored.
+    fn report_skip(&mut self, reason: SkipReason) {
         self.shared.stats.connections_skipped.count(reason);
         let flow = *self.flow;
         let connection = self.pairing.connection;
@@ -242,14 +247,7 @@ impl Ctx<'_> {
     /// Ends the framing of the connection's requests (once), not of its responses: the
     /// requests before are still answered and paired.
     pub fn halt_requests(&mut self, reason: SkipReason) {
-        self.shared.stats.connections_skipped.count(reason);
-        let flow = *self.flow;
-        let connection = self.pairing.connection;
-        self.emit(HttpEvent::ConnectionSkipped {
-            flow,
-            connection,
-            reason,
-        });
+        self.report_skip(reason);
     }
 
     /// Counts and reports an abandoned message.

@@ -204,6 +204,19 @@ impl RequestFramer {
         self.on_data(&data, cx);
     }
 
+    /// The bytes held after an Upgrade or CONNECT request cannot be kept: mirroring of the
+    /// connection ends, for the reason of that request.
+    fn give_up_switch(&mut self, cx: &mut Ctx<'_>) {
+        let reason = cx
+            .pairing
+            .awaiting_switch
+            .take()
+            .map_or(SkipReason::Upgrade, |(_, reason)| reason);
+        cx.skip_connection(reason);
+        self.buf.clear();
+        self.state = State::Closed;
+    }
+
     fn on_gap(&mut self, len: u64, cx: &mut Ctx<'_>) {
         if let Some(message) = &mut self.message
             && self.state == State::Body
@@ -225,14 +238,7 @@ impl RequestFramer {
             State::Closed | State::Discard => return,
             State::AwaitSwitch => {
                 // The held bytes have a hole: whichever way the switch goes, they are lost.
-                let reason = self
-                    .message
-                    .as_ref()
-                    .and_then(|message| message.switches)
-                    .unwrap_or(SkipReason::Upgrade);
-                cx.skip_connection(reason);
-                self.buf.clear();
-                self.state = State::Closed;
+                self.give_up_switch(cx);
                 return;
             }
             State::Head { .. } | State::Body | State::Resync => {}
@@ -276,14 +282,7 @@ impl RequestFramer {
                 State::AwaitSwitch => {
                     let held = &input[pos..];
                     if self.buf.len() + held.len() > cx.shared.limits.max_head_bytes {
-                        let reason = self
-                            .message
-                            .as_ref()
-                            .and_then(|message| message.switches)
-                            .unwrap_or(SkipReason::Upgrade);
-                        cx.skip_connection(reason);
-                        self.buf.clear();
-                        self.state = State::Closed;
+                        self.give_up_switch(cx);
                         return;
                     }
                     if self.buf.is_empty() {

@@ -348,3 +348,21 @@ fn no_quiet_point_while_a_final_response_is_due() {
             .all(|response| response.request_index.is_none())
     );
 }
+
+#[test]
+fn bytes_held_for_a_connect_answer_are_bounded() {
+    let (mut t, mut wire) = open(1);
+    wire.client(
+        &mut t,
+        b"CONNECT db.test:5432 HTTP/1.1\r\nHost: db.test:5432\r\n\r\n",
+    );
+    // A client that does not wait for the answer sends more than a head's worth.
+    for _ in 0..70 {
+        wire.client(&mut t, &[b'x'; 1000]);
+    }
+    assert!(t.buffered_bytes() <= HttpConfig::default().max_head_bytes);
+    assert_eq!(
+        t.stats().http.connections_skipped.get(SkipReason::Connect),
+        1
+    );
+}
