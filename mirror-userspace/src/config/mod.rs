@@ -18,6 +18,7 @@
 mod error;
 mod overrides;
 mod raw;
+mod scope;
 mod target;
 mod validate;
 
@@ -33,6 +34,7 @@ use serde::Serialize;
 
 pub use error::ConfigError;
 pub use overrides::{IMPLICIT_TARGET_NAME, RunOverrides};
+pub use scope::{LabelSelector, PodSelector, Requirement, parse_address};
 pub use target::{
     DEFAULT_METHODS, HeaderField, HeaderFieldError, HostMode, PathFilter, PathPattern,
     SAFE_METHODS, SampleBy, ShadowUrl, TargetConfig, WRITE_METHODS, is_safe_method,
@@ -47,6 +49,8 @@ pub struct Config {
     pub metrics: MetricsSection,
     /// `[limits]`.
     pub limits: LimitsSection,
+    /// `[replay]`.
+    pub replay: ReplaySection,
     /// At least one; names and ports are unique.
     #[serde(rename = "target")]
     pub targets: Vec<TargetConfig>,
@@ -67,6 +71,25 @@ impl Default for CaptureSection {
         Self {
             interfaces: Vec::new(),
             ring_buffer_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[replay]`: what every daemon's replays carry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReplaySection {
+    /// Header field added to every replay, and by which any daemon with the same configuration
+    /// recognises a replay it captures (another node's shadow on a target port): such requests
+    /// are not mirrored again and their responses are not the primary's. `None` (`""` in the
+    /// file) adds nothing: targets must then be scoped so that no shadow is a target. Default
+    /// `X-Mirror-Replay`.
+    pub marker_header: Option<String>,
+}
+
+impl Default for ReplaySection {
+    fn default() -> Self {
+        Self {
+            marker_header: Some("X-Mirror-Replay".to_owned()),
         }
     }
 }

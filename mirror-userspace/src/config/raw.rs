@@ -18,6 +18,8 @@ pub(super) struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub replay: RawReplay,
     #[serde(default, rename = "target")]
     pub targets: Option<Spanned<Vec<Spanned<RawTarget>>>>,
 }
@@ -45,6 +47,19 @@ pub(super) struct RawLimits {
     pub capture_queue_bytes: Option<Spanned<i64>>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReplay {
+    pub marker_header: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPods {
+    pub namespace: Spanned<String>,
+    pub selector: Option<Spanned<String>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTarget {
@@ -64,6 +79,8 @@ pub(super) struct RawTarget {
     pub queue: Option<Spanned<i64>>,
     pub concurrency: Option<Spanned<i64>>,
     pub timeout_ms: Option<Spanned<i64>>,
+    pub addresses: Option<Vec<Spanned<String>>>,
+    pub pods: Option<RawPods>,
 }
 
 #[derive(Debug, Default, Deserialize)]

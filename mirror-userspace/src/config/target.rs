@@ -62,6 +62,13 @@ pub struct TargetConfig {
     pub concurrency: usize,
     /// Replay timeout in milliseconds. Default 2000.
     pub timeout_ms: u64,
+    /// Destinations that are the primary (CIDRs and addresses). With `pods` unset and this
+    /// empty, every destination on `port` is.
+    #[serde(serialize_with = "super::scope::serialize_addresses")]
+    pub addresses: Vec<ipnet::IpNet>,
+    /// Pods on this node whose IPs are the primary, watched on the Kubernetes API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pods: Option<super::scope::PodSelector>,
 }
 
 impl TargetConfig {
@@ -84,7 +91,14 @@ impl TargetConfig {
             queue: 1024,
             concurrency: 64,
             timeout_ms: 2000,
+            addresses: Vec::new(),
+            pods: None,
         }
+    }
+
+    /// Whether only some destinations on the port are the primary (`addresses` or `pods`).
+    pub fn is_scoped(&self) -> bool {
+        !self.addresses.is_empty() || self.pods.is_some()
     }
 
     /// The first method in `methods` that is a write while `allow_writes` is false.

@@ -51,6 +51,11 @@ fn full_example_parses_to_the_expected_struct() {
         queue: 16,
         concurrency: 4,
         timeout_ms: 500,
+        addresses: vec![
+            crate::config::parse_address("10.42.0.0/16").unwrap(),
+            crate::config::parse_address("fd00::7").unwrap(),
+        ],
+        pods: Some(PodSelector::new("shop", "app=checkout,track!=shadow").unwrap()),
     };
     let expected = Config {
         capture: CaptureSection {
@@ -61,6 +66,7 @@ fn full_example_parses_to_the_expected_struct() {
             listen: "0.0.0.0:9477".parse().unwrap(),
         },
         limits: LimitsSection::default(),
+        replay: ReplaySection::default(),
         targets: vec![search, checkout],
     };
     assert_eq!(parse(FULL), expected);

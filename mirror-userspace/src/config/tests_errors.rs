@@ -309,3 +309,35 @@ fn capture_and_metrics_values_are_validated() {
             .starts_with("t.toml:2:15: invalid interface pattern `veth[`")
     );
 }
+
+#[test]
+fn scopes_and_the_replay_marker_are_checked_where_written() {
+    assert_eq!(
+        error(&with_line(
+            "addresses = [\"10.42.0.0/16\", \"10.42.0.1/16\"]"
+        )),
+        "t.toml:5:30: `10.42.0.1/16` has host bits under its /16 prefix: write 10.42.0.0/16 for the network, or the address alone for one host"
+    );
+    assert_eq!(
+        error(&with_line("addresses = [\"search\"]")),
+        "t.toml:5:14: invalid address `search`: expected an IPv4 or IPv6 address or CIDR, e.g. \"10.42.0.0/16\" or \"10.0.0.7\""
+    );
+    assert_eq!(
+        error(&with_line("addresses = [\"10.0.0.7\", \"10.0.0.7/32\"]")),
+        "t.toml:5:26: address 10.0.0.7/32 is listed twice"
+    );
+    assert_eq!(
+        error(&with_line(
+            "pods = { namespace = \"shop\", selector = \"app in web\" }"
+        )),
+        "t.toml:5:41: invalid label selector `app in web`: `web` must be a parenthesised list, e.g. (a,b)"
+    );
+    assert_eq!(
+        error(&with_line("pods = { namespace = \"Shop\" }")),
+        "t.toml:5:22: invalid namespace `Shop`: expected a DNS label (lower-case letters, digits and '-', at most 63, starting and ending with a letter or digit)"
+    );
+    assert_eq!(
+        error(&format!("[replay]\nmarker_header = \"x mirror\"\n{TARGET}")),
+        "t.toml:2:17: invalid header name `x mirror` in marker_header: expected letters, digits and !#$%&'*+-.^_`|~"
+    );
+}

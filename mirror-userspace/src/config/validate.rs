@@ -7,12 +7,15 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::error::{Problem, line_col};
-use super::raw::{RawCapture, RawConfig, RawLimits, RawMetrics, RawPaths, RawTarget};
+use super::raw::{
+    RawCapture, RawConfig, RawLimits, RawMetrics, RawPaths, RawPods, RawReplay, RawTarget,
+};
+use super::scope::{PodSelector, parse_address};
 use super::target::{
     HeaderField, HeaderFieldError, HostMode, PathFilter, PathPattern, SampleBy, ShadowUrl,
     TargetConfig, WRITE_METHODS, check_header_name, is_safe_method, is_token,
 };
-use super::{CaptureSection, Config, LimitsSection, MetricsSection};
+use super::{CaptureSection, Config, LimitsSection, MetricsSection, ReplaySection};
 use crate::capture::{MAX_QUEUE_BYTES, MIN_QUEUE_BYTES};
 
 /// Smallest ring buffer the kernel accepts (one page on x86-64 and arm64).
@@ -29,7 +32,40 @@ pub(super) fn validate(raw: RawConfig, text: &str) -> Checked<Config> {
         capture: capture(raw.capture)?,
         metrics: metrics(raw.metrics)?,
         limits: limits(raw.limits)?,
+        replay: replay(raw.replay)?,
         targets: targets(raw.targets, text)?,
+    })
+}
+
+fn replay(raw: RawReplay) -> Checked<ReplaySection> {
+    let mut section = ReplaySection::default();
+    if let Some(name) = raw.marker_header {
+        section.marker_header = match name.get_ref().as_str() {
+            "" => None,
+            text => {
+                check_header_name(text, "marker_header")
+                    .map_err(|message| Problem::new(name.span(), message))?;
+                Some(text.to_owned())
+            }
+        };
+    }
+    Ok(section)
+}
+
+fn pods(raw: RawPods) -> Checked<PodSelector> {
+    let selector = raw
+        .selector
+        .as_ref()
+        .map_or("", |selector| selector.get_ref());
+    PodSelector::new(raw.namespace.get_ref(), selector).map_err(|message| {
+        let span = if message.starts_with("invalid namespace") {
+            raw.namespace.span()
+        } else {
+            raw.selector
+                .as_ref()
+                .map_or(raw.namespace.span(), Spanned::span)
+        };
+        Problem::new(span, message)
     })
 }
 
@@ -273,6 +309,18 @@ fn target(raw: RawTarget) -> Checked<TargetConfig> {
         1..=86_400_000,
         target.timeout_ms,
     )?;
+    for address in raw.addresses.unwrap_or_default() {
+        let net = parse_address(address.get_ref())
+            .map_err(|message| Problem::new(address.span(), message))?;
+        if target.addresses.contains(&net) {
+            return Err(Problem::new(
+                address.span(),
+                format!("address {net} is listed twice"),
+            ));
+        }
+        target.addresses.push(net);
+    }
+    target.pods = raw.pods.map(pods).transpose()?;
     Ok(target)
 }
 
