@@ -35,6 +35,38 @@ pub const SAMPLE_SCALE: u32 = 1_000_000;
 /// their port sampled below [`SAMPLE_SCALE`], so that lowering the rate (a configuration reload)
 /// does not cut connections already mirrored (see [`TargetPort::remembered_ppm`]).
 pub const SAMPLED_FLOWS_MAP: &str = "SAMPLED_FLOWS";
+/// Longest-prefix-match tries of the destinations that are a scoped target's primary, keyed
+/// by port and address ([`scope_key_v4`], [`scope_key_v6`]); see [`TargetPort::scoped`].
+pub const SCOPE_V4_MAP: &str = "SCOPE_V4";
+pub const SCOPE_V6_MAP: &str = "SCOPE_V6";
+/// Entries of each scope trie (prefixes over all scoped targets).
+pub const SCOPE_ENTRIES: u32 = 65_536;
+/// Bits of the port in a scope key, before the address.
+pub const SCOPE_PORT_BITS: u32 = 16;
+
+/// The data of a [`SCOPE_V4_MAP`] key: the port then the address, big-endian, so that a
+/// prefix of `16 + n` bits is "this port, this /n".
+pub const fn scope_key_v4(port: u16, address: [u8; 4]) -> [u8; 6] {
+    let port = port.to_be_bytes();
+    [
+        port[0], port[1], address[0], address[1], address[2], address[3],
+    ]
+}
+
+/// The data of a [`SCOPE_V6_MAP`] key (as [`scope_key_v4`]).
+pub const fn scope_key_v6(port: u16, address: [u8; 16]) -> [u8; 18] {
+    let mut key = [0u8; 18];
+    let port = port.to_be_bytes();
+    key[0] = port[0];
+    key[1] = port[1];
+    let mut index = 0;
+    while index < 16 {
+        key[2 + index] = address[index];
+        index += 1;
+    }
+    key
+}
+
 /// Capacity of [`SAMPLED_FLOWS_MAP`].
 pub const SAMPLED_FLOWS_ENTRIES: u32 = 262_144;
 
@@ -63,6 +95,11 @@ pub struct TargetPort {
     /// Non-zero while the port's packets are counted ([`Counter::ShedPackets`]) and not
     /// recorded.
     pub shed: u32,
+    /// Non-zero when only some destinations on the port are the primary: a packet is recorded
+    /// only if its server address (destination of a request, source of a response) is in the
+    /// port's prefixes in [`SCOPE_V4_MAP`] / [`SCOPE_V6_MAP`]; others are counted
+    /// ([`Counter::OtherAddress`]).
+    pub scoped: u32,
 }
 
 impl TargetPort {
@@ -72,6 +109,7 @@ impl TargetPort {
         sample_ppm: 0,
         remembered_ppm: 0,
         shed: 0,
+        scoped: 0,
     };
 
     /// A target port whose every connection is captured.
@@ -89,6 +127,7 @@ impl TargetPort {
             sample_ppm: ppm,
             remembered_ppm: 0,
             shed: 0,
+            scoped: 0,
         }
     }
 
@@ -99,6 +138,7 @@ impl TargetPort {
     /// records again: shedding starts over with the new configuration.
     pub const fn resampled(self, ppm: u32) -> Self {
         let mut next = Self::sampled(ppm);
+        next.scoped = self.scoped;
         if self.is_target == 0 {
             return next;
         }
@@ -115,6 +155,14 @@ impl TargetPort {
     /// Whether points from `sample_ppm` up need a look in [`SAMPLED_FLOWS_MAP`].
     pub const fn has_band(&self) -> bool {
         self.remembered_ppm > self.sample_ppm
+    }
+
+    /// The same entry, scoped to its prefixes or not; sampling and shedding state are kept.
+    pub const fn with_scope(self, scoped: bool) -> Self {
+        Self {
+            scoped: scoped as u32,
+            ..self
+        }
     }
 
     /// The same entry, shed or recording again; sampling state is kept.
@@ -336,10 +384,13 @@ pub enum Counter {
     ShedRequestBytes = 13,
     /// Payload bytes of those packets, server to client (responses).
     ShedResponseBytes = 14,
+    /// Target-port packets whose server address is not in the target's scope
+    /// ([`TargetPort::scoped`]), not recorded.
+    OtherAddress = 15,
 }
 
 /// Number of [`Counter`] entries.
-pub const COUNTER_COUNT: u32 = 15;
+pub const COUNTER_COUNT: u32 = 16;
 
 impl Counter {
     /// All counters in index order.
@@ -359,6 +410,7 @@ impl Counter {
         Counter::ShedPackets,
         Counter::ShedRequestBytes,
         Counter::ShedResponseBytes,
+        Counter::OtherAddress,
     ];
 
     /// Stable snake_case name, used in logs and metrics labels.
@@ -379,6 +431,7 @@ impl Counter {
             Counter::ShedPackets => "shed_packets",
             Counter::ShedRequestBytes => "shed_request_bytes",
             Counter::ShedResponseBytes => "shed_response_bytes",
+            Counter::OtherAddress => "other_address",
         }
     }
 }

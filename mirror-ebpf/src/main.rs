@@ -14,14 +14,17 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_OK},
     helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_load_bytes},
     macros::{classifier, map},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{
+        Array, HashMap, LruHashMap, PerCpuArray, RingBuf,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::TcContext,
 };
 use mirror_common::{
     CHUNK_SIZE_CLASSES, COUNTER_COUNT, Counter, Direction, FAMILY_IPV4, FAMILY_IPV6, FlowTuple,
-    MAX_CHUNK, MAX_CHUNKS_PER_SEGMENT, SAMPLE_SCALE, SAMPLED_FLOWS_ENTRIES, SELF_TRAFFIC_ENTRIES,
-    SegmentHeader, SegmentRecord, TARGET_PORTS_ENTRIES, TCX_NEXT, TargetPort,
-    connection_sample_point, tcp_flags,
+    MAX_CHUNK, MAX_CHUNKS_PER_SEGMENT, SAMPLE_SCALE, SAMPLED_FLOWS_ENTRIES, SCOPE_ENTRIES,
+    SCOPE_PORT_BITS, SELF_TRAFFIC_ENTRIES, SegmentHeader, SegmentRecord, TARGET_PORTS_ENTRIES,
+    TCX_NEXT, TargetPort, connection_sample_point, scope_key_v4, scope_key_v6, tcp_flags,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -56,6 +59,17 @@ static REPLAY_SOCKETS: HashMap<u64, u8> = HashMap::with_max_entries(SELF_TRAFFIC
 #[map(name = "SAMPLED_FLOWS")]
 static SAMPLED_FLOWS: LruHashMap<FlowTuple, u8> =
     LruHashMap::with_max_entries(SAMPLED_FLOWS_ENTRIES, 0);
+
+/// The destinations that are a scoped target's primary (see [`TargetPort::scoped`]): prefixes
+/// of port + address. `BPF_F_NO_PREALLOC` is required for LPM tries.
+#[map(name = "SCOPE_V4")]
+static SCOPE_V4: LpmTrie<[u8; 6], u8> = LpmTrie::with_max_entries(SCOPE_ENTRIES, BPF_F_NO_PREALLOC);
+
+#[map(name = "SCOPE_V6")]
+static SCOPE_V6: LpmTrie<[u8; 18], u8> =
+    LpmTrie::with_max_entries(SCOPE_ENTRIES, BPF_F_NO_PREALLOC);
+
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 /// Both orientations of every connection seen leaving a replay socket. LRU: closed connections
 /// age out without userspace bookkeeping.
@@ -551,6 +565,28 @@ fn is_self_traffic(ctx: &TcContext, segment: &TcpSegment) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Scope: the destinations that are the primary
+// ---------------------------------------------------------------------------------------------
+
+/// For a scoped target: whether the server side of the packet (destination of a request, source
+/// of a response) is one of the target's prefixes. One trie lookup.
+#[inline(never)]
+fn in_scope(direction: Direction, segment: &TcpSegment) -> bool {
+    let (port, address) = match direction {
+        Direction::Request => (segment.dst_port, &segment.dst_addr),
+        Direction::Response => (segment.src_port, &segment.src_addr),
+    };
+    if segment.family == FAMILY_IPV4 {
+        let v4 = [address[0], address[1], address[2], address[3]];
+        let key = Key::new(SCOPE_PORT_BITS + 32, scope_key_v4(port, v4));
+        SCOPE_V4.get(&key).is_some()
+    } else {
+        let key = Key::new(SCOPE_PORT_BITS + 128, scope_key_v6(port, *address));
+        SCOPE_V6.get(&key).is_some()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // In-kernel connection sampling
 // ---------------------------------------------------------------------------------------------
 
@@ -612,6 +648,11 @@ fn is_sampled_connection(direction: Direction, port: &TargetPort, segment: &TcpS
 fn try_mirror_tc(ctx: &TcContext) -> Result<(), Skip> {
     count(Counter::PacketsSeen, 1);
     let (direction, port, segment) = parse(ctx)?;
+    // Another destination on the port (another service, the shadow itself): not a target.
+    if port.scoped != 0 && !in_scope(direction, &segment) {
+        count(Counter::OtherAddress, 1);
+        return Ok(());
+    }
     if port.shed != 0 {
         // The shadow cannot take more: count what would have been recorded, copy nothing. The
         // replays still in flight to a shadow on a captured target port are not shed requests;

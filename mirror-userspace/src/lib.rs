@@ -22,6 +22,7 @@ pub mod policy;
 pub mod reassembly;
 pub mod replay;
 pub mod rewrite;
+pub mod scopes;
 pub mod segment;
 pub mod shed;
 pub mod stats;

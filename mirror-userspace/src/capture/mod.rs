@@ -9,6 +9,7 @@
 mod attach;
 pub mod interfaces;
 pub mod reader;
+mod scope;
 
 use std::{
     io,
@@ -134,6 +135,7 @@ impl KernelCounters {
 pub struct Classifier {
     ebpf: Ebpf,
     target_ports: Array<MapData, TargetPort>,
+    scope: scope::ScopeMaps,
     counters: KernelCounterReader,
     ring: Option<RingBuf<MapData>>,
     self_traffic: SelfTraffic,
@@ -258,9 +260,11 @@ impl Classifier {
         )
         .map_err(map_error(REPLAY_SOCKETS_MAP, "opening"))?;
 
+        let scope = scope::ScopeMaps::new(&mut ebpf)?;
         let mut classifier = Self {
             ebpf,
             target_ports,
+            scope,
             counters,
             ring: Some(ring),
             self_traffic: SelfTraffic {
@@ -314,6 +318,33 @@ impl Classifier {
             self.target_ports
                 .set(u32::from(*port), TargetPort::NONE, 0)
                 .map_err(map_error(TARGET_PORTS_MAP, "updating"))?;
+        }
+        Ok(())
+    }
+
+    /// Scopes `port` to the destinations `nets` (its packets to or from other server addresses
+    /// are counted, not recorded; an empty list records nothing), or, with `None`, records
+    /// every destination on it. The prefixes go in before the port is scoped and out after it
+    /// is unscoped, so no packet of a kept address is missed on the way.
+    pub fn set_scope(
+        &mut self,
+        port: u16,
+        nets: Option<&[ipnet::IpNet]>,
+    ) -> Result<(), CaptureError> {
+        if let Some(nets) = nets {
+            self.scope.set(port, nets)?;
+        }
+        let current = self
+            .target_ports
+            .get(&u32::from(port), 0)
+            .map_err(map_error(TARGET_PORTS_MAP, "reading"))?;
+        if current.is_target != 0 && (current.scoped != 0) != nets.is_some() {
+            self.target_ports
+                .set(u32::from(port), current.with_scope(nets.is_some()), 0)
+                .map_err(map_error(TARGET_PORTS_MAP, "updating"))?;
+        }
+        if nets.is_none() {
+            self.scope.set(port, &[])?;
         }
         Ok(())
     }

@@ -19,7 +19,17 @@ use crate::{
     metrics::{CaptureCollector, Metrics, server},
     pipeline::Pipeline,
     reassembly::ReassemblyConfig,
+    scopes::{ScopeChange, Scopes},
 };
+
+/// Hands scope changes to the classifier; a failure is logged (the port keeps its last scope).
+fn apply_scopes(capture: &mut Capture, changes: Vec<ScopeChange>) {
+    for (port, nets) in changes {
+        if let Err(failure) = capture.classifier().set_scope(port, nets.as_deref()) {
+            error!(%failure, port, "scoping a target port in the classifier");
+        }
+    }
+}
 
 /// Replay results handled per turn of the event loop, so that captured batches wait at most
 /// this many behind them.
@@ -88,6 +98,7 @@ fn reload(
     running: &Config,
     capture: &mut Capture,
     pipeline: &mut Pipeline,
+    scopes: &mut Scopes,
 ) -> Option<Config> {
     if args.config.is_none() {
         warn!("SIGHUP ignored: no --config file to reload");
@@ -114,6 +125,7 @@ fn reload(
         error!(%failure, "configuration reload rejected: updating the target ports");
         return None;
     }
+    apply_scopes(capture, scopes.configure(&new.targets));
     pipeline.reload(&new.targets, monotonic_ns());
     info!(targets = new.targets.len(), "configuration reloaded");
     Some(new)
@@ -132,6 +144,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .classifier()
         .set_ports(&[], &kernel_sampling(&config))
         .context("configuring in-kernel connection sampling")?;
+    let mut scopes = Scopes::default();
+    apply_scopes(&mut capture, scopes.configure(&config.targets));
     let reader = capture
         .take_reader()
         .context("opening the ring buffer")?
@@ -200,7 +214,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             }
             _ = hangup.recv() => {
-                if let Some(reloaded) = reload(&args, &config, &mut capture, &mut pipeline) {
+                if let Some(reloaded) =
+                    reload(&args, &config, &mut capture, &mut pipeline, &mut scopes)
+                {
                     config = reloaded;
                 }
             }

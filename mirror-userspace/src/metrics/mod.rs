@@ -386,6 +386,7 @@ impl Collector for CaptureCollector {
                 ("self_traffic", kernel.get(KernelCounter::SelfTraffic)),
                 ("sampled_out", kernel.get(KernelCounter::SampledOut)),
                 ("shed", kernel.get(KernelCounter::ShedPackets)),
+                ("other_address", kernel.get(KernelCounter::OtherAddress)),
                 ("header_error", kernel.get(KernelCounter::HeaderErrors)),
                 ("ip_fragment", kernel.get(KernelCounter::IpFragments)),
             ],
