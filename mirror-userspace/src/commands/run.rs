@@ -22,6 +22,25 @@ use crate::{
     scopes::{ScopeChange, Scopes},
 };
 
+/// The header every replay carries (`[replay] marker_header`), its value this daemon's node
+/// (`NODE_NAME`, set by the DaemonSet) or host name: a shadow's logs then tell which daemon sent
+/// a replay.
+fn replay_marker(config: &Config) -> Option<crate::config::HeaderField> {
+    let name = config.replay.marker_header.as_deref()?;
+    let node = std::env::var("NODE_NAME")
+        .ok()
+        .filter(|node| !node.is_empty())
+        .or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|host| host.into_string().ok())
+        })
+        .unwrap_or_else(|| "mirror".to_owned());
+    crate::config::HeaderField::new(name, &node)
+        .or_else(|_| crate::config::HeaderField::new(name, "mirror"))
+        .ok()
+}
+
 /// Hands scope changes to the classifier; a failure is logged (the port keeps its last scope).
 fn apply_scopes(capture: &mut Capture, changes: Vec<ScopeChange>) {
     for (port, nets) in changes {
@@ -83,6 +102,11 @@ fn tracker_config(config: &Config) -> TrackerConfig {
         },
         http: HttpConfig {
             max_message_bytes: config.limits.max_message_bytes,
+            replay_marker: config
+                .replay
+                .marker_header
+                .as_ref()
+                .map(|name| name.to_ascii_lowercase().into_bytes().into()),
             // The pipeline labels only the requests it compares (`RequestSummary::of`).
             label_responses: false,
             ..HttpConfig::default()
@@ -172,6 +196,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(capture.classifier().self_traffic()),
         results_tx,
         monotonic_ns(),
+        replay_marker(&config),
     );
     // Handlers before the start-up lines: a signal sent as soon as they are read must be handled.
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;

@@ -204,20 +204,30 @@ pub enum SkipReason {
     /// closes the connection after answering it, so later request bytes are not framed (a
     /// smuggling attempt would hide there). Connection level only.
     AmbiguousLength,
+    /// The request carries the `[replay] marker_header`: another daemon's replay, captured on
+    /// its way to a shadow. Never mirrored again; its connection's responses are not the
+    /// primary's.
+    ReplayMarker,
 }
 
 impl SkipReason {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::TooLarge,
         Self::Upgrade,
         Self::Connect,
         Self::Tls,
         Self::Http2,
         Self::AmbiguousLength,
+        Self::ReplayMarker,
     ];
 
     /// Reasons a single framed request is not replayed.
-    pub const REQUEST: [Self; 3] = [Self::TooLarge, Self::Upgrade, Self::Connect];
+    pub const REQUEST: [Self; 4] = [
+        Self::TooLarge,
+        Self::Upgrade,
+        Self::Connect,
+        Self::ReplayMarker,
+    ];
 
     /// Reasons mirroring of a connection ends.
     pub const CONNECTION: [Self; 5] = [
@@ -237,6 +247,7 @@ impl SkipReason {
             Self::Tls => "tls",
             Self::Http2 => "http2",
             Self::AmbiguousLength => "ambiguous_length",
+            Self::ReplayMarker => "replay_marker",
         }
     }
 }
@@ -385,6 +396,9 @@ pub struct HttpStats {
     pub requests_skipped_too_large: u64,
     pub requests_skipped_upgrade: u64,
     pub requests_skipped_connect: u64,
+    pub requests_skipped_replay_marker: u64,
+    /// Responses on connections that carried replays (a shadow's answers), not reported.
+    pub responses_of_replays: u64,
     /// Requests abandoned in progress (partial heads included), by reason.
     pub requests_lost: LossCounts,
     /// Request bytes that did not parse as HTTP/1.x (`mirror_parse_errors_total`).
@@ -427,6 +441,7 @@ impl HttpStats {
             SkipReason::TooLarge => self.requests_skipped_too_large,
             SkipReason::Upgrade => self.requests_skipped_upgrade,
             SkipReason::Connect => self.requests_skipped_connect,
+            SkipReason::ReplayMarker => self.requests_skipped_replay_marker,
             SkipReason::Tls | SkipReason::Http2 | SkipReason::AmbiguousLength => 0,
         }
     }

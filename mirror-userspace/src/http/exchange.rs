@@ -168,6 +168,9 @@ pub struct Pairing {
     pub awaiting_switch: Option<(u64, SkipReason)>,
     /// Set when the answer to `awaiting_switch` came and did not switch.
     pub switch_declined: bool,
+    /// The connection carried a request with the replay marker: another daemon's replay
+    /// connection to a shadow. Its responses are a shadow's, never reported as the primary's.
+    pub replay_connection: bool,
     tails: [Tail; 2],
 }
 
@@ -188,6 +191,7 @@ impl Pairing {
             answering: None,
             awaiting_switch: None,
             switch_declined: false,
+            replay_connection: false,
             tails: [Tail::default(); 2],
         }
     }
@@ -360,6 +364,10 @@ impl Ctx<'_> {
     /// Emits a final response, counted as it goes out (paired, or unpaired by why).
     pub fn emit_response(&mut self, response: ResponseEvent) {
         let stats = &mut self.shared.stats;
+        if self.pairing.replay_connection {
+            stats.responses_of_replays += 1;
+            return;
+        }
         stats.responses_total += 1;
         match response.unpaired {
             None => stats.responses_paired += 1,

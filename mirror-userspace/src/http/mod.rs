@@ -77,6 +77,10 @@ pub struct HttpConfig {
     pub max_head_bytes: usize,
     /// Requests waiting for their responses per connection; beyond, the oldest is given up.
     pub max_pipelined_requests: usize,
+    /// Header name (lower case) that marks a request as another daemon's replay: such a request
+    /// is framed and skipped ([`SkipReason::ReplayMarker`]), and the responses on its connection
+    /// (a shadow's) are not reported as the primary's.
+    pub replay_marker: Option<Box<[u8]>>,
     /// How long both directions must be silent for pairing to resume at the next request of a
     /// connection that dropped out of sync (the quiet point, see the `exchange` module).
     pub resync_quiet_ns: u64,
@@ -93,6 +97,7 @@ impl Default for HttpConfig {
             max_headers: 100,
             max_head_bytes: 65_536,
             max_pipelined_requests: 1_024,
+            replay_marker: None,
             resync_quiet_ns: 1_000_000_000,
             label_responses: true,
         }

@@ -68,6 +68,8 @@ struct Message {
     switches: Option<SkipReason>,
     /// Content-Length and Transfer-Encoding both present.
     ambiguous_length: bool,
+    /// Carries the replay marker: another daemon's replay.
+    replay: bool,
     reader: BodyReader,
 }
 
@@ -493,6 +495,16 @@ impl RequestFramer {
         }
         let ambiguous_length =
             head.facts.content_length.is_some() && head.body == BodyFraming::Chunked;
+        let replay = cx
+            .shared
+            .config
+            .replay_marker
+            .as_deref()
+            .is_some_and(|marker| has_header(head_bytes, &head, marker));
+        if replay {
+            // A shadow's connection: its responses are not the primary's.
+            cx.pairing.replay_connection = true;
+        }
         let head_len = head.head_len as u64;
         let max = cx.shared.config.max_message_bytes as u64;
         let keep = match head.body {
@@ -521,6 +533,7 @@ impl RequestFramer {
             lost: false,
             switches,
             ambiguous_length,
+            replay,
             reader,
         }));
         self.state = State::Body;
@@ -595,9 +608,13 @@ impl RequestFramer {
                     self.buf.split().freeze()
                 }
             };
-            let skip = message
-                .switches
-                .or((!message.keep).then_some(SkipReason::TooLarge));
+            let skip = if message.replay {
+                Some(SkipReason::ReplayMarker)
+            } else {
+                message
+                    .switches
+                    .or((!message.keep).then_some(SkipReason::TooLarge))
+            };
             let request = HttpRequest::new(bytes, message.head);
             let stats = cx.stats();
             stats.requests_total += 1;
@@ -605,6 +622,7 @@ impl RequestFramer {
                 Some(SkipReason::TooLarge) => stats.requests_skipped_too_large += 1,
                 Some(SkipReason::Upgrade) => stats.requests_skipped_upgrade += 1,
                 Some(SkipReason::Connect) => stats.requests_skipped_connect += 1,
+                Some(SkipReason::ReplayMarker) => stats.requests_skipped_replay_marker += 1,
                 _ => {}
             }
             let event = RequestEvent {
@@ -642,6 +660,13 @@ impl RequestFramer {
             // Otherwise the answer came already and did not switch: go on.
         }
     }
+}
+
+/// Whether the head has a field named `name` (lower case), compared case-insensitively.
+fn has_header(bytes: &[u8], head: &RequestHead, name: &[u8]) -> bool {
+    head.headers.iter().any(|span| {
+        span.name_len as usize == name.len() && span.name(bytes).eq_ignore_ascii_case(name)
+    })
 }
 
 /// Whether a head found by looking for one starts with a method the scanner knows (httparse

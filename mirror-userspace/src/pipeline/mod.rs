@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use crate::{
     capture::SelfTraffic,
     compare::{Comparator, ExchangeKey, Observed},
-    config::{SampleBy, TargetConfig},
+    config::{HeaderField, SampleBy, TargetConfig},
     hash::HashMap,
     http::{
         HttpEvent, HttpRequest, HttpTracker, LossEvent, LossReason, RequestEvent, RequestSummary,
@@ -86,6 +86,8 @@ pub struct Pipeline {
     last_stats: Stats,
     /// splitmix64 state for per-request sampling (no global RNG: deterministic when seeded).
     random_state: u64,
+    /// Set on every replay (`[replay] marker_header`, with this daemon's name).
+    marker: Option<HeaderField>,
 }
 
 fn splitmix64(state: &mut u64) -> u64 {
@@ -127,6 +129,7 @@ impl Pipeline {
         self_traffic: Option<SelfTraffic>,
         results: mpsc::UnboundedSender<ReplayResult>,
         seed: u64,
+        marker: Option<HeaderField>,
     ) -> Self {
         let mut pipeline = Self {
             tracker,
@@ -138,6 +141,7 @@ impl Pipeline {
             metrics,
             last_stats: Stats::default(),
             random_state: seed,
+            marker,
         };
         pipeline.reload(targets, seed);
         pipeline
@@ -178,7 +182,7 @@ impl Pipeline {
             self.targets.push(Target {
                 config: config.clone(),
                 policy: Policy::new(&policy_config),
-                rewriter: Rewriter::new(config),
+                rewriter: Rewriter::new(config).with_marker(self.marker.clone()),
                 replayer,
                 metrics: self.target_metrics(&config.name),
                 last_mismatch_log_ns: 0,

@@ -64,7 +64,7 @@ fn pipeline(
     let (results_tx, results) = mpsc::unbounded_channel();
     let tracker = HttpTracker::new(TrackerConfig::default());
     (
-        Pipeline::new(tracker, &[target], metrics, None, results_tx, 1),
+        Pipeline::new(tracker, &[target], metrics, None, results_tx, 1, None),
         results,
     )
 }
@@ -105,6 +105,7 @@ async fn every_labelled_counter_is_exported_from_start_up() {
                 "too_large",
                 "upgrade",
                 "connect",
+                "replay_marker",
                 "unrewritable",
             ],
         ),

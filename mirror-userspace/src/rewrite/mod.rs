@@ -108,6 +108,18 @@ enum Edit {
 }
 
 impl Rewriter {
+    /// The same rewriter, also setting `marker` on every replay (the `[replay] marker_header`
+    /// by which other daemons recognise a replay): it takes the place of a `set_headers` entry
+    /// of the same name.
+    pub fn with_marker(mut self, marker: Option<HeaderField>) -> Self {
+        if let Some(marker) = marker {
+            self.set_headers
+                .retain(|field| !field.name.eq_ignore_ascii_case(&marker.name));
+            self.set_headers.push(marker);
+        }
+        self
+    }
+
     /// The rewriter of `target` (its `host`, `set_headers` and `remove_headers`).
     pub fn new(target: &TargetConfig) -> Self {
         Self {

@@ -348,3 +348,19 @@ fn content_length_beside_transfer_encoding_is_removed_rfc9112_6_3() {
     let plain = b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
     assert_eq!(rewrite_with(&rewriter, plain), plain);
 }
+
+#[test]
+fn the_replay_marker_is_set_on_every_replay() {
+    let rewriter = Rewriter::new(&TargetConfig {
+        set_headers: vec![HeaderField::new("x-mirror-replay", "configured").unwrap()],
+        ..target(HostMode::Keep)
+    })
+    .with_marker(Some(HeaderField::new("X-Mirror-Replay", "node-a").unwrap()));
+    assert_eq!(
+        text(&rewrite_with(
+            &rewriter,
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        )),
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Mirror-Replay: node-a\r\n\r\n"
+    );
+}

@@ -198,7 +198,7 @@ fn exposition(traffic: &[&Traffic<'_>]) -> String {
         let _entered = runtime.enter();
         let (results, _) = tokio::sync::mpsc::unbounded_channel();
         let tracker = HttpTracker::new(TrackerConfig::default());
-        Pipeline::new(tracker, &targets, metrics.clone(), None, results, 1)
+        Pipeline::new(tracker, &targets, metrics.clone(), None, results, 1, None)
     };
     for traffic in traffic {
         traffic.apply(&metrics);
@@ -234,7 +234,7 @@ fn the_daemons_exposition_aggregates_per_target() {
     assert_eq!(search.status_mismatches, 5.0);
     assert_eq!(search.body_mismatches, 9.0);
     // Every known reason is there from start-up; connection skips stay out of the accounting.
-    assert_eq!(search.skipped.len(), 8);
+    assert_eq!(search.skipped.len(), 9);
     assert!(!search.skipped.contains_key("tls"));
     assert_eq!(search.skipped["too_large"], 0.0);
     assert_eq!(search.connections_skipped_total(), 4.0);

@@ -366,3 +366,34 @@ fn bytes_held_for_a_connect_answer_are_bounded() {
         1
     );
 }
+
+#[test]
+fn another_daemons_replays_are_framed_skipped_and_their_answers_not_the_primarys() {
+    let config = TrackerConfig {
+        http: HttpConfig {
+            replay_marker: Some(b"x-mirror-replay".to_vec().into()),
+            ..HttpConfig::default()
+        },
+        ..TrackerConfig::default()
+    };
+    let mut t = HttpTracker::new(config);
+    let mut wire = Wire::new(1, 1, 1);
+    wire.handshake(&mut t);
+    // A replay from the daemon of another node, arriving at a shadow on a target port here.
+    wire.client(
+        &mut t,
+        b"GET /a HTTP/1.1\r\nHost: search-shadow\r\nX-Mirror-Replay: node-a\r\n\r\n",
+    );
+    wire.server(&mut t, OK);
+    let events = drain(&mut t);
+    let framed = requests(&events);
+    assert_eq!(framed[0].skip, Some(SkipReason::ReplayMarker));
+    assert!(
+        responses(&events).is_empty(),
+        "a shadow's answer: {events:#?}"
+    );
+    let http = t.stats().http;
+    assert_eq!(http.requests_skipped(SkipReason::ReplayMarker), 1);
+    assert_eq!(http.responses_of_replays, 1);
+    assert_eq!(http.responses_total, 0);
+}
