@@ -479,3 +479,43 @@ fn links_that_appear_after_start_are_captured() {
     assert_eq!(metrics.sum("mirror_requests_total", &[]), 1.0);
     daemon.stop();
 }
+
+/// A Kubernetes ConfigMap update as the kubelet makes it: the files are written into a new
+/// directory and the `..data` symlink is swapped to it. The daemon applies it without a signal
+/// (the slim image has no `kill` for `kubectl exec`).
+#[test]
+fn a_configmap_update_applies_without_a_signal() {
+    if !privileged("a_configmap_update_applies_without_a_signal") {
+        return;
+    }
+    let setup = setup();
+    let root = std::env::temp_dir().join(mirror_tests::unique_name("mirror-configmap-"));
+    let version = |name: &str, sample: &str| {
+        let written = write_config(&setup, sample);
+        std::fs::create_dir_all(root.join(name)).expect("configmap version directory");
+        std::fs::rename(&written, root.join(name).join("mirror.toml")).expect("move config");
+    };
+    version("..2026_12_07_1", "sample_percent = 0.0\n");
+    std::os::unix::fs::symlink("..2026_12_07_1", root.join("..data")).expect("..data");
+    std::os::unix::fs::symlink("..data/mirror.toml", root.join("mirror.toml")).expect("link");
+    let path = root.join("mirror.toml");
+    let daemon = Daemon::start(
+        &setup.topology.server,
+        &["--config", path.to_str().expect("utf-8 path")],
+    );
+    load(&setup.topology.client, 1, 20, plain_get);
+    wait_for(&daemon, "20 decided", |m| {
+        m.sum("mirror_requests_skipped_total", &[]) >= 20.0
+    });
+
+    version("..2026_12_07_2", "sample_percent = 100.0\n");
+    std::os::unix::fs::symlink("..2026_12_07_2", root.join("..data_tmp")).expect("new link");
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("swap ..data");
+    std::fs::remove_dir_all(root.join("..2026_12_07_1")).expect("old version");
+    daemon.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    load(&setup.topology.client, 1, 20, plain_get);
+    let metrics = wait_for(&daemon, "20 replays", |m| replays(m, "ok") >= 20.0);
+    assert_eq!(replays(&metrics, "ok"), 20.0);
+    daemon.stop();
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -9,12 +9,12 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     capture::{Capture, CaptureConfig, SAMPLE_SCALE, spawn_reader},
     cli::RunArgs,
-    config::{Config, RunOverrides, SampleBy},
+    config::{Config, ConfigWatch, RunOverrides, SampleBy, WatchError},
     http::{HttpConfig, HttpTracker, TrackerConfig},
     metrics::{CaptureCollector, Metrics, server},
     pipeline::Pipeline,
@@ -39,6 +39,14 @@ fn replay_marker(config: &Config) -> Option<crate::config::HeaderField> {
     crate::config::HeaderField::new(name, &node)
         .or_else(|_| crate::config::HeaderField::new(name, "mirror"))
         .ok()
+}
+
+/// Resolves when the watched configuration file changed (never without a watch).
+async fn config_changed(watch: &mut Option<ConfigWatch>) -> Result<(), WatchError> {
+    match watch {
+        Some(watch) => watch.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Hands scope changes to the classifier; a failure is logged (the port keeps its last scope).
@@ -135,6 +143,10 @@ fn reload(
             return None;
         }
     };
+    if new == *running {
+        debug!("configuration unchanged");
+        return None;
+    }
     if new.capture != running.capture
         || new.limits != running.limits
         || new.metrics != running.metrics
@@ -213,6 +225,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     info!(%metrics_addr, "metrics at http://{metrics_addr}/metrics");
 
+    // ConfigMap updates (and edits of the file) apply by themselves; SIGHUP still works.
+    let mut watch = args.config.as_deref().and_then(|path| {
+        ConfigWatch::new(path)
+            .inspect_err(|failure| {
+                warn!(%failure, "configuration changes need SIGHUP: the file cannot be watched");
+            })
+            .ok()
+    });
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut config = config;
     loop {
@@ -236,6 +256,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 // Pods come and go: attach to links matching the patterns as they appear.
                 if let Err(failure) = capture.refresh() {
                     error!(%failure, "following interface changes");
+                }
+            }
+            changed = config_changed(&mut watch) => {
+                if let Err(failure) = changed {
+                    warn!(%failure, "configuration changes need SIGHUP from now on");
+                    watch = None;
+                } else if let Some(reloaded) =
+                    reload(&args, &config, &mut capture, &mut pipeline, &mut scopes)
+                {
+                    config = reloaded;
                 }
             }
             _ = hangup.recv() => {

@@ -21,6 +21,7 @@ mod raw;
 mod scope;
 mod target;
 mod validate;
+mod watch;
 
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,7 @@ pub use target::{
     DEFAULT_METHODS, HeaderField, HeaderFieldError, HostMode, PathFilter, PathPattern,
     SAFE_METHODS, SampleBy, ShadowUrl, TargetConfig, WRITE_METHODS, is_safe_method,
 };
+pub use watch::{ConfigWatch, WatchError};
 
 /// The effective configuration of a daemon.
 #[derive(Clone, Debug, PartialEq, Serialize)]
