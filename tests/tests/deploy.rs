@@ -1,5 +1,6 @@
-//! The deployment artefacts under `deploy/`: Kubernetes manifests (schemas offline with
-//! `kubernetes-validate`, CRDs and cross-references structurally), the systemd unit
+//! The deployment artefacts under `deploy/`: Kubernetes manifests (schemas of several releases
+//! offline with `kubernetes-validate`, CRDs, RBAC and cross-references structurally, the
+//! DaemonSet's least-privilege contract), the systemd unit
 //! (`systemd-analyze verify` and `security`, and its capability set against the real classifier),
 //! the Prometheus rules (`promtool check rules` and `promtool test rules`), the PromQL of the
 //! dashboard and rollout templates, the metric names they use against what the daemon exports,
@@ -311,8 +312,12 @@ fn kubernetes_manifests() -> (Vec<PathBuf>, Vec<PathBuf>) {
             .lines()
             .find_map(|line| line.strip_prefix("apiVersion: "))
             .unwrap_or_else(|| panic!("{} has no apiVersion", path.display()));
-        // Core and apps kinds have schemas; CRDs (ServiceMonitor) and the Kustomization do not.
-        if api_version == "v1" || api_version.starts_with("apps/") {
+        // Core, apps and RBAC kinds have schemas; CRDs (ServiceMonitor) and the Kustomization
+        // do not.
+        if api_version == "v1"
+            || api_version.starts_with("apps/")
+            || api_version.starts_with("rbac.authorization.k8s.io/")
+        {
             builtin.push(path);
         } else {
             custom.push(path);
@@ -320,6 +325,9 @@ fn kubernetes_manifests() -> (Vec<PathBuf>, Vec<PathBuf>) {
     }
     (builtin, custom)
 }
+
+/// Kubernetes releases the manifests are validated against (schemas kubernetes-validate ships).
+const KUBERNETES_VERSIONS: [&str; 4] = ["1.27.0", "1.30.0", "1.33.0", "1.36.0"];
 
 #[test]
 fn kubernetes_manifests_validate_against_the_schemas() {
@@ -345,6 +353,7 @@ fn kubernetes_manifests_validate_against_the_schemas() {
             "configmap.yaml",
             "daemonset.yaml",
             "namespace.yaml",
+            "rbac.yaml",
             "service.yaml",
             "serviceaccount.yaml"
         ]
@@ -359,26 +368,34 @@ fn kubernetes_manifests_validate_against_the_schemas() {
             .map(String::from)
             .into()
     );
-    let output = Command::new("kubernetes-validate")
-        .args(["--strict", "--kubernetes-version", "1.30.0"])
-        .args(&builtin)
-        .output()
-        .expect("running kubernetes-validate");
-    let report = text(&output);
-    assert!(output.status.success(), "kubernetes-validate:\n{report}");
-    for path in &builtin {
-        let file = path.display().to_string();
+    // The oldest release still under some vendor's support, two in between, and a recent one:
+    // a field removed or added across them (a beta API, a new securityContext field) shows.
+    for version in KUBERNETES_VERSIONS {
+        let output = Command::new("kubernetes-validate")
+            .args(["--strict", "--kubernetes-version", version])
+            .args(&builtin)
+            .output()
+            .expect("running kubernetes-validate");
+        let report = text(&output);
         assert!(
-            report
-                .lines()
-                .any(|line| line.contains(&file) && line.contains(" passed ")),
-            "{file} was not validated:\n{report}"
+            output.status.success(),
+            "kubernetes-validate {version}:\n{report}"
+        );
+        let minor = version.trim_end_matches(".0");
+        for path in &builtin {
+            let file = path.display().to_string();
+            assert!(
+                report.lines().any(|line| line.contains(&file)
+                    && line.contains(" passed ")
+                    && line.ends_with(&format!("against version {minor}"))),
+                "{file} was not validated against {version}:\n{report}"
+            );
+        }
+        assert!(
+            !report.contains("WARN") && !report.contains("ERROR"),
+            "kubernetes-validate {version}:\n{report}"
         );
     }
-    assert!(
-        !report.contains("WARN") && !report.contains("ERROR"),
-        "kubernetes-validate:\n{report}"
-    );
 
     // Negative control: strict validation does reject a misspelt field.
     let dir = TempDir::new();
@@ -424,20 +441,57 @@ fn crds_and_kustomization_are_structurally_valid() {
         .collect();
     assert_eq!(listed, present, "kustomization.yaml resources vs files");
 
-    // Every namespaced object is in mirror-system.
+    // Every namespaced object is in mirror-system; cluster-scoped ones have no namespace.
     for path in builtin.iter().chain(&custom) {
-        let doc = single(path);
-        match get(&doc, "kind") {
-            "Kustomization" => {}
-            "Namespace" => assert_eq!(get(&doc, "metadata.name"), "mirror-system"),
-            _ => assert_eq!(
-                get(&doc, "metadata.namespace"),
-                "mirror-system",
-                "{}",
-                path.display()
-            ),
+        for doc in flatten(path) {
+            match get(&doc, "kind") {
+                "Kustomization" => {}
+                "Namespace" => assert_eq!(get(&doc, "metadata.name"), "mirror-system"),
+                "ClusterRole" | "ClusterRoleBinding" => {
+                    assert!(
+                        !doc.contains_key("metadata.namespace"),
+                        "{}",
+                        path.display()
+                    )
+                }
+                _ => assert_eq!(
+                    get(&doc, "metadata.namespace"),
+                    "mirror-system",
+                    "{}",
+                    path.display()
+                ),
+            }
         }
     }
+
+    // RBAC: the DaemonSet's ServiceAccount may read pods (the pod watch), nothing else.
+    let rbac = flatten(&deploy("kubernetes/rbac.yaml"));
+    let of_kind = |kind: &str| {
+        rbac.iter()
+            .find(|doc| doc.get("kind").map(String::as_str) == Some(kind))
+            .unwrap_or_else(|| panic!("rbac.yaml has no {kind}"))
+    };
+    let (role, binding) = (of_kind("ClusterRole"), of_kind("ClusterRoleBinding"));
+    assert_eq!(rbac.len(), 2);
+    assert_eq!(count(role, "rules"), 1);
+    assert_eq!(list(role, "rules[0].apiGroups"), [""]);
+    assert_eq!(list(role, "rules[0].resources"), ["pods"]);
+    assert_eq!(list(role, "rules[0].verbs"), ["get", "list", "watch"]);
+    assert_eq!(get(binding, "roleRef.kind"), "ClusterRole");
+    assert_eq!(get(binding, "roleRef.name"), get(role, "metadata.name"));
+    let account = single(&deploy("kubernetes/serviceaccount.yaml"));
+    let pod_spec = single(&deploy("kubernetes/daemonset.yaml"));
+    assert_eq!(count(binding, "subjects"), 1);
+    assert_eq!(get(binding, "subjects[0].kind"), "ServiceAccount");
+    assert_eq!(
+        get(binding, "subjects[0].name"),
+        get(&account, "metadata.name")
+    );
+    assert_eq!(
+        get(&pod_spec, "spec.template.spec.serviceAccountName"),
+        get(&account, "metadata.name")
+    );
+    assert_eq!(get(binding, "subjects[0].namespace"), "mirror-system");
 
     // The ConfigMap as PyYAML reads it is the text the parser test used.
     let configmap = single(&deploy("kubernetes/configmap.yaml"));
@@ -466,6 +520,15 @@ fn crds_and_kustomization_are_structurally_valid() {
     );
     assert_eq!(get(&monitor, "spec.endpoints[0].port"), "metrics");
     assert_eq!(get(&monitor, "spec.endpoints[0].path"), "/metrics");
+    // The scrape job is named after the Service (no jobLabel), as MirrorDown expects.
+    assert!(!monitor.contains_key("spec.jobLabel"));
+    let job = get(&service, "metadata.name");
+    let rules = read(&deploy("prometheus/mirror-alerts.yaml"));
+    assert!(
+        rules.contains(&format!("up{{job=\"{job}\"}} == 0"))
+            && rules.contains(&format!("absent(up{{job=\"{job}\"}})")),
+        "MirrorDown must match the job the ServiceMonitor creates: {job}"
+    );
     assert_eq!(get(&service, "spec.ports[0].name"), "metrics");
     assert_eq!(get(&service, "spec.ports[0].port"), "9477");
     for (key, value) in &service {
@@ -498,7 +561,57 @@ fn daemonset_follows_the_deployment_contract() {
         "Exists"
     );
     assert!(!ds.contains_key(&format!("{pod}.tolerations[0].key")));
-    assert_eq!(get(&ds, &format!("{c}.securityContext.privileged")), "true");
+    assert_eq!(
+        get(&ds, &format!("{pod}.nodeSelector.kubernetes.io/os")),
+        "linux"
+    );
+    // The pod watch: an API token, and the node's name from the downward API.
+    assert_eq!(
+        get(&ds, &format!("{pod}.automountServiceAccountToken")),
+        "true"
+    );
+    let env = count(&ds, &format!("{c}.env"));
+    let node_name = (0..env)
+        .find(|i| get(&ds, &format!("{c}.env[{i}].name")) == "NODE_NAME")
+        .expect("env NODE_NAME");
+    assert_eq!(
+        get(
+            &ds,
+            &format!("{c}.env[{node_name}].valueFrom.fieldRef.fieldPath")
+        ),
+        "spec.nodeName"
+    );
+    // Least privilege: not privileged, every capability dropped but the set the systemd unit
+    // grants, which unit_capabilities_are_necessary_and_sufficient proves on the classifier.
+    let security = format!("{c}.securityContext");
+    assert_eq!(get(&ds, &format!("{security}.privileged")), "false");
+    assert_eq!(
+        get(&ds, &format!("{security}.allowPrivilegeEscalation")),
+        "false"
+    );
+    assert_eq!(list(&ds, &format!("{security}.capabilities.drop")), ["ALL"]);
+    let unit = read(&deploy("systemd/mirror.service"));
+    let unit_capabilities: Vec<String> = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("AmbientCapabilities="))
+        .expect("AmbientCapabilities=")
+        .split_whitespace()
+        .map(|cap| cap.trim_start_matches("CAP_").to_owned())
+        .collect();
+    assert_eq!(
+        list(&ds, &format!("{security}.capabilities.add")),
+        unit_capabilities,
+        "the DaemonSet adds what the systemd unit grants"
+    );
+    assert_eq!(get(&ds, &format!("{security}.runAsUser")), "0");
+    assert_eq!(
+        get(&ds, &format!("{security}.readOnlyRootFilesystem")),
+        "true"
+    );
+    assert_eq!(
+        get(&ds, &format!("{security}.seccompProfile.type")),
+        "Unconfined"
+    );
     assert_eq!(
         get(&ds, &format!("{c}.image")),
         "ghcr.io/example/mirror:0.1.0"
@@ -559,6 +672,46 @@ fn daemonset_follows_the_deployment_contract() {
     );
     let bpffs = volume("/sys/fs/bpf");
     assert_eq!(get(&ds, &format!("{bpffs}.hostPath.path")), "/sys/fs/bpf");
+}
+
+/// The default DaemonSet is not privileged: `privileged: true` appears only in the commented
+/// alternative for old kernels and runtimes (checked on the text, so that no other container,
+/// init container or later edit brings it back).
+#[test]
+fn daemonset_is_not_privileged_by_default() {
+    let daemonset = read(&deploy("kubernetes/daemonset.yaml"));
+    let mut commented = 0;
+    for line in daemonset.lines() {
+        let code = line.split('#').next().unwrap_or("");
+        let normalized: String = code.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            !normalized.contains("privileged: true")
+                && !normalized.contains("privileged: \"true\""),
+            "privileged in the default DaemonSet: {line}"
+        );
+        if line.trim_start().starts_with('#') && line.contains("privileged: true") {
+            commented += 1;
+        }
+    }
+    assert_eq!(
+        commented, 1,
+        "the privileged alternative stays documented, once, in a comment"
+    );
+    // And the parsed manifest agrees (no quoting or flow style hides one from the text check).
+    if has_pyyaml("daemonset_is_not_privileged_by_default") {
+        let ds = single(&deploy("kubernetes/daemonset.yaml"));
+        let privileged: Vec<(&String, &String)> = ds
+            .iter()
+            .filter(|(key, _)| key.ends_with(".privileged"))
+            .collect();
+        assert!(!privileged.is_empty());
+        assert!(
+            privileged
+                .iter()
+                .all(|(_, value)| value.as_str() == "false"),
+            "{privileged:?}"
+        );
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -805,7 +958,7 @@ fn promtool_accepts_and_unit_tests_the_alert_rules() {
         text(&output)
     );
     let report = text(&output);
-    assert!(report.contains("SUCCESS: 8 rules found"), "{report}");
+    assert!(report.contains("SUCCESS: 9 rules found"), "{report}");
 
     // Behaviour: the alerts fire on synthetic series (and stay quiet on healthy ones).
     let output = Command::new("promtool")

@@ -1,10 +1,11 @@
-//! Project tasks: `cargo xtask setup | build | test | demo | bench`.
+//! Project tasks: `cargo xtask setup | build | image | test | demo | bench`.
 //!
 //! `setup` installs what a fresh machine lacks (rust-src for the nightly toolchain, bpf-linker,
 //! cargo-fuzz, the Debian packages the tests use), idempotently and in seconds when everything is
 //! present. The other tasks run it first.
 
 mod bench;
+mod image;
 mod setup;
 
 use std::{
@@ -28,6 +29,18 @@ enum Task {
     Setup,
     /// Build the `mirror` binary (release).
     Build,
+    /// Build the container image of deploy/Dockerfile without a registry: the release binary,
+    /// a Debian bookworm root file system from mmdebstrap (cached under target/image/),
+    /// `podman import` and `buildah`. Tagged as deploy/kubernetes/kustomization.yaml names the
+    /// image (ghcr.io/example/mirror:0.1.0); needs root.
+    Image {
+        /// Tag the image with this name instead of the kustomization's newName:newTag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Make the root file system anew rather than reuse the cached one (Debian updates).
+        #[arg(long)]
+        refresh_rootfs: bool,
+    },
     /// Run every test: unit, property, classifier (BPF_PROG_TEST_RUN), end-to-end in network
     /// namespaces, and a short fuzz run. Privileged tests need root.
     Test {
@@ -168,6 +181,14 @@ fn main() -> anyhow::Result<()> {
             let bin = build_release()?;
             println!("built {}", bin.display());
             Ok(())
+        }
+        Task::Image {
+            tag,
+            refresh_rootfs,
+        } => {
+            setup::setup()?;
+            let bin = build_release()?;
+            image::image(&bin, tag, refresh_rootfs).map(|_| ())
         }
         Task::Test {
             fuzz_seconds,

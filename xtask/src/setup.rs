@@ -14,6 +14,11 @@ const BPF_LINKER_VERSION: &str = "0.10.4";
 /// Python's http.server and nginx as real servers (nginx answers a large upload before reading
 /// it), promtool (package prometheus) to check metrics and alert rules, and systemd-analyze
 /// (package systemd, absent from minimal Debian images) to verify the systemd unit in deploy/.
+/// `cargo xtask image` and its test (tests/tests/image_e2e.rs): mmdebstrap makes the root file
+/// system, podman imports it and runs the pod (`podman kube play`), buildah assembles the
+/// image; catatonit is the pause process of podman's infra container (a Recommends of podman,
+/// which --no-install-recommends leaves out) and runc the OCI runtime the test uses (crun 1.8
+/// refuses a hybrid cgroup v1/v2 hierarchy with controllers on v2, as on this machine).
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "curl",
@@ -22,6 +27,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nginx",
     "prometheus",
     "systemd",
+    "mmdebstrap",
+    "podman",
+    "buildah",
+    "catatonit",
+    "runc",
 ];
 
 /// PyPI package that validates deploy/kubernetes offline against the Kubernetes schemas.
