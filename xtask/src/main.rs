@@ -40,6 +40,10 @@ enum Task {
         /// Make the root file system anew rather than reuse the cached one (Debian updates).
         #[arg(long)]
         refresh_rootfs: bool,
+        /// Put this `mirror` binary in the image instead of building the release one (the
+        /// image test uses the debug binary `cargo xtask test` already built).
+        #[arg(long)]
+        binary: Option<PathBuf>,
     },
     /// Run every test: unit, property, classifier (BPF_PROG_TEST_RUN), end-to-end in network
     /// namespaces, and a short fuzz run. Privileged tests need root.
@@ -185,9 +189,13 @@ fn main() -> anyhow::Result<()> {
         Task::Image {
             tag,
             refresh_rootfs,
+            binary,
         } => {
             setup::setup()?;
-            let bin = build_release()?;
+            let bin = match binary {
+                Some(binary) => binary,
+                None => build_release()?,
+            };
             image::image(&bin, tag, refresh_rootfs).map(|_| ())
         }
         Task::Test {
