@@ -1,6 +1,8 @@
-//! Pairs each shadow response with the primary's response to the same request and judges them
-//! (I/O-free; time passed in). Either side may arrive first; an entry whose other side never
-//! comes (primary response lost, replay dropped) expires after a deadline, so memory is bounded.
+//! Pairs each shadow's response with the primary's response to the same request and judges them
+//! (I/O-free; time passed in). A request replayed to several shadows (candidates and a baseline)
+//! has one entry, judged once per shadow; either side may arrive first; an entry whose other
+//! sides never come (primary response lost, replay dropped) expires after a deadline, so memory
+//! is bounded.
 
 use std::collections::VecDeque;
 
@@ -26,18 +28,26 @@ pub struct Observed {
     pub body_digest: u128,
 }
 
-/// The judgement of one pair.
+/// The judgement of one pair (the primary's response and one shadow's).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
     /// Index of the target the exchange belongs to.
     pub target: usize,
-    /// Method, target and Host of the request (slices of its bytes), for logs.
+    /// Index of the shadow in its target.
+    pub shadow: usize,
+    /// Method, target and Host of the request, for logs.
     pub request: RequestSummary,
     pub primary: Observed,
-    pub shadow: Observed,
+    pub observed: Observed,
     pub status_mismatch: bool,
     pub body_mismatch: bool,
 }
+
+/// Shadows of one comparison, as a bit set of their indexes in the target.
+pub type ShadowSet = u64;
+
+/// Most shadows a target may have (the bits of a [`ShadowSet`]).
+pub const MAX_SHADOWS: usize = ShadowSet::BITS as usize;
 
 #[derive(Debug)]
 struct Entry {
@@ -48,10 +58,27 @@ struct Entry {
     request: RequestSummary,
     compare_bodies: bool,
     primary: Option<Observed>,
-    shadow: Option<Observed>,
+    /// Shadows still to be judged (replayed and not failed).
+    waiting: ShadowSet,
+    /// What the waiting shadows answered before the primary's response came.
+    answers: Vec<(usize, Observed)>,
 }
 
-/// Open comparisons keyed by exchange.
+impl Entry {
+    fn judge(&self, shadow: usize, primary: Observed, observed: Observed) -> Verdict {
+        Verdict {
+            target: self.target,
+            shadow,
+            request: self.request.clone(),
+            primary,
+            observed,
+            status_mismatch: primary.status != observed.status,
+            body_mismatch: self.compare_bodies && primary.body_digest != observed.body_digest,
+        }
+    }
+}
+
+/// Open comparisons keyed by exchange: one entry per replayed request, judged once per shadow.
 #[derive(Debug)]
 pub struct Comparator {
     entries: HashMap<ExchangeKey, Entry>,
@@ -69,7 +96,7 @@ pub struct Comparator {
 }
 
 impl Comparator {
-    /// `ttl_ns`: how long an entry waits for its other side; `max_entries`: hard bound.
+    /// `ttl_ns`: how long an entry waits for its other sides; `max_entries`: hard bound.
     pub fn new(ttl_ns: u64, max_entries: usize) -> Self {
         Self {
             entries: HashMap::default(),
@@ -81,8 +108,9 @@ impl Comparator {
         }
     }
 
-    /// Opens a comparison for exchange `id`. `compare_bodies` false judges status codes only.
-    /// Returns the target of an entry evicted to make room (the table is full).
+    /// Opens a comparison for exchange `id`, replayed to `shadows`. `compare_bodies` false
+    /// judges status codes only. Returns the target and the unjudged shadows of an entry evicted
+    /// to make room (the table is full).
     pub fn open(
         &mut self,
         id: ExchangeKey,
@@ -90,7 +118,8 @@ impl Comparator {
         request: RequestSummary,
         compare_bodies: bool,
         now_ns: u64,
-    ) -> Option<usize> {
+        shadows: ShadowSet,
+    ) -> Option<(usize, ShadowSet)> {
         let evicted = if self.entries.len() >= self.max_entries {
             self.evict_oldest()
         } else {
@@ -109,7 +138,8 @@ impl Comparator {
                 request,
                 compare_bodies,
                 primary: None,
-                shadow: None,
+                waiting: shadows,
+                answers: Vec::new(),
             },
         );
         self.deadlines.push_back((id, opened, now_ns + self.ttl_ns));
@@ -123,8 +153,9 @@ impl Comparator {
             .retain(|(id, opened, _)| entries.get(id).is_some_and(|entry| entry.opened == *opened));
     }
 
-    /// Removes `id` if it is still the entry queued as `opened`; returns its target.
-    fn remove_queued(&mut self, id: &ExchangeKey, opened: u64) -> Option<usize> {
+    /// Removes `id` if it is still the entry queued as `opened`; returns its target and the
+    /// shadows it was still waiting for.
+    fn remove_queued(&mut self, id: &ExchangeKey, opened: u64) -> Option<(usize, ShadowSet)> {
         let std::collections::hash_map::Entry::Occupied(slot) = self.entries.entry(*id) else {
             return None;
         };
@@ -133,67 +164,98 @@ impl Comparator {
         }
         let entry = slot.remove();
         self.expired += 1;
-        Some(entry.target)
+        Some((entry.target, entry.waiting))
     }
 
-    /// Forgets `id` without a verdict (the replay was dropped or failed, or the primary's
-    /// response cannot be paired); returns the target when it was open.
-    pub fn cancel(&mut self, id: ExchangeKey) -> Option<usize> {
-        self.entries.remove(&id).map(|entry| entry.target)
+    /// Forgets `id` without a verdict for any shadow (the primary's response cannot be paired
+    /// or was lost); returns the target and the shadows it was waiting for, when open.
+    pub fn cancel(&mut self, id: ExchangeKey) -> Option<(usize, ShadowSet)> {
+        self.entries
+            .remove(&id)
+            .map(|entry| (entry.target, entry.waiting))
     }
 
-    /// `observed` is called only when `id` is open.
+    /// Forgets one shadow of `id` (its replay was dropped or failed: nothing to judge).
+    pub fn cancel_shadow(&mut self, id: ExchangeKey, shadow: usize) {
+        let std::collections::hash_map::Entry::Occupied(mut slot) = self.entries.entry(id) else {
+            return;
+        };
+        let entry = slot.get_mut();
+        entry.waiting &= !(1 << shadow);
+        entry.answers.retain(|(answered, _)| *answered != shadow);
+        if entry.waiting == 0 {
+            slot.remove();
+        }
+    }
+
+    /// Records the primary's response and judges every shadow that answered already.
+    /// `observed` is called only when `id` is open. One lookup.
     pub fn on_primary(
         &mut self,
         id: ExchangeKey,
         observed: impl FnOnce() -> Observed,
+        verdicts: &mut Vec<Verdict>,
+    ) {
+        let std::collections::hash_map::Entry::Occupied(mut slot) = self.entries.entry(id) else {
+            return;
+        };
+        let entry = slot.get_mut();
+        let primary = observed();
+        entry.primary = Some(primary);
+        for (shadow, answer) in std::mem::take(&mut entry.answers) {
+            verdicts.push(entry.judge(shadow, primary, answer));
+            entry.waiting &= !(1 << shadow);
+        }
+        if entry.waiting == 0 {
+            slot.remove();
+        }
+    }
+
+    /// Records one shadow's response; judged at once when the primary's is in. One lookup.
+    pub fn on_shadow(
+        &mut self,
+        id: ExchangeKey,
+        shadow: usize,
+        observed: Observed,
     ) -> Option<Verdict> {
-        self.record(id, |entry| entry.primary = Some(observed()))
-    }
-
-    pub fn on_shadow(&mut self, id: ExchangeKey, observed: Observed) -> Option<Verdict> {
-        self.record(id, |entry| entry.shadow = Some(observed))
-    }
-
-    /// Records one side and judges the pair once both are in: one lookup per side (this runs
-    /// twice per replayed request).
-    fn record(&mut self, id: ExchangeKey, side: impl FnOnce(&mut Entry)) -> Option<Verdict> {
         let std::collections::hash_map::Entry::Occupied(mut slot) = self.entries.entry(id) else {
             return None;
         };
-        side(slot.get_mut());
-        let (Some(primary), Some(shadow)) = (slot.get().primary, slot.get().shadow) else {
+        let entry = slot.get_mut();
+        if entry.waiting & (1 << shadow) == 0 {
+            return None;
+        }
+        let Some(primary) = entry.primary else {
+            entry.answers.push((shadow, observed));
             return None;
         };
-        let entry = slot.remove();
-        Some(Verdict {
-            target: entry.target,
-            request: entry.request,
-            primary,
-            shadow,
-            status_mismatch: primary.status != shadow.status,
-            body_mismatch: entry.compare_bodies && primary.body_digest != shadow.body_digest,
-        })
+        let verdict = entry.judge(shadow, primary, observed);
+        entry.waiting &= !(1 << shadow);
+        if entry.waiting == 0 {
+            slot.remove();
+        }
+        Some(verdict)
     }
 
-    /// Drops entries past their deadline, telling `expired` each one's target.
-    pub fn expire(&mut self, now_ns: u64, mut expired: impl FnMut(usize)) {
+    /// Drops entries past their deadline, telling `expired` each one's target and the shadows
+    /// it was still waiting for.
+    pub fn expire(&mut self, now_ns: u64, mut expired: impl FnMut(usize, ShadowSet)) {
         while let Some(&(id, opened, deadline)) = self.deadlines.front() {
             if deadline > now_ns {
                 break;
             }
             self.deadlines.pop_front();
-            if let Some(target) = self.remove_queued(&id, opened) {
-                expired(target);
+            if let Some((target, waiting)) = self.remove_queued(&id, opened) {
+                expired(target, waiting);
             }
         }
     }
 
-    /// Drops the oldest open entry; returns its target.
-    fn evict_oldest(&mut self) -> Option<usize> {
+    /// Drops the oldest open entry; returns its target and waiting shadows.
+    fn evict_oldest(&mut self) -> Option<(usize, ShadowSet)> {
         while let Some((id, opened, _)) = self.deadlines.pop_front() {
-            if let Some(target) = self.remove_queued(&id, opened) {
-                return Some(target);
+            if let Some(evicted) = self.remove_queued(&id, opened) {
+                return Some(evicted);
             }
         }
         None
@@ -207,6 +269,11 @@ impl Comparator {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// The shadows of a set, by index.
+pub fn shadows_of(set: ShadowSet) -> impl Iterator<Item = usize> {
+    (0..MAX_SHADOWS).filter(move |shadow| set & (1 << shadow) != 0)
 }
 
 #[cfg(test)]
@@ -244,27 +311,44 @@ mod tests {
         }
     }
 
+    /// Opens `key` replayed to shadow 0 only.
+    fn open(comparator: &mut Comparator, index: u64, target: usize, now: u64) {
+        comparator.open(key(index), target, get(), true, now, 1);
+    }
+
+    fn primary(comparator: &mut Comparator, index: u64, observed: Observed) -> Vec<Verdict> {
+        let mut verdicts = Vec::new();
+        comparator.on_primary(key(index), || observed, &mut verdicts);
+        verdicts
+    }
+
     #[test]
     fn a_primary_response_nobody_compares_is_never_observed() {
         let mut comparator = Comparator::new(1_000, 10);
-        comparator.open(key(1), 0, get(), true, 0);
-        let unopened = comparator.on_primary(key(2), || panic!("observed without a comparison"));
-        assert_eq!(unopened, None);
+        open(&mut comparator, 1, 0, 0);
+        let mut verdicts = Vec::new();
+        comparator.on_primary(
+            key(2),
+            || panic!("observed without a comparison"),
+            &mut verdicts,
+        );
+        assert!(verdicts.is_empty());
         assert_eq!(comparator.len(), 1);
     }
 
     #[test]
     fn either_side_may_come_first() {
         let mut comparator = Comparator::new(1_000, 10);
-        comparator.open(key(1), 0, get(), true, 0);
-        assert_eq!(comparator.on_shadow(key(1), OK), None);
-        let verdict = comparator.on_primary(key(1), || OK).expect("judged");
-        assert!(!verdict.status_mismatch && !verdict.body_mismatch);
-        comparator.open(key(2), 3, get(), true, 0);
-        assert_eq!(comparator.on_primary(key(2), || OK), None);
+        open(&mut comparator, 1, 0, 0);
+        assert_eq!(comparator.on_shadow(key(1), 0, OK), None);
+        let verdicts = primary(&mut comparator, 1, OK);
+        assert!(!verdicts[0].status_mismatch && !verdicts[0].body_mismatch);
+        open(&mut comparator, 2, 3, 0);
+        assert!(primary(&mut comparator, 2, OK).is_empty());
         let verdict = comparator
             .on_shadow(
                 key(2),
+                0,
                 Observed {
                     status: 500,
                     body_digest: 2,
@@ -277,13 +361,34 @@ mod tests {
     }
 
     #[test]
+    fn each_shadow_is_judged_once_against_the_same_primary() {
+        let mut comparator = Comparator::new(1_000, 10);
+        // Replayed to shadows 0, 1 and 2; shadow 1's replay fails.
+        comparator.open(key(1), 0, get(), true, 0, 0b111);
+        let other = Observed {
+            status: 200,
+            body_digest: 7,
+        };
+        assert_eq!(comparator.on_shadow(key(1), 2, other), None);
+        comparator.cancel_shadow(key(1), 1);
+        let verdicts = primary(&mut comparator, 1, OK);
+        assert_eq!(verdicts.len(), 1);
+        assert_eq!((verdicts[0].shadow, verdicts[0].body_mismatch), (2, true));
+        let verdict = comparator.on_shadow(key(1), 0, OK).expect("judged");
+        assert_eq!((verdict.shadow, verdict.body_mismatch), (0, false));
+        assert!(comparator.is_empty(), "every shadow judged or cancelled");
+        assert_eq!(comparator.on_shadow(key(1), 0, OK), None, "once");
+    }
+
+    #[test]
     fn bodies_are_ignored_when_asked() {
         let mut comparator = Comparator::new(1_000, 10);
-        comparator.open(key(1), 0, get(), false, 0);
-        comparator.on_primary(key(1), || OK);
+        comparator.open(key(1), 0, get(), false, 0, 1);
+        primary(&mut comparator, 1, OK);
         let verdict = comparator
             .on_shadow(
                 key(1),
+                0,
                 Observed {
                     status: 200,
                     body_digest: 9,
@@ -296,18 +401,21 @@ mod tests {
     #[test]
     fn unanswered_entries_expire_and_the_table_is_bounded() {
         let mut comparator = Comparator::new(100, 2);
-        comparator.open(key(1), 0, get(), true, 0);
-        comparator.open(key(2), 0, get(), true, 50);
-        comparator.expire(120, |_| {});
+        open(&mut comparator, 1, 0, 0);
+        open(&mut comparator, 2, 0, 50);
+        let mut expired = Vec::new();
+        comparator.expire(120, |target, shadows| expired.push((target, shadows)));
+        assert_eq!(expired, [(0, 1)]);
         assert_eq!(comparator.len(), 1);
         assert_eq!(comparator.expired, 1);
-        comparator.open(key(3), 0, get(), true, 120);
-        comparator.open(key(4), 0, get(), true, 121);
-        assert_eq!(comparator.len(), 2, "oldest evicted at the bound");
+        open(&mut comparator, 3, 0, 120);
+        let evicted = comparator.open(key(4), 0, get(), true, 121, 1);
+        assert_eq!(evicted, Some((0, 1)), "oldest evicted at the bound");
+        assert_eq!(comparator.len(), 2);
         assert_eq!(comparator.expired, 2);
-        assert_eq!(comparator.on_primary(key(2), || OK), None, "2 was evicted");
-        comparator.cancel(key(3));
-        assert_eq!(comparator.on_shadow(key(3), OK), None);
+        assert!(primary(&mut comparator, 2, OK).is_empty(), "2 was evicted");
+        assert_eq!(comparator.cancel(key(3)), Some((0, 1)));
+        assert_eq!(comparator.on_shadow(key(3), 0, OK), None);
     }
 
     #[test]
@@ -315,10 +423,10 @@ mod tests {
         // A long TTL: nothing expires, so only compaction can drop judged exchanges' deadlines.
         let mut comparator = Comparator::new(u64::MAX / 2, 65_536);
         for index in 0..1_000_000 {
-            comparator.open(key(index), 0, get(), true, index);
-            comparator.on_primary(key(index), || OK);
+            open(&mut comparator, index, 0, index);
+            primary(&mut comparator, index, OK);
             comparator
-                .on_shadow(key(index), OK)
+                .on_shadow(key(index), 0, OK)
                 .expect("both sides in: judged");
         }
         assert!(comparator.is_empty());
@@ -333,18 +441,18 @@ mod tests {
     #[test]
     fn a_reused_key_outlives_the_deadline_of_its_earlier_use() {
         let mut comparator = Comparator::new(100, 10);
-        comparator.open(key(1), 0, get(), true, 0);
+        open(&mut comparator, 1, 0, 0);
         comparator.cancel(key(1));
         // The same key again (a new connection on the same 4-tuple), later.
-        comparator.open(key(1), 0, get(), true, 90);
-        comparator.expire(150, |_| {});
+        open(&mut comparator, 1, 0, 90);
+        comparator.expire(150, |_, _| {});
         assert_eq!(
             comparator.len(),
             1,
             "the first use's deadline passed, not this one's"
         );
         assert_eq!(comparator.expired, 0);
-        comparator.expire(190, |_| {});
+        comparator.expire(190, |_, _| {});
         assert!(comparator.is_empty());
         assert_eq!(comparator.expired, 1);
     }
@@ -352,21 +460,20 @@ mod tests {
     #[test]
     fn eviction_at_the_bound_skips_stale_deadlines() {
         let mut comparator = Comparator::new(1_000, 2);
-        comparator.open(key(1), 0, get(), true, 0);
+        open(&mut comparator, 1, 0, 0);
         comparator.cancel(key(1));
-        comparator.open(key(1), 0, get(), true, 1);
-        comparator.open(key(2), 0, get(), true, 2);
-        comparator.open(key(3), 0, get(), true, 3);
+        open(&mut comparator, 1, 0, 1);
+        open(&mut comparator, 2, 0, 2);
+        open(&mut comparator, 3, 0, 3);
         assert_eq!(comparator.len(), 2);
         assert_eq!(comparator.expired, 1);
-        assert_eq!(
-            comparator.on_primary(key(1), || OK),
-            None,
+        assert!(
+            primary(&mut comparator, 1, OK).is_empty(),
             "the oldest open entry went"
         );
-        assert!(comparator.on_primary(key(2), || OK).is_none());
+        assert!(primary(&mut comparator, 2, OK).is_empty());
         assert!(
-            comparator.on_shadow(key(2), OK).is_some(),
+            comparator.on_shadow(key(2), 0, OK).is_some(),
             "2 is still open"
         );
     }

@@ -70,7 +70,7 @@ fn a_captured_request_becomes_the_bytes_to_replay() {
     let config = Config::with_overrides(Some(file), &RunOverrides::default()).unwrap();
     let target = config.target_for_port(8080).unwrap();
     let mut policy = Policy::new(target);
-    let rewriter = Rewriter::new(target);
+    let rewriter = Rewriter::new(target, &target.shadows[0].url);
     let connection = connection_id(
         "198.18.0.2:40000".parse().unwrap(),
         "198.18.0.1:8080".parse().unwrap(),

@@ -232,11 +232,35 @@ pub fn shadow_streams(server: &RecordingServer) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// A GET whose Host (and X-Forwarded-Host) the shadow must see with `-shadow` appended.
+/// A GET whose Host (and X-Forwarded-Host) the shadow must see with `-shadow` appended, and
+/// the replay marker added.
 pub fn get(target: &str, extra_headers: &str) -> (Vec<u8>, Vec<u8>) {
     let sent = format!("GET {target} HTTP/1.1\r\nHost: search.prod:8080\r\n{extra_headers}\r\n");
     let expected = sent.replace("Host: search.prod:8080", "Host: search.prod-shadow:8080");
-    (sent.into_bytes(), expected.into_bytes())
+    (sent.into_bytes(), with_replay_marker(expected.into_bytes()))
+}
+
+/// `request` as a shadow receives it from a daemon with the default `[replay] marker_header`:
+/// `X-Mirror-Replay: <node>` last in the head, `<node>` being the daemon's NODE_NAME (inherited
+/// from this process) or else the host name.
+pub fn with_replay_marker(request: Vec<u8>) -> Vec<u8> {
+    let node = std::env::var("NODE_NAME").unwrap_or_else(|_| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .expect("host name")
+            .trim()
+            .to_owned()
+    });
+    let end = request
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("a complete head")
+        + 2;
+    [
+        &request[..end],
+        format!("X-Mirror-Replay: {node}\r\n").as_bytes(),
+        &request[end..],
+    ]
+    .concat()
 }
 
 /// Sends `per_connection` requests on each of `connections` keep-alive connections (pipelined

@@ -33,7 +33,10 @@ fn replays_are_byte_identical_except_rewritten_headers() {
         {
             let sent = "GET /hosts/1 HTTP/1.1\r\nhOsT: search.prod\r\nX-Forwarded-Host: a.example, b.example:8443\r\n\r\n";
             let expected = "GET /hosts/1 HTTP/1.1\r\nhOsT: search.prod-shadow\r\nX-Forwarded-Host: a.example-shadow, b.example-shadow:8443\r\n\r\n";
-            (sent.as_bytes().to_vec(), expected.as_bytes().to_vec())
+            (
+                sent.as_bytes().to_vec(),
+                with_replay_marker(expected.as_bytes().to_vec()),
+            )
         },
     ];
     for (sent, rewritten) in single {
@@ -136,7 +139,7 @@ fn writes_are_mirrored_only_with_allow_writes() {
                 .windows(b"search.prod:8080".len())
                 .position(|window| window == b"search.prod:8080")
                 .expect("host");
-            [&text[..at], b"search.prod-shadow:8080", &text[at + 16..]].concat()
+            with_replay_marker([&text[..at], b"search.prod-shadow:8080", &text[at + 16..]].concat())
         })
         .collect();
     let received = match_requests(&shadow_streams(&setup.shadow), &expected);

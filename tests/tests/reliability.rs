@@ -79,7 +79,8 @@ fn sigkill_under_load_spares_the_primary_and_a_restart_resumes_mid_stream() {
 fn valid_shadow_request(request: &str) -> Option<(usize, usize)> {
     let rest = request.strip_prefix("GET /c/")?;
     let (path, headers) = rest.split_once(" HTTP/1.1\r\n")?;
-    if headers != "Host: search.prod-shadow:8080" {
+    let marked = with_replay_marker(b"Host: search.prod-shadow:8080\r\n\r\n".to_vec());
+    if format!("{headers}\r\n\r\n").as_bytes() != marked {
         return None;
     }
     let (connection, index) = path.split_once('/')?;

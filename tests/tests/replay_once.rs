@@ -108,6 +108,7 @@ fn a_post_the_shadow_hung_up_on_is_an_error_and_never_sent_again() {
                 .replace("Host: search.prod:8080", "Host: search.prod-shadow:8080")
                 .into_bytes()
         })
+        .map(with_replay_marker)
         .collect();
     let exchanges = exchanges(&setup.shadow);
     let streams: Vec<Vec<u8>> = exchanges.iter().map(|(req, _)| req.clone()).collect();

@@ -285,7 +285,7 @@ impl Progress {
             move |t: &TargetStats| t.skipped.get(reason).copied().unwrap_or(0.0)
         };
         let replays = |outcome: &'static str| {
-            move |t: &TargetStats| t.replays.get(outcome).copied().unwrap_or(0.0)
+            move |t: &TargetStats| t.candidate().replays.get(outcome).copied().unwrap_or(0.0)
         };
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Self {
@@ -293,13 +293,13 @@ impl Progress {
             posts: load(&counters.posts),
             failures: load(&counters.failures),
             seen: sum(&|t| t.requests),
-            mirrored: sum(&|t| t.mirrored()),
+            mirrored: sum(&|t| t.candidate().mirrored()),
             sampled_out: sum(&skipped("sampled_out")),
             skipped_method: sum(&skipped("method")),
-            in_flight: sum(&|t| t.in_flight()),
+            in_flight: sum(&|t| t.in_flight(&t.candidate())),
             shadow_errors: sum(&replays("error"))
                 + sum(&replays("timeout"))
-                + sum(&|t| t.dropped()),
+                + sum(&|t| t.candidate().dropped()),
         }
     }
 

@@ -215,13 +215,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     for target in &config.targets {
-        info!(
-            target = %target.name,
-            port = target.port,
-            shadow = %target.shadow.authority(),
-            sample_percent = target.sample_percent,
-            "mirroring"
-        );
+        for shadow in &target.shadows {
+            info!(
+                target = %target.name,
+                port = target.port,
+                shadow = %shadow.name,
+                url = %shadow.url.authority(),
+                baseline = shadow.baseline,
+                sample_percent = target.sample_percent,
+                "mirroring"
+            );
+        }
     }
     info!(%metrics_addr, "metrics at http://{metrics_addr}/metrics");
 

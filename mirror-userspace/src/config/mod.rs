@@ -38,7 +38,8 @@ pub use overrides::{IMPLICIT_TARGET_NAME, RunOverrides};
 pub use scope::{LabelSelector, PodSelector, Requirement, parse_address};
 pub use target::{
     DEFAULT_METHODS, HeaderField, HeaderFieldError, HostMode, PathFilter, PathPattern,
-    SAFE_METHODS, SampleBy, ShadowUrl, TargetConfig, WRITE_METHODS, is_safe_method,
+    SAFE_METHODS, SINGLE_SHADOW_NAME, SampleBy, ShadowConfig, ShadowUrl, TargetConfig,
+    WRITE_METHODS, is_safe_method,
 };
 pub use watch::{ConfigWatch, WatchError};
 

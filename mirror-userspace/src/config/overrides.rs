@@ -127,7 +127,17 @@ fn apply_target_flags(
             target.port = port;
         }
         if let Some(shadow) = shadow {
-            target.shadow = shadow;
+            if target.shadows.len() > 1 {
+                return Err(ConfigError::flag(
+                    "--shadow",
+                    format!(
+                        "target `{}` has {} shadows: --shadow replaces a single one; edit the file instead",
+                        target.name,
+                        target.shadows.len()
+                    ),
+                ));
+            }
+            target.shadows[0].url = shadow;
         }
         return Ok(());
     }

@@ -47,6 +47,17 @@ pub(super) struct RawLimits {
     pub capture_queue_bytes: Option<Spanned<i64>>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawShadow {
+    pub name: Spanned<String>,
+    pub url: Spanned<String>,
+    pub baseline: Option<bool>,
+    pub queue: Option<Spanned<i64>>,
+    pub concurrency: Option<Spanned<i64>>,
+    pub timeout_ms: Option<Spanned<i64>>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawReplay {
@@ -65,7 +76,8 @@ pub(super) struct RawPods {
 pub(super) struct RawTarget {
     pub name: Spanned<String>,
     pub port: Spanned<i64>,
-    pub shadow: Spanned<String>,
+    pub shadow: Option<Spanned<String>>,
+    pub shadows: Option<Spanned<Vec<Spanned<RawShadow>>>>,
     pub sample_percent: Option<Spanned<f64>>,
     pub sample_by: Option<Spanned<String>>,
     pub methods: Option<Spanned<Vec<Spanned<String>>>>,

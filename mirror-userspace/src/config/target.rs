@@ -32,8 +32,9 @@ pub struct TargetConfig {
     pub name: String,
     /// Primary service port (requests: destination port; responses: source port); unique.
     pub port: u16,
-    /// Where replays go.
-    pub shadow: ShadowUrl,
+    /// Where replays go: one or more shadows (`shadow = "URL"` is one candidate named
+    /// `shadow`). At least one is a candidate; at most one is the baseline.
+    pub shadows: Vec<ShadowConfig>,
     /// Share of eligible requests mirrored, 0..=100 (fractions allowed). Default 100.
     pub sample_percent: f64,
     /// What the sampling decision is keyed on. Default per request.
@@ -56,11 +57,12 @@ pub struct TargetConfig {
     pub compare_responses: bool,
     /// Replays per second at most; 0 = unlimited. Default 0.
     pub max_rps: u32,
-    /// Replay queue length; a full queue drops (and counts). Default 1024.
+    /// Replay queue length per shadow, unless the shadow sets its own; a full queue drops (and
+    /// counts). Default 1024.
     pub queue: usize,
-    /// Replays in flight at most. Default 64.
+    /// Replays in flight at most per shadow, unless the shadow sets its own. Default 64.
     pub concurrency: usize,
-    /// Replay timeout in milliseconds. Default 2000.
+    /// Replay timeout in milliseconds, unless the shadow sets its own. Default 2000.
     pub timeout_ms: u64,
     /// Destinations that are the primary (CIDRs and addresses). With `pods` unset and this
     /// empty, every destination on `port` is.
@@ -77,7 +79,7 @@ impl TargetConfig {
         Self {
             name,
             port,
-            shadow,
+            shadows: vec![ShadowConfig::new(SINGLE_SHADOW_NAME, shadow)],
             sample_percent: 100.0,
             sample_by: SampleBy::Request,
             methods: DEFAULT_METHODS.map(String::from).to_vec(),
@@ -96,6 +98,16 @@ impl TargetConfig {
         }
     }
 
+    /// The candidates (every shadow but the baseline).
+    pub fn candidates(&self) -> impl Iterator<Item = &ShadowConfig> {
+        self.shadows.iter().filter(|shadow| !shadow.baseline)
+    }
+
+    /// The baseline shadow, if any.
+    pub fn baseline(&self) -> Option<&ShadowConfig> {
+        self.shadows.iter().find(|shadow| shadow.baseline)
+    }
+
     /// Whether only some destinations on the port are the primary (`addresses` or `pods`).
     pub fn is_scoped(&self) -> bool {
         !self.addresses.is_empty() || self.pods.is_some()
@@ -110,6 +122,37 @@ impl TargetConfig {
             .iter()
             .map(String::as_str)
             .find(|method| !is_safe_method(method))
+    }
+}
+
+/// Name of the one shadow of `shadow = "URL"` (the `shadow` label of its metrics).
+pub const SINGLE_SHADOW_NAME: &str = "shadow";
+
+/// One shadow of a target (`[[target.shadows]]`): a candidate, or the baseline (a second copy
+/// of the primary's version, whose differences from the primary are noise). Each has its own
+/// queue, connections and timeout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ShadowConfig {
+    /// The `shadow` label of its metrics; unique within the target.
+    pub name: String,
+    pub url: ShadowUrl,
+    pub baseline: bool,
+    pub queue: usize,
+    pub concurrency: usize,
+    pub timeout_ms: u64,
+}
+
+impl ShadowConfig {
+    /// A candidate at `url` with the default queue, concurrency and timeout.
+    pub fn new(name: &str, url: ShadowUrl) -> Self {
+        Self {
+            name: name.to_owned(),
+            url,
+            baseline: false,
+            queue: 1024,
+            concurrency: 64,
+            timeout_ms: 2000,
+        }
     }
 }
 

@@ -30,7 +30,12 @@ fn full_example_parses_to_the_expected_struct() {
     let checkout = TargetConfig {
         name: "checkout".into(),
         port: 9090,
-        shadow: ShadowUrl::parse("http://[fd00::7]:9090").unwrap(),
+        shadows: vec![ShadowConfig {
+            queue: 16,
+            concurrency: 4,
+            timeout_ms: 500,
+            ..ShadowConfig::new("shadow", ShadowUrl::parse("http://[fd00::7]:9090").unwrap())
+        }],
         sample_percent: 0.5,
         sample_by: SampleBy::Header("X-User-Id".into()),
         methods: vec!["GET".into(), "POST".into()],
@@ -93,7 +98,7 @@ fn omitted_settings_take_the_documented_defaults() {
     };
     assert_eq!(target.name, "search");
     assert_eq!(target.port, 8080);
-    assert_eq!(target.shadow.authority(), "search-v2:8080");
+    assert_eq!(target.shadows[0].url.authority(), "search-v2:8080");
     assert_eq!(target.sample_percent, 100.0);
     assert_eq!(target.sample_by, SampleBy::Request);
     assert_eq!(target.methods, ["GET", "HEAD", "OPTIONS"]);
@@ -263,7 +268,7 @@ fn flags_override_a_single_target_file() {
     let target = &config.targets[0];
     assert_eq!(target.name, "search");
     assert_eq!(target.port, 9000);
-    assert_eq!(target.shadow.authority(), "other:9001");
+    assert_eq!(target.shadows[0].url.authority(), "other:9001");
     assert_eq!(target.sample_percent, 0.5);
     assert!(target.allow_writes);
     assert_eq!(

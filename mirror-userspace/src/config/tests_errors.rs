@@ -131,7 +131,7 @@ fn unknown_keys_are_errors_not_ignored() {
 fn missing_required_target_fields_are_named() {
     let message = error("[[target]]\nname = \"a\"\nport = 1\n");
     assert!(
-        message.starts_with("t.toml:1:1: missing field `shadow`"),
+        message.starts_with("t.toml:2:8: target `a` has no shadow: add `shadow = "),
         "{message}"
     );
 }

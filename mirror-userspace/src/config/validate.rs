@@ -8,12 +8,14 @@ use toml::Spanned;
 
 use super::error::{Problem, line_col};
 use super::raw::{
-    RawCapture, RawConfig, RawLimits, RawMetrics, RawPaths, RawPods, RawReplay, RawTarget,
+    RawCapture, RawConfig, RawLimits, RawMetrics, RawPaths, RawPods, RawReplay, RawShadow,
+    RawTarget,
 };
 use super::scope::{PodSelector, parse_address};
 use super::target::{
-    HeaderField, HeaderFieldError, HostMode, PathFilter, PathPattern, SampleBy, ShadowUrl,
-    TargetConfig, WRITE_METHODS, check_header_name, is_safe_method, is_token,
+    HeaderField, HeaderFieldError, HostMode, PathFilter, PathPattern, SINGLE_SHADOW_NAME, SampleBy,
+    ShadowConfig, ShadowUrl, TargetConfig, WRITE_METHODS, check_header_name, is_safe_method,
+    is_token,
 };
 use super::{CaptureSection, Config, LimitsSection, MetricsSection, ReplaySection};
 use crate::capture::{MAX_QUEUE_BYTES, MIN_QUEUE_BYTES};
@@ -260,9 +262,36 @@ fn target(raw: RawTarget) -> Checked<TargetConfig> {
         ));
     }
     let port = int_or(Some(raw.port), "port", 1..=65535, 0u16)?;
-    let shadow =
-        ShadowUrl::parse(raw.shadow.get_ref()).map_err(|m| Problem::new(raw.shadow.span(), m))?;
-    let mut target = TargetConfig::with_defaults(name, port, shadow);
+    let name_span = raw.name.span();
+    let (single, shadows) = match (raw.shadow, raw.shadows) {
+        (Some(url), None) => {
+            let url = ShadowUrl::parse(url.get_ref()).map_err(|m| Problem::new(url.span(), m))?;
+            (url, None)
+        }
+        (None, Some(shadows)) => {
+            let first = shadows.get_ref().first().ok_or_else(|| {
+                Problem::new(shadows.span(), "shadows is empty: list at least one shadow")
+            })?;
+            let url = ShadowUrl::parse(first.get_ref().url.get_ref())
+                .map_err(|m| Problem::new(first.get_ref().url.span(), m))?;
+            (url, Some(shadows))
+        }
+        (Some(url), Some(_)) => {
+            return Err(Problem::new(
+                url.span(),
+                "a target has either `shadow = \"URL\"` or [[target.shadows]], not both",
+            ));
+        }
+        (None, None) => {
+            return Err(Problem::new(
+                name_span,
+                format!(
+                    "target `{name}` has no shadow: add `shadow = \"http://host:port\"` or [[target.shadows]]"
+                ),
+            ));
+        }
+    };
+    let mut target = TargetConfig::with_defaults(name, port, single);
 
     if let Some(percent) = raw.sample_percent {
         target.sample_percent = check_sample_percent(*percent.get_ref())
@@ -321,7 +350,77 @@ fn target(raw: RawTarget) -> Checked<TargetConfig> {
         target.addresses.push(net);
     }
     target.pods = raw.pods.map(pods).transpose()?;
+    target.shadows = match shadows {
+        None => vec![ShadowConfig {
+            queue: target.queue,
+            concurrency: target.concurrency,
+            timeout_ms: target.timeout_ms,
+            ..ShadowConfig::new(SINGLE_SHADOW_NAME, target.shadows[0].url.clone())
+        }],
+        Some(shadows) => self::shadows(shadows, &target)?,
+    };
     Ok(target)
+}
+
+/// `[[target.shadows]]`: unique names, at least one candidate, at most one baseline; queue,
+/// concurrency and timeout default to the target's.
+fn shadows(
+    raw: Spanned<Vec<Spanned<RawShadow>>>,
+    target: &TargetConfig,
+) -> Checked<Vec<ShadowConfig>> {
+    let span = raw.span();
+    let mut shadows: Vec<ShadowConfig> = Vec::new();
+    for raw in raw.into_inner() {
+        let raw_span = raw.span();
+        let raw = raw.into_inner();
+        let name = raw.name.get_ref().clone();
+        if name.is_empty() || name.chars().any(char::is_control) {
+            return Err(Problem::new(
+                raw.name.span(),
+                "invalid shadow name: expected a non-empty label without control characters",
+            ));
+        }
+        if shadows.iter().any(|shadow| shadow.name == name) {
+            return Err(Problem::new(
+                raw.name.span(),
+                format!("shadow `{name}` is listed twice: names must be unique in a target"),
+            ));
+        }
+        let url =
+            ShadowUrl::parse(raw.url.get_ref()).map_err(|m| Problem::new(raw.url.span(), m))?;
+        let baseline = raw.baseline.unwrap_or(false);
+        if baseline && shadows.iter().any(|shadow| shadow.baseline) {
+            return Err(Problem::new(
+                raw_span,
+                "a second baseline: a target has at most one (its differences from the primary are the noise)",
+            ));
+        }
+        shadows.push(ShadowConfig {
+            name,
+            url,
+            baseline,
+            queue: int_or(raw.queue, "queue", 1..=i64::from(u32::MAX), target.queue)?,
+            concurrency: int_or(
+                raw.concurrency,
+                "concurrency",
+                1..=65535,
+                target.concurrency,
+            )?,
+            timeout_ms: int_or(
+                raw.timeout_ms,
+                "timeout_ms",
+                1..=86_400_000,
+                target.timeout_ms,
+            )?,
+        });
+    }
+    if shadows.iter().all(|shadow| shadow.baseline) {
+        return Err(Problem::new(
+            span,
+            "no candidate: every shadow is a baseline; mark at most one `baseline = true`",
+        ));
+    }
+    Ok(shadows)
 }
 
 pub(super) fn check_sample_percent(percent: f64) -> Result<f64, String> {

@@ -76,7 +76,8 @@ impl TargetVerdict {
     fn shadow_slower_than(&self, seconds: f64) -> f64 {
         let at_most = self
             .stats
-            .shadow
+            .candidate()
+            .responses
             .buckets
             .iter()
             .find(|bucket| bucket.upper_bound >= seconds)
@@ -104,7 +105,7 @@ impl Verdict {
                 TargetVerdict {
                     route,
                     primary: Latency::of(&stats.primary),
-                    shadow: Latency::of(&stats.shadow),
+                    shadow: Latency::of(&stats.candidate().responses),
                     stats,
                 }
             })
@@ -164,7 +165,10 @@ impl Verdict {
                     stats.primary.server_errors(),
                     stats.primary.response_count(),
                 ),
-                percent(stats.shadow.server_errors(), stats.shadow.response_count()),
+                percent(
+                    stats.candidate().responses.server_errors(),
+                    stats.candidate().responses.response_count(),
+                ),
                 String::new(),
             );
             row(
@@ -173,10 +177,13 @@ impl Verdict {
                 String::new(),
                 format!(
                     "{} / {}",
-                    count(stats.status_mismatches),
-                    count(stats.body_mismatches)
+                    count(stats.candidate().status_mismatches),
+                    count(stats.candidate().body_mismatches)
                 ),
-                format!("of {} compared", count(stats.shadow.response_count())),
+                format!(
+                    "of {} compared",
+                    count(stats.candidate().responses.response_count())
+                ),
             );
             out.push('\n');
         }
@@ -249,15 +256,16 @@ impl Verdict {
         }
         for target in &self.targets {
             let stats = &target.stats;
-            let mismatches = stats.status_mismatches + stats.body_mismatches;
+            let mismatches =
+                stats.candidate().status_mismatches + stats.candidate().body_mismatches;
             if mismatches > 0.0 {
                 let _ = writeln!(
                     out,
                     "MISMATCH: target `{}`: {} status and {} body mismatches in {} compared responses.",
                     target.route.target,
-                    count(stats.status_mismatches),
-                    count(stats.body_mismatches),
-                    count(stats.shadow.response_count()),
+                    count(stats.candidate().status_mismatches),
+                    count(stats.candidate().body_mismatches),
+                    count(stats.candidate().responses.response_count()),
                 );
             }
         }

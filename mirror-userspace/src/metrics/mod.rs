@@ -54,28 +54,49 @@ pub struct TargetDirectionLabels {
     pub direction: &'static str,
 }
 
+/// Per-shadow families carry the shadow's name (`shadow` for `shadow = "URL"`); the
+/// primary's series of the families shared with shadows carry `shadow=""`, which PromQL reads
+/// as no label (match primary and shadow series with `ignoring(shadow)`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetShadowLabels {
+    pub target: String,
+    pub shadow: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetShadowReasonLabels {
+    pub target: String,
+    pub shadow: String,
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetOutcomeLabels {
     pub target: String,
+    pub shadow: String,
     pub outcome: &'static str,
 }
 
+/// `role` = primary, shadow (a candidate) or baseline.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetRoleLabels {
     pub target: String,
     pub role: &'static str,
+    pub shadow: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetRoleCodeLabels {
     pub target: String,
     pub role: &'static str,
+    pub shadow: String,
     pub code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetKindLabels {
     pub target: String,
+    pub shadow: String,
     pub kind: &'static str,
 }
 
@@ -116,9 +137,9 @@ pub struct Metrics {
     pub requests_lost_estimated: Family<TargetLabels, EstimateCounter>,
     pub connections_skipped: Family<TargetReasonLabels, Counter>,
     pub responses_unpaired: Family<TargetReasonLabels, Counter>,
-    pub comparisons_cancelled: Family<TargetReasonLabels, Counter>,
+    pub comparisons_cancelled: Family<TargetShadowReasonLabels, Counter>,
     pub replays: Family<TargetOutcomeLabels, Counter>,
-    pub replay_queue_depth: Family<TargetLabels, Gauge>,
+    pub replay_queue_depth: Family<TargetShadowLabels, Gauge>,
     pub response_duration: HistogramFamily,
     pub responses: Family<TargetRoleCodeLabels, Counter>,
     pub mismatches: Family<TargetKindLabels, Counter>,
@@ -249,32 +270,32 @@ impl Metrics {
         );
         r.register(
             "mirror_comparisons_cancelled",
-            "Replayed requests whose comparison with the primary could not be made, by reason",
+            "Replayed requests whose comparison with the primary could not be made, by shadow and reason",
             metrics.comparisons_cancelled.clone(),
         );
         r.register(
             "mirror_replays",
-            "Requests handed to the shadow, by outcome (ok, error, timeout, dropped)",
+            "Requests handed to each shadow, by outcome (ok, error, timeout, dropped)",
             metrics.replays.clone(),
         );
         r.register(
             "mirror_replay_queue_depth",
-            "Requests waiting in the replay queue",
+            "Requests waiting in each shadow's replay queue",
             metrics.replay_queue_depth.clone(),
         );
         r.register(
             "mirror_response_duration_seconds",
-            "Last request byte to first response byte, primary (on the wire) and shadow",
+            "Last request byte to first response byte, primary (on the wire), shadows and baseline",
             metrics.response_duration.clone(),
         );
         r.register(
             "mirror_responses",
-            "Responses by role and status code",
+            "Responses by role (primary, shadow, baseline), shadow and status code",
             metrics.responses.clone(),
         );
         r.register(
             "mirror_response_mismatches",
-            "Shadow responses that differ from the primary's, by kind (status, body)",
+            "Shadow responses that differ from the primary's, by shadow and kind (status, body)",
             metrics.mismatches.clone(),
         );
         let build_info: Family<VersionLabels, Gauge> = Family::default();

@@ -16,15 +16,17 @@
 //! (`mirror_comparisons_cancelled_total{reason}`), and the primary's response is counted in
 //! `mirror_responses_unpaired_total{reason}`.
 
+mod shadows;
 mod target_metrics;
 
+use shadows::Shadow;
 use target_metrics::TargetMetrics;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::{
     capture::SelfTraffic,
-    compare::{Comparator, ExchangeKey, Observed},
+    compare::{Comparator, ExchangeKey, Observed, ShadowSet, Verdict},
     config::{HeaderField, SampleBy, TargetConfig},
     hash::HashMap,
     http::{
@@ -34,10 +36,9 @@ use crate::{
     metrics::{DirectionLabels, Metrics, ReasonLabels},
     policy::{Decision, Policy, RequestView, connection_id},
     reassembly::EvictionReason,
-    replay::{ReplayConfig, ReplayJob, ReplayOutcome, ReplayResult, Replayer},
-    rewrite::Rewriter,
+    replay::{ReplayJob, ReplayOutcome, ReplayResult},
     segment::{Direction, Segment},
-    shed::{ReplayLoad, ShedGate},
+    shed::ShedGate,
 };
 
 impl RequestView for HttpRequest {
@@ -66,8 +67,9 @@ const SHED_LOG_INTERVAL_NS: u64 = 60_000_000_000;
 struct Target {
     config: TargetConfig,
     policy: Policy,
-    rewriter: Rewriter,
-    replayer: Replayer,
+    /// Candidates and the baseline, in the configuration's order (their index is the one the
+    /// comparator knows them by).
+    shadows: Vec<Shadow>,
     metrics: TargetMetrics,
     last_mismatch_log_ns: u64,
     shed: ShedGate,
@@ -98,14 +100,6 @@ fn splitmix64(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Whether a reload can keep a target's replay pool.
-fn same_replay(old: &TargetConfig, new: &TargetConfig) -> bool {
-    old.shadow == new.shadow
-        && old.queue == new.queue
-        && old.concurrency == new.concurrency
-        && old.timeout_ms == new.timeout_ms
-}
-
 /// Whether a request may share a connection write with others (see [`crate::replay`]): a safe
 /// method on HTTP/1.1 whose replay does not ask the shadow to close the connection.
 fn pipelinable(request: &HttpRequest, asks_close: bool) -> bool {
@@ -119,7 +113,7 @@ fn seconds(ns: u64) -> f64 {
 }
 
 impl Pipeline {
-    /// Builds the per-target state and starts one [`Replayer`] per target (inside a tokio
+    /// Builds the per-target state and starts one replay pool per shadow (inside a tokio
     /// runtime). Replay results arrive on `results`. `seed` seeds per-request sampling and is
     /// the clock the first shed windows start at (the daemon passes CLOCK_MONOTONIC).
     pub fn new(
@@ -148,10 +142,10 @@ impl Pipeline {
     }
 
     /// Replaces the targets (configuration reload) without touching capture or reassembly
-    /// state: sampling, filters, headers and shadows change for the next request. A target
-    /// whose shadow and replay settings are unchanged keeps its queue and connections; others
-    /// get a new replay pool (the old one finishes its queue). Open comparisons are dropped.
-    /// Shed windows start at `now_ns`.
+    /// state: sampling, filters, headers and shadows change for the next request. A shadow
+    /// whose replay settings are unchanged keeps its queue and connections; others get a new
+    /// replay pool (the old one finishes its queue). Open comparisons are dropped. Shed windows
+    /// start at `now_ns`.
     pub fn reload(&mut self, targets: &[TargetConfig], now_ns: u64) {
         let mut previous: HashMap<String, Target> = self
             .targets
@@ -169,10 +163,25 @@ impl Pipeline {
         self.comparator = Comparator::new(COMPARE_TTL_NS, COMPARE_MAX_ENTRIES);
         for (index, config) in targets.iter().enumerate() {
             self.by_port.insert(config.port, index);
-            let replayer = match previous.remove(&config.name) {
-                Some(old) if same_replay(&old.config, config) => old.replayer,
-                _ => self.spawn_replayer(config),
-            };
+            let mut old_shadows = previous
+                .remove(&config.name)
+                .map(|old| old.shadows)
+                .unwrap_or_default();
+            let shadows = config
+                .shadows
+                .iter()
+                .map(|shadow| {
+                    Shadow::new(
+                        config,
+                        shadow,
+                        &mut old_shadows,
+                        &self.metrics,
+                        self.marker.as_ref(),
+                        self.self_traffic.as_ref(),
+                        &self.results,
+                    )
+                })
+                .collect();
             // Connection sampling happens in the classifier (see `commands::run`): what arrives
             // here is already sampled, so the policy must not sample it a second time.
             let mut policy_config = config.clone();
@@ -182,29 +191,13 @@ impl Pipeline {
             self.targets.push(Target {
                 config: config.clone(),
                 policy: Policy::new(&policy_config),
-                rewriter: Rewriter::new(config).with_marker(self.marker.clone()),
-                replayer,
+                shadows,
                 metrics: self.target_metrics(&config.name),
                 last_mismatch_log_ns: 0,
                 shed: ShedGate::new(now_ns),
                 last_shed_log_ns: None,
             });
         }
-    }
-
-    fn spawn_replayer(&self, config: &TargetConfig) -> Replayer {
-        Replayer::spawn(
-            ReplayConfig {
-                target: config.name.clone(),
-                shadow_host: config.shadow.host().to_owned(),
-                shadow_port: config.shadow.port(),
-                queue: config.queue,
-                concurrency: config.concurrency,
-                timeout: std::time::Duration::from_millis(config.timeout_ms),
-            },
-            self.self_traffic.clone(),
-            self.results.clone(),
-        )
     }
 
     fn target_of(&self, server_port: u16) -> Option<usize> {
@@ -244,17 +237,16 @@ impl Pipeline {
         self.tracker.on_tick(now_ns);
         self.drain_events();
         let targets = &self.targets;
-        self.comparator.expire(now_ns, |target| {
-            targets[target]
-                .metrics
-                .comparison_cancelled("expired")
-                .inc();
+        self.comparator.expire(now_ns, |target, waiting| {
+            targets[target].cancelled(waiting, "expired");
         });
         for target in &self.targets {
-            target
-                .metrics
-                .queue_depth
-                .set(target.replayer.queue_depth() as i64);
+            for shadow in &target.shadows {
+                shadow
+                    .metrics
+                    .queue_depth
+                    .set(shadow.replayer.queue_depth() as i64);
+            }
         }
     }
 
@@ -285,11 +277,8 @@ impl Pipeline {
                         connection,
                         index,
                     };
-                    if let Some(target) = self.comparator.cancel(key) {
-                        self.targets[target]
-                            .metrics
-                            .comparison_cancelled(reason.as_str())
-                            .inc();
+                    if let Some((target, waiting)) = self.comparator.cancel(key) {
+                        self.targets[target].cancelled(waiting, reason.as_str());
                     }
                 }
                 HttpEvent::Gap {
@@ -357,11 +346,8 @@ impl Pipeline {
                     connection: loss.connection,
                     index,
                 };
-                if let Some(target) = self.comparator.cancel(key) {
-                    self.targets[target]
-                        .metrics
-                        .comparison_cancelled("response_lost")
-                        .inc();
+                if let Some((target, waiting)) = self.comparator.cancel(key) {
+                    self.targets[target].cancelled(waiting, "response_lost");
                 }
             }
             return;
@@ -394,58 +380,69 @@ impl Pipeline {
             self.skipped(index, reason.as_str());
             return;
         }
-        // A full queue or a shadow known to be down: count the outcome without preparing a
-        // replay nobody will send (keeps a dead or slow shadow cheap for the daemon).
-        if let Some(refusal) = target.replayer.would_refuse() {
-            target.shed.on_offered(true);
-            self.replayed(index, refusal.outcome());
-            return;
-        }
-        let request = &event.request;
-        let rewritten = match target.rewriter.rewrite(request.bytes(), request.head_len()) {
-            Ok(rewritten) => rewritten,
-            Err(error) => {
-                // Framing accepted the head, so this is a head the rewriter will not touch
-                // (e.g. obsolete line folding): never replay something we cannot rewrite.
-                warn!(target = %target.config.name, %error, "request not rewritable");
-                self.skipped(index, "unrewritable");
-                return;
-            }
-        };
         let key = ExchangeKey {
             flow: event.flow,
             connection: event.connection,
             index: event.index,
         };
-        let job = ReplayJob {
-            key,
-            head: rewritten.head,
-            body: rewritten.body,
-            is_head: request.method() == "HEAD",
-            pipelinable: pipelinable(request, rewritten.asks_close),
-            idempotent: crate::replay::is_idempotent(request.method()),
-        };
-        let accepted = target.replayer.try_send(job);
-        target.shed.on_offered(!accepted);
-        if accepted {
-            if !target.config.compare_responses {
-            } else if let Some(reason) = event.unpaired {
-                // The primary's response will not be paired: no comparison to wait for.
-                target.metrics.comparison_cancelled(reason.as_str()).inc();
-            } else if let Some(evicted) = self.comparator.open(
-                key,
-                index,
-                RequestSummary::of(request),
-                true,
-                event.last_byte_ns,
-            ) {
-                self.targets[evicted]
-                    .metrics
-                    .comparison_cancelled("expired")
-                    .inc();
+        let request = &event.request;
+        let mut accepted: ShadowSet = 0;
+        let mut refused = true;
+        for (shadow_index, shadow) in target.shadows.iter_mut().enumerate() {
+            // A full queue or a shadow known to be down: count the outcome without preparing a
+            // replay nobody will send (keeps a dead or slow shadow cheap for the daemon).
+            if let Some(refusal) = shadow.replayer.would_refuse() {
+                shadow.replayed(refusal.outcome());
+                continue;
             }
-        } else {
-            self.replayed(index, "dropped");
+            let rewritten = match shadow.rewriter.rewrite(request.bytes(), request.head_len()) {
+                Ok(rewritten) => rewritten,
+                Err(error) if shadow_index == 0 => {
+                    // Framing accepted the head, so this is a head the rewriter will not touch
+                    // (e.g. obsolete line folding): never replay something we cannot rewrite.
+                    // It fails for every shadow alike: the request is skipped.
+                    warn!(target = %target.config.name, %error, "request not rewritable");
+                    target.shed.on_offered(false);
+                    self.skipped(index, "unrewritable");
+                    return;
+                }
+                Err(_) => {
+                    shadow.replayed(ReplayOutcome::Error.as_str());
+                    continue;
+                }
+            };
+            let job = ReplayJob {
+                key,
+                head: rewritten.head,
+                body: rewritten.body,
+                is_head: request.method() == "HEAD",
+                pipelinable: pipelinable(request, rewritten.asks_close),
+                idempotent: crate::replay::is_idempotent(request.method()),
+            };
+            if shadow.replayer.try_send(job) {
+                accepted |= 1 << shadow_index;
+                refused = false;
+            } else {
+                shadow.replayed("dropped");
+            }
+        }
+        // The target is shed only when every shadow refuses (see `update_shedding`).
+        target.shed.on_offered(refused);
+        if accepted == 0 || !target.config.compare_responses {
+            return;
+        }
+        if let Some(reason) = event.unpaired {
+            // The primary's response will not be paired: no comparison to wait for.
+            target.cancelled(accepted, reason.as_str());
+        } else if let Some((evicted, waiting)) = self.comparator.open(
+            key,
+            index,
+            RequestSummary::of(request),
+            true,
+            event.last_byte_ns,
+            accepted,
+        ) {
+            self.targets[evicted].cancelled(waiting, "expired");
         }
     }
 
@@ -453,7 +450,7 @@ impl Pipeline {
         let Some(target) = self.target_of(response.flow.server.port()) else {
             return;
         };
-        self.response(target, "primary", response.head.status());
+        self.primary_response(target, response.head.status());
         if let Some(reason) = response.unpaired {
             self.targets[target].metrics.unpaired(reason).inc();
         }
@@ -474,7 +471,9 @@ impl Pipeline {
                 status: response.head.status(),
                 body_digest: response.body_digest.value(),
             };
-            if let Some(verdict) = self.comparator.on_primary(key, observed) {
+            let mut verdicts = Vec::new();
+            self.comparator.on_primary(key, observed, &mut verdicts);
+            for verdict in verdicts {
                 self.judge(verdict, response.first_byte_ns);
             }
         }
@@ -485,12 +484,7 @@ impl Pipeline {
     pub fn update_shedding(&mut self, now_ns: u64) -> Vec<(u16, bool)> {
         let mut changes = Vec::new();
         for target in &mut self.targets {
-            let replayer = &target.replayer;
-            let load = ReplayLoad {
-                refusal: replayer.would_refuse(),
-                queue_depth: replayer.queue_depth(),
-                queue_capacity: replayer.queue_capacity(),
-            };
+            let load = shadows::load(&target.shadows);
             let Some(state) = target.shed.evaluate(now_ns, &load) else {
                 continue;
             };
@@ -510,8 +504,8 @@ impl Pipeline {
                 warn!(
                     target = %target.config.name,
                     reason = reason.as_str(),
-                    "the shadow cannot take more: the target's packets are counted, not recorded, \
-                     until it can (mirror_classifier_packets_total{{reason=\"shed\"}}; at most \
+                    "no shadow can take more: the target's packets are counted, not recorded, \
+                     until one can (mirror_classifier_packets_total{{reason=\"shed\"}}; at most \
                      one such line per minute per target)"
                 );
             }
@@ -524,38 +518,47 @@ impl Pipeline {
         let Some(target) = self.target_of(result.key.flow.server.port()) else {
             return;
         };
-        self.replayed(target, result.outcome.as_str());
+        let Some(shadow_index) = self.targets[target]
+            .shadows
+            .iter()
+            .position(|shadow| shadow.name == result.shadow)
+        else {
+            // A shadow removed by a reload, finishing its queue.
+            return;
+        };
+        let metrics = &self.metrics;
+        let shadow = &mut self.targets[target].shadows[shadow_index];
+        shadow.replayed(result.outcome.as_str());
         match (result.outcome, result.response) {
             (ReplayOutcome::Ok, Some((response, latency))) => {
-                self.response(target, "shadow", response.status);
+                shadow.response(response.status, metrics);
                 if let Some(latency) = latency {
-                    self.targets[target]
-                        .metrics
-                        .shadow_duration
-                        .observe(latency.as_secs_f64());
+                    shadow.metrics.duration.observe(latency.as_secs_f64());
                 }
                 let observed = Observed {
                     status: response.status,
                     body_digest: response.body_digest,
                 };
-                if let Some(verdict) = self.comparator.on_shadow(result.key, observed) {
+                if let Some(verdict) = self
+                    .comparator
+                    .on_shadow(result.key, shadow_index, observed)
+                {
                     self.judge(verdict, now_ns);
                 }
             }
             // Counted by its outcome (error, timeout): nothing came back to compare.
-            _ => {
-                self.comparator.cancel(result.key);
-            }
+            _ => self.comparator.cancel_shadow(result.key, shadow_index),
         }
     }
 
-    fn judge(&mut self, verdict: crate::compare::Verdict, now_ns: u64) {
+    fn judge(&mut self, verdict: Verdict, now_ns: u64) {
         let target = &mut self.targets[verdict.target];
+        let shadow = &target.shadows[verdict.shadow];
         if verdict.status_mismatch {
-            target.metrics.status_mismatches.inc();
+            shadow.metrics.status_mismatches.inc();
         }
         if verdict.body_mismatch {
-            target.metrics.body_mismatches.inc();
+            shadow.metrics.body_mismatches.inc();
         }
         if (verdict.status_mismatch || verdict.body_mismatch)
             && now_ns.saturating_sub(target.last_mismatch_log_ns) >= MISMATCH_LOG_INTERVAL_NS
@@ -563,10 +566,11 @@ impl Pipeline {
             target.last_mismatch_log_ns = now_ns;
             info!(
                 target = %target.config.name,
+                shadow = %shadow.name,
                 method = %String::from_utf8_lossy(verdict.request.method()),
                 request_target = %String::from_utf8_lossy(verdict.request.target()),
                 primary_status = verdict.primary.status,
-                shadow_status = verdict.shadow.status,
+                shadow_status = verdict.observed.status,
                 body_differs = verdict.body_mismatch,
                 "shadow response differs (at most one such line per second per target)"
             );

@@ -2,31 +2,21 @@
 //! labelled counter is created with each of its known label values at start-up (`code` aside),
 //! so that `rate()` and alerts see a 0 before the first event.
 
-use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
+use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 
 use super::{Pipeline, Target};
 use crate::{
     hash::HashMap,
     http::{LossReason, SkipReason, UnpairedReason},
     metrics::{
-        EstimateCounter, Metrics, TargetDirectionLabels, TargetKindLabels, TargetLabels,
-        TargetOutcomeLabels, TargetReasonLabels, TargetRoleCodeLabels, TargetRoleLabels,
+        EstimateCounter, Metrics, TargetDirectionLabels, TargetLabels, TargetReasonLabels,
+        TargetRoleCodeLabels, TargetRoleLabels,
     },
     policy,
-    replay::ReplayOutcome,
 };
 
 /// `mirror_requests_skipped_total{reason}` values besides the policy's and the framing's.
 const UNREWRITABLE: &str = "unrewritable";
-/// `mirror_replays_total{outcome}` values.
-const OUTCOMES: [&str; 4] = [
-    ReplayOutcome::Ok.as_str(),
-    ReplayOutcome::Error.as_str(),
-    ReplayOutcome::Timeout.as_str(),
-    "dropped",
-];
-/// `mirror_comparisons_cancelled_total{reason}` values besides the unpaired reasons.
-const CANCELLED: [&str; 2] = ["response_lost", "expired"];
 
 /// `mirror_requests_lost_total{reason}` value of a loss.
 pub(super) const fn loss_label(reason: LossReason) -> &'static str {
@@ -49,15 +39,14 @@ const LOSSES: [LossReason; 6] = [
     LossReason::Skipped,
 ];
 
-/// Metric handles of one target, resolved once.
+/// Metric handles of one target, resolved once (the per-shadow ones are in `shadows`).
 pub(super) struct TargetMetrics {
     pub(super) skipped: HashMap<&'static str, Counter>,
-    pub(super) replays: HashMap<&'static str, Counter>,
-    pub(super) responses: HashMap<(&'static str, u16), Counter>,
+    /// The primary's responses by status code.
+    pub(super) responses: HashMap<u16, Counter>,
     lost: HashMap<&'static str, Counter>,
     connections_skipped: HashMap<&'static str, Counter>,
     unpaired: HashMap<&'static str, Counter>,
-    cancelled: HashMap<&'static str, Counter>,
     /// Per direction (request, response).
     pub(super) gaps: [Counter; 2],
     pub(super) gap_bytes: [Counter; 2],
@@ -67,11 +56,7 @@ pub(super) struct TargetMetrics {
     requests_framed: u64,
     pub(super) requests: Counter,
     pub(super) parse_errors: Counter,
-    pub(super) queue_depth: Gauge,
     pub(super) primary_duration: Histogram,
-    pub(super) shadow_duration: Histogram,
-    pub(super) status_mismatches: Counter,
-    pub(super) body_mismatches: Counter,
 }
 
 /// One counter per label value of `family`, created now.
@@ -100,14 +85,6 @@ impl TargetMetrics {
         let target = TargetLabels {
             target: name.to_owned(),
         };
-        let role = |role| TargetRoleLabels {
-            target: name.to_owned(),
-            role,
-        };
-        let kind = |kind| TargetKindLabels {
-            target: name.to_owned(),
-            kind,
-        };
         let direction = |direction| TargetDirectionLabels {
             target: name.to_owned(),
             direction,
@@ -118,19 +95,8 @@ impl TargetMetrics {
             .chain(SkipReason::REQUEST.iter().map(|reason| reason.as_str()))
             .chain([UNREWRITABLE]);
         let unpaired_reasons = UnpairedReason::ALL.iter().map(|reason| reason.as_str());
-        let replays = OUTCOMES
-            .iter()
-            .map(|&outcome| {
-                let labels = TargetOutcomeLabels {
-                    target: name.to_owned(),
-                    outcome,
-                };
-                (outcome, metrics.replays.get_or_create_owned(&labels))
-            })
-            .collect();
         Self {
             skipped: counters(&metrics.requests_skipped, name, skip_reasons),
-            replays,
             responses: HashMap::default(),
             lost: counters(&metrics.requests_lost, name, LOSSES.map(loss_label)),
             connections_skipped: counters(
@@ -138,12 +104,7 @@ impl TargetMetrics {
                 name,
                 SkipReason::CONNECTION.iter().map(|reason| reason.as_str()),
             ),
-            unpaired: counters(&metrics.responses_unpaired, name, unpaired_reasons.clone()),
-            cancelled: counters(
-                &metrics.comparisons_cancelled,
-                name,
-                unpaired_reasons.chain(CANCELLED),
-            ),
+            unpaired: counters(&metrics.responses_unpaired, name, unpaired_reasons),
             gaps: ["request", "response"]
                 .map(|side| metrics.target_gaps.get_or_create_owned(&direction(side))),
             gap_bytes: ["request", "response"].map(|side| {
@@ -156,15 +117,13 @@ impl TargetMetrics {
             requests_framed: 0,
             requests: metrics.requests.get_or_create_owned(&target),
             parse_errors: metrics.parse_errors.get_or_create_owned(&target),
-            queue_depth: metrics.replay_queue_depth.get_or_create_owned(&target),
             primary_duration: metrics
                 .response_duration
-                .get_or_create_owned(&role("primary")),
-            shadow_duration: metrics
-                .response_duration
-                .get_or_create_owned(&role("shadow")),
-            status_mismatches: metrics.mismatches.get_or_create_owned(&kind("status")),
-            body_mismatches: metrics.mismatches.get_or_create_owned(&kind("body")),
+                .get_or_create_owned(&TargetRoleLabels {
+                    target: name.to_owned(),
+                    role: "primary",
+                    shadow: String::new(),
+                }),
         }
     }
 
@@ -178,10 +137,6 @@ impl TargetMetrics {
 
     pub(super) fn unpaired(&self, reason: UnpairedReason) -> &Counter {
         &self.unpaired[reason.as_str()]
-    }
-
-    pub(super) fn comparison_cancelled(&self, reason: &str) -> &Counter {
-        &self.cancelled[reason]
     }
 
     /// A request of `len` wire bytes was framed.
@@ -223,37 +178,21 @@ impl Pipeline {
             .inc();
     }
 
-    pub(super) fn replayed(&mut self, target: usize, outcome: &'static str) {
-        let Target {
-            config, metrics, ..
-        } = &mut self.targets[target];
-        metrics
-            .replays
-            .entry(outcome)
-            .or_insert_with(|| {
-                self.metrics
-                    .replays
-                    .get_or_create_owned(&TargetOutcomeLabels {
-                        target: config.name.clone(),
-                        outcome,
-                    })
-            })
-            .inc();
-    }
-
-    pub(super) fn response(&mut self, target: usize, role: &'static str, code: u16) {
+    /// Counts one of the primary's responses by status code.
+    pub(super) fn primary_response(&mut self, target: usize, code: u16) {
         let Target {
             config, metrics, ..
         } = &mut self.targets[target];
         metrics
             .responses
-            .entry((role, code))
+            .entry(code)
             .or_insert_with(|| {
                 self.metrics
                     .responses
                     .get_or_create_owned(&TargetRoleCodeLabels {
                         target: config.name.clone(),
-                        role,
+                        role: "primary",
+                        shadow: String::new(),
                         code,
                     })
             })

@@ -62,6 +62,8 @@ const MAX_PIPELINE: usize = 64;
 #[derive(Clone, Debug)]
 pub struct ReplayConfig {
     pub target: String,
+    /// The shadow's name, returned in every [`ReplayResult`].
+    pub shadow: Arc<str>,
     /// Shadow host (name or address literal) and port.
     pub shadow_host: String,
     pub shadow_port: u16,
@@ -139,6 +141,8 @@ impl Refusal {
 #[derive(Clone, Debug)]
 pub struct ReplayResult {
     pub key: ExchangeKey,
+    /// Which of the target's shadows answered ([`ReplayConfig::shadow`]).
+    pub shadow: Arc<str>,
     pub outcome: ReplayOutcome,
     /// The shadow's response when `outcome` is `Ok`, with its latency when it was timed (the
     /// first response of a pipelined batch).
@@ -338,6 +342,7 @@ async fn worker(
         for (job, response) in batch.iter().zip(done) {
             let result = ReplayResult {
                 key: job.key,
+                shadow: Arc::clone(&state.config.shadow),
                 outcome: ReplayOutcome::Ok,
                 response: Some(response),
             };
@@ -356,6 +361,7 @@ async fn worker(
         for job in &batch[answered..] {
             let result = ReplayResult {
                 key: job.key,
+                shadow: Arc::clone(&state.config.shadow),
                 outcome: failed,
                 response: None,
             };

@@ -148,6 +148,7 @@ fn replayer_with(
     let (results, receiver) = mpsc::unbounded_channel();
     let config = ReplayConfig {
         target: "t".to_owned(),
+        shadow: "shadow".into(),
         shadow_host: addr.ip().to_string(),
         shadow_port: addr.port(),
         queue,

@@ -34,7 +34,7 @@ mod tests;
 use bytes::Bytes;
 
 use crate::{
-    config::{HeaderField, TargetConfig},
+    config::{HeaderField, ShadowUrl, TargetConfig},
     http::lists_option,
 };
 use head::HeadLines;
@@ -120,10 +120,11 @@ impl Rewriter {
         self
     }
 
-    /// The rewriter of `target` (its `host`, `set_headers` and `remove_headers`).
-    pub fn new(target: &TargetConfig) -> Self {
+    /// The rewriter of `target`'s replays to `shadow` (its `host`, `set_headers` and
+    /// `remove_headers`; `host = "shadow"` names that shadow's authority).
+    pub fn new(target: &TargetConfig, shadow: &ShadowUrl) -> Self {
         Self {
-            host: HostRule::new(&target.host, &target.shadow),
+            host: HostRule::new(&target.host, shadow),
             set_headers: target.set_headers.clone(),
             remove_headers: target.remove_headers.clone(),
         }

@@ -10,12 +10,15 @@ use crate::config::{HostMode, ShadowUrl};
 const EDITED: [&str; 4] = ["host", "x-forwarded-host", "x-env", "cookie"];
 
 fn rewriter(mode: HostMode) -> Rewriter {
-    Rewriter::new(&TargetConfig {
-        host: mode,
-        set_headers: vec![HeaderField::new("X-Env", "shadow").unwrap()],
-        remove_headers: vec!["cookie".into()],
-        ..TargetConfig::with_defaults("p".into(), 80, ShadowUrl::parse("http://s:81").unwrap())
-    })
+    Rewriter::new(
+        &TargetConfig {
+            host: mode,
+            set_headers: vec![HeaderField::new("X-Env", "shadow").unwrap()],
+            remove_headers: vec!["cookie".into()],
+            ..TargetConfig::with_defaults("p".into(), 80, ShadowUrl::parse("http://s:81").unwrap())
+        },
+        &crate::config::ShadowUrl::parse("http://shadow.internal:9000").unwrap(),
+    )
 }
 
 fn host_mode() -> impl Strategy<Value = HostMode> {

@@ -14,8 +14,12 @@ fn target(host: HostMode) -> TargetConfig {
     }
 }
 
+fn shadow_url() -> ShadowUrl {
+    ShadowUrl::parse("http://shadow.internal:9000").unwrap()
+}
+
 fn suffix() -> Rewriter {
-    Rewriter::new(&target(HostMode::default()))
+    Rewriter::new(&target(HostMode::default()), &shadow_url())
 }
 
 /// Rewrites a request whose head ends at the first empty line.
@@ -65,17 +69,20 @@ fn suffix_goes_before_the_port_like_envoy() {
 #[test]
 fn other_host_modes() {
     let request = b"GET /a HTTP/1.1\r\nHost: search:8080\r\nAccept: */*\r\n\r\n";
-    let shadow = Rewriter::new(&target(HostMode::Shadow));
+    let shadow = Rewriter::new(&target(HostMode::Shadow), &shadow_url());
     assert_eq!(
         text(&rewrite_with(&shadow, request)),
         "GET /a HTTP/1.1\r\nHost: shadow.internal:9000\r\nAccept: */*\r\n\r\n"
     );
-    let literal = Rewriter::new(&target(HostMode::Literal("staging.example".into())));
+    let literal = Rewriter::new(
+        &target(HostMode::Literal("staging.example".into())),
+        &shadow_url(),
+    );
     assert_eq!(
         text(&rewrite_with(&literal, request)),
         "GET /a HTTP/1.1\r\nHost: staging.example\r\nAccept: */*\r\n\r\n"
     );
-    let custom = Rewriter::new(&target(HostMode::Suffix(".canary".into())));
+    let custom = Rewriter::new(&target(HostMode::Suffix(".canary".into())), &shadow_url());
     assert_eq!(
         text(&rewrite_with(&custom, request)),
         "GET /a HTTP/1.1\r\nHost: search.canary:8080\r\nAccept: */*\r\n\r\n"
@@ -85,7 +92,7 @@ fn other_host_modes() {
 #[test]
 fn keep_mode_with_nothing_to_do_returns_the_input_without_a_copy() {
     let request = Bytes::from_static(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody");
-    let rewritten = Rewriter::new(&target(HostMode::Keep))
+    let rewritten = Rewriter::new(&target(HostMode::Keep), &shadow_url())
         .rewrite(&request, 27)
         .unwrap();
     assert_eq!(rewritten.head.as_ptr(), request.as_ptr());
@@ -101,7 +108,7 @@ fn forwarded_host_gets_the_same_rule_per_element() {
         text(&rewrite_with(&suffix(), request)),
         "GET / HTTP/1.1\r\nHost: api-shadow:8080\r\nX-Forwarded-Host: shop.example.com-shadow,  api-shadow:8080 ,[::1], \r\n\r\n"
     );
-    let literal = Rewriter::new(&target(HostMode::Literal("stage".into())));
+    let literal = Rewriter::new(&target(HostMode::Literal("stage".into())), &shadow_url());
     assert_eq!(
         text(&rewrite_with(
             &literal,
@@ -122,14 +129,17 @@ fn header_case_order_and_whitespace_are_kept() {
 }
 
 fn with_headers(set: &[(&str, &str)], remove: &[&str]) -> Rewriter {
-    Rewriter::new(&TargetConfig {
-        set_headers: set
-            .iter()
-            .map(|(n, v)| HeaderField::new(n, v).unwrap())
-            .collect(),
-        remove_headers: remove.iter().map(|n| n.to_string()).collect(),
-        ..target(HostMode::Keep)
-    })
+    Rewriter::new(
+        &TargetConfig {
+            set_headers: set
+                .iter()
+                .map(|(n, v)| HeaderField::new(n, v).unwrap())
+                .collect(),
+            remove_headers: remove.iter().map(|n| n.to_string()).collect(),
+            ..target(HostMode::Keep)
+        },
+        &shadow_url(),
+    )
 }
 
 #[test]
@@ -164,10 +174,13 @@ fn remove_headers_remove_every_occurrence() {
 
 #[test]
 fn set_headers_win_over_the_host_rule_for_forwarded_host() {
-    let rewriter = Rewriter::new(&TargetConfig {
-        set_headers: vec![HeaderField::new("X-Forwarded-Host", "fixed").unwrap()],
-        ..target(HostMode::default())
-    });
+    let rewriter = Rewriter::new(
+        &TargetConfig {
+            set_headers: vec![HeaderField::new("X-Forwarded-Host", "fixed").unwrap()],
+            ..target(HostMode::default())
+        },
+        &shadow_url(),
+    );
     assert_eq!(
         text(&rewrite_with(
             &rewriter,
@@ -182,21 +195,27 @@ fn missing_host_is_added_only_when_the_mode_names_one() {
     let request = b"GET / HTTP/1.0\r\nAccept: */*\r\n\r\n";
     assert_eq!(rewrite_with(&suffix(), request), request);
     assert_eq!(
-        rewrite_with(&Rewriter::new(&target(HostMode::Keep)), request),
+        rewrite_with(
+            &Rewriter::new(&target(HostMode::Keep), &shadow_url()),
+            request
+        ),
         request
     );
     assert_eq!(
         text(&rewrite_with(
-            &Rewriter::new(&target(HostMode::Shadow)),
+            &Rewriter::new(&target(HostMode::Shadow), &shadow_url()),
             request
         )),
         "GET / HTTP/1.0\r\nHost: shadow.internal:9000\r\nAccept: */*\r\n\r\n"
     );
     // Together with other edits, and with no header at all.
-    let rewriter = Rewriter::new(&TargetConfig {
-        remove_headers: vec!["accept".into()],
-        ..target(HostMode::Literal("h".into()))
-    });
+    let rewriter = Rewriter::new(
+        &TargetConfig {
+            remove_headers: vec!["accept".into()],
+            ..target(HostMode::Literal("h".into()))
+        },
+        &shadow_url(),
+    );
     assert_eq!(
         text(&rewrite_with(&rewriter, request)),
         "GET / HTTP/1.0\r\nHost: h\r\n\r\n"
@@ -209,10 +228,13 @@ fn missing_host_is_added_only_when_the_mode_names_one() {
 
 #[test]
 fn bare_lf_heads_keep_their_line_endings() {
-    let rewriter = Rewriter::new(&TargetConfig {
-        set_headers: vec![HeaderField::new("X-A", "1").unwrap()],
-        ..target(HostMode::default())
-    });
+    let rewriter = Rewriter::new(
+        &TargetConfig {
+            set_headers: vec![HeaderField::new("X-A", "1").unwrap()],
+            ..target(HostMode::default())
+        },
+        &shadow_url(),
+    );
     assert_eq!(
         text(&rewrite_with(&rewriter, b"GET / HTTP/1.1\nHost: a\n\n")),
         "GET / HTTP/1.1\nHost: a-shadow\nX-A: 1\n\n"
@@ -225,11 +247,14 @@ fn chunked_body_with_extensions_and_trailers_is_untouched() {
     let body =
         "5;ext=\"a b\"\r\nhello\r\n0;last\r\nX-Trailer: host: evil\r\nHost: not-a-header\r\n\r\n";
     let request = format!("{head}{body}");
-    let rewriter = Rewriter::new(&TargetConfig {
-        methods: vec!["POST".into()],
-        allow_writes: true,
-        ..target(HostMode::default())
-    });
+    let rewriter = Rewriter::new(
+        &TargetConfig {
+            methods: vec!["POST".into()],
+            allow_writes: true,
+            ..target(HostMode::default())
+        },
+        &shadow_url(),
+    );
     assert_eq!(
         text(&rewrite_with(&rewriter, request.as_bytes())),
         format!(
@@ -339,7 +364,7 @@ fn a_close_option_in_the_rewritten_head_is_reported() {
 
 #[test]
 fn content_length_beside_transfer_encoding_is_removed_rfc9112_6_3() {
-    let rewriter = Rewriter::new(&target(HostMode::Keep));
+    let rewriter = Rewriter::new(&target(HostMode::Keep), &shadow_url());
     let request = b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
     assert_eq!(
         text(&rewrite_with(&rewriter, request)),
@@ -351,10 +376,13 @@ fn content_length_beside_transfer_encoding_is_removed_rfc9112_6_3() {
 
 #[test]
 fn the_replay_marker_is_set_on_every_replay() {
-    let rewriter = Rewriter::new(&TargetConfig {
-        set_headers: vec![HeaderField::new("x-mirror-replay", "configured").unwrap()],
-        ..target(HostMode::Keep)
-    })
+    let rewriter = Rewriter::new(
+        &TargetConfig {
+            set_headers: vec![HeaderField::new("x-mirror-replay", "configured").unwrap()],
+            ..target(HostMode::Keep)
+        },
+        &shadow_url(),
+    )
     .with_marker(Some(HeaderField::new("X-Mirror-Replay", "node-a").unwrap()));
     assert_eq!(
         text(&rewrite_with(

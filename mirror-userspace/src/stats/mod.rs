@@ -14,7 +14,7 @@ mod tests;
 pub use self::histogram::{Bucket, Quantile, quantile};
 pub use self::parse::{ParseError, Sample, parse};
 pub use self::render::{Window, count, in_place, percent, render, seconds_text};
-pub use self::snapshot::{RoleStats, Snapshot, TargetStats};
+pub use self::snapshot::{RoleStats, ShadowStats, Snapshot, TargetStats};
 
 impl Snapshot {
     /// Parses exposition text and aggregates it per target.

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use super::{
     histogram::Quantile,
-    snapshot::{Snapshot, TargetStats},
+    snapshot::{ShadowStats, Snapshot, TargetStats},
 };
 
 /// What period the counts cover.
@@ -68,42 +68,57 @@ fn target_table(stats: &TargetStats, window: Window) -> Table {
         }
         _ => String::new(),
     };
+    // One shadow (`shadow = "URL"`) reads as before; several name theirs in each line.
+    let single = stats.shadows.len() == 1;
+    let named = |label: &str, name: &str, shadow: &ShadowStats| {
+        if single {
+            label.to_owned()
+        } else if shadow.baseline {
+            format!("{label} {name} (baseline)")
+        } else {
+            format!("{label} {name}")
+        }
+    };
     table.row(["", "requests", "of seen", ""]);
     table.row(["seen", &count(seen), "", &seen_note]);
-    let outcomes: Vec<String> = stats
-        .replays
-        .iter()
-        .filter(|(outcome, _)| *outcome != super::snapshot::DROPPED)
-        .map(|(outcome, n)| format!("{outcome} {}", count(*n)))
-        .collect();
-    let mirrored = stats.mirrored();
-    table.row([
-        "mirrored",
-        &count(mirrored),
-        &share(mirrored),
-        &outcomes.join(", "),
-    ]);
-    let dropped = stats.dropped();
-    table.row([
-        "dropped",
-        &count(dropped),
-        &share(dropped),
-        "replay queue full",
-    ]);
+    for (name, shadow) in &stats.shadows {
+        let outcomes: Vec<String> = shadow
+            .replays
+            .iter()
+            .filter(|(outcome, _)| *outcome != super::snapshot::DROPPED)
+            .map(|(outcome, n)| format!("{outcome} {}", count(*n)))
+            .collect();
+        let mirrored = shadow.mirrored();
+        table.row([
+            &named("mirrored", name, shadow),
+            &count(mirrored),
+            &share(mirrored),
+            &outcomes.join(", "),
+        ]);
+        let dropped = shadow.dropped();
+        table.row([
+            &named("dropped", name, shadow),
+            &count(dropped),
+            &share(dropped),
+            "replay queue full",
+        ]);
+    }
     let skipped = stats.skipped_total();
     table.row(["skipped", &count(skipped), &share(skipped), ""]);
     // The daemon exports every reason from start-up: only those that happened are listed.
     for (reason, n) in nonzero(&stats.skipped) {
         table.row([&format!("  {reason}"), &count(n), &share(n), ""]);
     }
-    let in_flight = stats.in_flight();
-    if window == Window::SinceStart && in_flight > 0.0 {
-        table.row([
-            "in flight",
-            &count(in_flight),
-            &share(in_flight),
-            "replays not finished yet",
-        ]);
+    for (name, shadow) in &stats.shadows {
+        let in_flight = stats.in_flight(shadow);
+        if window == Window::SinceStart && in_flight > 0.0 {
+            table.row([
+                &named("in flight", name, shadow),
+                &count(in_flight),
+                &share(in_flight),
+                "replays not finished yet",
+            ]);
+        }
     }
     table.row([
         "lost",
@@ -135,81 +150,100 @@ fn target_table(stats: &TargetStats, window: Window) -> Table {
             table.row([&format!("  {reason}"), &count(n), "", ""]);
         }
     }
-    if let Some(depth) = stats.queue_depth {
-        table.row(["replay queue", &count(depth), "", "waiting now"]);
+    for (name, shadow) in &stats.shadows {
+        if let Some(depth) = shadow.queue_depth {
+            table.row([
+                &named("replay queue", name, shadow),
+                &count(depth),
+                "",
+                "waiting now",
+            ]);
+        }
     }
 
-    table.blank();
-    let (primary, shadow) = (&stats.primary, &stats.shadow);
-    table.row(["", "primary", "shadow", ""]);
+    let primary = &stats.primary;
     let responses = primary.response_count();
-    table.row([
-        "responses",
-        &count(responses),
-        &count(shadow.response_count()),
-        "",
-    ]);
-    // Only responses paired with their request (proven by byte positions) have a primary
-    // latency and a comparison: say how many when that is not all of them.
-    let paired = primary.timed();
-    let unpaired = stats.unpaired_total();
-    if responses > 0.0 && (unpaired > 0.0 || paired < responses) {
+    for (index, (name, shadow)) in stats.shadows.iter().enumerate() {
+        table.blank();
+        let column = if single {
+            "shadow".to_owned()
+        } else if shadow.baseline {
+            format!("{name} (baseline)")
+        } else {
+            name.clone()
+        };
+        let observed = &shadow.responses;
+        table.row(["", "primary", &column, ""]);
         table.row([
-            "paired",
-            &count(paired),
-            "",
-            &format!(
-                "{} of primary responses: P50/P99 of these only",
-                percent(paired, responses)
-            ),
-        ]);
-    }
-    if unpaired > 0.0 {
-        table.row([
-            "unpaired",
-            &count(unpaired),
-            "",
-            &breakdown(&stats.unpaired),
-        ]);
-    }
-    for (label, q) in [("P50 latency", 0.5), ("P99 latency", 0.99)] {
-        table.row([
-            label,
-            &latency(primary.latency(q)),
-            &latency(shadow.latency(q)),
+            "responses",
+            &count(responses),
+            &count(observed.response_count()),
             "",
         ]);
-    }
-    table.row([
-        "5xx rate",
-        &percent(primary.server_errors(), primary.response_count()),
-        &percent(shadow.server_errors(), shadow.response_count()),
-        "",
-    ]);
-    let compared = shadow.response_count();
-    for (label, mismatches) in [
-        ("status mismatches", stats.status_mismatches),
-        ("body mismatches", stats.body_mismatches),
-    ] {
+        if index == 0 {
+            // Only responses paired with their request (proven by byte positions) have a
+            // primary latency and a comparison: say how many when that is not all of them.
+            let paired = primary.timed();
+            let unpaired = stats.unpaired_total();
+            if responses > 0.0 && (unpaired > 0.0 || paired < responses) {
+                table.row([
+                    "paired",
+                    &count(paired),
+                    "",
+                    &format!(
+                        "{} of primary responses: P50/P99 of these only",
+                        percent(paired, responses)
+                    ),
+                ]);
+            }
+            if unpaired > 0.0 {
+                table.row([
+                    "unpaired",
+                    &count(unpaired),
+                    "",
+                    &breakdown(&stats.unpaired),
+                ]);
+            }
+        }
+        for (label, q) in [("P50 latency", 0.5), ("P99 latency", 0.99)] {
+            table.row([
+                label,
+                &latency(primary.latency(q)),
+                &latency(observed.latency(q)),
+                "",
+            ]);
+        }
         table.row([
-            label,
+            "5xx rate",
+            &percent(primary.server_errors(), primary.response_count()),
+            &percent(observed.server_errors(), observed.response_count()),
             "",
-            &percent(mismatches, compared),
-            &format!(
-                "{} of {} shadow responses",
-                count(mismatches),
-                count(compared)
-            ),
         ]);
-    }
-    let cancelled = stats.cancelled_total();
-    if cancelled > 0.0 {
-        table.row([
-            "comparisons cancelled",
-            "",
-            &count(cancelled),
-            &breakdown(&stats.cancelled),
-        ]);
+        let compared = observed.response_count();
+        for (label, mismatches) in [
+            ("status mismatches", shadow.status_mismatches),
+            ("body mismatches", shadow.body_mismatches),
+        ] {
+            table.row([
+                label,
+                "",
+                &percent(mismatches, compared),
+                &format!(
+                    "{} of {} shadow responses",
+                    count(mismatches),
+                    count(compared)
+                ),
+            ]);
+        }
+        let cancelled = shadow.cancelled_total();
+        if cancelled > 0.0 {
+            table.row([
+                "comparisons cancelled",
+                "",
+                &count(cancelled),
+                &breakdown(&shadow.cancelled),
+            ]);
+        }
     }
     table
 }

@@ -35,21 +35,30 @@ pub struct TargetStats {
     /// `mirror_requests_lost_estimated_total`: requests estimated lost whole in gaps or unframed
     /// bytes. An estimate (fractional), never part of the accounting.
     pub lost_estimated: f64,
+    pub primary: RoleStats,
+    /// `mirror_responses_unpaired_total` by reason: primary responses not paired with a
+    /// request, so without a latency sample and a comparison.
+    pub unpaired: BTreeMap<String, f64>,
+    /// Each shadow (candidates and the baseline), by name.
+    pub shadows: BTreeMap<String, ShadowStats>,
+}
+
+/// One shadow of a target.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ShadowStats {
+    /// Its responses are `role="baseline"`: a second copy of the primary's version.
+    pub baseline: bool,
     /// `mirror_replays_total` by outcome (ok, error, timeout, dropped).
     pub replays: BTreeMap<String, f64>,
     /// `mirror_replay_queue_depth`, a gauge: never differenced.
     pub queue_depth: Option<f64>,
-    pub primary: RoleStats,
-    pub shadow: RoleStats,
+    pub responses: RoleStats,
     /// `mirror_response_mismatches_total{kind="status"}`.
     pub status_mismatches: f64,
     /// `mirror_response_mismatches_total{kind="body"}`.
     pub body_mismatches: f64,
-    /// `mirror_responses_unpaired_total` by reason: primary responses not paired with a
-    /// request, so without a latency sample and a comparison.
-    pub unpaired: BTreeMap<String, f64>,
-    /// `mirror_comparisons_cancelled_total` by reason: replayed requests whose primary/shadow
-    /// comparison could not be made.
+    /// `mirror_comparisons_cancelled_total` by reason: replayed requests whose comparison with
+    /// the primary could not be made.
     pub cancelled: BTreeMap<String, f64>,
 }
 
@@ -64,6 +73,7 @@ pub struct RoleStats {
 
 const PRIMARY: &str = "primary";
 const SHADOW: &str = "shadow";
+const BASELINE: &str = "baseline";
 /// The replay outcome that never reached the shadow (the replay queue was full).
 pub const DROPPED: &str = "dropped";
 
@@ -120,7 +130,7 @@ impl RoleStats {
     }
 }
 
-impl TargetStats {
+impl ShadowStats {
     /// Requests handed to the shadow, whatever came back (replays except `dropped`).
     pub fn mirrored(&self) -> f64 {
         total(
@@ -136,6 +146,24 @@ impl TargetStats {
         self.replays.get(DROPPED).copied().unwrap_or(0.0)
     }
 
+    pub fn cancelled_total(&self) -> f64 {
+        total(self.cancelled.values())
+    }
+
+    fn since(&self, earlier: &Self) -> Self {
+        Self {
+            baseline: self.baseline,
+            replays: map_since(&self.replays, &earlier.replays),
+            queue_depth: self.queue_depth,
+            responses: self.responses.since(&earlier.responses),
+            status_mismatches: increase(self.status_mismatches, earlier.status_mismatches),
+            body_mismatches: increase(self.body_mismatches, earlier.body_mismatches),
+            cancelled: map_since(&self.cancelled, &earlier.cancelled),
+        }
+    }
+}
+
+impl TargetStats {
     pub fn skipped_total(&self) -> f64 {
         total(self.skipped.values())
     }
@@ -153,14 +181,26 @@ impl TargetStats {
         total(self.unpaired.values())
     }
 
-    pub fn cancelled_total(&self) -> f64 {
-        total(self.cancelled.values())
+    /// Requests neither skipped nor finished replaying to `shadow` yet (the pipeline accounts
+    /// a replay when it finishes). Only meaningful for totals: a difference can go negative.
+    pub fn in_flight(&self, shadow: &ShadowStats) -> f64 {
+        self.requests - self.skipped_total() - total(shadow.replays.values())
     }
 
-    /// Requests neither skipped nor finished replaying yet (the pipeline accounts a replay
-    /// when it finishes). Only meaningful for totals: a difference can go negative.
-    pub fn in_flight(&self) -> f64 {
-        self.requests - self.skipped_total() - total(self.replays.values())
+    /// The first candidate (the one shadow of `shadow = "URL"`), or an empty one.
+    pub fn candidate(&self) -> ShadowStats {
+        self.candidates()
+            .next()
+            .map(|(_, shadow)| shadow.clone())
+            .unwrap_or_default()
+    }
+
+    /// The shadows that are candidates (not the baseline), by name.
+    pub fn candidates(&self) -> impl Iterator<Item = (&str, &ShadowStats)> {
+        self.shadows
+            .iter()
+            .filter(|(_, shadow)| !shadow.baseline)
+            .map(|(name, shadow)| (name.as_str(), shadow))
     }
 
     fn since(&self, earlier: &Self) -> Self {
@@ -171,14 +211,19 @@ impl TargetStats {
             connections_skipped: map_since(&self.connections_skipped, &earlier.connections_skipped),
             lost: map_since(&self.lost, &earlier.lost),
             lost_estimated: increase(self.lost_estimated, earlier.lost_estimated),
-            replays: map_since(&self.replays, &earlier.replays),
-            queue_depth: self.queue_depth,
             primary: self.primary.since(&earlier.primary),
-            shadow: self.shadow.since(&earlier.shadow),
-            status_mismatches: increase(self.status_mismatches, earlier.status_mismatches),
-            body_mismatches: increase(self.body_mismatches, earlier.body_mismatches),
             unpaired: map_since(&self.unpaired, &earlier.unpaired),
-            cancelled: map_since(&self.cancelled, &earlier.cancelled),
+            shadows: self
+                .shadows
+                .iter()
+                .map(|(name, shadow)| {
+                    let shadow = match earlier.shadows.get(name) {
+                        Some(old) => shadow.since(old),
+                        None => shadow.clone(),
+                    };
+                    (name.clone(), shadow)
+                })
+                .collect(),
         }
     }
 }
@@ -241,17 +286,29 @@ impl Snapshot {
                     add(&mut stats.unpaired, sample.label("reason"));
                 }
                 "mirror_comparisons_cancelled_total" => {
-                    add(&mut stats.cancelled, sample.label("reason"));
+                    if let Some(shadow) = shadow_of(stats, sample) {
+                        add(&mut shadow.cancelled, sample.label("reason"));
+                    }
                 }
-                "mirror_replays_total" => add(&mut stats.replays, sample.label("outcome")),
+                "mirror_replays_total" => {
+                    if let Some(shadow) = shadow_of(stats, sample) {
+                        add(&mut shadow.replays, sample.label("outcome"));
+                    }
+                }
                 "mirror_replay_queue_depth" => {
-                    *stats.queue_depth.get_or_insert(0.0) += value;
+                    if let Some(shadow) = shadow_of(stats, sample) {
+                        *shadow.queue_depth.get_or_insert(0.0) += value;
+                    }
                 }
-                "mirror_response_mismatches_total" => match sample.label("kind") {
-                    Some("status") => stats.status_mismatches += value,
-                    Some("body") => stats.body_mismatches += value,
-                    _ => {}
-                },
+                "mirror_response_mismatches_total" => {
+                    if let Some(shadow) = shadow_of(stats, sample) {
+                        match sample.label("kind") {
+                            Some("status") => shadow.status_mismatches += value,
+                            Some("body") => shadow.body_mismatches += value,
+                            _ => {}
+                        }
+                    }
+                }
                 "mirror_responses_total" => {
                     if let Some(role) = role_of(stats, sample) {
                         add(&mut role.responses, sample.label("code"));
@@ -267,7 +324,11 @@ impl Snapshot {
             }
         }
         for stats in snapshot.targets.values_mut() {
-            for role in [&mut stats.primary, &mut stats.shadow] {
+            let shadows = stats
+                .shadows
+                .values_mut()
+                .map(|shadow| &mut shadow.responses);
+            for role in std::iter::once(&mut stats.primary).chain(shadows) {
                 role.buckets
                     .sort_by(|a, b| a.upper_bound.total_cmp(&b.upper_bound));
             }
@@ -296,10 +357,24 @@ impl Snapshot {
     }
 }
 
+/// The shadow a sample is about (its `shadow` label; a daemon from before shadows had names
+/// exports none: its one shadow is `shadow`).
+fn shadow_of<'a>(stats: &'a mut TargetStats, sample: &Sample) -> Option<&'a mut ShadowStats> {
+    let name = sample.label("shadow").unwrap_or(SHADOW);
+    if name.is_empty() {
+        return None;
+    }
+    Some(stats.shadows.entry(name.to_owned()).or_default())
+}
+
 fn role_of<'a>(stats: &'a mut TargetStats, sample: &Sample) -> Option<&'a mut RoleStats> {
     match sample.label("role")? {
         PRIMARY => Some(&mut stats.primary),
-        SHADOW => Some(&mut stats.shadow),
+        role @ (SHADOW | BASELINE) => {
+            let shadow = shadow_of(stats, sample)?;
+            shadow.baseline = role == BASELINE;
+            Some(&mut shadow.responses)
+        }
         _ => None,
     }
 }

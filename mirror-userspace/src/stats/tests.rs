@@ -9,7 +9,8 @@ use crate::{
     http::{HttpTracker, TrackerConfig},
     metrics::{
         Metrics, TargetKindLabels, TargetLabels, TargetOutcomeLabels, TargetReasonLabels,
-        TargetRoleCodeLabels, TargetRoleLabels, server::to_prometheus_text,
+        TargetRoleCodeLabels, TargetRoleLabels, TargetShadowLabels, TargetShadowReasonLabels,
+        server::to_prometheus_text,
     },
     pipeline::Pipeline,
 };
@@ -44,9 +45,19 @@ impl Traffic<'_> {
             .requests
             .get_or_create(&labels)
             .inc_by(self.requests);
+        let shadow = |role: &str| {
+            if role == "primary" {
+                String::new()
+            } else {
+                "shadow".to_owned()
+            }
+        };
         metrics
             .replay_queue_depth
-            .get_or_create(&labels)
+            .get_or_create(&TargetShadowLabels {
+                target: target.clone(),
+                shadow: shadow("shadow"),
+            })
             .set(self.queue_depth);
         metrics
             .requests_lost_estimated
@@ -60,6 +71,7 @@ impl Traffic<'_> {
                 .mismatches
                 .get_or_create(&TargetKindLabels {
                     target: target.clone(),
+                    shadow: shadow("shadow"),
                     kind,
                 })
                 .inc_by(n);
@@ -69,7 +81,6 @@ impl Traffic<'_> {
             (&metrics.connections_skipped, self.connections_skipped),
             (&metrics.requests_lost, self.lost),
             (&metrics.responses_unpaired, self.unpaired),
-            (&metrics.comparisons_cancelled, self.cancelled),
         ] {
             for &(reason, n) in counts {
                 let labels = TargetReasonLabels {
@@ -79,9 +90,21 @@ impl Traffic<'_> {
                 family.get_or_create(&labels).inc_by(n);
             }
         }
+        for &(reason, n) in self.cancelled {
+            let labels = TargetShadowReasonLabels {
+                target: target.clone(),
+                shadow: shadow("shadow"),
+                reason,
+            };
+            metrics
+                .comparisons_cancelled
+                .get_or_create(&labels)
+                .inc_by(n);
+        }
         for &(outcome, n) in self.replays {
             let labels = TargetOutcomeLabels {
                 target: target.clone(),
+                shadow: shadow("shadow"),
                 outcome,
             };
             metrics.replays.get_or_create(&labels).inc_by(n);
@@ -90,6 +113,7 @@ impl Traffic<'_> {
             let labels = TargetRoleCodeLabels {
                 target: target.clone(),
                 role,
+                shadow: shadow(role),
                 code,
             };
             metrics.responses.get_or_create(&labels).inc_by(n);
@@ -98,6 +122,7 @@ impl Traffic<'_> {
             let labels = TargetRoleLabels {
                 target: target.clone(),
                 role,
+                shadow: shadow(role),
             };
             let histogram = metrics.response_duration.get_or_create(&labels);
             for _ in 0..n {
@@ -227,12 +252,12 @@ fn the_daemons_exposition_aggregates_per_target() {
     assert_eq!(search.skipped_total(), 900.0);
     assert_eq!(search.skipped["sampled_out"], 880.0);
     assert_eq!(search.lost_total(), 3.0);
-    assert_eq!(search.mirrored(), 95.0);
-    assert_eq!(search.dropped(), 1.0);
-    assert_eq!(search.in_flight(), 4.0);
-    assert_eq!(search.queue_depth, Some(2.0));
-    assert_eq!(search.status_mismatches, 5.0);
-    assert_eq!(search.body_mismatches, 9.0);
+    assert_eq!(search.shadows["shadow"].mirrored(), 95.0);
+    assert_eq!(search.shadows["shadow"].dropped(), 1.0);
+    assert_eq!(search.in_flight(&search.shadows["shadow"]), 4.0);
+    assert_eq!(search.shadows["shadow"].queue_depth, Some(2.0));
+    assert_eq!(search.shadows["shadow"].status_mismatches, 5.0);
+    assert_eq!(search.shadows["shadow"].body_mismatches, 9.0);
     // Every known reason is there from start-up; connection skips stay out of the accounting.
     assert_eq!(search.skipped.len(), 9);
     assert!(!search.skipped.contains_key("tls"));
@@ -250,12 +275,12 @@ fn the_daemons_exposition_aggregates_per_target() {
     assert_eq!(search.unpaired_total(), 60.0);
     assert_eq!(search.unpaired["joined"], 40.0);
     assert_eq!(search.unpaired.len(), 5);
-    assert_eq!(search.cancelled_total(), 3.0);
-    assert_eq!(search.cancelled["response_lost"], 1.0);
-    assert_eq!(search.cancelled.len(), 7);
-    assert_eq!(search.shadow.timed(), 90.0);
+    assert_eq!(search.shadows["shadow"].cancelled_total(), 3.0);
+    assert_eq!(search.shadows["shadow"].cancelled["response_lost"], 1.0);
+    assert_eq!(search.shadows["shadow"].cancelled.len(), 7);
+    assert_eq!(search.shadows["shadow"].responses.timed(), 90.0);
     assert_eq!(search.primary.server_errors(), 10.0);
-    assert_eq!(search.shadow.server_errors(), 5.0);
+    assert_eq!(search.shadows["shadow"].responses.server_errors(), 5.0);
     // 20 exponential buckets plus +Inf.
     assert_eq!(search.primary.buckets.len(), 21);
     // P50: the 500th of 600 in (1.6ms, 3.2ms]; P99: the 990th is the last of (3.2ms, 6.4ms].
@@ -263,7 +288,11 @@ fn the_daemons_exposition_aggregates_per_target() {
     close(p50, 0.0016 + 0.0016 * 500.0 / 600.0);
     close(search.primary.latency(0.99).unwrap().promql_value(), 0.0064);
     // Shadow P99: rank 89.1 is 4.1 of 5 into (204.8ms, 409.6ms].
-    let p99 = search.shadow.latency(0.99).unwrap().promql_value();
+    let p99 = search.shadows["shadow"]
+        .responses
+        .latency(0.99)
+        .unwrap()
+        .promql_value();
     close(p99, 0.2048 + 0.2048 * 4.1 / 5.0);
 
     let idle = &snapshot.targets["checkout"];
@@ -274,9 +303,12 @@ fn the_daemons_exposition_aggregates_per_target() {
         0.0
     );
     assert_eq!(idle.primary.latency(0.5), None);
-    assert_eq!(idle.shadow.latency(0.99), None);
+    assert_eq!(idle.shadows["shadow"].responses.latency(0.99), None);
     let slow = &snapshot.targets["slow"];
-    assert_eq!(slow.shadow.latency(0.5), Some(Quantile::Above(52.4288)));
+    assert_eq!(
+        slow.shadows["shadow"].responses.latency(0.5),
+        Some(Quantile::Above(52.4288))
+    );
 }
 
 #[test]
@@ -394,19 +426,23 @@ fn watch_frames_show_what_happened_since_the_previous_scrape() {
     assert_eq!(search.requests, 100.0);
     assert_eq!(search.skipped["sampled_out"], 90.0);
     assert_eq!(search.skipped["method"], 0.0);
-    assert_eq!(search.mirrored(), 7.0);
-    assert_eq!(search.queue_depth, Some(2.0), "gauges are not differenced");
+    assert_eq!(search.shadows["shadow"].mirrored(), 7.0);
+    assert_eq!(
+        search.shadows["shadow"].queue_depth,
+        Some(2.0),
+        "gauges are not differenced"
+    );
     assert_eq!(search.primary.server_errors(), 10.0);
     assert_eq!(search.primary.response_count(), 110.0);
     assert_eq!(search.primary.timed(), 100.0);
     assert_eq!(search.unpaired["gap"], 10.0);
     assert_eq!(search.unpaired["joined"], 0.0);
     assert_eq!(search.connections_skipped["tls"], 2.0);
-    assert_eq!(search.cancelled["gap"], 2.0);
+    assert_eq!(search.shadows["shadow"].cancelled["gap"], 2.0);
     close(search.lost_estimated, 2.0);
-    assert_eq!(search.shadow.server_errors(), 2.0);
-    assert_eq!(search.status_mismatches, 1.0);
-    assert_eq!(search.body_mismatches, 0.0);
+    assert_eq!(search.shadows["shadow"].responses.server_errors(), 2.0);
+    assert_eq!(search.shadows["shadow"].status_mismatches, 1.0);
+    assert_eq!(search.shadows["shadow"].body_mismatches, 0.0);
     // Only the last interval's latencies count: all 100 in (25.6ms, 51.2ms].
     let p50 = search.primary.latency(0.5).unwrap().promql_value();
     close(p50, 0.0256 + 0.0256 * 0.5);
@@ -454,7 +490,7 @@ fn a_restarted_daemon_counts_from_zero_again() {
     let search = &after.since(&before).targets["search"];
     assert_eq!(search.requests, 10.0);
     assert_eq!(search.skipped["sampled_out"], 9.0);
-    assert_eq!(search.mirrored(), 1.0);
+    assert_eq!(search.shadows["shadow"].mirrored(), 1.0);
     // New targets are taken whole; vanished ones disappear.
     let fresh = Snapshot::from_text(&exposition(&[&SLOW])).unwrap();
     let delta = fresh.since(&before);
@@ -481,7 +517,8 @@ mirror_response_duration_seconds_count{target=\"a\",role=\"primary\"} 2
     let a = &snapshot.targets["a"];
     assert_eq!(a.requests, 3.0);
     assert_eq!(a.skipped_total(), 0.0, "no reason label: not attributable");
-    assert_eq!(a.primary.response_count() + a.shadow.response_count(), 0.0);
+    assert_eq!(a.primary.response_count(), 0.0);
+    assert!(a.shadows.is_empty(), "role=\"canary\" is no shadow");
     assert_eq!(
         a.primary.buckets,
         [
@@ -496,7 +533,6 @@ mirror_response_duration_seconds_count{target=\"a\",role=\"primary\"} 2
         ]
     );
     assert_eq!(a.primary.latency(0.99), Some(Quantile::Above(0.5)));
-    assert_eq!(a.queue_depth, None);
 }
 
 #[test]
