@@ -31,12 +31,19 @@ impl Daemon {
     /// Starts `mirror run ARGS --metrics-addr 127.0.0.1:9477` in `ns` and waits until it serves
     /// metrics.
     pub fn start(ns: &NetNs, args: &[&str]) -> Self {
+        Self::start_with_env(ns, args, &[])
+    }
+
+    /// [`Daemon::start`] with more environment variables (e.g. `NODE_NAME`, which names the
+    /// daemon in the replay marker).
+    pub fn start_with_env(ns: &NetNs, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = ns
             .command(mirror_bin())
             .arg("run")
             .args(args)
             .args(["--metrics-addr", METRICS_ADDR])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -10,6 +10,7 @@ pub mod frames;
 pub mod mirroring;
 pub mod netns;
 pub mod nginx;
+pub mod nodes;
 pub mod server;
 pub mod streams;
 

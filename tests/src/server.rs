@@ -87,6 +87,20 @@ impl RecordingServer {
         recordings
     }
 
+    /// What the server read on every connection, client ports used twice included (replays
+    /// from two hosts may share a port number): for counting requests, not for pairing them
+    /// with captured flows.
+    pub fn request_streams(&self) -> Vec<Vec<u8>> {
+        let mut streams = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).expect("read recordings dir") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().is_some_and(|extension| extension == "req") {
+                streams.push(std::fs::read(&path).expect("read .req"));
+            }
+        }
+        streams
+    }
+
     /// Recordings of client ports used by exactly one connection, and the ports used by more
     /// (the kernel's port selection is randomised, so a long run may reuse a few; which
     /// connection is which is then ambiguous, so they are left out of comparisons).
