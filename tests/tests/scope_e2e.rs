@@ -229,14 +229,10 @@ fn ipv6_addresses_are_scoped_too() {
     assert_eq!(shadow_targets(&setup), expected);
 }
 
-/// Known daemon bug, kept as its reproduction: `mirror run` attaches the classifier with every
-/// target port unscoped (`Capture::start`) and scopes the ports only afterwards
-/// (`apply_scopes`), so packets to other addresses on a scoped port are recorded meanwhile, and
-/// requests among them are mirrored. Fails about four runs in five here (the window is tens of
-/// milliseconds in a debug build). Run with `--ignored`; un-ignore once the scope is in the
-/// maps before the first attach.
+/// The scope is in the classifier's maps before its first attach: 16 clients hammering the
+/// unlisted address while the daemon starts get nothing mirrored (with the scope applied after
+/// the attach, this failed about four runs in five).
 #[test]
-#[ignore = "daemon bug: a scoped port records every address until the scope is applied at start-up"]
 fn nothing_out_of_scope_is_recorded_while_the_daemon_starts() {
     if !privileged("nothing_out_of_scope_is_recorded_while_the_daemon_starts") {
         return;

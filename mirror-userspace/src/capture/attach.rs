@@ -70,12 +70,23 @@ impl Capture {
     /// calling thread's network namespace. Exact names must exist; a pattern may match nothing
     /// yet (a node without pods) and is followed by [`Capture::refresh`].
     pub fn start(config: &CaptureConfig) -> Result<Self, CaptureError> {
+        Self::start_configured(config, |_| Ok(()))
+    }
+
+    /// [`Capture::start`], with `configure` applied to the loaded classifier before it is
+    /// attached anywhere: per-port sampling and address scopes are in force from the first
+    /// packet (a scoped port loaded unscoped would record every address until scoped).
+    pub fn start_configured(
+        config: &CaptureConfig,
+        configure: impl FnOnce(&mut Classifier) -> Result<(), CaptureError>,
+    ) -> Result<Self, CaptureError> {
         let (selected, unmatched) =
             interfaces::resolve(&config.interfaces, &interfaces::list_interfaces()?)?;
         for pattern in unmatched {
             warn!(%pattern, "no link matches the pattern yet; it will be attached when one appears");
         }
-        let classifier = Classifier::load(&config.ports, config.ring_buffer_bytes)?;
+        let mut classifier = Classifier::load(&config.ports, config.ring_buffer_bytes)?;
+        configure(&mut classifier)?;
         let mut capture = Self {
             classifier,
             specs: config.interfaces.clone(),

@@ -338,7 +338,8 @@ impl Classifier {
             .target_ports
             .get(&u32::from(port), 0)
             .map_err(map_error(TARGET_PORTS_MAP, "reading"))?;
-        if current.is_target != 0 && (current.scoped != 0) != nets.is_some() {
+        // Also on a port that is no target yet: `set_ports` keeps the flag when it makes it one.
+        if (current.scoped != 0) != nets.is_some() {
             self.target_ports
                 .set(u32::from(port), current.with_scope(nets.is_some()), 0)
                 .map_err(map_error(TARGET_PORTS_MAP, "updating"))?;

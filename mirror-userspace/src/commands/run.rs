@@ -154,6 +154,14 @@ fn reload(
         warn!("[capture], [limits] and [metrics] changes take effect at the next restart");
     }
     let ports = |config: &Config| config.targets.iter().map(|t| t.port).collect::<Vec<_>>();
+    // Scopes that narrow go in before the ports change and scopes that widen after: a port
+    // that becomes a scoped target is scoped from its first packet, and a port that stops
+    // being one is no target any more when its scope goes.
+    let (narrowing, widening): (Vec<ScopeChange>, Vec<ScopeChange>) = scopes
+        .configure(&new.targets)
+        .into_iter()
+        .partition(|(_, nets)| nets.is_some());
+    apply_scopes(capture, narrowing);
     if let Err(failure) = capture
         .classifier()
         .set_ports(&ports(running), &kernel_sampling(&new))
@@ -161,7 +169,7 @@ fn reload(
         error!(%failure, "configuration reload rejected: updating the target ports");
         return None;
     }
-    apply_scopes(capture, scopes.configure(&new.targets));
+    apply_scopes(capture, widening);
     pipeline.reload(&new.targets, monotonic_ns());
     info!(targets = new.targets.len(), "configuration reloaded");
     Some(new)
@@ -170,18 +178,25 @@ fn reload(
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = effective_config(&args)?;
     let (metrics, mut registry) = Metrics::new();
-    let mut capture = Capture::start(&CaptureConfig {
-        interfaces: config.capture.interfaces.clone(),
-        ports: config.targets.iter().map(|target| target.port).collect(),
-        ring_buffer_bytes: config.capture.ring_buffer_bytes,
-    })
-    .context("starting capture")?;
-    capture
-        .classifier()
-        .set_ports(&[], &kernel_sampling(&config))
-        .context("configuring in-kernel connection sampling")?;
     let mut scopes = Scopes::default();
-    apply_scopes(&mut capture, scopes.configure(&config.targets));
+    let initial_scopes = scopes.configure(&config.targets);
+    // Sampling and scopes go in before the first attach: no packet is recorded under
+    // settings the configuration does not have.
+    let mut capture = Capture::start_configured(
+        &CaptureConfig {
+            interfaces: config.capture.interfaces.clone(),
+            ports: config.targets.iter().map(|target| target.port).collect(),
+            ring_buffer_bytes: config.capture.ring_buffer_bytes,
+        },
+        |classifier| {
+            classifier.set_ports(&[], &kernel_sampling(&config))?;
+            for (port, nets) in initial_scopes {
+                classifier.set_scope(port, nets.as_deref())?;
+            }
+            Ok(())
+        },
+    )
+    .context("starting capture")?;
     let reader = capture
         .take_reader()
         .context("opening the ring buffer")?
