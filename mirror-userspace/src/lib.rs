@@ -14,6 +14,7 @@ pub mod compare;
 pub mod config;
 pub mod demo;
 pub mod hash;
+pub mod held;
 pub mod http;
 pub mod metrics;
 pub mod netns;

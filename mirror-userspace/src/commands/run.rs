@@ -15,9 +15,10 @@ use crate::{
     capture::{Capture, CaptureConfig, SAMPLE_SCALE, spawn_reader},
     cli::RunArgs,
     config::{Config, ConfigWatch, RunOverrides, SampleBy, WatchError},
+    held::BodyBudget,
     http::{HttpConfig, HttpTracker, TrackerConfig},
     metrics::{CaptureCollector, Metrics, server},
-    pipeline::Pipeline,
+    pipeline::{Pipeline, ReplaySettings},
     reassembly::ReassemblyConfig,
     scopes::{ScopeChange, Scopes},
 };
@@ -223,7 +224,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(capture.classifier().self_traffic()),
         results_tx,
         monotonic_ns(),
-        replay_marker(&config),
+        ReplaySettings {
+            marker: replay_marker(&config),
+            hold_bodies: (config.limits.compare_body_bytes > 0)
+                .then(|| BodyBudget::new(config.limits.compare_body_bytes)),
+        },
     );
     // Handlers before the start-up lines: a signal sent as soon as they are read must be handled.
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;

@@ -126,6 +126,10 @@ pub struct LimitsSection {
     /// Captured segments queued between the ring reader and the pipeline, in bytes; batches
     /// beyond are dropped and counted (`consumer_full`). Default 64 MiB.
     pub capture_queue_bytes: usize,
+    /// Response bodies held until both sides of a comparison are in (field-level diff), in
+    /// bytes over all exchanges; bodies beyond fall back to the digest comparison, counted. 0
+    /// holds none. Default 64 MiB.
+    pub compare_body_bytes: usize,
 }
 
 impl Default for LimitsSection {
@@ -136,6 +140,7 @@ impl Default for LimitsSection {
             idle_timeout_secs: 120,
             max_message_bytes: 16 * 1024 * 1024,
             capture_queue_bytes: crate::capture::DEFAULT_QUEUE_BYTES,
+            compare_body_bytes: 64 * 1024 * 1024,
         }
     }
 }

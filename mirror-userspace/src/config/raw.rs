@@ -45,6 +45,7 @@ pub(super) struct RawLimits {
     pub idle_timeout_secs: Option<Spanned<i64>>,
     pub max_message_bytes: Option<Spanned<i64>>,
     pub capture_queue_bytes: Option<Spanned<i64>>,
+    pub compare_body_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -91,6 +91,7 @@ fn omitted_settings_take_the_documented_defaults() {
             idle_timeout_secs: 120,
             max_message_bytes: 16_777_216,
             capture_queue_bytes: 67_108_864,
+            compare_body_bytes: 67_108_864,
         }
     );
     let [target] = config.targets.as_slice() else {

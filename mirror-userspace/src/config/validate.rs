@@ -175,6 +175,12 @@ fn limits(raw: RawLimits) -> Checked<LimitsSection> {
             MIN_QUEUE_BYTES as i64..=MAX_QUEUE_BYTES as i64,
             defaults.capture_queue_bytes,
         )?,
+        compare_body_bytes: int_or(
+            raw.compare_body_bytes,
+            "compare_body_bytes",
+            0..=MAX_QUEUE_BYTES as i64,
+            defaults.compare_body_bytes,
+        )?,
     })
 }
 

@@ -344,7 +344,7 @@ impl Connection {
     /// framing rules as capture). Fails on any status other than 2xx.
     async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<ResponseSummary> {
         self.stream.write_all(request).await?;
-        let response = read_response(&mut self.stream, &mut self.buffer, false).await?;
+        let response = read_response(&mut self.stream, &mut self.buffer, false, None).await?;
         if !(200..300).contains(&response.status) {
             bail!("HTTP {}", response.status);
         }

@@ -1,10 +1,13 @@
 //! What the tracker reports: framed requests, paired responses, skipped connections, losses, and
 //! the counters that make every request's fate accountable.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::head::{HttpRequest, HttpResponseHead, RequestHead};
+use crate::held::HeldBody;
 use crate::reassembly::{EvictionReason, ReassemblyStats};
 use crate::segment::{Direction, FlowKey};
 
@@ -133,6 +136,9 @@ pub struct ResponseEvent {
     pub body_len: u64,
     /// xxh3-128 of the body after removing chunked framing.
     pub body_digest: BodyDigest,
+    /// The body after removing chunked framing, when bodies are held
+    /// ([`HttpTracker::hold_bodies`](super::HttpTracker::hold_bodies)) and it fitted the budget.
+    pub body: Option<Arc<HeldBody>>,
     pub first_byte_ns: u64,
     pub last_byte_ns: u64,
     /// Last request byte to first response byte (kernel timestamps), when paired. A response

@@ -47,6 +47,7 @@ use super::event::{
 use super::head::HeadLimits;
 use super::request::RequestFramer;
 use super::response::ResponseFramer;
+use crate::held::BodyBudget;
 use crate::reassembly::{CloseReason, ConnectionHandler, StreamData, StreamEvent};
 use crate::segment::{Direction, FlowKey};
 
@@ -57,6 +58,8 @@ pub struct Shared {
     pub limits: HeadLimits,
     pub stats: HttpStats,
     pub events: VecDeque<HttpEvent>,
+    /// Where response bodies are held for a field-level comparison; `None`: digests only.
+    pub hold_bodies: Option<BodyBudget>,
 }
 
 impl Shared {
@@ -70,6 +73,7 @@ impl Shared {
             limits,
             stats: HttpStats::default(),
             events: VecDeque::new(),
+            hold_bodies: None,
         }
     }
 }

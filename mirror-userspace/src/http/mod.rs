@@ -62,6 +62,7 @@ pub(crate) use self::head::parse_request_head;
 pub use self::head::{
     HeadLimits, ResponseBody, ResponseHead, lists_option, parse_response_head, response_body,
 };
+use crate::held::BodyBudget;
 use crate::reassembly::{Reassembler, ReassemblyConfig};
 use crate::segment::Segment;
 
@@ -124,6 +125,13 @@ impl HttpTracker {
             reassembler: Reassembler::new(config.reassembly),
             shared: Shared::new(config.http),
         }
+    }
+
+    /// Holds every response body that starts from now on (de-chunked, as sent) within
+    /// `budget`, for a field-level comparison: [`ResponseEvent::body`] carries it when it
+    /// fitted. `None` stops holding.
+    pub fn hold_bodies(&mut self, budget: Option<BodyBudget>) {
+        self.shared.hold_bodies = budget;
     }
 
     /// Feeds one captured segment chunk (in capture order).

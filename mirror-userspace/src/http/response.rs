@@ -4,6 +4,8 @@
 //! and reduced to its length and an xxh3-128 digest of the decoded payload, so a chunked primary
 //! and a Content-Length shadow still compare equal.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use xxhash_rust::xxh3::Xxh3;
 
@@ -14,6 +16,7 @@ use super::exchange::{Ctx, Pending};
 use super::head::{
     HttpResponseHead, ResponseBody, ResponseHead, parse_response_head, response_body,
 };
+use crate::held::{BodyBudget, BodyHold};
 use crate::reassembly::{StreamData, StreamEvent};
 use crate::segment::Direction;
 
@@ -90,6 +93,8 @@ struct Message {
     body_len: u64,
     size: u64,
     digest: Digest,
+    /// The body, copied when bodies are held ([`Shared::hold_bodies`]) and it fits.
+    held: BodyHold,
     reader: BodyReader,
     /// A gap inside the body: delimited to its end but not emitted.
     lost: bool,
@@ -370,6 +375,11 @@ impl ResponseFramer {
             body_len: 0,
             size,
             digest: Digest::Empty,
+            held: cx
+                .shared
+                .hold_bodies
+                .as_ref()
+                .map_or(BodyHold::Dropped, BodyBudget::start),
             reader,
             lost: false,
         }));
@@ -400,10 +410,12 @@ impl ResponseFramer {
         };
         let start = *pos;
         let digest = &mut message.digest;
+        let held = &mut message.held;
         let body_len = &mut message.body_len;
         let base = input.as_ptr() as usize;
         let result = message.reader.feed(&input[start..], &mut |piece| {
             *body_len += piece.len() as u64;
+            held.extend(piece);
             let offset = piece.as_ptr() as usize - base;
             digest.update(input.slice(offset..offset + piece.len()));
         });
@@ -456,6 +468,7 @@ impl ResponseFramer {
             head: message.head,
             body_len: message.body_len,
             body_digest: message.digest.finish(),
+            body: message.held.finish().map(Arc::new),
             first_byte_ns: message.first_byte_ns,
             last_byte_ns,
             latency_ns,

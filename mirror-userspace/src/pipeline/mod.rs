@@ -29,6 +29,7 @@ use crate::{
     compare::{Comparator, ExchangeKey, Observed, ShadowSet, Verdict},
     config::{HeaderField, SampleBy, TargetConfig},
     hash::HashMap,
+    held::BodyBudget,
     http::{
         HttpEvent, HttpRequest, HttpTracker, LossEvent, LossReason, RequestEvent, RequestSummary,
         ResponseEvent, Stats,
@@ -88,8 +89,17 @@ pub struct Pipeline {
     last_stats: Stats,
     /// splitmix64 state for per-request sampling (no global RNG: deterministic when seeded).
     random_state: u64,
+    replay: ReplaySettings,
+}
+
+/// What every shadow of every target shares.
+#[derive(Clone, Debug, Default)]
+pub struct ReplaySettings {
     /// Set on every replay (`[replay] marker_header`, with this daemon's name).
-    marker: Option<HeaderField>,
+    pub marker: Option<HeaderField>,
+    /// Where response bodies are held for the field-level comparison (`[limits]
+    /// compare_body_bytes`); `None`: digests only.
+    pub hold_bodies: Option<BodyBudget>,
 }
 
 fn splitmix64(state: &mut u64) -> u64 {
@@ -123,7 +133,7 @@ impl Pipeline {
         self_traffic: Option<SelfTraffic>,
         results: mpsc::UnboundedSender<ReplayResult>,
         seed: u64,
-        marker: Option<HeaderField>,
+        replay: ReplaySettings,
     ) -> Self {
         let mut pipeline = Self {
             tracker,
@@ -135,7 +145,7 @@ impl Pipeline {
             metrics,
             last_stats: Stats::default(),
             random_state: seed,
-            marker,
+            replay,
         };
         pipeline.reload(targets, seed);
         pipeline
@@ -161,6 +171,10 @@ impl Pipeline {
         }
         self.by_port.clear();
         self.comparator = Comparator::new(COMPARE_TTL_NS, COMPARE_MAX_ENTRIES);
+        // Primary bodies are copied only while some target compares responses.
+        let compares = targets.iter().any(|target| target.compare_responses);
+        self.tracker
+            .hold_bodies(self.replay.hold_bodies.clone().filter(|_| compares));
         for (index, config) in targets.iter().enumerate() {
             self.by_port.insert(config.port, index);
             let mut old_shadows = previous
@@ -176,7 +190,7 @@ impl Pipeline {
                         shadow,
                         &mut old_shadows,
                         &self.metrics,
-                        self.marker.as_ref(),
+                        &self.replay,
                         self.self_traffic.as_ref(),
                         &self.results,
                     )

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
 use tokio::sync::mpsc;
 
-use super::Target;
+use super::{ReplaySettings, Target};
 use crate::{
     capture::SelfTraffic,
     compare::{ShadowSet, shadows_of},
-    config::{HeaderField, ShadowConfig, TargetConfig},
+    config::{ShadowConfig, TargetConfig},
     hash::HashMap,
     metrics::{
         Metrics, TargetKindLabels, TargetOutcomeLabels, TargetRoleCodeLabels, TargetRoleLabels,
@@ -128,7 +128,7 @@ impl Shadow {
         config: &ShadowConfig,
         previous: &mut Vec<Shadow>,
         metrics: &Metrics,
-        marker: Option<&HeaderField>,
+        settings: &ReplaySettings,
         self_traffic: Option<&SelfTraffic>,
         results: &mpsc::UnboundedSender<ReplayResult>,
     ) -> Self {
@@ -147,6 +147,7 @@ impl Shadow {
                     queue: config.queue,
                     concurrency: config.concurrency,
                     timeout: std::time::Duration::from_millis(config.timeout_ms),
+                    hold_bodies: settings.hold_bodies.clone(),
                 },
                 self_traffic.cloned(),
                 results.clone(),
@@ -155,7 +156,7 @@ impl Shadow {
         Self {
             name,
             config: config.clone(),
-            rewriter: Rewriter::new(target, &config.url).with_marker(marker.cloned()),
+            rewriter: Rewriter::new(target, &config.url).with_marker(settings.marker.clone()),
             replayer,
             metrics: ShadowMetrics::new(metrics, &target.name, config),
         }

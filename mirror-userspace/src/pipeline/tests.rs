@@ -64,7 +64,15 @@ fn pipeline(
     let (results_tx, results) = mpsc::unbounded_channel();
     let tracker = HttpTracker::new(TrackerConfig::default());
     (
-        Pipeline::new(tracker, &[target], metrics, None, results_tx, 1, None),
+        Pipeline::new(
+            tracker,
+            &[target],
+            metrics,
+            None,
+            results_tx,
+            1,
+            Default::default(),
+        ),
         results,
     )
 }

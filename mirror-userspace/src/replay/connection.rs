@@ -2,6 +2,7 @@
 //! and rewritten (hand-written I/O instead of an HTTP client library: a client would re-serialise
 //! the head and lose byte fidelity), and the response is read with the shared framing rules.
 
+use crate::held::BodyBudget;
 use std::{
     net::SocketAddr,
     os::fd::AsFd,
@@ -153,8 +154,10 @@ impl ShadowConnection {
     pub async fn read_response(
         &mut self,
         request_is_head: bool,
+        hold: Option<&BodyBudget>,
     ) -> Result<(ShadowResponse, Option<Duration>), ConnectionError> {
-        let response = read_response(&mut self.stream, &mut self.buffer, request_is_head).await?;
+        let response =
+            read_response(&mut self.stream, &mut self.buffer, request_is_head, hold).await?;
         if response.closes {
             self.closed_by_peer = true;
         }

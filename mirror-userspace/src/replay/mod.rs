@@ -42,6 +42,7 @@ pub use response::ShadowResponse;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::held::BodyBudget;
 use crate::{capture::SelfTraffic, compare::ExchangeKey};
 
 /// How often the shadow's name is resolved again (pods behind a headless service move).
@@ -70,6 +71,8 @@ pub struct ReplayConfig {
     pub queue: usize,
     pub concurrency: usize,
     pub timeout: Duration,
+    /// Holds the shadow's response bodies within this budget (field-level comparison).
+    pub hold_bodies: Option<BodyBudget>,
 }
 
 /// One request to replay.
@@ -488,7 +491,9 @@ async fn exchange(
     };
     open.send(jobs).await?;
     for (index, job) in jobs.iter().enumerate() {
-        let (response, latency) = open.read_response(job.is_head).await?;
+        let (response, latency) = open
+            .read_response(job.is_head, state.config.hold_bodies.as_ref())
+            .await?;
         let closes = response.closes;
         done.push((response, latency));
         if closes && index + 1 < jobs.len() {

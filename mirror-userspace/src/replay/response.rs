@@ -2,10 +2,13 @@
 //! (RFC 9112 §6.3), so a keep-alive connection stays usable after every response, and digests
 //! the body the same way (xxh3-128 of the de-chunked body) so bodies compare across sides.
 
-use bytes::{Buf, BytesMut};
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::held::{BodyBudget, BodyHold, HeldBody};
 use crate::http::{BodyReader, HeadLimits, ResponseBody, parse_response_head};
 
 /// Why a response could not be read.
@@ -26,11 +29,15 @@ pub enum ResponseError {
 }
 
 /// What the comparison needs of a shadow response.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShadowResponse {
     pub status: u16,
+    /// The final response's head bytes (status line and header lines).
+    pub head: Bytes,
     pub body_len: u64,
     pub body_digest: u128,
+    /// The body after removing chunked framing, when bodies are held and it fitted the budget.
+    pub body: Option<Arc<HeldBody>>,
     /// The connection must not be reused (close-delimited body, `Connection: close`, HTTP/1.0).
     pub closes: bool,
 }
@@ -59,11 +66,13 @@ fn connection_closes(head: &crate::http::ResponseHead) -> bool {
 }
 
 /// Reads the final response to one request (interim 1xx responses are skipped).
-/// Bytes after the response stay in `buffer` (a well-behaved server sends none).
+/// Bytes after the response stay in `buffer` (a well-behaved server sends none). With
+/// `hold`, the body is also kept within that budget.
 pub async fn read_response<R: AsyncRead + Unpin>(
     reader: &mut R,
     buffer: &mut BytesMut,
     request_is_head: bool,
+    hold: Option<&BodyBudget>,
 ) -> Result<ShadowResponse, ResponseError> {
     let mut nothing_received = true;
     loop {
@@ -90,15 +99,17 @@ pub async fn read_response<R: AsyncRead + Unpin>(
             ResponseBody::Body(framing) => framing,
         };
         let closes = connection_closes(&head) || framing == crate::http::BodyFraming::Close;
-        buffer.advance(head.head_len);
+        let head_bytes = buffer.split_to(head.head_len).freeze();
         // Body.
         let mut body = BodyReader::new(framing, MAX_TRAILER_BYTES);
         let mut hasher = Xxh3::new();
+        let mut held = hold.map_or(BodyHold::Dropped, BodyBudget::start);
         let mut body_len = 0u64;
         loop {
             let consumed = body.feed(buffer, &mut |data: &[u8]| {
                 body_len += data.len() as u64;
                 hasher.update(data);
+                held.extend(data);
             })?;
             buffer.advance(consumed);
             if body.is_done() {
@@ -113,8 +124,10 @@ pub async fn read_response<R: AsyncRead + Unpin>(
         }
         return Ok(ShadowResponse {
             status: head.status,
+            head: head_bytes,
             body_len,
             body_digest: hasher.digest128(),
+            body: held.finish().map(Arc::new),
             closes,
         });
     }
@@ -127,7 +140,7 @@ mod tests {
     async fn read(input: &[u8], is_head: bool) -> (Result<ShadowResponse, ResponseError>, usize) {
         let mut reader = input;
         let mut buffer = BytesMut::new();
-        let result = read_response(&mut reader, &mut buffer, is_head).await;
+        let result = read_response(&mut reader, &mut buffer, is_head, None).await;
         (result, buffer.len() + reader.len())
     }
 

@@ -154,6 +154,7 @@ fn replayer_with(
         queue,
         concurrency: 1,
         timeout,
+        hold_bodies: None,
     };
     (Replayer::spawn(config, None, results), receiver)
 }
@@ -161,7 +162,7 @@ fn replayer_with(
 /// Each result is Ok and carries the digest of its own job's target.
 fn assert_paired(result: &ReplayResult) {
     assert_eq!(result.outcome, ReplayOutcome::Ok, "{result:?}");
-    let (response, _) = result.response.expect("a response");
+    let (response, _) = result.response.as_ref().expect("a response");
     let target = format!("/{}", result.key.index);
     assert_eq!(
         response.body_digest,

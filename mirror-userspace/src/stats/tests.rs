@@ -223,7 +223,15 @@ fn exposition(traffic: &[&Traffic<'_>]) -> String {
         let _entered = runtime.enter();
         let (results, _) = tokio::sync::mpsc::unbounded_channel();
         let tracker = HttpTracker::new(TrackerConfig::default());
-        Pipeline::new(tracker, &targets, metrics.clone(), None, results, 1, None)
+        Pipeline::new(
+            tracker,
+            &targets,
+            metrics.clone(),
+            None,
+            results,
+            1,
+            Default::default(),
+        )
     };
     for traffic in traffic {
         traffic.apply(&metrics);

@@ -196,6 +196,44 @@ fn chunked_response_digest_covers_decoded_body() {
 }
 
 #[test]
+fn held_bodies_are_dechunked_and_kept_within_the_budget() {
+    let budget = crate::held::BodyBudget::new(8);
+    let (mut t, mut wire) = open(1);
+    t.hold_bodies(Some(budget.clone()));
+    wire.client(&mut t, GET);
+    wire.server(
+        &mut t,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n",
+    );
+    wire.server(&mut t, b"2\r\nlo\r\n0\r\n\r\n");
+    wire.client(&mut t, GET);
+    // 5 bytes held by the first event: the next 5 do not fit in 8.
+    wire.server(&mut t, OK);
+    let events = drain(&mut t);
+    let [first, second] = responses(&events)[..] else {
+        panic!("two responses expected: {events:#?}");
+    };
+    assert_eq!(
+        first.body.as_ref().map(|body| body.bytes()),
+        Some(&b"hello"[..])
+    );
+    assert_eq!(second.body, None, "over the budget: digest only");
+    assert_eq!(second.body_digest.value(), xxh3_128(b"hello"));
+    assert_eq!(budget.used(), 5);
+    drop(events);
+    assert_eq!(budget.used(), 0, "dropping the event returns the bytes");
+}
+
+#[test]
+fn bodies_are_not_held_by_default() {
+    let (mut t, mut wire) = open(1);
+    wire.client(&mut t, GET);
+    wire.server(&mut t, OK);
+    let events = drain(&mut t);
+    assert_eq!(responses(&events)[0].body, None);
+}
+
+#[test]
 fn empty_lines_before_a_request_are_ignored_rfc9112_2_2() {
     let (mut t, mut wire) = open(1);
     wire.client(&mut t, b"\r\n\r\n");
