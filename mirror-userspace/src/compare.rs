@@ -4,9 +4,11 @@
 //! sides never come (primary response lost, replay dropped) expires after a deadline, so memory
 //! is bounded.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
 
-use crate::{hash::HashMap, http::RequestSummary, segment::FlowKey};
+use bytes::Bytes;
+
+use crate::{hash::HashMap, held::HeldBody, http::RequestSummary, segment::FlowKey};
 
 /// Stale deadlines tolerated beyond twice the open entries before [`Comparator::compact`]
 /// runs: compaction then costs at most a few lookups per open, amortised.
@@ -22,14 +24,33 @@ pub struct ExchangeKey {
 }
 
 /// One side of an exchange, as far as the comparison cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Observed {
     pub status: u16,
     pub body_digest: u128,
+    /// Status line and header lines.
+    pub head: Bytes,
+    /// The de-chunked body, when held (field-level comparison).
+    pub body: Option<Arc<HeldBody>>,
+    /// Last request byte to first response byte, when timed.
+    pub latency_seconds: Option<f64>,
+}
+
+impl Observed {
+    /// A side known by its status and digest only.
+    pub fn digest_only(status: u16, body_digest: u128) -> Self {
+        Self {
+            status,
+            body_digest,
+            head: Bytes::new(),
+            body: None,
+            latency_seconds: None,
+        }
+    }
 }
 
 /// The judgement of one pair (the primary's response and one shadow's).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Verdict {
     /// Index of the target the exchange belongs to.
     pub target: usize,
@@ -50,7 +71,7 @@ pub type ShadowSet = u64;
 pub const MAX_SHADOWS: usize = ShadowSet::BITS as usize;
 
 #[derive(Debug)]
-struct Entry {
+struct Entry<X> {
     /// Which [`Comparator::open`] made it: a key can come back (a new connection on the same
     /// 4-tuple) while the deadline of its earlier use is still queued.
     opened: u64,
@@ -62,26 +83,48 @@ struct Entry {
     waiting: ShadowSet,
     /// What the waiting shadows answered before the primary's response came.
     answers: Vec<(usize, Observed)>,
+    /// The caller's, returned when the entry closes.
+    extra: X,
 }
 
-impl Entry {
-    fn judge(&self, shadow: usize, primary: Observed, observed: Observed) -> Verdict {
+impl<X> Entry<X> {
+    fn judge(&self, shadow: usize, primary: &Observed, observed: Observed) -> Verdict {
         Verdict {
             target: self.target,
             shadow,
             request: self.request.clone(),
-            primary,
-            observed,
             status_mismatch: primary.status != observed.status,
             body_mismatch: self.compare_bodies && primary.body_digest != observed.body_digest,
+            primary: primary.clone(),
+            observed,
+        }
+    }
+
+    fn close(self) -> Closed<X> {
+        Closed {
+            target: self.target,
+            waiting: self.waiting,
+            extra: self.extra,
         }
     }
 }
 
+/// An entry that left the table: judged for every shadow (`waiting` empty), or cancelled,
+/// expired or evicted with `waiting` unjudged.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Closed<X> {
+    pub target: usize,
+    /// Shadows left unjudged.
+    pub waiting: ShadowSet,
+    pub extra: X,
+}
+
 /// Open comparisons keyed by exchange: one entry per replayed request, judged once per shadow.
+/// Each entry carries the caller's `X` (e.g. what an exchange log needs), handed back in its
+/// [`Closed`].
 #[derive(Debug)]
-pub struct Comparator {
-    entries: HashMap<ExchangeKey, Entry>,
+pub struct Comparator<X = ()> {
+    entries: HashMap<ExchangeKey, Entry<X>>,
     /// Insertion order with deadlines, for expiry and eviction: `(key, opened, deadline)`. Entries
     /// judged or cancelled leave theirs behind until [`Self::compact`], which keeps it within
     /// twice the open entries (plus [`COMPACT_SLACK`]) rather than one per request of the last
@@ -95,7 +138,7 @@ pub struct Comparator {
     pub expired: u64,
 }
 
-impl Comparator {
+impl<X> Comparator<X> {
     /// `ttl_ns`: how long an entry waits for its other sides; `max_entries`: hard bound.
     pub fn new(ttl_ns: u64, max_entries: usize) -> Self {
         Self {
@@ -109,8 +152,11 @@ impl Comparator {
     }
 
     /// Opens a comparison for exchange `id`, replayed to `shadows`. `compare_bodies` false
-    /// judges status codes only. Returns the target and the unjudged shadows of an entry evicted
-    /// to make room (the table is full).
+    /// judges status codes only. Returns the entry evicted to make room (the table is full).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one exchange's facts, all needed"
+    )]
     pub fn open(
         &mut self,
         id: ExchangeKey,
@@ -119,7 +165,8 @@ impl Comparator {
         compare_bodies: bool,
         now_ns: u64,
         shadows: ShadowSet,
-    ) -> Option<(usize, ShadowSet)> {
+        extra: X,
+    ) -> Option<Closed<X>> {
         let evicted = if self.entries.len() >= self.max_entries {
             self.evict_oldest()
         } else {
@@ -140,6 +187,7 @@ impl Comparator {
                 primary: None,
                 waiting: shadows,
                 answers: Vec::new(),
+                extra,
             },
         );
         self.deadlines.push_back((id, opened, now_ns + self.ttl_ns));
@@ -153,9 +201,8 @@ impl Comparator {
             .retain(|(id, opened, _)| entries.get(id).is_some_and(|entry| entry.opened == *opened));
     }
 
-    /// Removes `id` if it is still the entry queued as `opened`; returns its target and the
-    /// shadows it was still waiting for.
-    fn remove_queued(&mut self, id: &ExchangeKey, opened: u64) -> Option<(usize, ShadowSet)> {
+    /// Removes `id` if it is still the entry queued as `opened`.
+    fn remove_queued(&mut self, id: &ExchangeKey, opened: u64) -> Option<Closed<X>> {
         let std::collections::hash_map::Entry::Occupied(slot) = self.entries.entry(*id) else {
             return None;
         };
@@ -164,95 +211,94 @@ impl Comparator {
         }
         let entry = slot.remove();
         self.expired += 1;
-        Some((entry.target, entry.waiting))
+        Some(entry.close())
     }
 
-    /// Forgets `id` without a verdict for any shadow (the primary's response cannot be paired
-    /// or was lost); returns the target and the shadows it was waiting for, when open.
-    pub fn cancel(&mut self, id: ExchangeKey) -> Option<(usize, ShadowSet)> {
-        self.entries
-            .remove(&id)
-            .map(|entry| (entry.target, entry.waiting))
+    /// Forgets `id` without a verdict for the shadows still waiting (the primary's response
+    /// cannot be paired or was lost).
+    pub fn cancel(&mut self, id: ExchangeKey) -> Option<Closed<X>> {
+        self.entries.remove(&id).map(Entry::close)
     }
 
-    /// Forgets one shadow of `id` (its replay was dropped or failed: nothing to judge).
-    pub fn cancel_shadow(&mut self, id: ExchangeKey, shadow: usize) {
+    /// Forgets one shadow of `id` (its replay was dropped or failed: nothing to judge); returns
+    /// the entry if that closed it.
+    pub fn cancel_shadow(&mut self, id: ExchangeKey, shadow: usize) -> Option<Closed<X>> {
         let std::collections::hash_map::Entry::Occupied(mut slot) = self.entries.entry(id) else {
-            return;
+            return None;
         };
         let entry = slot.get_mut();
         entry.waiting &= !(1 << shadow);
         entry.answers.retain(|(answered, _)| *answered != shadow);
-        if entry.waiting == 0 {
-            slot.remove();
-        }
+        (entry.waiting == 0).then(|| slot.remove().close())
     }
 
     /// Records the primary's response and judges every shadow that answered already.
-    /// `observed` is called only when `id` is open. One lookup.
+    /// `observed` is called only when `id` is open. One lookup. Returns the entry if every
+    /// shadow is now judged.
     pub fn on_primary(
         &mut self,
         id: ExchangeKey,
         observed: impl FnOnce() -> Observed,
         verdicts: &mut Vec<Verdict>,
-    ) {
+    ) -> Option<Closed<X>> {
         let std::collections::hash_map::Entry::Occupied(mut slot) = self.entries.entry(id) else {
-            return;
+            return None;
         };
         let entry = slot.get_mut();
         let primary = observed();
-        entry.primary = Some(primary);
         for (shadow, answer) in std::mem::take(&mut entry.answers) {
-            verdicts.push(entry.judge(shadow, primary, answer));
+            verdicts.push(entry.judge(shadow, &primary, answer));
             entry.waiting &= !(1 << shadow);
         }
-        if entry.waiting == 0 {
-            slot.remove();
-        }
+        entry.primary = Some(primary);
+        (entry.waiting == 0).then(|| slot.remove().close())
     }
 
     /// Records one shadow's response; judged at once when the primary's is in. One lookup.
+    /// Returns the verdict, and the entry if every shadow is now judged.
     pub fn on_shadow(
         &mut self,
         id: ExchangeKey,
         shadow: usize,
         observed: Observed,
-    ) -> Option<Verdict> {
+    ) -> (Option<Verdict>, Option<Closed<X>>) {
         let std::collections::hash_map::Entry::Occupied(mut slot) = self.entries.entry(id) else {
-            return None;
+            return (None, None);
         };
         let entry = slot.get_mut();
         if entry.waiting & (1 << shadow) == 0 {
-            return None;
+            return (None, None);
         }
-        let Some(primary) = entry.primary else {
+        let Some(primary) = &entry.primary else {
             entry.answers.push((shadow, observed));
-            return None;
+            return (None, None);
         };
         let verdict = entry.judge(shadow, primary, observed);
         entry.waiting &= !(1 << shadow);
-        if entry.waiting == 0 {
-            slot.remove();
-        }
-        Some(verdict)
+        let closed = (entry.waiting == 0).then(|| slot.remove().close());
+        (Some(verdict), closed)
     }
 
-    /// Drops entries past their deadline, telling `expired` each one's target and the shadows
-    /// it was still waiting for.
-    pub fn expire(&mut self, now_ns: u64, mut expired: impl FnMut(usize, ShadowSet)) {
+    /// The caller's data of open entry `id`.
+    pub fn extra_mut(&mut self, id: &ExchangeKey) -> Option<&mut X> {
+        self.entries.get_mut(id).map(|entry| &mut entry.extra)
+    }
+
+    /// Drops entries past their deadline, handing each to `expired`.
+    pub fn expire(&mut self, now_ns: u64, mut expired: impl FnMut(Closed<X>)) {
         while let Some(&(id, opened, deadline)) = self.deadlines.front() {
             if deadline > now_ns {
                 break;
             }
             self.deadlines.pop_front();
-            if let Some((target, waiting)) = self.remove_queued(&id, opened) {
-                expired(target, waiting);
+            if let Some(closed) = self.remove_queued(&id, opened) {
+                expired(closed);
             }
         }
     }
 
-    /// Drops the oldest open entry; returns its target and waiting shadows.
-    fn evict_oldest(&mut self) -> Option<(usize, ShadowSet)> {
+    /// Drops the oldest open entry.
+    fn evict_oldest(&mut self) -> Option<Closed<X>> {
         while let Some((id, opened, _)) = self.deadlines.pop_front() {
             if let Some(evicted) = self.remove_queued(&id, opened) {
                 return Some(evicted);
@@ -283,6 +329,9 @@ mod tests {
     const OK: Observed = Observed {
         status: 200,
         body_digest: 1,
+        head: Bytes::new(),
+        body: None,
+        latency_seconds: None,
     };
 
     fn get() -> RequestSummary {
@@ -313,13 +362,23 @@ mod tests {
 
     /// Opens `key` replayed to shadow 0 only.
     fn open(comparator: &mut Comparator, index: u64, target: usize, now: u64) {
-        comparator.open(key(index), target, get(), true, now, 1);
+        comparator.open(key(index), target, get(), true, now, 1, ());
     }
 
     fn primary(comparator: &mut Comparator, index: u64, observed: Observed) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
         comparator.on_primary(key(index), || observed, &mut verdicts);
         verdicts
+    }
+
+    /// The verdict of one shadow's answer.
+    fn shadow(
+        comparator: &mut Comparator,
+        id: ExchangeKey,
+        shadow: usize,
+        observed: Observed,
+    ) -> Option<Verdict> {
+        comparator.on_shadow(id, shadow, observed).0
     }
 
     #[test]
@@ -340,21 +399,13 @@ mod tests {
     fn either_side_may_come_first() {
         let mut comparator = Comparator::new(1_000, 10);
         open(&mut comparator, 1, 0, 0);
-        assert_eq!(comparator.on_shadow(key(1), 0, OK), None);
+        assert_eq!(shadow(&mut comparator, key(1), 0, OK), None);
         let verdicts = primary(&mut comparator, 1, OK);
         assert!(!verdicts[0].status_mismatch && !verdicts[0].body_mismatch);
         open(&mut comparator, 2, 3, 0);
         assert!(primary(&mut comparator, 2, OK).is_empty());
-        let verdict = comparator
-            .on_shadow(
-                key(2),
-                0,
-                Observed {
-                    status: 500,
-                    body_digest: 2,
-                },
-            )
-            .expect("judged");
+        let verdict =
+            shadow(&mut comparator, key(2), 0, Observed::digest_only(500, 2)).expect("judged");
         assert_eq!(verdict.target, 3);
         assert!(verdict.status_mismatch && verdict.body_mismatch);
         assert!(comparator.is_empty());
@@ -364,37 +415,51 @@ mod tests {
     fn each_shadow_is_judged_once_against_the_same_primary() {
         let mut comparator = Comparator::new(1_000, 10);
         // Replayed to shadows 0, 1 and 2; shadow 1's replay fails.
-        comparator.open(key(1), 0, get(), true, 0, 0b111);
-        let other = Observed {
-            status: 200,
-            body_digest: 7,
-        };
-        assert_eq!(comparator.on_shadow(key(1), 2, other), None);
+        comparator.open(key(1), 0, get(), true, 0, 0b111, ());
+        let other = Observed::digest_only(200, 7);
+        assert_eq!(shadow(&mut comparator, key(1), 2, other), None);
         comparator.cancel_shadow(key(1), 1);
         let verdicts = primary(&mut comparator, 1, OK);
         assert_eq!(verdicts.len(), 1);
         assert_eq!((verdicts[0].shadow, verdicts[0].body_mismatch), (2, true));
-        let verdict = comparator.on_shadow(key(1), 0, OK).expect("judged");
+        let verdict = shadow(&mut comparator, key(1), 0, OK).expect("judged");
         assert_eq!((verdict.shadow, verdict.body_mismatch), (0, false));
         assert!(comparator.is_empty(), "every shadow judged or cancelled");
-        assert_eq!(comparator.on_shadow(key(1), 0, OK), None, "once");
+        assert_eq!(shadow(&mut comparator, key(1), 0, OK), None, "once");
+    }
+
+    #[test]
+    fn the_caller_data_comes_back_once_when_the_last_shadow_is_done() {
+        let mut comparator: Comparator<&str> = Comparator::new(1_000, 10);
+        comparator.open(key(1), 2, get(), true, 0, 0b11, "exchange 1");
+        *comparator.extra_mut(&key(1)).unwrap() = "updated";
+        let mut verdicts = Vec::new();
+        assert_eq!(comparator.on_primary(key(1), || OK, &mut verdicts), None);
+        let (verdict, closed) = comparator.on_shadow(key(1), 1, OK);
+        assert!(verdict.is_some() && closed.is_none(), "shadow 0 still waited for");
+        let closed = comparator.cancel_shadow(key(1), 0).expect("closed by the last shadow");
+        assert_eq!(
+            closed,
+            Closed {
+                target: 2,
+                waiting: 0,
+                extra: "updated"
+            }
+        );
+        assert!(comparator.is_empty());
+        // Closed by a verdict, with the primary last.
+        comparator.open(key(2), 0, get(), true, 0, 1, "exchange 2");
+        assert_eq!(comparator.on_shadow(key(2), 0, OK), (None, None));
+        let closed = comparator.on_primary(key(2), || OK, &mut verdicts);
+        assert_eq!(closed.map(|closed| closed.extra), Some("exchange 2"));
     }
 
     #[test]
     fn bodies_are_ignored_when_asked() {
         let mut comparator = Comparator::new(1_000, 10);
-        comparator.open(key(1), 0, get(), false, 0, 1);
+        comparator.open(key(1), 0, get(), false, 0, 1, ());
         primary(&mut comparator, 1, OK);
-        let verdict = comparator
-            .on_shadow(
-                key(1),
-                0,
-                Observed {
-                    status: 200,
-                    body_digest: 9,
-                },
-            )
-            .unwrap();
+        let verdict = shadow(&mut comparator, key(1), 0, Observed::digest_only(200, 9)).unwrap();
         assert!(!verdict.body_mismatch);
     }
 
@@ -404,18 +469,29 @@ mod tests {
         open(&mut comparator, 1, 0, 0);
         open(&mut comparator, 2, 0, 50);
         let mut expired = Vec::new();
-        comparator.expire(120, |target, shadows| expired.push((target, shadows)));
+        comparator.expire(120, |closed| expired.push((closed.target, closed.waiting)));
         assert_eq!(expired, [(0, 1)]);
         assert_eq!(comparator.len(), 1);
         assert_eq!(comparator.expired, 1);
         open(&mut comparator, 3, 0, 120);
-        let evicted = comparator.open(key(4), 0, get(), true, 121, 1);
-        assert_eq!(evicted, Some((0, 1)), "oldest evicted at the bound");
+        let evicted = comparator.open(key(4), 0, get(), true, 121, 1, ());
+        assert_eq!(
+            evicted.map(|closed| (closed.target, closed.waiting)),
+            Some((0, 1)),
+            "oldest evicted at the bound"
+        );
         assert_eq!(comparator.len(), 2);
         assert_eq!(comparator.expired, 2);
         assert!(primary(&mut comparator, 2, OK).is_empty(), "2 was evicted");
-        assert_eq!(comparator.cancel(key(3)), Some((0, 1)));
-        assert_eq!(comparator.on_shadow(key(3), 0, OK), None);
+        assert_eq!(
+            comparator.cancel(key(3)),
+            Some(Closed {
+                target: 0,
+                waiting: 1,
+                extra: ()
+            })
+        );
+        assert_eq!(shadow(&mut comparator, key(3), 0, OK), None);
     }
 
     #[test]
@@ -425,9 +501,7 @@ mod tests {
         for index in 0..1_000_000 {
             open(&mut comparator, index, 0, index);
             primary(&mut comparator, index, OK);
-            comparator
-                .on_shadow(key(index), 0, OK)
-                .expect("both sides in: judged");
+            shadow(&mut comparator, key(index), 0, OK).expect("both sides in: judged");
         }
         assert!(comparator.is_empty());
         assert!(
@@ -445,14 +519,14 @@ mod tests {
         comparator.cancel(key(1));
         // The same key again (a new connection on the same 4-tuple), later.
         open(&mut comparator, 1, 0, 90);
-        comparator.expire(150, |_, _| {});
+        comparator.expire(150, |_| {});
         assert_eq!(
             comparator.len(),
             1,
             "the first use's deadline passed, not this one's"
         );
         assert_eq!(comparator.expired, 0);
-        comparator.expire(190, |_, _| {});
+        comparator.expire(190, |_| {});
         assert!(comparator.is_empty());
         assert_eq!(comparator.expired, 1);
     }
@@ -473,7 +547,7 @@ mod tests {
         );
         assert!(primary(&mut comparator, 2, OK).is_empty());
         assert!(
-            comparator.on_shadow(key(2), 0, OK).is_some(),
+            shadow(&mut comparator, key(2), 0, OK).is_some(),
             "2 is still open"
         );
     }

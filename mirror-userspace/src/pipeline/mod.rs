@@ -251,8 +251,8 @@ impl Pipeline {
         self.tracker.on_tick(now_ns);
         self.drain_events();
         let targets = &self.targets;
-        self.comparator.expire(now_ns, |target, waiting| {
-            targets[target].cancelled(waiting, "expired");
+        self.comparator.expire(now_ns, |closed| {
+            targets[closed.target].cancelled(closed.waiting, "expired");
         });
         for target in &self.targets {
             for shadow in &target.shadows {
@@ -291,8 +291,8 @@ impl Pipeline {
                         connection,
                         index,
                     };
-                    if let Some((target, waiting)) = self.comparator.cancel(key) {
-                        self.targets[target].cancelled(waiting, reason.as_str());
+                    if let Some(closed) = self.comparator.cancel(key) {
+                        self.targets[closed.target].cancelled(closed.waiting, reason.as_str());
                     }
                 }
                 HttpEvent::Gap {
@@ -360,8 +360,8 @@ impl Pipeline {
                     connection: loss.connection,
                     index,
                 };
-                if let Some((target, waiting)) = self.comparator.cancel(key) {
-                    self.targets[target].cancelled(waiting, "response_lost");
+                if let Some(closed) = self.comparator.cancel(key) {
+                    self.targets[closed.target].cancelled(closed.waiting, "response_lost");
                 }
             }
             return;
@@ -448,15 +448,16 @@ impl Pipeline {
         if let Some(reason) = event.unpaired {
             // The primary's response will not be paired: no comparison to wait for.
             target.cancelled(accepted, reason.as_str());
-        } else if let Some((evicted, waiting)) = self.comparator.open(
+        } else if let Some(evicted) = self.comparator.open(
             key,
             index,
             RequestSummary::of(request),
             true,
             event.last_byte_ns,
             accepted,
+            (),
         ) {
-            self.targets[evicted].cancelled(waiting, "expired");
+            self.targets[evicted.target].cancelled(evicted.waiting, "expired");
         }
     }
 
@@ -484,6 +485,9 @@ impl Pipeline {
             let observed = || Observed {
                 status: response.head.status(),
                 body_digest: response.body_digest.value(),
+                head: response.head.bytes().clone(),
+                body: response.body.clone(),
+                latency_seconds: response.latency_ns.map(seconds),
             };
             let mut verdicts = Vec::new();
             self.comparator.on_primary(key, observed, &mut verdicts);
@@ -552,16 +556,21 @@ impl Pipeline {
                 let observed = Observed {
                     status: response.status,
                     body_digest: response.body_digest,
+                    head: response.head,
+                    body: response.body,
+                    latency_seconds: latency.map(|latency| latency.as_secs_f64()),
                 };
-                if let Some(verdict) = self
-                    .comparator
-                    .on_shadow(result.key, shadow_index, observed)
-                {
+                let (verdict, _closed) =
+                    self.comparator
+                        .on_shadow(result.key, shadow_index, observed);
+                if let Some(verdict) = verdict {
                     self.judge(verdict, now_ns);
                 }
             }
             // Counted by its outcome (error, timeout): nothing came back to compare.
-            _ => self.comparator.cancel_shadow(result.key, shadow_index),
+            _ => {
+                self.comparator.cancel_shadow(result.key, shadow_index);
+            }
         }
     }
 
