@@ -27,6 +27,7 @@ pub mod scopes;
 pub mod segment;
 pub mod shed;
 pub mod stats;
+pub mod verdict;
 pub mod wake_ups;
 #[cfg(test)]
 pub(crate) mod wiregen;
