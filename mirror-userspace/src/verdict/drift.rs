@@ -124,10 +124,12 @@ fn round6(value: f64) -> f64 {
 }
 
 /// Counts per bucket of one side's values for one field.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Sketch {
     counts: Vec<u64>,
     total: u64,
+    /// Sum of the values (a Prometheus histogram's `_sum`).
+    sum: f64,
 }
 
 impl Sketch {
@@ -136,6 +138,7 @@ impl Sketch {
         Self {
             counts: vec![0; layout.buckets()],
             total: 0,
+            sum: 0.0,
         }
     }
 
@@ -146,6 +149,7 @@ impl Sketch {
         }
         self.counts[layout.index(value)] += 1;
         self.total += 1;
+        self.sum += value;
     }
 
     /// Adds another sketch of the same layout (e.g. another node's). `false` (and nothing
@@ -158,12 +162,18 @@ impl Sketch {
             *count += more;
         }
         self.total += other.total;
+        self.sum += other.sum;
         true
     }
 
     /// Values added.
     pub fn total(&self) -> u64 {
         self.total
+    }
+
+    /// Sum of the values added.
+    pub fn sum(&self) -> f64 {
+        self.sum
     }
 
     /// Count per bucket (not cumulative), in layout order, `+Inf` last.
