@@ -1,7 +1,8 @@
 //! The `mirror run` daemon as a child process inside a namespace, with its metrics.
 
 use std::{
-    collections::BTreeMap,
+    cell::RefCell,
+    collections::{BTreeMap, VecDeque},
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
     process::{Child, Stdio},
@@ -25,18 +26,27 @@ pub struct Daemon {
     namespace: String,
     /// Lines the daemon logged (stderr), collected in the background.
     pub log: mpsc::Receiver<String>,
+    /// Lines logged before it served metrics, until [`Self::log_for`] takes them.
+    early: RefCell<VecDeque<String>>,
 }
 
 impl Daemon {
     /// Starts `mirror run ARGS --metrics-addr 127.0.0.1:9477` in `ns` and waits until it serves
     /// metrics.
     pub fn start(ns: &NetNs, args: &[&str]) -> Self {
+        Self::start_with_env(ns, args, &[])
+    }
+
+    /// [`Daemon::start`] with more environment variables (e.g. `NODE_NAME`, which names the
+    /// daemon in the replay marker).
+    pub fn start_with_env(ns: &NetNs, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = ns
             .command(mirror_bin())
             .arg("run")
             .args(args)
             .args(["--metrics-addr", METRICS_ADDR])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -62,6 +72,7 @@ impl Daemon {
             child,
             namespace: ns.name.clone(),
             log,
+            early: RefCell::new(seen.into()),
         }
     }
 
@@ -134,6 +145,19 @@ impl Daemon {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
                 Err(_) => panic!("the daemon did not log {needle:?} within {timeout:?}"),
+            }
+        }
+    }
+
+    /// Every line logged during the next `wait`, after those of start-up not taken yet.
+    pub fn log_for(&self, wait: Duration) -> Vec<String> {
+        let mut lines: Vec<String> = self.early.borrow_mut().drain(..).collect();
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(_) => return lines,
             }
         }
     }

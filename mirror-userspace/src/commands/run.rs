@@ -16,6 +16,7 @@ use crate::{
     cli::RunArgs,
     config::{Config, RunOverrides, SampleBy},
     http::{HttpConfig, HttpTracker, TrackerConfig},
+    kubernetes::{PodUpdate, PodWatches, node_name_from_env},
     metrics::{CaptureCollector, Metrics, server},
     pipeline::Pipeline,
     reassembly::ReassemblyConfig,
@@ -28,6 +29,22 @@ fn apply_scopes(capture: &mut Capture, changes: Vec<ScopeChange>) {
         if let Err(failure) = capture.classifier().set_scope(port, nets.as_deref()) {
             error!(%failure, port, "scoping a target port in the classifier");
         }
+    }
+}
+
+/// New pod addresses of a target: its scope in the classifier follows, unless a reload
+/// replaced the watch that sent them.
+fn apply_pods(capture: &mut Capture, scopes: &mut Scopes, watches: &PodWatches, update: PodUpdate) {
+    if !watches.is_current(&update) {
+        return;
+    }
+    info!(
+        target = %update.target,
+        addresses = ?update.addresses,
+        "the target's pods on this node changed"
+    );
+    if let Some(change) = scopes.pods_changed(&update.target, update.addresses) {
+        apply_scopes(capture, vec![change]);
     }
 }
 
@@ -93,12 +110,13 @@ fn tracker_config(config: &Config) -> TrackerConfig {
 /// SIGHUP: re-reads the config file and applies the targets (sampling, shadow, filters,
 /// headers, ports) without detaching or losing capture state. A bad file is rejected with a log
 /// line and the running configuration stays. Returns the new configuration when applied.
-fn reload(
+async fn reload(
     args: &RunArgs,
     running: &Config,
     capture: &mut Capture,
     pipeline: &mut Pipeline,
     scopes: &mut Scopes,
+    watches: &mut PodWatches,
 ) -> Option<Config> {
     if args.config.is_none() {
         warn!("SIGHUP ignored: no --config file to reload");
@@ -111,6 +129,10 @@ fn reload(
             return None;
         }
     };
+    if let Err(failure) = watches.prepare(&new.targets).await {
+        error!("configuration reload rejected, the running configuration stays: {failure}");
+        return None;
+    }
     if new.capture != running.capture
         || new.limits != running.limits
         || new.metrics != running.metrics
@@ -126,6 +148,8 @@ fn reload(
         return None;
     }
     apply_scopes(capture, scopes.configure(&new.targets));
+    // A target whose `pods` changed gets a new watch; the others keep theirs.
+    watches.configure(&new.targets);
     pipeline.reload(&new.targets, monotonic_ns());
     info!(targets = new.targets.len(), "configuration reloaded");
     Some(new)
@@ -134,6 +158,10 @@ fn reload(
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = effective_config(&args)?;
     let (metrics, mut registry) = Metrics::new();
+    // Targets with `pods` need this node's name and a Kubernetes client: checked before
+    // anything is attached.
+    let (mut watches, mut pod_updates) = PodWatches::new(&metrics, node_name_from_env(), None);
+    watches.prepare(&config.targets).await?;
     let mut capture = Capture::start(&CaptureConfig {
         interfaces: config.capture.interfaces.clone(),
         ports: config.targets.iter().map(|target| target.port).collect(),
@@ -146,6 +174,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("configuring in-kernel connection sampling")?;
     let mut scopes = Scopes::default();
     apply_scopes(&mut capture, scopes.configure(&config.targets));
+    // Until a watch reports, its target records only its `addresses` (fail closed).
+    watches.configure(&config.targets);
     let reader = capture
         .take_reader()
         .context("opening the ring buffer")?
@@ -213,10 +243,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     error!(%failure, "following interface changes");
                 }
             }
+            Some(update) = pod_updates.recv() => {
+                apply_pods(&mut capture, &mut scopes, &watches, update);
+            }
             _ = hangup.recv() => {
-                if let Some(reloaded) =
-                    reload(&args, &config, &mut capture, &mut pipeline, &mut scopes)
-                {
+                let reloaded = reload(
+                    &args,
+                    &config,
+                    &mut capture,
+                    &mut pipeline,
+                    &mut scopes,
+                    &mut watches,
+                )
+                .await;
+                if let Some(reloaded) = reloaded {
                     config = reloaded;
                 }
             }
@@ -236,6 +276,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     reader_task.abort();
+    drop(watches);
     let stats = pipeline.stats();
     capture.detach();
     info!(
