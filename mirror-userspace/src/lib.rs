@@ -5,7 +5,8 @@
 //! into requests and responses, decides what to mirror and produces the exact bytes to replay,
 //! without touching a clock or a socket, so it is tested deterministically. Thin adapters do the
 //! I/O: [`replay`] (shadow connection pool), [`metrics`] (Prometheus endpoint), [`pipeline`]
-//! (the glue `mirror run` drives), [`config`], [`cli`] and [`commands`].
+//! (the glue `mirror run` drives), [`kubernetes`] (the pod watch of `pods` targets), [`config`],
+//! [`cli`] and [`commands`].
 
 pub mod capture;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod demo;
 pub mod hash;
 pub mod held;
 pub mod http;
+pub mod kubernetes;
 pub mod metrics;
 pub mod netns;
 pub mod pipeline;

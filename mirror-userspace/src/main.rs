@@ -6,8 +6,21 @@ use clap::Parser;
 use mirror::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::{EnvFilter, fmt};
 
+/// The Kubernetes client logs every failed request (an error a retry while the API cannot be
+/// reached); the pod watch logs once per outage instead, with the cause. These are off unless
+/// RUST_LOG names them (e.g. `RUST_LOG=info,kube_client=debug`).
+const QUIET_LIBRARIES: [&str; 2] = ["kube_client=off", "kube_runtime=off"];
+
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    if !spec.contains("kube") {
+        for directive in QUIET_LIBRARIES {
+            if let Ok(directive) = directive.parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
     let builder = fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

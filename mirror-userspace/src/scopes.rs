@@ -4,20 +4,24 @@
 //!
 //! Fail closed: a target with `pods` whose watch has reported nothing yet (the API could not be
 //! reached at start-up) records only its `addresses` - nothing at all without them - rather
-//! than every pod on the port. After a watch loses the API, the last known pods stay.
+//! than every pod on the port. After a watch loses the API, the last known pods stay. A reload
+//! that changes a target's selector (or namespace) drops the pods of the old one: until the new
+//! watch reports, the target records only its `addresses` again.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::config::TargetConfig;
+use crate::config::{PodSelector, TargetConfig};
 
 /// One target's scope inputs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Scope {
     port: u16,
     addresses: Vec<IpNet>,
+    /// The selector the pods below were reported for.
+    selector: Option<PodSelector>,
     /// `None`: not scoped by pods. `Some`: the pods' IPs last reported (empty until then).
     pods: Option<Vec<IpAddr>>,
 }
@@ -57,17 +61,18 @@ pub type ScopeChange = (u16, Option<Vec<IpNet>>);
 impl Scopes {
     /// Takes a new set of targets (start-up or reload); returns what the classifier must change,
     /// ports no longer targets included (unscoped). A target that keeps its pod selector keeps
-    /// the pods last reported for it.
+    /// the pods last reported for it; one whose selector changed starts again from none.
     pub fn configure(&mut self, targets: &[TargetConfig]) -> Vec<ScopeChange> {
         let mut previous = std::mem::take(&mut self.targets);
         for target in targets {
             let kept_pods = previous
                 .get(&target.name)
-                .filter(|_| target.pods.is_some())
+                .filter(|old| target.pods.is_some() && old.selector == target.pods)
                 .and_then(|old| old.pods.clone());
             let scope = Scope {
                 port: target.port,
                 addresses: target.addresses.clone(),
+                selector: target.pods.clone(),
                 pods: target.pods.as_ref().map(|_| kept_pods.unwrap_or_default()),
             };
             self.targets.insert(target.name.clone(), scope);
@@ -108,12 +113,21 @@ mod tests {
     use crate::config::{PodSelector, ShadowUrl, parse_address};
 
     fn target(name: &str, port: u16, addresses: &[&str], pods: bool) -> TargetConfig {
+        target_selecting(name, port, addresses, pods.then_some("app=search"))
+    }
+
+    fn target_selecting(
+        name: &str,
+        port: u16,
+        addresses: &[&str],
+        selector: Option<&str>,
+    ) -> TargetConfig {
         TargetConfig {
             addresses: addresses
                 .iter()
                 .map(|a| parse_address(a).unwrap())
                 .collect(),
-            pods: pods.then(|| PodSelector::new("shop", "app=search").unwrap()),
+            pods: selector.map(|selector| PodSelector::new("shop", selector).unwrap()),
             ..TargetConfig::with_defaults(
                 name.into(),
                 port,
@@ -161,5 +175,27 @@ mod tests {
         assert_eq!(changes, [], "9090 unchanged, 7070 unscoped");
         let changes = scopes.configure(&[target("new", 7070, &["fd00::/64"], false)]);
         assert_eq!(changes, [(7070, nets(&["fd00::/64"])), (9090, None)]);
+    }
+
+    #[test]
+    fn a_changed_selector_drops_the_pods_of_the_old_one() {
+        let mut scopes = Scopes::default();
+        scopes.configure(&[target("pods", 9090, &["10.0.0.9"], true)]);
+        scopes.pods_changed("pods", vec!["10.42.1.7".parse().unwrap()]);
+        let changes = scopes.configure(&[target_selecting(
+            "pods",
+            9090,
+            &["10.0.0.9"],
+            Some("app=search,track=canary"),
+        )]);
+        assert_eq!(
+            changes,
+            [(9090, nets(&["10.0.0.9"]))],
+            "back to the addresses alone until the new watch reports"
+        );
+        assert_eq!(
+            scopes.pods_changed("pods", vec!["10.42.1.8".parse().unwrap()]),
+            Some((9090, nets(&["10.0.0.9", "10.42.1.8"])))
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The `mirror run` daemon as a child process inside a namespace, with its metrics.
 
 use std::{
-    collections::BTreeMap,
+    cell::RefCell,
+    collections::{BTreeMap, VecDeque},
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
     process::{Child, Stdio},
@@ -25,6 +26,8 @@ pub struct Daemon {
     namespace: String,
     /// Lines the daemon logged (stderr), collected in the background.
     pub log: mpsc::Receiver<String>,
+    /// Lines logged before it served metrics, until [`Self::log_for`] takes them.
+    early: RefCell<VecDeque<String>>,
 }
 
 impl Daemon {
@@ -69,6 +72,7 @@ impl Daemon {
             child,
             namespace: ns.name.clone(),
             log,
+            early: RefCell::new(seen.into()),
         }
     }
 
@@ -141,6 +145,19 @@ impl Daemon {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
                 Err(_) => panic!("the daemon did not log {needle:?} within {timeout:?}"),
+            }
+        }
+    }
+
+    /// Every line logged during the next `wait`, after those of start-up not taken yet.
+    pub fn log_for(&self, wait: Duration) -> Vec<String> {
+        let mut lines: Vec<String> = self.early.borrow_mut().drain(..).collect();
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(_) => return lines,
             }
         }
     }

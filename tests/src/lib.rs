@@ -1,12 +1,14 @@
 //! Support for mirror's end-to-end tests: a privilege gate that fails under CI instead of
 //! skipping, network namespaces that clean up in `Drop`, crafted frames for the classifier, an
-//! independent stream assembler used as the oracle, and a recording HTTP server.
+//! independent stream assembler used as the oracle, a recording HTTP server, and a stub of the
+//! Kubernetes API for the pod watch.
 
 pub mod capture;
 pub mod capture_cli;
 pub mod compare;
 pub mod daemon;
 pub mod frames;
+pub mod kube_stub;
 pub mod mirroring;
 pub mod netns;
 pub mod nginx;

@@ -1303,6 +1303,14 @@ fn populate(metrics: &mirror::metrics::Metrics) {
             kind: "status",
         })
         .inc();
+    // Targets with `pods`: their pod watch.
+    let labels = TargetLabels { target: target() };
+    metrics.kubernetes_watch_up.get_or_create(&labels).set(1);
+    metrics.kubernetes_pod_events.get_or_create(&labels).inc();
+    metrics
+        .kubernetes_pod_addresses
+        .get_or_create(&labels)
+        .set(2);
 }
 
 /// `mirror_*` names in `text` that the daemon does not export. Histograms are only queryable

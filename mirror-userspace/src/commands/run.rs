@@ -17,6 +17,7 @@ use crate::{
     config::{Config, ConfigWatch, RunOverrides, SampleBy, WatchError},
     held::BodyBudget,
     http::{HttpConfig, HttpTracker, TrackerConfig},
+    kubernetes::{PodUpdate, PodWatches, node_name_from_env},
     metrics::{CaptureCollector, Metrics, server},
     pipeline::{Pipeline, ReplaySettings},
     reassembly::ReassemblyConfig,
@@ -56,6 +57,22 @@ fn apply_scopes(capture: &mut Capture, changes: Vec<ScopeChange>) {
         if let Err(failure) = capture.classifier().set_scope(port, nets.as_deref()) {
             error!(%failure, port, "scoping a target port in the classifier");
         }
+    }
+}
+
+/// New pod addresses of a target: its scope in the classifier follows, unless a reload
+/// replaced the watch that sent them.
+fn apply_pods(capture: &mut Capture, scopes: &mut Scopes, watches: &PodWatches, update: PodUpdate) {
+    if !watches.is_current(&update) {
+        return;
+    }
+    info!(
+        target = %update.target,
+        addresses = ?update.addresses,
+        "the target's pods on this node changed"
+    );
+    if let Some(change) = scopes.pods_changed(&update.target, update.addresses) {
+        apply_scopes(capture, vec![change]);
     }
 }
 
@@ -126,12 +143,13 @@ fn tracker_config(config: &Config) -> TrackerConfig {
 /// SIGHUP: re-reads the config file and applies the targets (sampling, shadow, filters,
 /// headers, ports) without detaching or losing capture state. A bad file is rejected with a log
 /// line and the running configuration stays. Returns the new configuration when applied.
-fn reload(
+async fn reload(
     args: &RunArgs,
     running: &Config,
     capture: &mut Capture,
     pipeline: &mut Pipeline,
     scopes: &mut Scopes,
+    watches: &mut PodWatches,
 ) -> Option<Config> {
     if args.config.is_none() {
         warn!("SIGHUP ignored: no --config file to reload");
@@ -146,6 +164,10 @@ fn reload(
     };
     if new == *running {
         debug!("configuration unchanged");
+        return None;
+    }
+    if let Err(failure) = watches.prepare(&new.targets).await {
+        error!("configuration reload rejected, the running configuration stays: {failure}");
         return None;
     }
     if new.capture != running.capture
@@ -171,6 +193,8 @@ fn reload(
         return None;
     }
     apply_scopes(capture, widening);
+    // A target whose `pods` changed gets a new watch; the others keep theirs.
+    watches.configure(&new.targets);
     pipeline.reload(&new.targets, monotonic_ns());
     info!(targets = new.targets.len(), "configuration reloaded");
     Some(new)
@@ -179,6 +203,10 @@ fn reload(
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = effective_config(&args)?;
     let (metrics, mut registry) = Metrics::new();
+    // Targets with `pods` need this node's name and a Kubernetes client: checked before
+    // anything is attached.
+    let (mut watches, mut pod_updates) = PodWatches::new(&metrics, node_name_from_env(), None);
+    watches.prepare(&config.targets).await?;
     let mut scopes = Scopes::default();
     let initial_scopes = scopes.configure(&config.targets);
     // Sampling and scopes go in before the first attach: no packet is recorded under
@@ -198,6 +226,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     )
     .context("starting capture")?;
+    // Until a watch reports, its target records only its `addresses` (fail closed).
+    watches.configure(&config.targets);
     let reader = capture
         .take_reader()
         .context("opening the ring buffer")?
@@ -286,16 +316,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 if let Err(failure) = changed {
                     warn!(%failure, "configuration changes need SIGHUP from now on");
                     watch = None;
-                } else if let Some(reloaded) =
-                    reload(&args, &config, &mut capture, &mut pipeline, &mut scopes)
+                } else if let Some(reloaded) = reload(
+                    &args,
+                    &config,
+                    &mut capture,
+                    &mut pipeline,
+                    &mut scopes,
+                    &mut watches,
+                )
+                .await
                 {
                     config = reloaded;
                 }
             }
+            Some(update) = pod_updates.recv() => {
+                apply_pods(&mut capture, &mut scopes, &watches, update);
+            }
             _ = hangup.recv() => {
-                if let Some(reloaded) =
-                    reload(&args, &config, &mut capture, &mut pipeline, &mut scopes)
-                {
+                let reloaded = reload(
+                    &args,
+                    &config,
+                    &mut capture,
+                    &mut pipeline,
+                    &mut scopes,
+                    &mut watches,
+                )
+                .await;
+                if let Some(reloaded) = reloaded {
                     config = reloaded;
                 }
             }
@@ -315,6 +362,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     reader_task.abort();
+    drop(watches);
     let stats = pipeline.stats();
     capture.detach();
     info!(

@@ -143,6 +143,13 @@ pub struct Metrics {
     pub response_duration: HistogramFamily,
     pub responses: Family<TargetRoleCodeLabels, Counter>,
     pub mismatches: Family<TargetKindLabels, Counter>,
+    /// Per target with `pods`: 1 while its pod watch is established (listed and watching),
+    /// 0 otherwise (API unreachable, forbidden, re-listing after a loss).
+    pub kubernetes_watch_up: Family<TargetLabels, Gauge>,
+    /// Pod events (listed, added, modified, deleted) the watch of a target received.
+    pub kubernetes_pod_events: Family<TargetLabels, Counter>,
+    /// Addresses of a target's pods on this node, as last reported by its watch.
+    pub kubernetes_pod_addresses: Family<TargetLabels, Gauge>,
 }
 
 impl Metrics {
@@ -171,6 +178,9 @@ impl Metrics {
             response_duration: Family::new_with_constructor(duration_histogram),
             responses: Family::default(),
             mismatches: Family::default(),
+            kubernetes_watch_up: Family::default(),
+            kubernetes_pod_events: Family::default(),
+            kubernetes_pod_addresses: Family::default(),
         };
         // Every labelled series is there from start-up, at 0: `rate()` and alerts need a
         // first sample before the first event.
@@ -297,6 +307,25 @@ impl Metrics {
             "mirror_response_mismatches",
             "Shadow responses that differ from the primary's, by shadow and kind (status, body)",
             metrics.mismatches.clone(),
+        );
+        // Their series are created, at 0, for every target with `pods` when its watch starts
+        // (`kubernetes::PodWatches`).
+        r.register(
+            "mirror_kubernetes_watch_up",
+            "1 while the pod watch of a target with `pods` is established, 0 while the \
+             Kubernetes API cannot be reached (the target records its last known pods, or only \
+             its addresses before the first list)",
+            metrics.kubernetes_watch_up.clone(),
+        );
+        r.register(
+            "mirror_kubernetes_pod_events",
+            "Pod events (listed, added, modified, deleted) received by the pod watch of a target",
+            metrics.kubernetes_pod_events.clone(),
+        );
+        r.register(
+            "mirror_kubernetes_pod_addresses",
+            "Addresses of the pods on this node that a target with `pods` records",
+            metrics.kubernetes_pod_addresses.clone(),
         );
         let build_info: Family<VersionLabels, Gauge> = Family::default();
         build_info
