@@ -963,7 +963,7 @@ fn promtool_accepts_and_unit_tests_the_alert_rules() {
         text(&output)
     );
     let report = text(&output);
-    assert!(report.contains("SUCCESS: 9 rules found"), "{report}");
+    assert!(report.contains("SUCCESS: 10 rules found"), "{report}");
 
     // Behaviour: the alerts fire on synthetic series (and stay quiet on healthy ones).
     let output = Command::new("promtool")
