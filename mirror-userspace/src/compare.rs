@@ -52,6 +52,7 @@ impl Observed {
 /// The judgement of one pair (the primary's response and one shadow's).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Verdict {
+    pub key: ExchangeKey,
     /// Index of the target the exchange belongs to.
     pub target: usize,
     /// Index of the shadow in its target.
@@ -88,8 +89,15 @@ struct Entry<X> {
 }
 
 impl<X> Entry<X> {
-    fn judge(&self, shadow: usize, primary: &Observed, observed: Observed) -> Verdict {
+    fn judge(
+        &self,
+        key: ExchangeKey,
+        shadow: usize,
+        primary: &Observed,
+        observed: Observed,
+    ) -> Verdict {
         Verdict {
+            key,
             target: self.target,
             shadow,
             request: self.request.clone(),
@@ -247,7 +255,7 @@ impl<X> Comparator<X> {
         let entry = slot.get_mut();
         let primary = observed();
         for (shadow, answer) in std::mem::take(&mut entry.answers) {
-            verdicts.push(entry.judge(shadow, &primary, answer));
+            verdicts.push(entry.judge(id, shadow, &primary, answer));
             entry.waiting &= !(1 << shadow);
         }
         entry.primary = Some(primary);
@@ -273,7 +281,7 @@ impl<X> Comparator<X> {
             entry.answers.push((shadow, observed));
             return (None, None);
         };
-        let verdict = entry.judge(shadow, primary, observed);
+        let verdict = entry.judge(id, shadow, primary, observed);
         entry.waiting &= !(1 << shadow);
         let closed = (entry.waiting == 0).then(|| slot.remove().close());
         (Some(verdict), closed)
@@ -436,8 +444,13 @@ mod tests {
         let mut verdicts = Vec::new();
         assert_eq!(comparator.on_primary(key(1), || OK, &mut verdicts), None);
         let (verdict, closed) = comparator.on_shadow(key(1), 1, OK);
-        assert!(verdict.is_some() && closed.is_none(), "shadow 0 still waited for");
-        let closed = comparator.cancel_shadow(key(1), 0).expect("closed by the last shadow");
+        assert!(
+            verdict.is_some() && closed.is_none(),
+            "shadow 0 still waited for"
+        );
+        let closed = comparator
+            .cancel_shadow(key(1), 0)
+            .expect("closed by the last shadow");
         assert_eq!(
             closed,
             Closed {

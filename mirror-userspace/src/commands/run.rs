@@ -19,7 +19,7 @@ use crate::{
     http::{HttpConfig, HttpTracker, TrackerConfig},
     kubernetes::{PodUpdate, PodWatches, node_name_from_env},
     metrics::{CaptureCollector, Metrics, server},
-    pipeline::{Pipeline, ReplaySettings},
+    pipeline::{EvidenceCollector, Pipeline, PipelineSettings, SharedEvidence},
     reassembly::ReassemblyConfig,
     scopes::{ScopeChange, Scopes},
 };
@@ -237,6 +237,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // `mirror_capture_lost_bytes_total{reason="consumer_full"}`).
     let (mut batches, reader_stats, reader_task) =
         spawn_reader(reader, config.limits.capture_queue_bytes);
+    let evidence = SharedEvidence::default();
+    registry.register_collector(Box::new(EvidenceCollector::new(evidence.clone())));
     registry.register_collector(Box::new(CaptureCollector::new(
         capture.classifier().counter_reader(),
         Arc::clone(&reader_stats),
@@ -254,7 +256,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(capture.classifier().self_traffic()),
         results_tx,
         monotonic_ns(),
-        ReplaySettings {
+        PipelineSettings {
+            evidence,
+            verdict: config.verdict.clone(),
             marker: replay_marker(&config),
             hold_bodies: (config.limits.compare_body_bytes > 0)
                 .then(|| BodyBudget::new(config.limits.compare_body_bytes)),

@@ -54,6 +54,8 @@ pub struct Config {
     pub limits: LimitsSection,
     /// `[replay]`.
     pub replay: ReplaySection,
+    /// `[verdict]`: how responses are compared and what a promotion must satisfy.
+    pub verdict: crate::verdict::Policy,
     /// At least one; names and ports are unique.
     #[serde(rename = "target")]
     pub targets: Vec<TargetConfig>,

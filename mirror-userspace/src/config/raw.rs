@@ -20,6 +20,9 @@ pub(super) struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub replay: RawReplay,
+    /// `[verdict]`: the policy's own types, which reject unknown keys.
+    #[serde(default)]
+    pub verdict: Option<Spanned<crate::verdict::Policy>>,
     #[serde(default, rename = "target")]
     pub targets: Option<Spanned<Vec<Spanned<RawTarget>>>>,
 }

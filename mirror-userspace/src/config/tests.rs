@@ -72,6 +72,7 @@ fn full_example_parses_to_the_expected_struct() {
         },
         limits: LimitsSection::default(),
         replay: ReplaySection::default(),
+        verdict: Default::default(),
         targets: vec![search, checkout],
     };
     assert_eq!(parse(FULL), expected);

@@ -35,8 +35,56 @@ pub(super) fn validate(raw: RawConfig, text: &str) -> Checked<Config> {
         metrics: metrics(raw.metrics)?,
         limits: limits(raw.limits)?,
         replay: replay(raw.replay)?,
+        verdict: verdict(raw.verdict)?,
         targets: targets(raw.targets, text)?,
     })
+}
+
+fn verdict(raw: Option<Spanned<crate::verdict::Policy>>) -> Checked<crate::verdict::Policy> {
+    let Some(raw) = raw else {
+        return Ok(crate::verdict::Policy::default());
+    };
+    let span = raw.span();
+    let policy = raw.into_inner();
+    crate::verdict::Comparer::new(&policy.diff).map_err(|error| {
+        Problem::new(
+            span.clone(),
+            format!("[verdict] diff.ignore_fields: {error}"),
+        )
+    })?;
+    let rates = [
+        ("max_error_rate_delta", policy.max_error_rate_delta),
+        ("max_real_diff_rate", policy.max_real_diff_rate),
+        (
+            "fields.relative_threshold",
+            policy.fields.relative_threshold,
+        ),
+        (
+            "fields.absolute_threshold",
+            policy.fields.absolute_threshold,
+        ),
+        ("drift.threshold", policy.drift.threshold),
+    ];
+    for (key, value) in rates {
+        if !(0.0..=1.0).contains(&value) {
+            return Err(Problem::new(
+                span.clone(),
+                format!("[verdict] {key} = {value} is out of range: allowed 0..=1"),
+            ));
+        }
+    }
+    for (key, value) in [
+        ("max_p50_ratio", policy.max_p50_ratio),
+        ("max_p99_ratio", policy.max_p99_ratio),
+    ] {
+        if !(value >= 1.0 && value.is_finite()) {
+            return Err(Problem::new(
+                span.clone(),
+                format!("[verdict] {key} = {value} is out of range: a ratio of at least 1"),
+            ));
+        }
+    }
+    Ok(policy)
 }
 
 fn replay(raw: RawReplay) -> Checked<ReplaySection> {

@@ -143,6 +143,12 @@ pub struct Metrics {
     pub response_duration: HistogramFamily,
     pub responses: Family<TargetRoleCodeLabels, Counter>,
     pub mismatches: Family<TargetKindLabels, Counter>,
+    /// Pairs of responses compared (primary and one shadow), per shadow.
+    pub comparisons: Family<TargetShadowLabels, Counter>,
+    /// Of those, compared by digest only (not field by field), by reason.
+    pub comparisons_digest_only: Family<TargetShadowReasonLabels, Counter>,
+    /// 1 per configured shadow, with its role (shadow: a candidate, or baseline).
+    pub shadow_info: Family<TargetRoleLabels, Gauge>,
     /// Per target with `pods`: 1 while its pod watch is established (listed and watching),
     /// 0 otherwise (API unreachable, forbidden, re-listing after a loss).
     pub kubernetes_watch_up: Family<TargetLabels, Gauge>,
@@ -178,6 +184,9 @@ impl Metrics {
             response_duration: Family::new_with_constructor(duration_histogram),
             responses: Family::default(),
             mismatches: Family::default(),
+            comparisons: Family::default(),
+            comparisons_digest_only: Family::default(),
+            shadow_info: Family::default(),
             kubernetes_watch_up: Family::default(),
             kubernetes_pod_events: Family::default(),
             kubernetes_pod_addresses: Family::default(),
@@ -282,6 +291,21 @@ impl Metrics {
             "mirror_comparisons_cancelled",
             "Replayed requests whose comparison with the primary could not be made, by shadow and reason",
             metrics.comparisons_cancelled.clone(),
+        );
+        r.register(
+            "mirror_comparisons",
+            "Pairs of responses compared, the primary's and one shadow's",
+            metrics.comparisons.clone(),
+        );
+        r.register(
+            "mirror_comparisons_digest_only",
+            "Compared pairs whose bodies were compared by digest only, not field by field, by reason",
+            metrics.comparisons_digest_only.clone(),
+        );
+        r.register(
+            "mirror_shadow_info",
+            "1 per configured shadow; role is shadow (a candidate) or baseline",
+            metrics.shadow_info.clone(),
         );
         r.register(
             "mirror_replays",

@@ -16,8 +16,12 @@
 //! (`mirror_comparisons_cancelled_total{reason}`), and the primary's response is counted in
 //! `mirror_responses_unpaired_total{reason}`.
 
+mod evidence;
 mod shadows;
 mod target_metrics;
+
+pub use evidence::{EvidenceCollector, SharedEvidence};
+use evidence::{FieldComparer, ShadowRole, TargetEvidence};
 
 use shadows::Shadow;
 use target_metrics::TargetMetrics;
@@ -26,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     capture::SelfTraffic,
-    compare::{Comparator, ExchangeKey, Observed, ShadowSet, Verdict},
+    compare::{Closed, Comparator, ExchangeKey, Observed, ShadowSet, Verdict},
     config::{HeaderField, SampleBy, TargetConfig},
     hash::HashMap,
     held::BodyBudget,
@@ -40,6 +44,7 @@ use crate::{
     replay::{ReplayJob, ReplayOutcome, ReplayResult},
     segment::{Direction, Segment},
     shed::ShedGate,
+    verdict::{FieldDiff, Policy as VerdictPolicy},
 };
 
 impl RequestView for HttpRequest {
@@ -84,17 +89,34 @@ pub struct Pipeline {
     results: mpsc::UnboundedSender<ReplayResult>,
     targets: Vec<Target>,
     by_port: HashMap<u16, usize>,
-    comparator: Comparator,
+    comparator: Comparator<ExchangeNotes>,
+    /// Field-level comparison of held bodies (`None`: digests only).
+    comparer: Option<FieldComparer>,
+    /// Field diffs of verdicts whose exchange closed as they were judged.
+    pending_diffs: Vec<(usize, FieldDiff)>,
+    evidence: SharedEvidence,
     metrics: Metrics,
     last_stats: Stats,
     /// splitmix64 state for per-request sampling (no global RNG: deterministic when seeded).
     random_state: u64,
-    replay: ReplaySettings,
+    settings: PipelineSettings,
 }
 
-/// What every shadow of every target shares.
+/// What the comparator keeps per open exchange for the pipeline: the field diffs of the shadows
+/// judged so far, recorded together (the baseline's is the candidates' noise reference) when
+/// the exchange closes.
+#[derive(Debug, Default)]
+struct ExchangeNotes {
+    diffs: Vec<(usize, FieldDiff)>,
+}
+
+/// What every target and shadow shares.
 #[derive(Clone, Debug, Default)]
-pub struct ReplaySettings {
+pub struct PipelineSettings {
+    /// Where the evidence behind the verdict is kept (shared with the metrics endpoint).
+    pub evidence: SharedEvidence,
+    /// How responses are compared and judged (`[verdict]`).
+    pub verdict: VerdictPolicy,
     /// Set on every replay (`[replay] marker_header`, with this daemon's name).
     pub marker: Option<HeaderField>,
     /// Where response bodies are held for the field-level comparison (`[limits]
@@ -133,8 +155,12 @@ impl Pipeline {
         self_traffic: Option<SelfTraffic>,
         results: mpsc::UnboundedSender<ReplayResult>,
         seed: u64,
-        replay: ReplaySettings,
+        settings: PipelineSettings,
     ) -> Self {
+        // The configuration validated the policy: a failure here only means digests.
+        let comparer = FieldComparer::new(&settings.verdict)
+            .inspect_err(|error| warn!(%error, "responses compared by digest only"))
+            .ok();
         let mut pipeline = Self {
             tracker,
             self_traffic,
@@ -142,10 +168,13 @@ impl Pipeline {
             targets: Vec::new(),
             by_port: HashMap::default(),
             comparator: Comparator::new(COMPARE_TTL_NS, COMPARE_MAX_ENTRIES),
+            comparer,
+            pending_diffs: Vec::new(),
+            evidence: settings.evidence.clone(),
             metrics,
             last_stats: Stats::default(),
             random_state: seed,
-            replay,
+            settings,
         };
         pipeline.reload(targets, seed);
         pipeline
@@ -171,10 +200,18 @@ impl Pipeline {
         }
         self.by_port.clear();
         self.comparator = Comparator::new(COMPARE_TTL_NS, COMPARE_MAX_ENTRIES);
+        self.metrics.shadow_info.clear();
+        let shared_evidence = self.evidence.clone();
+        let mut evidence = shared_evidence.lock();
+        let mut previous_evidence: HashMap<String, TargetEvidence> = evidence
+            .targets
+            .drain(..)
+            .map(|target| (target.target.clone(), target))
+            .collect();
         // Primary bodies are copied only while some target compares responses.
         let compares = targets.iter().any(|target| target.compare_responses);
         self.tracker
-            .hold_bodies(self.replay.hold_bodies.clone().filter(|_| compares));
+            .hold_bodies(self.settings.hold_bodies.clone().filter(|_| compares));
         for (index, config) in targets.iter().enumerate() {
             self.by_port.insert(config.port, index);
             let mut old_shadows = previous
@@ -190,7 +227,7 @@ impl Pipeline {
                         shadow,
                         &mut old_shadows,
                         &self.metrics,
-                        &self.replay,
+                        &self.settings,
                         self.self_traffic.as_ref(),
                         &self.results,
                     )
@@ -202,6 +239,23 @@ impl Pipeline {
             if policy_config.sample_by == SampleBy::Connection {
                 policy_config.sample_percent = 100.0;
             }
+            // A target keeps its evidence while its shadows and their roles stay the same.
+            let roles: Vec<ShadowRole> = config
+                .shadows
+                .iter()
+                .map(|shadow| ShadowRole {
+                    name: shadow.name.clone(),
+                    baseline: shadow.baseline,
+                })
+                .collect();
+            evidence.targets.push(
+                previous_evidence
+                    .remove(&config.name)
+                    .filter(|kept| kept.shadows == roles)
+                    .unwrap_or_else(|| {
+                        TargetEvidence::new(&config.name, roles, &self.settings.verdict)
+                    }),
+            );
             self.targets.push(Target {
                 config: config.clone(),
                 policy: Policy::new(&policy_config),
@@ -250,9 +304,9 @@ impl Pipeline {
     pub fn on_tick(&mut self, now_ns: u64) {
         self.tracker.on_tick(now_ns);
         self.drain_events();
-        let targets = &self.targets;
+        let (targets, evidence) = (&self.targets, &self.evidence);
         self.comparator.expire(now_ns, |closed| {
-            targets[closed.target].cancelled(closed.waiting, "expired");
+            close_exchange(targets, evidence, closed, "expired");
         });
         for target in &self.targets {
             for shadow in &target.shadows {
@@ -292,7 +346,7 @@ impl Pipeline {
                         index,
                     };
                     if let Some(closed) = self.comparator.cancel(key) {
-                        self.targets[closed.target].cancelled(closed.waiting, reason.as_str());
+                        close_exchange(&self.targets, &self.evidence, closed, reason.as_str());
                     }
                 }
                 HttpEvent::Gap {
@@ -361,7 +415,7 @@ impl Pipeline {
                     index,
                 };
                 if let Some(closed) = self.comparator.cancel(key) {
-                    self.targets[closed.target].cancelled(closed.waiting, "response_lost");
+                    close_exchange(&self.targets, &self.evidence, closed, "response_lost");
                 }
             }
             return;
@@ -455,9 +509,9 @@ impl Pipeline {
             true,
             event.last_byte_ns,
             accepted,
-            (),
+            ExchangeNotes::default(),
         ) {
-            self.targets[evicted.target].cancelled(evicted.waiting, "expired");
+            close_exchange(&self.targets, &self.evidence, evicted, "expired");
         }
     }
 
@@ -490,9 +544,14 @@ impl Pipeline {
                 latency_seconds: response.latency_ns.map(seconds),
             };
             let mut verdicts = Vec::new();
-            self.comparator.on_primary(key, observed, &mut verdicts);
+            let closed = self.comparator.on_primary(key, observed, &mut verdicts);
             for verdict in verdicts {
-                self.judge(verdict, response.first_byte_ns);
+                self.judge(verdict, response.first_byte_ns, closed.is_none());
+            }
+            if let Some(mut closed) = closed {
+                // The verdicts judged just now are not in the notes yet.
+                closed.extra.diffs.append(&mut self.pending_diffs);
+                close_exchange(&self.targets, &self.evidence, closed, "expired");
             }
         }
     }
@@ -560,23 +619,49 @@ impl Pipeline {
                     body: response.body,
                     latency_seconds: latency.map(|latency| latency.as_secs_f64()),
                 };
-                let (verdict, _closed) =
+                let (verdict, closed) =
                     self.comparator
                         .on_shadow(result.key, shadow_index, observed);
                 if let Some(verdict) = verdict {
-                    self.judge(verdict, now_ns);
+                    self.judge(verdict, now_ns, closed.is_none());
+                }
+                if let Some(mut closed) = closed {
+                    closed.extra.diffs.append(&mut self.pending_diffs);
+                    close_exchange(&self.targets, &self.evidence, closed, "expired");
                 }
             }
             // Counted by its outcome (error, timeout): nothing came back to compare.
             _ => {
-                self.comparator.cancel_shadow(result.key, shadow_index);
+                if let Some(closed) = self.comparator.cancel_shadow(result.key, shadow_index) {
+                    close_exchange(&self.targets, &self.evidence, closed, "expired");
+                }
             }
         }
     }
 
-    fn judge(&mut self, verdict: Verdict, now_ns: u64) {
+    /// Counts one pair's judgement and diffs its fields; the diff goes to the exchange's notes
+    /// while it is `open`, else to `pending_diffs` (the exchange closed with this verdict).
+    fn judge(&mut self, verdict: Verdict, now_ns: u64, open: bool) {
         let target = &mut self.targets[verdict.target];
         let shadow = &target.shadows[verdict.shadow];
+        shadow.metrics.comparisons.inc();
+        if let Some(comparer) = &self.comparer
+            && target.config.compare_responses
+        {
+            match comparer.compare(&verdict.primary, &verdict.observed) {
+                Ok((diff, digest_only)) => {
+                    if let Some(reason) = digest_only {
+                        shadow.digest_only(reason);
+                    }
+                    let noted = (verdict.shadow, diff);
+                    match self.comparator.extra_mut(&verdict.key).filter(|_| open) {
+                        Some(notes) => notes.diffs.push(noted),
+                        None => self.pending_diffs.push(noted),
+                    }
+                }
+                Err(reason) => shadow.digest_only(reason),
+            }
+        }
         if verdict.status_mismatch {
             shadow.metrics.status_mismatches.inc();
         }
@@ -600,9 +685,33 @@ impl Pipeline {
         }
     }
 
+    /// The evidence behind the verdict, for the metrics endpoint.
+    pub fn evidence(&self) -> SharedEvidence {
+        self.evidence.clone()
+    }
+
     /// Counters of the core (for logs and the exit summary).
     pub fn stats(&self) -> Stats {
         self.tracker.stats()
+    }
+}
+
+/// An exchange left the comparator: its unjudged shadows are cancelled for `reason`, and the
+/// field diffs of the judged ones become evidence.
+fn close_exchange(
+    targets: &[Target],
+    evidence: &SharedEvidence,
+    closed: Closed<ExchangeNotes>,
+    reason: &str,
+) {
+    let Some(target) = targets.get(closed.target) else {
+        return;
+    };
+    target.cancelled(closed.waiting, reason);
+    if !closed.extra.diffs.is_empty()
+        && let Some(evidence) = evidence.lock().targets.get_mut(closed.target)
+    {
+        evidence.record(&closed.extra.diffs);
     }
 }
 

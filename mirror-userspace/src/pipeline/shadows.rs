@@ -7,7 +7,7 @@ use std::sync::Arc;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
 use tokio::sync::mpsc;
 
-use super::{ReplaySettings, Target};
+use super::{PipelineSettings, Target, evidence::DigestOnly};
 use crate::{
     capture::SelfTraffic,
     compare::{ShadowSet, shadows_of},
@@ -41,6 +41,8 @@ pub(super) struct ShadowMetrics {
     responses: HashMap<u16, Counter>,
     pub(super) status_mismatches: Counter,
     pub(super) body_mismatches: Counter,
+    pub(super) comparisons: Counter,
+    digest_only: HashMap<&'static str, Counter>,
     cancelled: HashMap<&'static str, Counter>,
     target: String,
     role: &'static str,
@@ -81,6 +83,28 @@ impl ShadowMetrics {
                 )
             })
             .collect();
+        let digest_only = DigestOnly::ALL
+            .iter()
+            .map(|reason| {
+                let labels = TargetShadowReasonLabels {
+                    target: target.to_owned(),
+                    shadow: name(),
+                    reason: reason.as_str(),
+                };
+                (
+                    reason.as_str(),
+                    metrics.comparisons_digest_only.get_or_create_owned(&labels),
+                )
+            })
+            .collect();
+        metrics
+            .shadow_info
+            .get_or_create(&TargetRoleLabels {
+                target: target.to_owned(),
+                role,
+                shadow: name(),
+            })
+            .set(1);
         let kind = |kind| TargetKindLabels {
             target: target.to_owned(),
             shadow: name(),
@@ -104,6 +128,13 @@ impl ShadowMetrics {
             responses: HashMap::default(),
             status_mismatches: metrics.mismatches.get_or_create_owned(&kind("status")),
             body_mismatches: metrics.mismatches.get_or_create_owned(&kind("body")),
+            comparisons: metrics
+                .comparisons
+                .get_or_create_owned(&TargetShadowLabels {
+                    target: target.to_owned(),
+                    shadow: name(),
+                }),
+            digest_only,
             cancelled,
             target: target.to_owned(),
             role,
@@ -128,7 +159,7 @@ impl Shadow {
         config: &ShadowConfig,
         previous: &mut Vec<Shadow>,
         metrics: &Metrics,
-        settings: &ReplaySettings,
+        settings: &PipelineSettings,
         self_traffic: Option<&SelfTraffic>,
         results: &mpsc::UnboundedSender<ReplayResult>,
     ) -> Self {
@@ -159,6 +190,13 @@ impl Shadow {
             rewriter: Rewriter::new(target, &config.url).with_marker(settings.marker.clone()),
             replayer,
             metrics: ShadowMetrics::new(metrics, &target.name, config),
+        }
+    }
+
+    /// Counts a pair compared by digest only.
+    pub(super) fn digest_only(&self, reason: DigestOnly) {
+        if let Some(counter) = self.metrics.digest_only.get(reason.as_str()) {
+            counter.inc();
         }
     }
 

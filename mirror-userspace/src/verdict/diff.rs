@@ -147,7 +147,7 @@ pub enum JsonComparison {
 }
 
 /// Configuration of the exchange comparison (TOML keys as the field names).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiffConfig {
     /// Fields excluded with their subtrees: pointers with `*` for any token, or

@@ -44,7 +44,7 @@ use serde::Deserialize;
 use super::diff::NumericPair;
 
 /// The bucket layout of the sketches (TOML keys as the field names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LayoutConfig {
     /// Buckets per doubling (1..=64). Default 4.
@@ -252,7 +252,7 @@ pub fn ks(a: &Sketch, b: &Sketch) -> Option<Ks> {
 }
 
 /// Drift thresholds and bounds (TOML keys as the field names).
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DriftConfig {
     /// `statistic` above which a field has drifted. Default 0.1.

@@ -52,7 +52,7 @@ pub const OTHER: &str = "other";
 pub const MAX_FIELD_LEN: usize = 256;
 
 /// Thresholds and bounds of the field statistics (TOML keys as the field names).
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FieldConfig {
     /// `(c − b) / (c + b)` must exceed this for `real`. Default 0.2.

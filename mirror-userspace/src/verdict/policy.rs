@@ -55,7 +55,7 @@ use super::report::{
 use crate::stats::{Bucket, quantile};
 
 /// What a promotion must satisfy (TOML keys as the field names; see the module docs).
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Policy {
     /// Exchanges compared per candidate before any verdict. Default 200.

@@ -185,7 +185,10 @@ fn merging_sketches_equals_sketching_the_union() {
     let mut merged = sketch(&layout, &a);
     assert!(merged.merge(&sketch(&layout, &b)));
     let union: Vec<f64> = a.iter().chain(&b).copied().collect();
-    assert_eq!(merged, sketch(&layout, &union));
+    let union = sketch(&layout, &union);
+    assert_eq!(merged.counts(), union.counts());
+    // Sums differ only by the order of the additions.
+    assert!((merged.sum() - union.sum()).abs() <= 1e-9 * union.sum().abs().max(1.0));
     assert_eq!(merged.total(), 8_003);
     // The statistic from summed cumulative counts (as from Prometheus) is the same.
     let other = sketch(&layout, &normals(9, 4_000, 12.0, 30.0));
