@@ -13,10 +13,12 @@
 //! - **Budget**: every decoder is streamed and stopped as soon as its output would exceed
 //!   `budget` bytes ([`DecodeError::TooLarge`]). The output buffer grows by doubling but never past
 //!   `budget`, so a decompression bomb allocates at most `budget` bytes of output whatever its
-//!   ratio; each intermediate coding of a chain is held to the same budget. The decoders' own state
-//!   is bounded by the format's window, independent of the input: 32 KiB for deflate/gzip, at
-//!   most 16 MiB for brotli (RFC 7932 §9.1; the non-standard large window is rejected) and at
-//!   most [`ZSTD_MAX_WINDOW`] = 8 MiB for zstd (larger windows are rejected, as RFC 9659 allows
+//!   ratio; each intermediate coding of a chain is held to the same budget (a chain holds at most
+//!   two decoded layers at once). The decoders' own state is bounded by the format's window,
+//!   independent of the input: 32 KiB for deflate/gzip; for brotli a ring buffer that grows with
+//!   the output up to the stream's window, at most 16 MiB (RFC 7932 §9.1; the non-standard
+//!   large-window extension, up to 1 GiB, is rejected); for zstd the window, reserved up front,
+//!   at most [`ZSTD_MAX_WINDOW`] = 8 MiB (larger windows are rejected, as RFC 9659 allows
 //!   decoders of the `zstd` coding to do).
 //! - An identity body is returned borrowed, but is held to the same budget.
 //!
@@ -182,11 +184,16 @@ fn decode_one(coding: Coding, input: &[u8], budget: usize) -> Result<Vec<u8>, De
             drain(flate2::read::ZlibDecoder::new(input), budget, coding)
         }
         Coding::Deflate => drain(flate2::read::DeflateDecoder::new(input), budget, coding),
-        Coding::Brotli => drain(
-            brotli_decompressor::Decompressor::new(input, CHUNK),
-            budget,
-            coding,
-        ),
+        Coding::Brotli => {
+            let mut decoder = brotli_decompressor::Decompressor::new(input, CHUNK);
+            // Standard brotli only (RFC 7932: window ≤ 16 MiB); the decoder accepts the
+            // large-window extension (up to 1 GiB) unless told not to.
+            decoder.set_parameter(
+                brotli_decompressor::BrotliDecoderParameter::BROTLI_DECODER_PARAM_LARGE_WINDOW,
+                0,
+            );
+            drain(decoder, budget, coding)
+        }
         Coding::Zstd => decode_zstd(input, budget).map_err(|error| match error {
             Drained::TooLarge => DecodeError::TooLarge { budget },
             Drained::Io(error) => corrupt(error),

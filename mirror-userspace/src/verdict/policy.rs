@@ -48,7 +48,7 @@ use serde::Deserialize;
 
 use super::diff::DiffConfig;
 use super::drift::{DriftConfig, DriftStat};
-use super::fields::{FieldClass, FieldConfig, FieldStat};
+use super::fields::{FieldClass, FieldConfig, FieldStat, OTHER};
 use super::report::{
     DriftEntry, ErrorEntry, FieldEntry, LatencyEntry, Outcome, Report, ShadowReport, TargetReport,
 };
@@ -337,9 +337,13 @@ impl Policy {
                 Some(rate) => format!("baseline {}", percent(rate)),
                 None => "no baseline".to_owned(),
             };
+            let subject = if stat.field == OTHER {
+                "a field beyond the tracked ones (\"other\")"
+            } else {
+                stat.field.as_str()
+            };
             let sentence = format!(
-                "{} differs in {} of responses ({baseline})",
-                stat.field,
+                "{subject} differs in {} of responses ({baseline})",
                 percent(class.diff_rate)
             );
             match class.class {

@@ -141,6 +141,34 @@ fn zstd_window_above_8_mib_is_rejected() {
 }
 
 #[test]
+fn large_window_brotli_is_rejected() {
+    let body = json_body();
+    let params = brotli::enc::BrotliEncoderParams {
+        large_window: true,
+        lgwin: 26,
+        ..brotli::enc::BrotliEncoderParams::default()
+    };
+    let mut encoded = Vec::new();
+    {
+        let mut encoder = brotli::CompressorWriter::with_params(&mut encoded, 4096, &params);
+        encoder.write_all(&body).unwrap();
+    }
+    // The same stream is valid for a large-window decoder...
+    let mut permissive = brotli_decompressor::Decompressor::new(&encoded[..], 4096);
+    let mut decoded = Vec::new();
+    std::io::Read::read_to_end(&mut permissive, &mut decoded).unwrap();
+    assert_eq!(decoded, body);
+    // ...and rejected here.
+    assert!(matches!(
+        decode(&[Coding::Brotli], &encoded, DEFAULT_BODY_BUDGET),
+        Err(DecodeError::Corrupt {
+            coding: Coding::Brotli,
+            ..
+        })
+    ));
+}
+
+#[test]
 fn chains_are_undone_right_to_left() {
     let body = json_body();
     // `Content-Encoding: gzip, br`: gzip first, then br.

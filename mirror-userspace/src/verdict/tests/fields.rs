@@ -132,6 +132,20 @@ fn too_few_samples_are_insufficient() {
         );
     }
     assert!(tracker.fields("unknown").is_empty());
+    // Either side short is enough; without a baseline only the candidate's samples count.
+    let config = FieldConfig::default();
+    let counts = |samples, baseline_samples| FieldCounts {
+        samples,
+        diffs: samples / 2,
+        baseline_samples,
+        ..FieldCounts::default()
+    };
+    let class = |counts, has_baseline| classify("/x", &counts, has_baseline, &config).class;
+    assert_eq!(class(counts(99, 1000), true), FieldClass::Insufficient);
+    assert_eq!(class(counts(1000, 99), true), FieldClass::Insufficient);
+    assert_eq!(class(counts(100, 100), true), FieldClass::Real);
+    assert_eq!(class(counts(99, 0), false), FieldClass::Insufficient);
+    assert_eq!(class(counts(100, 0), false), FieldClass::Real);
 }
 
 #[test]

@@ -2,7 +2,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::verdict::drift::Ks;
-use crate::verdict::fields::{Classification, FieldCounts, Rule, classify};
+use crate::verdict::fields::{Classification, FieldCounts, OTHER, Rule, classify};
 
 fn field(name: &str, samples: u64, diffs: u64, baseline: Option<(u64, u64)>) -> FieldStat {
     let (baseline_samples, baseline_diffs) = baseline.unwrap_or((0, 0));
@@ -271,9 +271,16 @@ fn real_fields_within_the_allowed_rate_are_notes() {
     input.fields = vec![
         field("/price", 1000, 200, Some((1000, 0))),
         field("/rare", 50, 40, Some((50, 0))),
+        field(OTHER, 1000, 300, Some((1000, 0))),
     ];
     let report = policy.judge_shadow(&input);
-    assert_eq!(report.verdict, Outcome::Pass);
+    assert_eq!(report.verdict, Outcome::Fail);
+    assert_eq!(
+        report.reasons,
+        [
+            "a field beyond the tracked ones (\"other\") differs in 30.0% of responses (baseline 0.0%)"
+        ]
+    );
     assert_eq!(
         report.notes,
         [
@@ -281,9 +288,20 @@ fn real_fields_within_the_allowed_rate_are_notes() {
             "/rare differs in 80.0% of responses (baseline 0.0%), too few samples to classify (50)",
         ]
     );
-    assert_eq!(report.fields[0].class, FieldClass::Real);
-    assert_eq!(report.fields[1].class, FieldClass::Insufficient);
-    assert_eq!(report.fields[1].rule, Rule::MinSamples);
+    let listed: Vec<(&str, FieldClass)> = report
+        .fields
+        .iter()
+        .map(|entry| (entry.field.as_str(), entry.class))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (OTHER, FieldClass::Real),
+            ("/price", FieldClass::Real),
+            ("/rare", FieldClass::Insufficient)
+        ]
+    );
+    assert_eq!(report.fields[2].rule, Rule::MinSamples);
 }
 
 #[test]
@@ -344,10 +362,39 @@ fn policy_from_toml() {
 }
 
 #[test]
-fn classification_shows_in_entries() {
-    let stat = field("/ts", 1000, 1000, None);
+fn field_entries_are_listed_real_first() {
+    let mut input = candidate("v2", 1000);
+    input.fields = vec![
+        field("/ts", 1000, 1000, None),
+        field("/rare", 50, 40, None),
+        field("/price", 1000, 200, None),
+        field("/same", 1000, 0, None),
+    ];
+    let report = Policy::default().judge_shadow(&input);
+    let listed: Vec<(&str, FieldClass, Rule)> = report
+        .fields
+        .iter()
+        .map(|entry| (entry.field.as_str(), entry.class, entry.rule))
+        .collect();
     assert_eq!(
-        stat.classification,
+        listed,
+        [
+            ("/price", FieldClass::Real, Rule::NoBaseline),
+            ("/rare", FieldClass::Insufficient, Rule::MinSamples),
+            ("/ts", FieldClass::Noise, Rule::Name),
+        ]
+    );
+    assert_eq!(report.fields_compared, 4);
+    assert_eq!(
+        (
+            report.fields[0].samples,
+            report.fields[0].noise_samples,
+            report.fields[0].noise_rate
+        ),
+        (1000, 0, None)
+    );
+    assert_eq!(
+        input.fields[0].classification,
         Classification {
             class: FieldClass::Noise,
             rule: Rule::Name,
