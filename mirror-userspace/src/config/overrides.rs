@@ -108,6 +108,7 @@ fn implicit_config(port: Option<u16>, shadow: Option<ShadowUrl>) -> Result<Confi
         metrics: Default::default(),
         limits: Default::default(),
         replay: Default::default(),
+        sink: Default::default(),
         targets: vec![TargetConfig::with_defaults(
             IMPLICIT_TARGET_NAME.to_owned(),
             port,

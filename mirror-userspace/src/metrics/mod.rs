@@ -38,6 +38,11 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetLabels {
     pub target: String,
 }
@@ -143,7 +148,15 @@ pub struct Metrics {
     pub response_duration: HistogramFamily,
     pub responses: Family<TargetRoleCodeLabels, Counter>,
     pub mismatches: Family<TargetKindLabels, Counter>,
+    /// Exchange records of the sink by outcome: written, dropped (queue full), error (write
+    /// failed).
+    pub sink_records: Family<OutcomeLabels, Counter>,
+    /// Bytes the sink wrote to its files.
+    pub sink_bytes: Counter,
 }
+
+/// `outcome` values of `mirror_sink_records_total`.
+pub const SINK_OUTCOMES: [&str; 3] = ["written", "dropped", "error"];
 
 impl Metrics {
     /// Creates every metric and registers it in a new registry.
@@ -171,6 +184,8 @@ impl Metrics {
             response_duration: Family::new_with_constructor(duration_histogram),
             responses: Family::default(),
             mismatches: Family::default(),
+            sink_records: Family::default(),
+            sink_bytes: Counter::default(),
         };
         // Every labelled series is there from start-up, at 0: `rate()` and alerts need a
         // first sample before the first event.
@@ -188,6 +203,11 @@ impl Metrics {
                 .get_or_create_owned(&ReasonLabels {
                     reason: reason.as_str(),
                 });
+        }
+        for outcome in SINK_OUTCOMES {
+            metrics
+                .sink_records
+                .get_or_create_owned(&OutcomeLabels { outcome });
         }
         // prometheus-client appends `_total` to counters.
         let r = &mut registry;
@@ -297,6 +317,17 @@ impl Metrics {
             "mirror_response_mismatches",
             "Shadow responses that differ from the primary's, by shadow and kind (status, body)",
             metrics.mismatches.clone(),
+        );
+        r.register(
+            "mirror_sink_records",
+            "Exchange records of the sink ([sink]), by outcome (written, dropped: queue full, \
+             error: write failed)",
+            metrics.sink_records.clone(),
+        );
+        r.register(
+            "mirror_sink_bytes",
+            "Bytes the exchange sink wrote to its files",
+            metrics.sink_bytes.clone(),
         );
         let build_info: Family<VersionLabels, Gauge> = Family::default();
         build_info
