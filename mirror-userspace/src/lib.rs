@@ -4,8 +4,9 @@
 //! the I/O-free core ([`reassembly`], [`http`], [`policy`], [`rewrite`], [`compare`]) turns them
 //! into requests and responses, decides what to mirror and produces the exact bytes to replay,
 //! without touching a clock or a socket, so it is tested deterministically. Thin adapters do the
-//! I/O: [`replay`] (shadow connection pool), [`metrics`] (Prometheus endpoint), [`pipeline`]
-//! (the glue `mirror run` drives), [`kubernetes`] (the pod watch of `pods` targets), [`config`],
+//! I/O: [`replay`] (shadow connection pool), [`metrics`] (Prometheus endpoint), [`sink`] (compared
+//! exchanges as JSON lines on disk), [`pipeline`] (the glue `mirror run` drives), [`kubernetes`]
+//! (the pod watch of `pods` targets), [`config`],
 //! [`cli`] and [`commands`].
 
 pub mod capture;
@@ -28,6 +29,7 @@ pub mod rewrite;
 pub mod scopes;
 pub mod segment;
 pub mod shed;
+pub mod sink;
 pub mod stats;
 pub mod verdict;
 pub mod wake_ups;

@@ -21,6 +21,7 @@ mod raw;
 mod scope;
 mod target;
 mod validate;
+mod validate_sink;
 mod watch;
 
 #[cfg(test)]
@@ -29,9 +30,9 @@ mod tests;
 mod tests_errors;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 pub use error::ConfigError;
 pub use overrides::{IMPLICIT_TARGET_NAME, RunOverrides};
@@ -56,6 +57,8 @@ pub struct Config {
     pub replay: ReplaySection,
     /// `[verdict]`: how responses are compared and what a promotion must satisfy.
     pub verdict: crate::verdict::Policy,
+    /// `[sink]`.
+    pub sink: SinkSection,
     /// At least one; names and ports are unique.
     #[serde(rename = "target")]
     pub targets: Vec<TargetConfig>,
@@ -144,6 +147,77 @@ impl Default for LimitsSection {
             capture_queue_bytes: crate::capture::DEFAULT_QUEUE_BYTES,
             compare_body_bytes: 64 * 1024 * 1024,
         }
+    }
+}
+
+/// `[sink]`: compared exchanges written to a file as JSON lines ([`crate::sink`]). Read at
+/// start-up: a reload leaves the running sink as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SinkSection {
+    /// The file; `None` (`""` or absent in the file) turns the sink off. Default off.
+    #[serde(serialize_with = "serialize_optional_path")]
+    pub path: Option<PathBuf>,
+    /// The file is rotated before it would grow past this size. Default 100 MiB.
+    pub max_file_bytes: u64,
+    /// Rotated files kept (`path.1` newest .. `path.N` oldest; older ones are deleted). Default
+    /// 5.
+    pub max_files: u32,
+    /// Bodies are cut to this many bytes (marked `"truncated": true`). Default 65536.
+    pub body_bytes: usize,
+    /// Header fields (case-insensitive, stored lower-case) whose values are written as
+    /// `"[redacted]"`. Default authorization, cookie, set-cookie, proxy-authorization.
+    pub redact_headers: Vec<String>,
+    /// JSON Pointers (`*` = every array element) whose values are written as `"[redacted]"` in
+    /// every JSON body. Default none.
+    pub redact_fields: Vec<crate::sink::JsonPointer>,
+    /// Every compared exchange, or only those where a shadow differs. Default all.
+    pub only: SinkOnly,
+    /// Records waiting for the writer, in bytes; beyond it they are dropped and counted.
+    /// Default 16 MiB.
+    pub queue_bytes: usize,
+}
+
+/// Header fields redacted unless `redact_headers` says otherwise: credentials and sessions.
+pub const DEFAULT_REDACT_HEADERS: [&str; 4] = [
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "proxy-authorization",
+];
+
+impl Default for SinkSection {
+    fn default() -> Self {
+        Self {
+            path: None,
+            max_file_bytes: 100 * 1024 * 1024,
+            max_files: 5,
+            body_bytes: 65536,
+            redact_headers: DEFAULT_REDACT_HEADERS.map(str::to_owned).to_vec(),
+            redact_fields: Vec::new(),
+            only: SinkOnly::All,
+            queue_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[sink] only`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkOnly {
+    /// Every compared exchange.
+    All,
+    /// Exchanges where at least one shadow's response differs from the primary's.
+    Differences,
+}
+
+/// `None` as `""`, which reads back as `None`: the effective configuration shows the key.
+fn serialize_optional_path<S: Serializer>(
+    path: &Option<PathBuf>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(path) => path.serialize(serializer),
+        None => serializer.serialize_str(""),
     }
 }
 

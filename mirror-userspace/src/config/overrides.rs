@@ -109,6 +109,7 @@ fn implicit_config(port: Option<u16>, shadow: Option<ShadowUrl>) -> Result<Confi
         limits: Default::default(),
         replay: Default::default(),
         verdict: Default::default(),
+        sink: Default::default(),
         targets: vec![TargetConfig::with_defaults(
             IMPLICIT_TARGET_NAME.to_owned(),
             port,

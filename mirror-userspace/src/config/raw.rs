@@ -23,6 +23,8 @@ pub(super) struct RawConfig {
     /// `[verdict]`: the policy's own types, which reject unknown keys.
     #[serde(default)]
     pub verdict: Option<Spanned<crate::verdict::Policy>>,
+    #[serde(default)]
+    pub sink: RawSink,
     #[serde(default, rename = "target")]
     pub targets: Option<Spanned<Vec<Spanned<RawTarget>>>>,
 }
@@ -66,6 +68,19 @@ pub(super) struct RawShadow {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawReplay {
     pub marker_header: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSink {
+    pub path: Option<Spanned<String>>,
+    pub max_file_bytes: Option<Spanned<i64>>,
+    pub max_files: Option<Spanned<i64>>,
+    pub body_bytes: Option<Spanned<i64>>,
+    pub redact_headers: Option<Vec<Spanned<String>>>,
+    pub redact_fields: Option<Vec<Spanned<String>>>,
+    pub only: Option<Spanned<String>>,
+    pub queue_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

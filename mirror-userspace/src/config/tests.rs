@@ -73,6 +73,19 @@ fn full_example_parses_to_the_expected_struct() {
         limits: LimitsSection::default(),
         replay: ReplaySection::default(),
         verdict: Default::default(),
+        sink: SinkSection {
+            path: Some("/var/log/mirror/exchanges.jsonl".into()),
+            max_file_bytes: 1_048_576,
+            max_files: 3,
+            body_bytes: 4096,
+            // Lower-cased, duplicates dropped.
+            redact_headers: vec!["authorization".into(), "x-api-key".into()],
+            redact_fields: ["/user/email", "/items/*/card", "/a~1b"]
+                .map(|source| crate::sink::JsonPointer::parse(source).unwrap())
+                .to_vec(),
+            only: SinkOnly::Differences,
+            queue_bytes: 1_048_576,
+        },
         targets: vec![search, checkout],
     };
     assert_eq!(parse(FULL), expected);
@@ -93,6 +106,26 @@ fn omitted_settings_take_the_documented_defaults() {
             max_message_bytes: 16_777_216,
             capture_queue_bytes: 67_108_864,
             compare_body_bytes: 67_108_864,
+        }
+    );
+    assert_eq!(
+        config.sink,
+        SinkSection {
+            path: None,
+            max_file_bytes: 104_857_600,
+            max_files: 5,
+            body_bytes: 65536,
+            redact_headers: [
+                "authorization",
+                "cookie",
+                "set-cookie",
+                "proxy-authorization"
+            ]
+            .map(String::from)
+            .to_vec(),
+            redact_fields: Vec::new(),
+            only: SinkOnly::All,
+            queue_bytes: 16_777_216,
         }
     );
     let [target] = config.targets.as_slice() else {
@@ -138,7 +171,29 @@ fn effective_config_round_trips() {
             printed.contains("capture_queue_bytes = 67108864"),
             "{printed}"
         );
+        assert!(printed.contains("\n[sink]\n"), "{printed}");
+        assert!(printed.contains("max_file_bytes = "), "{printed}");
     }
+    // The sink off is printed as `path = ""`, which reads back as off.
+    let printed = parse(MINIMAL).to_toml_string();
+    assert!(printed.contains("path = \"\""), "{printed}");
+    assert!(printed.contains("only = \"all\""), "{printed}");
+}
+
+#[test]
+fn sink_path_empty_or_absent_is_off() {
+    assert_eq!(parse(MINIMAL).sink.path, None);
+    let config = parse(&format!("[sink]\npath = \"\"\n{MINIMAL}"));
+    assert_eq!(config.sink, SinkSection::default());
+    let config = parse(&format!(
+        "[sink]\npath = \"/tmp/x.jsonl\"\nredact_headers = []\nmax_files = 0\nbody_bytes = 0\n{MINIMAL}"
+    ));
+    assert_eq!(config.sink.path.as_deref(), Some(Path::new("/tmp/x.jsonl")));
+    assert!(
+        config.sink.redact_headers.is_empty(),
+        "an empty list redacts nothing"
+    );
+    assert_eq!((config.sink.max_files, config.sink.body_bytes), (0, 0));
 }
 
 #[test]

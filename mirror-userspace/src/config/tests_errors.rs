@@ -341,3 +341,58 @@ fn scopes_and_the_replay_marker_are_checked_where_written() {
         "t.toml:2:17: invalid header name `x mirror` in marker_header: expected letters, digits and !#$%&'*+-.^_`|~"
     );
 }
+
+#[test]
+fn sink_values_are_checked_where_written() {
+    let sink = |line: &str| error(&format!("[sink]\n{line}\n{TARGET}"));
+    assert_eq!(
+        sink("path = \"exchanges.jsonl\""),
+        "t.toml:2:8: sink path `exchanges.jsonl` is relative: give an absolute path, e.g. \"/var/log/mirror/exchanges.jsonl\""
+    );
+    assert_eq!(
+        sink("path = \"/var/log/mirror/\""),
+        "t.toml:2:8: sink path `/var/log/mirror/` names a directory: give a file, e.g. \"/var/log/mirror/exchanges.jsonl\""
+    );
+    assert_eq!(
+        sink("max_file_bytes = 100"),
+        "t.toml:2:18: max_file_bytes = 100 is out of range: allowed 4096..=9223372036854775807"
+    );
+    assert_eq!(
+        sink("max_files = -1"),
+        "t.toml:2:13: max_files = -1 is out of range: allowed 0..=1000"
+    );
+    assert_eq!(
+        sink("body_bytes = -5"),
+        "t.toml:2:14: body_bytes = -5 is out of range: allowed 0..=4294967295"
+    );
+    assert_eq!(
+        sink("queue_bytes = 1024"),
+        "t.toml:2:15: queue_bytes = 1024 is out of range: allowed 65536..=17179869184"
+    );
+    assert_eq!(
+        sink("only = \"diff\""),
+        "t.toml:2:8: invalid only `diff`: expected \"all\" or \"differences\""
+    );
+    assert_eq!(
+        sink("redact_headers = [\"cookie\", \"x api key\"]"),
+        "t.toml:2:29: invalid header name `x api key` in redact_headers: expected letters, digits and !#$%&'*+-.^_`|~"
+    );
+    // Pointers are checked at load: the second one lacks its leading '/'.
+    assert_eq!(
+        sink("redact_fields = [\"/user/email\", \"items/*/card\"]"),
+        "t.toml:2:33: invalid JSON Pointer `items/*/card` in redact_fields: it starts with '/' (RFC 6901), e.g. \"/user/email\" or \"/items/*/card\""
+    );
+    assert_eq!(
+        sink("redact_fields = [\"/a~2b\"]"),
+        "t.toml:2:18: invalid JSON Pointer `/a~2b` in redact_fields: `~` must be followed by 0 (for ~) or 1 (for /)"
+    );
+    assert!(
+        sink("max_size = 1").starts_with("t.toml:2:1: unknown field `max_size`, expected one of"),
+        "{}",
+        sink("max_size = 1")
+    );
+    assert_eq!(
+        sink("only = 1"),
+        "t.toml:2:8: invalid type: integer `1`, expected a quoted string"
+    );
+}

@@ -17,6 +17,7 @@ use super::target::{
     ShadowConfig, ShadowUrl, TargetConfig, WRITE_METHODS, check_header_name, is_safe_method,
     is_token,
 };
+use super::validate_sink::sink;
 use super::{CaptureSection, Config, LimitsSection, MetricsSection, ReplaySection};
 use crate::capture::{MAX_QUEUE_BYTES, MIN_QUEUE_BYTES};
 
@@ -27,7 +28,7 @@ const MAX_RING_BUFFER_BYTES: i64 = 1 << 31;
 /// Linux interface names are at most IFNAMSIZ - 1 bytes.
 const MAX_INTERFACE_NAME: usize = 15;
 
-type Checked<T> = Result<T, Problem>;
+pub(super) type Checked<T> = Result<T, Problem>;
 
 pub(super) fn validate(raw: RawConfig, text: &str) -> Checked<Config> {
     Ok(Config {
@@ -36,6 +37,7 @@ pub(super) fn validate(raw: RawConfig, text: &str) -> Checked<Config> {
         limits: limits(raw.limits)?,
         replay: replay(raw.replay)?,
         verdict: verdict(raw.verdict)?,
+        sink: sink(raw.sink)?,
         targets: targets(raw.targets, text)?,
     })
 }
@@ -233,7 +235,7 @@ fn limits(raw: RawLimits) -> Checked<LimitsSection> {
 }
 
 /// The integer `value` (or `default` when absent), which must lie in `allowed`.
-fn int_or<T: TryFrom<i64>>(
+pub(super) fn int_or<T: TryFrom<i64>>(
     value: Option<Spanned<i64>>,
     key: &str,
     allowed: std::ops::RangeInclusive<i64>,

@@ -38,6 +38,11 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetLabels {
     pub target: String,
 }
@@ -156,7 +161,15 @@ pub struct Metrics {
     pub kubernetes_pod_events: Family<TargetLabels, Counter>,
     /// Addresses of a target's pods on this node, as last reported by its watch.
     pub kubernetes_pod_addresses: Family<TargetLabels, Gauge>,
+    /// Exchange records of the sink by outcome: written, dropped (queue full), error (write
+    /// failed).
+    pub sink_records: Family<OutcomeLabels, Counter>,
+    /// Bytes the sink wrote to its files.
+    pub sink_bytes: Counter,
 }
+
+/// `outcome` values of `mirror_sink_records_total`.
+pub const SINK_OUTCOMES: [&str; 3] = ["written", "dropped", "error"];
 
 impl Metrics {
     /// Creates every metric and registers it in a new registry.
@@ -190,6 +203,8 @@ impl Metrics {
             kubernetes_watch_up: Family::default(),
             kubernetes_pod_events: Family::default(),
             kubernetes_pod_addresses: Family::default(),
+            sink_records: Family::default(),
+            sink_bytes: Counter::default(),
         };
         // Every labelled series is there from start-up, at 0: `rate()` and alerts need a
         // first sample before the first event.
@@ -207,6 +222,11 @@ impl Metrics {
                 .get_or_create_owned(&ReasonLabels {
                     reason: reason.as_str(),
                 });
+        }
+        for outcome in SINK_OUTCOMES {
+            metrics
+                .sink_records
+                .get_or_create_owned(&OutcomeLabels { outcome });
         }
         // prometheus-client appends `_total` to counters.
         let r = &mut registry;
@@ -350,6 +370,17 @@ impl Metrics {
             "mirror_kubernetes_pod_addresses",
             "Addresses of the pods on this node that a target with `pods` records",
             metrics.kubernetes_pod_addresses.clone(),
+        );
+        r.register(
+            "mirror_sink_records",
+            "Exchange records of the sink ([sink]), by outcome (written, dropped: queue full, \
+             error: write failed)",
+            metrics.sink_records.clone(),
+        );
+        r.register(
+            "mirror_sink_bytes",
+            "Bytes the exchange sink wrote to its files",
+            metrics.sink_bytes.clone(),
         );
         let build_info: Family<VersionLabels, Gauge> = Family::default();
         build_info

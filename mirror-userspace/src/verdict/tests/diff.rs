@@ -31,16 +31,17 @@ fn leaves_are_compared_and_differences_found() {
     assert_eq!(differing(&diff), ["/ok", "/price"]);
     assert_eq!(
         diff.numeric,
+        // Document order (serde_json keeps the keys' order).
         [
-            NumericPair {
-                field: "/nested/x".into(),
-                primary: 1.5,
-                shadow: 1.5
-            },
             NumericPair {
                 field: "/price".into(),
                 primary: 10.0,
                 shadow: 12.0
+            },
+            NumericPair {
+                field: "/nested/x".into(),
+                primary: 1.5,
+                shadow: 1.5
             },
         ]
     );
