@@ -112,6 +112,7 @@ impl<X> Entry<X> {
         Closed {
             target: self.target,
             waiting: self.waiting,
+            primary: self.primary,
             extra: self.extra,
         }
     }
@@ -119,11 +120,13 @@ impl<X> Entry<X> {
 
 /// An entry that left the table: judged for every shadow (`waiting` empty), or cancelled,
 /// expired or evicted with `waiting` unjudged.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub struct Closed<X> {
     pub target: usize,
     /// Shadows left unjudged.
     pub waiting: ShadowSet,
+    /// The primary's response, if it came.
+    pub primary: Option<Observed>,
     pub extra: X,
 }
 
@@ -456,6 +459,7 @@ mod tests {
             Closed {
                 target: 2,
                 waiting: 0,
+                primary: Some(OK),
                 extra: "updated"
             }
         );
@@ -501,6 +505,7 @@ mod tests {
             Some(Closed {
                 target: 0,
                 waiting: 1,
+                primary: None,
                 extra: ()
             })
         );

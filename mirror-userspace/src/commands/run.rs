@@ -22,6 +22,7 @@ use crate::{
     pipeline::{EvidenceCollector, Pipeline, PipelineSettings, SharedEvidence},
     reassembly::ReassemblyConfig,
     scopes::{ScopeChange, Scopes},
+    sink::Sink,
 };
 
 /// The header every replay carries (`[replay] marker_header`), its value this daemon's node
@@ -75,6 +76,9 @@ fn apply_pods(capture: &mut Capture, scopes: &mut Scopes, watches: &PodWatches, 
         apply_scopes(capture, vec![change]);
     }
 }
+
+/// How long the exchange sink may take to write what is queued at shutdown.
+const SINK_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Replay results handled per turn of the event loop, so that captured batches wait at most
 /// this many behind them.
@@ -173,8 +177,13 @@ async fn reload(
     if new.capture != running.capture
         || new.limits != running.limits
         || new.metrics != running.metrics
+        || new.sink != running.sink
+        || new.verdict != running.verdict
     {
-        warn!("[capture], [limits] and [metrics] changes take effect at the next restart");
+        warn!(
+            "[capture], [limits], [metrics], [sink] and [verdict] changes take effect at the \
+             next restart"
+        );
     }
     let ports = |config: &Config| config.targets.iter().map(|t| t.port).collect::<Vec<_>>();
     // Scopes that narrow go in before the ports change and scopes that widen after: a port
@@ -203,6 +212,8 @@ async fn reload(
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = effective_config(&args)?;
     let (metrics, mut registry) = Metrics::new();
+    // Opened before anything is attached: a sink that cannot write fails the start.
+    let sink = Sink::start(&config.sink, &metrics).context("opening the exchange sink")?;
     // Targets with `pods` need this node's name and a Kubernetes client: checked before
     // anything is attached.
     let (mut watches, mut pod_updates) = PodWatches::new(&metrics, node_name_from_env(), None);
@@ -264,6 +275,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .then(|| BodyBudget::new(config.limits.compare_body_bytes)),
         },
     );
+    pipeline.set_sink(sink);
     // Handlers before the start-up lines: a signal sent as soon as they are read must be handled.
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -369,6 +381,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     drop(watches);
     let stats = pipeline.stats();
     capture.detach();
+    if let Some(sink) = pipeline.take_sink() {
+        // Every queued record is written and the file synced before the daemon exits.
+        if tokio::time::timeout(SINK_FLUSH_TIMEOUT, sink.shutdown())
+            .await
+            .is_err()
+        {
+            warn!("the exchange sink did not finish writing in time; its last records are lost");
+        }
+    }
     info!(
         requests = stats.http.requests_total,
         responses = stats.http.responses_total,

@@ -50,7 +50,7 @@ impl DigestOnly {
 /// The header lines of a response head (status line excluded), names and values trimmed.
 /// Continuation lines (obsolete folding) are left out: a folded value is compared by its first
 /// line only.
-fn header_pairs(head: &[u8]) -> Vec<(&[u8], &[u8])> {
+pub(super) fn header_pairs(head: &[u8]) -> Vec<(&[u8], &[u8])> {
     head.split(|byte| *byte == b'\n')
         .skip(1)
         .filter(|line| !line.starts_with(b" ") && !line.starts_with(b"\t"))

@@ -17,20 +17,24 @@
 //! `mirror_responses_unpaired_total{reason}`.
 
 mod evidence;
+mod exchange_log;
+mod judging;
 mod shadows;
 mod target_metrics;
 
 pub use evidence::{EvidenceCollector, SharedEvidence};
 use evidence::{FieldComparer, ShadowRole, TargetEvidence};
+use exchange_log::ExchangeLog;
+use judging::ExchangeNotes;
 
 use shadows::Shadow;
 use target_metrics::TargetMetrics;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::{
     capture::SelfTraffic,
-    compare::{Closed, Comparator, ExchangeKey, Observed, ShadowSet, Verdict},
+    compare::{Comparator, ExchangeKey, Observed, ShadowSet},
     config::{HeaderField, SampleBy, TargetConfig},
     hash::HashMap,
     held::BodyBudget,
@@ -44,7 +48,8 @@ use crate::{
     replay::{ReplayJob, ReplayOutcome, ReplayResult},
     segment::{Direction, Segment},
     shed::ShedGate,
-    verdict::{FieldDiff, Policy as VerdictPolicy},
+    sink::Sink,
+    verdict::Policy as VerdictPolicy,
 };
 
 impl RequestView for HttpRequest {
@@ -92,22 +97,14 @@ pub struct Pipeline {
     comparator: Comparator<ExchangeNotes>,
     /// Field-level comparison of held bodies (`None`: digests only).
     comparer: Option<FieldComparer>,
-    /// Field diffs of verdicts whose exchange closed as they were judged.
-    pending_diffs: Vec<(usize, FieldDiff)>,
     evidence: SharedEvidence,
+    /// Where compared exchanges are written (`[sink]`), when on.
+    sink: Option<Sink>,
     metrics: Metrics,
     last_stats: Stats,
     /// splitmix64 state for per-request sampling (no global RNG: deterministic when seeded).
     random_state: u64,
     settings: PipelineSettings,
-}
-
-/// What the comparator keeps per open exchange for the pipeline: the field diffs of the shadows
-/// judged so far, recorded together (the baseline's is the candidates' noise reference) when
-/// the exchange closes.
-#[derive(Debug, Default)]
-struct ExchangeNotes {
-    diffs: Vec<(usize, FieldDiff)>,
 }
 
 /// What every target and shadow shares.
@@ -169,7 +166,7 @@ impl Pipeline {
             by_port: HashMap::default(),
             comparator: Comparator::new(COMPARE_TTL_NS, COMPARE_MAX_ENTRIES),
             comparer,
-            pending_diffs: Vec::new(),
+            sink: None,
             evidence: settings.evidence.clone(),
             metrics,
             last_stats: Stats::default(),
@@ -304,10 +301,12 @@ impl Pipeline {
     pub fn on_tick(&mut self, now_ns: u64) {
         self.tracker.on_tick(now_ns);
         self.drain_events();
-        let (targets, evidence) = (&self.targets, &self.evidence);
-        self.comparator.expire(now_ns, |closed| {
-            close_exchange(targets, evidence, closed, "expired");
-        });
+        let mut expired = Vec::new();
+        self.comparator
+            .expire(now_ns, |closed| expired.push(closed));
+        for closed in expired {
+            self.close(closed, "expired");
+        }
         for target in &self.targets {
             for shadow in &target.shadows {
                 shadow
@@ -346,7 +345,7 @@ impl Pipeline {
                         index,
                     };
                     if let Some(closed) = self.comparator.cancel(key) {
-                        close_exchange(&self.targets, &self.evidence, closed, reason.as_str());
+                        self.close(closed, reason.as_str());
                     }
                 }
                 HttpEvent::Gap {
@@ -415,7 +414,7 @@ impl Pipeline {
                     index,
                 };
                 if let Some(closed) = self.comparator.cancel(key) {
-                    close_exchange(&self.targets, &self.evidence, closed, "response_lost");
+                    self.close(closed, "response_lost");
                 }
             }
             return;
@@ -455,12 +454,15 @@ impl Pipeline {
         };
         let request = &event.request;
         let mut accepted: ShadowSet = 0;
+        // Shadows the request did not reach, and whether that was an error (not a drop).
+        let mut unsent: Vec<(usize, bool)> = Vec::new();
         let mut refused = true;
         for (shadow_index, shadow) in target.shadows.iter_mut().enumerate() {
             // A full queue or a shadow known to be down: count the outcome without preparing a
             // replay nobody will send (keeps a dead or slow shadow cheap for the daemon).
             if let Some(refusal) = shadow.replayer.would_refuse() {
                 shadow.replayed(refusal.outcome());
+                unsent.push((shadow_index, refusal.outcome() != "dropped"));
                 continue;
             }
             let rewritten = match shadow.rewriter.rewrite(request.bytes(), request.head_len()) {
@@ -476,6 +478,7 @@ impl Pipeline {
                 }
                 Err(_) => {
                     shadow.replayed(ReplayOutcome::Error.as_str());
+                    unsent.push((shadow_index, true));
                     continue;
                 }
             };
@@ -492,6 +495,7 @@ impl Pipeline {
                 refused = false;
             } else {
                 shadow.replayed("dropped");
+                unsent.push((shadow_index, false));
             }
         }
         // The target is shed only when every shadow refuses (see `update_shedding`).
@@ -502,16 +506,38 @@ impl Pipeline {
         if let Some(reason) = event.unpaired {
             // The primary's response will not be paired: no comparison to wait for.
             target.cancelled(accepted, reason.as_str());
-        } else if let Some(evicted) = self.comparator.open(
-            key,
-            index,
-            RequestSummary::of(request),
-            true,
-            event.last_byte_ns,
-            accepted,
-            ExchangeNotes::default(),
-        ) {
-            close_exchange(&self.targets, &self.evidence, evicted, "expired");
+        } else {
+            let log = self
+                .sink
+                .as_ref()
+                .filter(|sink| sink.is_enabled())
+                .map(|sink| {
+                    let mut log = ExchangeLog::new(sink, request);
+                    for (shadow, error) in unsent {
+                        let identity = target.shadows[shadow].identity();
+                        if error {
+                            log.failed(shadow, identity, ReplayOutcome::Error);
+                        } else {
+                            log.dropped(shadow, identity);
+                        }
+                    }
+                    Box::new(log)
+                });
+            let notes = ExchangeNotes {
+                diffs: Vec::new(),
+                log,
+            };
+            if let Some(evicted) = self.comparator.open(
+                key,
+                index,
+                RequestSummary::of(request),
+                true,
+                event.last_byte_ns,
+                accepted,
+                notes,
+            ) {
+                self.close(evicted, "expired");
+            }
         }
     }
 
@@ -545,14 +571,7 @@ impl Pipeline {
             };
             let mut verdicts = Vec::new();
             let closed = self.comparator.on_primary(key, observed, &mut verdicts);
-            for verdict in verdicts {
-                self.judge(verdict, response.first_byte_ns, closed.is_none());
-            }
-            if let Some(mut closed) = closed {
-                // The verdicts judged just now are not in the notes yet.
-                closed.extra.diffs.append(&mut self.pending_diffs);
-                close_exchange(&self.targets, &self.evidence, closed, "expired");
-            }
+            self.judged(verdicts, closed, response.first_byte_ns);
         }
     }
 
@@ -622,66 +641,22 @@ impl Pipeline {
                 let (verdict, closed) =
                     self.comparator
                         .on_shadow(result.key, shadow_index, observed);
-                if let Some(verdict) = verdict {
-                    self.judge(verdict, now_ns, closed.is_none());
-                }
-                if let Some(mut closed) = closed {
-                    closed.extra.diffs.append(&mut self.pending_diffs);
-                    close_exchange(&self.targets, &self.evidence, closed, "expired");
-                }
+                self.judged(verdict.into_iter().collect(), closed, now_ns);
             }
             // Counted by its outcome (error, timeout): nothing came back to compare.
-            _ => {
+            (outcome, _) => {
+                if let Some(log) = self
+                    .comparator
+                    .extra_mut(&result.key)
+                    .and_then(|notes| notes.log.as_mut())
+                {
+                    let identity = self.targets[target].shadows[shadow_index].identity();
+                    log.failed(shadow_index, identity, outcome);
+                }
                 if let Some(closed) = self.comparator.cancel_shadow(result.key, shadow_index) {
-                    close_exchange(&self.targets, &self.evidence, closed, "expired");
+                    self.close(closed, "expired");
                 }
             }
-        }
-    }
-
-    /// Counts one pair's judgement and diffs its fields; the diff goes to the exchange's notes
-    /// while it is `open`, else to `pending_diffs` (the exchange closed with this verdict).
-    fn judge(&mut self, verdict: Verdict, now_ns: u64, open: bool) {
-        let target = &mut self.targets[verdict.target];
-        let shadow = &target.shadows[verdict.shadow];
-        shadow.metrics.comparisons.inc();
-        if let Some(comparer) = &self.comparer
-            && target.config.compare_responses
-        {
-            match comparer.compare(&verdict.primary, &verdict.observed) {
-                Ok((diff, digest_only)) => {
-                    if let Some(reason) = digest_only {
-                        shadow.digest_only(reason);
-                    }
-                    let noted = (verdict.shadow, diff);
-                    match self.comparator.extra_mut(&verdict.key).filter(|_| open) {
-                        Some(notes) => notes.diffs.push(noted),
-                        None => self.pending_diffs.push(noted),
-                    }
-                }
-                Err(reason) => shadow.digest_only(reason),
-            }
-        }
-        if verdict.status_mismatch {
-            shadow.metrics.status_mismatches.inc();
-        }
-        if verdict.body_mismatch {
-            shadow.metrics.body_mismatches.inc();
-        }
-        if (verdict.status_mismatch || verdict.body_mismatch)
-            && now_ns.saturating_sub(target.last_mismatch_log_ns) >= MISMATCH_LOG_INTERVAL_NS
-        {
-            target.last_mismatch_log_ns = now_ns;
-            info!(
-                target = %target.config.name,
-                shadow = %shadow.name,
-                method = %String::from_utf8_lossy(verdict.request.method()),
-                request_target = %String::from_utf8_lossy(verdict.request.target()),
-                primary_status = verdict.primary.status,
-                shadow_status = verdict.observed.status,
-                body_differs = verdict.body_mismatch,
-                "shadow response differs (at most one such line per second per target)"
-            );
         }
     }
 
@@ -690,30 +665,23 @@ impl Pipeline {
         self.evidence.clone()
     }
 
+    /// Writes every compared exchange to `sink` from now on.
+    pub fn set_sink(&mut self, sink: Sink) {
+        self.sink = Some(sink);
+    }
+
+    /// The sink, to flush it at shutdown.
+    pub fn take_sink(&mut self) -> Option<Sink> {
+        self.sink.take()
+    }
+
     /// Counters of the core (for logs and the exit summary).
     pub fn stats(&self) -> Stats {
         self.tracker.stats()
     }
 }
 
-/// An exchange left the comparator: its unjudged shadows are cancelled for `reason`, and the
-/// field diffs of the judged ones become evidence.
-fn close_exchange(
-    targets: &[Target],
-    evidence: &SharedEvidence,
-    closed: Closed<ExchangeNotes>,
-    reason: &str,
-) {
-    let Some(target) = targets.get(closed.target) else {
-        return;
-    };
-    target.cancelled(closed.waiting, reason);
-    if !closed.extra.diffs.is_empty()
-        && let Some(evidence) = evidence.lock().targets.get_mut(closed.target)
-    {
-        evidence.record(&closed.extra.diffs);
-    }
-}
-
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_verdict;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
 use tokio::sync::mpsc;
 
-use super::{PipelineSettings, Target, evidence::DigestOnly};
+use super::{PipelineSettings, Target, evidence::DigestOnly, exchange_log::ShadowIdentity};
 use crate::{
     capture::SelfTraffic,
     compare::{ShadowSet, shadows_of},
@@ -190,6 +190,14 @@ impl Shadow {
             rewriter: Rewriter::new(target, &config.url).with_marker(settings.marker.clone()),
             replayer,
             metrics: ShadowMetrics::new(metrics, &target.name, config),
+        }
+    }
+
+    /// Its name and role, for the exchange log.
+    pub(super) fn identity(&self) -> ShadowIdentity<'_> {
+        ShadowIdentity {
+            name: &self.name,
+            baseline: self.config.baseline,
         }
     }
 

@@ -45,7 +45,7 @@ fn only_safe_keep_alive_http11_requests_are_pipelined() {
     );
 }
 
-const PORT: u16 = 8080;
+pub(super) const PORT: u16 = 8080;
 
 /// A loopback port nothing listens on: every replay fails fast (never leaves the machine).
 fn dead_shadow() -> ShadowUrl {
@@ -77,7 +77,7 @@ fn pipeline(
     )
 }
 
-fn scrape(registry: &prometheus_client::registry::Registry) -> Vec<Sample> {
+pub(super) fn scrape(registry: &prometheus_client::registry::Registry) -> Vec<Sample> {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
     parse(&text).unwrap()
@@ -199,16 +199,16 @@ async fn every_labelled_counter_is_exported_from_start_up() {
 }
 
 /// One connection's segments, sequence numbers kept.
-struct Conn {
+pub(super) struct Conn {
     flow: FlowKey,
     client_seq: u32,
     server_seq: u32,
     now: u64,
-    segments: Vec<Segment>,
+    pub(super) segments: Vec<Segment>,
 }
 
 impl Conn {
-    fn new(port: u16) -> Self {
+    pub(super) fn new(port: u16) -> Self {
         let mut conn = Self {
             flow: FlowKey {
                 client: ([198, 18, 0, 1], port).into(),
@@ -253,12 +253,12 @@ impl Conn {
         }
     }
 
-    fn client(&mut self, payload: &[u8]) -> &mut Self {
+    pub(super) fn client(&mut self, payload: &[u8]) -> &mut Self {
         self.push(Direction::Request, TcpFlags::ACK, payload);
         self
     }
 
-    fn server(&mut self, payload: &[u8]) -> &mut Self {
+    pub(super) fn server(&mut self, payload: &[u8]) -> &mut Self {
         self.push(Direction::Response, TcpFlags::ACK, payload);
         self
     }
