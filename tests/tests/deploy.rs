@@ -259,6 +259,16 @@ fn assert_spells_out_every_key(config: &Config, file_text: &str, file: &str) {
     if written.contains("shadow") {
         written.insert("shadows");
     }
+    // A subtable written as a `[section.key]` header counts as written, like `key = {...}`.
+    for line in file_text.lines().map(str::trim) {
+        if let Some(header) = line.strip_prefix('[')
+            && let Some((_, key)) = header
+                .trim_matches(|c| c == '[' || c == ']')
+                .split_once('.')
+        {
+            written.insert(key);
+        }
+    }
     let missing: Vec<&String> = keys
         .iter()
         .filter(|key| !written.contains(key.as_str()))
@@ -1251,14 +1261,33 @@ fn populate(metrics: &mirror::metrics::Metrics) {
             })
             .inc();
     }
+    for (family, reason) in [
+        (&metrics.comparisons_cancelled, "expired"),
+        (&metrics.comparisons_digest_only, "not_json"),
+    ] {
+        family
+            .get_or_create(&TargetShadowReasonLabels {
+                target: target(),
+                shadow: shadow(),
+                reason,
+            })
+            .inc();
+    }
     metrics
-        .comparisons_cancelled
-        .get_or_create(&TargetShadowReasonLabels {
+        .comparisons
+        .get_or_create(&TargetShadowLabels {
             target: target(),
             shadow: shadow(),
-            reason: "expired",
         })
         .inc();
+    metrics
+        .shadow_info
+        .get_or_create(&TargetRoleLabels {
+            target: target(),
+            role: "shadow",
+            shadow: shadow(),
+        })
+        .set(1);
     metrics
         .requests_lost_estimated
         .get_or_create(&TargetLabels { target: target() })
