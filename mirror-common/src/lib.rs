@@ -68,7 +68,7 @@ pub const fn scope_key_v6(port: u16, address: [u8; 16]) -> [u8; 18] {
 }
 
 /// `Array<ScopeList>`: the prefixes of scoped targets whose lists are short, so that a packet
-/// is placed with a few masked compares on one or two cache lines instead of a trie walk (see
+/// is placed with a few compares on one cache line (IPv4) instead of a trie walk (see
 /// [`TargetPort::scope_list`]). The tries hold every prefix all the same, which is what a
 /// port without a list, or with a longer one, is looked up in.
 pub const SCOPE_LISTS_MAP: &str = "SCOPE_LISTS";
@@ -86,39 +86,8 @@ pub const SCOPE_IN_TRIE: u32 = u32::MAX;
 /// [`TargetPort::scope_list`] of a scoped port without a list: the tries decide.
 pub const SCOPE_NO_LIST: u32 = u32::MAX;
 
-/// An IPv4 prefix of a [`ScopeList`]: an address is in it when `address & mask == network`,
-/// all three network-order bytes read as a native `u32` (`u32::from_ne_bytes(octets)`), as the
-/// classifier reads an address off the packet.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ScopePrefixV4 {
-    pub network: u32,
-    pub mask: u32,
-}
-
-impl ScopePrefixV4 {
-    /// `network/prefix_len` (host bits cleared; lengths above 32 count as 32).
-    pub const fn new(network: [u8; 4], prefix_len: u8) -> Self {
-        let mask = match prefix_len {
-            0 => 0,
-            1..=32 => u32::MAX << (32 - prefix_len as u32),
-            _ => u32::MAX,
-        };
-        let mask = u32::from_ne_bytes(mask.to_be_bytes());
-        Self {
-            network: u32::from_ne_bytes(network) & mask,
-            mask,
-        }
-    }
-
-    /// Whether `address` (network-order bytes read as a native `u32`) is in the prefix.
-    #[inline(always)]
-    pub const fn contains(&self, address: u32) -> bool {
-        address & self.mask == self.network
-    }
-}
-
-/// An IPv6 prefix of a [`ScopeList`], as [`ScopePrefixV4`] in two native `u64` halves.
+/// An IPv6 prefix of a [`ScopeList`]: an address is in it when `address & mask == network`,
+/// each the network-order bytes as two native `u64`s ([`halves`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScopePrefixV6 {
@@ -164,16 +133,23 @@ pub const fn halves(address: [u8; 16]) -> [u64; 2] {
 }
 
 /// A [`SCOPE_LISTS_MAP`] entry: a scoped port's prefixes when a family has at most
-/// [`SCOPE_LIST_PREFIXES`] of them. Only the first `v4_len` / `v6_len` entries are read, so a
-/// short list touches the cache line of its header and little more.
+/// [`SCOPE_LIST_PREFIXES`] of them. The lengths and the whole IPv4 list fill the first 64 bytes,
+/// one cache line (the map's entries are line-aligned), and only the first `v6_len` IPv6
+/// prefixes are read: an IPv4 packet costs one line, an IPv6 packet one or a few more.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScopeList {
-    /// IPv4 prefixes in `v4`, or [`SCOPE_IN_TRIE`].
+    /// IPv4 prefixes in `v4_network`, or [`SCOPE_IN_TRIE`].
     pub v4_len: u32,
     /// IPv6 prefixes in `v6`, or [`SCOPE_IN_TRIE`].
     pub v6_len: u32,
-    pub v4: [ScopePrefixV4; SCOPE_LIST_PREFIXES],
+    /// IPv4 networks in host byte order (`u32::from_be_bytes(octets)`).
+    pub v4_network: [u32; SCOPE_LIST_PREFIXES],
+    /// Per IPv4 network, 32 less its prefix length: how many low bits of an address in it may
+    /// differ from the network's.
+    pub v4_host_bits: [u8; SCOPE_LIST_PREFIXES],
+    /// The rest of the first cache line.
+    pub _padding: [u8; 16],
     pub v6: [ScopePrefixV6; SCOPE_LIST_PREFIXES],
 }
 
@@ -182,31 +158,60 @@ impl ScopeList {
     pub const EMPTY: Self = Self {
         v4_len: 0,
         v6_len: 0,
-        v4: [ScopePrefixV4 {
-            network: 0,
-            mask: 0,
-        }; SCOPE_LIST_PREFIXES],
+        v4_network: [0; SCOPE_LIST_PREFIXES],
+        v4_host_bits: [0; SCOPE_LIST_PREFIXES],
+        _padding: [0; 16],
         v6: [ScopePrefixV6 {
             network: [0; 2],
             mask: [0; 2],
         }; SCOPE_LIST_PREFIXES],
     };
 
-    /// Whether the IPv4 `address` (network-order bytes read as a native `u32`) is in one of the
-    /// prefixes; `None` when the family's prefixes are in the trie only.
+    /// Adds the IPv4 prefix `network/prefix_len` (lengths above 32 count as 32); `false`, and
+    /// nothing added, when the list already holds [`SCOPE_LIST_PREFIXES`].
+    pub const fn push_v4(&mut self, network: [u8; 4], prefix_len: u8) -> bool {
+        let index = self.v4_len as usize;
+        if index >= SCOPE_LIST_PREFIXES {
+            return false;
+        }
+        let host_bits = 32u8.saturating_sub(prefix_len);
+        // Host bits cleared, as in the trie; a /0 leaves nothing.
+        let network = ((u32::from_be_bytes(network) as u64 >> host_bits) << host_bits) as u32;
+        self.v4_network[index] = network;
+        self.v4_host_bits[index] = host_bits;
+        self.v4_len += 1;
+        true
+    }
+
+    /// Adds the IPv6 prefix `network/prefix_len` (see [`ScopeList::push_v4`]).
+    pub const fn push_v6(&mut self, network: [u8; 16], prefix_len: u8) -> bool {
+        let index = self.v6_len as usize;
+        if index >= SCOPE_LIST_PREFIXES {
+            return false;
+        }
+        self.v6[index] = ScopePrefixV6::new(network, prefix_len);
+        self.v6_len += 1;
+        true
+    }
+
+    /// Whether the IPv4 `address` is in one of the prefixes; `None` when the family's prefixes
+    /// are in the trie only.
     #[inline(always)]
-    pub fn contains_v4(&self, address: u32) -> Option<bool> {
+    pub fn contains_v4(&self, address: [u8; 4]) -> Option<bool> {
         let len = self.v4_len;
         if len > SCOPE_LIST_PREFIXES as u32 {
             return None;
         }
+        // In 64 bits: a /0 shifts out all 32.
+        let address = u32::from_be_bytes(address) as u64;
         // A constant bound (a loop the verifier walks at most SCOPE_LIST_PREFIXES times, or
-        // unrolled) and an early end: a list of two reads two entries.
-        for (index, prefix) in self.v4.iter().enumerate() {
+        // unrolled) and an early end.
+        for index in 0..SCOPE_LIST_PREFIXES {
             if index as u32 >= len {
                 break;
             }
-            if prefix.contains(address) {
+            let host_bits = self.v4_host_bits[index] as u64;
+            if (address ^ self.v4_network[index] as u64) >> host_bits == 0 {
                 return Some(true);
             }
         }
@@ -630,8 +635,8 @@ unsafe impl aya::Pod for FlowTuple {}
 // SAFETY: `#[repr(C)]`, six `u32`s, no padding; any bit pattern is valid.
 unsafe impl aya::Pod for TargetPort {}
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`: two `u32`s, then arrays of `u32` pairs and of `u64` quadruples (8-byte
-// aligned at offset 72), no padding; any bit pattern is valid.
+// SAFETY: `#[repr(C)]`: ten `u32`s, 24 bytes, then `u64`s from offset 64; no implicit padding
+// (the explicit `_padding` fills the first line); any bit pattern is valid.
 unsafe impl aya::Pod for ScopeList {}
 
 #[cfg(test)]
@@ -734,8 +739,7 @@ mod tests {
 
     #[test]
     fn scope_prefixes_match_by_their_length() {
-        let v4 = |octets: [u8; 4]| u32::from_ne_bytes(octets);
-        let cases: [([u8; 4], u8, [u8; 4], bool); 10] = [
+        let cases: [([u8; 4], u8, [u8; 4], bool); 11] = [
             ([10, 1, 2, 3], 0, [192, 168, 0, 1], true),
             ([10, 1, 2, 3], 8, [10, 200, 0, 1], true),
             ([10, 1, 2, 3], 8, [11, 1, 2, 3], false),
@@ -746,16 +750,22 @@ mod tests {
             // Host bits of the network are cleared, as the trie ignores them.
             ([10, 1, 2, 255], 25, [10, 1, 2, 127], false),
             ([10, 1, 2, 255], 25, [10, 1, 2, 128], true),
+            ([128, 0, 0, 0], 1, [255, 255, 255, 255], true),
             ([10, 1, 2, 3], 40, [10, 1, 2, 3], true),
         ];
         for (network, len, address, inside) in cases {
-            let prefix = ScopePrefixV4::new(network, len);
+            let mut list = ScopeList::EMPTY;
+            assert!(list.push_v4(network, len));
             assert_eq!(
-                prefix.contains(v4(address)),
-                inside,
+                list.contains_v4(address),
+                Some(inside),
                 "{address:?} in {network:?}/{len}"
             );
         }
+        let mut host_bits_cleared = ScopeList::EMPTY;
+        host_bits_cleared.push_v4([10, 1, 2, 255], 25);
+        assert_eq!(host_bits_cleared.v4_network[0], 0x0a01_0280);
+
         let net6 = [
             0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x10,
         ];
@@ -777,39 +787,47 @@ mod tests {
             (200, with_last(0x10, 2), true),
         ];
         for (len, address, inside) in cases6 {
-            let prefix = ScopePrefixV6::new(net6, len);
-            assert_eq!(prefix.contains(address), inside, "{address:x?} in /{len}");
+            let mut list = ScopeList::EMPTY;
+            assert!(list.push_v6(net6, len));
+            assert_eq!(
+                list.contains_v6(address),
+                Some(inside),
+                "{address:x?} in /{len}"
+            );
         }
     }
 
     #[test]
     fn scope_lists_read_their_length_only_and_defer_to_the_trie() {
         let mut list = ScopeList::EMPTY;
-        let address = |host: u8| u32::from_ne_bytes([10, 0, 0, host]);
+        let address = |host: u8| [10, 0, 0, host];
         assert_eq!(list.contains_v4(address(1)), Some(false));
         assert_eq!(list.contains_v6(halves([0; 16])), Some(false));
-        for host in 0..SCOPE_LIST_PREFIXES as u8 {
-            list.v4[host as usize] = ScopePrefixV4::new([10, 0, 0, host + 1], 32);
+        for host in 1..=SCOPE_LIST_PREFIXES as u8 {
+            assert!(list.push_v4(address(host), 32));
         }
+        assert!(!list.push_v4(address(100), 32), "a full list takes no more");
+        assert_eq!(list.contains_v4(address(8)), Some(true));
+        assert_eq!(list.contains_v4(address(9)), Some(false));
+        assert_eq!(list.contains_v4(address(100)), Some(false));
         // Entries past the length are not read, whatever they hold.
         list.v4_len = 3;
         assert_eq!(list.contains_v4(address(3)), Some(true));
         assert_eq!(list.contains_v4(address(4)), Some(false));
-        list.v4_len = SCOPE_LIST_PREFIXES as u32;
-        assert_eq!(list.contains_v4(address(8)), Some(true));
-        assert_eq!(list.contains_v4(address(9)), Some(false));
         list.v4_len = SCOPE_IN_TRIE;
         assert_eq!(list.contains_v4(address(1)), None);
         list.v4_len = SCOPE_LIST_PREFIXES as u32 + 1;
         assert_eq!(list.contains_v4(address(1)), None);
         // The families are separate.
         assert_eq!(list.contains_v6(halves([0; 16])), Some(false));
-        list.v6[0] = ScopePrefixV6::new([0; 16], 0);
-        list.v6_len = 1;
+        assert!(list.push_v6([0; 16], 0));
         assert_eq!(list.contains_v6(halves([0xab; 16])), Some(true));
+        list.v6_len = SCOPE_IN_TRIE;
+        assert_eq!(list.contains_v6(halves([0xab; 16])), None);
 
-        assert_eq!(core::mem::size_of::<ScopeList>(), 8 + 8 * 8 + 8 * 32);
-        assert_eq!(core::mem::offset_of!(ScopeList, v6), 72);
+        // The lengths and the IPv4 list are one cache line; five lines in all.
+        assert_eq!(core::mem::offset_of!(ScopeList, v6), 64);
+        assert_eq!(core::mem::size_of::<ScopeList>(), 5 * 64);
         assert_eq!(core::mem::size_of::<TargetPort>(), 24);
         // Resampling and shedding keep the port's list.
         let scoped = TargetPort::ALL.with_scope(true).with_scope_list(5);

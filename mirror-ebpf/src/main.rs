@@ -61,11 +61,14 @@ static REPLAY_SOCKETS: HashMap<u64, u8> = HashMap::with_max_entries(SELF_TRAFFIC
 static SAMPLED_FLOWS: LruHashMap<FlowTuple, u8> =
     LruHashMap::with_max_entries(SAMPLED_FLOWS_ENTRIES, 0);
 
-/// Short prefix lists of scoped targets (see [`TargetPort::scope_list`]): a packet out of
-/// scope is placed with masked compares on the list's first cache line or two, where a trie
-/// walk cost a helper call and a cold node per level.
+/// Short prefix lists of scoped targets (see [`TargetPort::scope_list`]): an IPv4 packet out of
+/// scope is placed with a few compares on one cache line, where a trie walk cost a helper call
+/// and a cold node per level. `BPF_F_MMAPABLE` (kernel >= 5.5) for its layout, not for mapping:
+/// the values of such an array start on a page, so every entry (five lines) starts on a line.
 #[map(name = "SCOPE_LISTS")]
-static SCOPE_LISTS: Array<ScopeList> = Array::with_max_entries(SCOPE_LIST_SLOTS, 0);
+static SCOPE_LISTS: Array<ScopeList> = Array::with_max_entries(SCOPE_LIST_SLOTS, BPF_F_MMAPABLE);
+
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// The destinations that are a scoped target's primary (see [`TargetPort::scoped`]): prefixes
 /// of port + address, all of them, also those of a port with a list in [`SCOPE_LISTS`].
@@ -584,10 +587,11 @@ fn is_self_traffic(ctx: &TcContext, segment: &TcpSegment) -> bool {
 /// prefixes of the packet's family are compared in the port's list; a port without a list, or
 /// with more prefixes of that family, costs one trie lookup instead. Measured on bulk traffic
 /// through a veth (caches cold between packets), the list took an out-of-scope packet from
-/// about 125 to about 45 ns above an empty program, a non-target port's figure within 10 ns: the
-/// trie lookup was most of it (a helper call and a cold node per level; with the trie empty the
-/// packet still cost about 110 ns). Inline: as a function of its own it cost about 25 ns more.
-/// The IPv4 scan is a bounded loop (verifier support since 5.3, below the 5.8 minimum).
+/// about 125 to about 45 ns above an empty program (60 with a full list of 8), a non-target
+/// port's figure within about 15 ns: the trie lookup was most of it (a helper call and a cold
+/// node per level; with the trie empty the packet still cost about 110 ns). Inline: as a
+/// function of its own it cost about 25 ns more. The IPv4 scan is a bounded loop (verifier
+/// support since 5.3, below the 5.8 minimum).
 #[inline(always)]
 fn in_scope(port: &TargetPort, direction: Direction, segment: &TcpSegment) -> bool {
     // Two words chosen by value: a choice of pointer made the backend read the bytes singly.
@@ -598,7 +602,7 @@ fn in_scope(port: &TargetPort, direction: Direction, segment: &TcpSegment) -> bo
     let listed = SCOPE_LISTS.get(port.scope_list).and_then(|list| {
         if segment.family == FAMILY_IPV4 {
             let first = address[0].to_ne_bytes();
-            list.contains_v4(u32::from_ne_bytes([first[0], first[1], first[2], first[3]]))
+            list.contains_v4([first[0], first[1], first[2], first[3]])
         } else {
             list.contains_v6(address)
         }

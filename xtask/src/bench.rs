@@ -222,7 +222,7 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
          scoped rows have the target port scoped by `addresses` lists of 0, 1, 8 and 64 entries: \
          a packet to a listed address is in scope (recorded), one to an unlisted address on the \
          target port is out of scope (counted, not recorded). Up to 8 prefixes of a family sit \
-         in the port's list in the classifier, compared with masks on a cache line or two \
+         in the port's list in the classifier, a few compares on one cache line for IPv4 \
          (\"list\"; 8 is a full list, also measured for IPv6); 64 are looked up in the port's \
          longest-prefix-match trie (\"trie\": hosts of the destination's /24, the deepest walk \
          for that size), a helper call and a cold node per level. The ring buffer is drained \

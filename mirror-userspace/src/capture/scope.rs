@@ -4,12 +4,13 @@
 //!
 //! Every prefix is in the tries (longest-prefix match keyed by port and address). A port also
 //! gets a list in `SCOPE_LISTS` (up to `SCOPE_LIST_SLOTS / 2` ports): while a family has at most
-//! `SCOPE_LIST_PREFIXES` prefixes the classifier compares them there, a few masked compares on
-//! a cache line or two, and looks in the trie only for a longer list. A port's list has two
+//! `SCOPE_LIST_PREFIXES` prefixes the classifier compares them there (a few compares on one
+//! cache line for IPv4), and looks in the trie only for a longer list. A port's list has two
 //! entries, `2k` and `2k + 1`: a change is written into the one not in use, then the port's
 //! entry in `TARGET_PORTS` is pointed at it (one bit flips), so a packet sees the whole old list
-//! or the whole new one. The entry left is rewritten at the next change, long after any program
-//! run that read the old index has finished.
+//! or the whole new one. The entry left is rewritten only at the port's next change: a program
+//! run that read the old index is over within microseconds, so only two changes closer than that
+//! could show it a list being rewritten.
 
 use std::collections::{BTreeSet, HashMap as StdHashMap};
 
@@ -19,9 +20,8 @@ use aya::maps::{
 };
 use ipnet::IpNet;
 use mirror_common::{
-    SCOPE_IN_TRIE, SCOPE_LIST_PREFIXES, SCOPE_LIST_SLOTS, SCOPE_LISTS_MAP, SCOPE_NO_LIST,
-    SCOPE_PORT_BITS, SCOPE_V4_MAP, SCOPE_V6_MAP, ScopeList, ScopePrefixV4, ScopePrefixV6,
-    scope_key_v4, scope_key_v6,
+    SCOPE_IN_TRIE, SCOPE_LIST_SLOTS, SCOPE_LISTS_MAP, SCOPE_NO_LIST, SCOPE_PORT_BITS, SCOPE_V4_MAP,
+    SCOPE_V6_MAP, ScopeList, scope_key_v4, scope_key_v6,
 };
 
 use super::{CaptureError, map_error};
@@ -136,33 +136,24 @@ impl ScopeMaps {
 }
 
 /// The list entry of `nets`: each family's prefixes, or [`SCOPE_IN_TRIE`] for a family with
-/// more than [`SCOPE_LIST_PREFIXES`].
+/// more than `SCOPE_LIST_PREFIXES`.
 fn scope_list(nets: &BTreeSet<IpNet>) -> ScopeList {
     let mut list = ScopeList::EMPTY;
-    let v4: Vec<_> = nets
-        .iter()
-        .filter_map(|net| match net {
-            IpNet::V4(net) => Some(ScopePrefixV4::new(net.network().octets(), net.prefix_len())),
-            IpNet::V6(_) => None,
-        })
-        .collect();
-    let v6: Vec<_> = nets
-        .iter()
-        .filter_map(|net| match net {
-            IpNet::V6(net) => Some(ScopePrefixV6::new(net.network().octets(), net.prefix_len())),
-            IpNet::V4(_) => None,
-        })
-        .collect();
-    if v4.len() <= SCOPE_LIST_PREFIXES {
-        list.v4[..v4.len()].copy_from_slice(&v4);
-        list.v4_len = v4.len() as u32;
-    } else {
+    let (mut v4_fits, mut v6_fits) = (true, true);
+    for net in nets {
+        match net {
+            IpNet::V4(net) => {
+                v4_fits &= list.push_v4(net.network().octets(), net.prefix_len());
+            }
+            IpNet::V6(net) => {
+                v6_fits &= list.push_v6(net.network().octets(), net.prefix_len());
+            }
+        }
+    }
+    if !v4_fits {
         list.v4_len = SCOPE_IN_TRIE;
     }
-    if v6.len() <= SCOPE_LIST_PREFIXES {
-        list.v6[..v6.len()].copy_from_slice(&v6);
-        list.v6_len = v6.len() as u32;
-    } else {
+    if !v6_fits {
         list.v6_len = SCOPE_IN_TRIE;
     }
     list
@@ -184,6 +175,8 @@ fn key_v6(port: u16, net: &ipnet::Ipv6Net) -> Key<[u8; 18]> {
 
 #[cfg(test)]
 mod tests {
+    use mirror_common::SCOPE_LIST_PREFIXES;
+
     use super::*;
 
     fn nets(list: &[&str]) -> BTreeSet<IpNet> {
@@ -202,7 +195,7 @@ mod tests {
         let list = scope_list(&nets(&full));
         assert_eq!(list.v4_len, SCOPE_LIST_PREFIXES as u32);
         assert_eq!(list.v6_len, 0);
-        let address = |host: u8| u32::from_ne_bytes([10, 0, 0, host]);
+        let address = |host: u8| [10, 0, 0, host];
         assert_eq!(list.contains_v4(address(8)), Some(true));
         assert_eq!(list.contains_v4(address(9)), Some(false));
 

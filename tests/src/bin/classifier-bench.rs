@@ -12,7 +12,7 @@
 //! Both also measure a target scoped by address (`addresses`): a packet to a listed address (in
 //! scope, recorded) and one to an unlisted address on the target port (out of scope, counted,
 //! not recorded). Up to `SCOPE_LIST_PREFIXES` (8) prefixes of a family sit in the port's list in
-//! the classifier and cost a few masked compares: 1 entry, and 8 (a full list); 64 entries are
+//! the classifier and cost a few compares: 1 entry, and 8 (a full list); 64 entries are
 //! looked up in the trie, hosts next to the destination in its /24 (pod addresses of a node): the
 //! deepest trie walk for that size. An empty list (a `pods` target before its first pod is known:
 //! nothing recorded) ends at the list's length. Crafted frames also measure an IPv6 address out
