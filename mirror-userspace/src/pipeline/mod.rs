@@ -1,5 +1,5 @@
 //! The `mirror run` data path after capture: segments -> [`HttpTracker`] -> per-target
-//! [`Policy`] -> [`Rewriter`] -> [`Replayer`] queue, primary responses and replay results ->
+//! [`Policy`] -> [`Rewriter`](crate::rewrite::Rewriter) -> [`Replayer`](crate::replay::Replayer) queue, primary responses and replay results ->
 //! [`Comparator`], and every step into [`Metrics`]. It never waits: replay queues are only
 //! `try_send`, so a slow or dead shadow costs counted drops, not capture.
 //!
