@@ -78,6 +78,9 @@ enum Task {
         /// (no root needed, a minute).
         #[arg(long)]
         only_pairing: bool,
+        /// Only the classifier section (root); the rest of BENCHMARKS.md is kept.
+        #[arg(long, conflicts_with = "only_pairing")]
+        only_classifier: bool,
     },
 }
 
@@ -214,10 +217,18 @@ fn main() -> anyhow::Result<()> {
             only_pairing: true, ..
         } => bench::pairing_only(),
         Task::Bench {
+            only_classifier: true,
+            ..
+        } => {
+            setup::setup()?;
+            bench::classifier_only()
+        }
+        Task::Bench {
             skip_criterion,
             rounds,
             seconds,
             only_pairing: false,
+            only_classifier: false,
         } => {
             setup::setup()?;
             bench::bench(skip_criterion, rounds, seconds)
