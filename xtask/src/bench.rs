@@ -205,7 +205,8 @@ fn classifier_table() -> anyhow::Result<String> {
 pub fn classifier_only() -> anyhow::Result<()> {
     let path = workspace_root().join("BENCHMARKS.md");
     let benchmarks = std::fs::read_to_string(&path).unwrap_or_default();
-    let section = format!("\n{}", classifier_section(&classifier_table()?));
+    // The section keeps a blank line before the next heading.
+    let section = format!("\n{}\n\n", classifier_section(&classifier_table()?).trim_end());
     let updated = replace_section(
         &benchmarks,
         "\n## Classifier cost per packet\n",
@@ -233,7 +234,7 @@ fn replace_section(benchmarks: &str, heading: &str, section: &str, before: &str)
             (&benchmarks[..at], &benchmarks[at..])
         }
     };
-    format!("{head}{}{tail}", section.trim_end_matches('\n'))
+    format!("{head}{section}{tail}")
 }
 
 /// Replaces (or adds, before the criterion section) the pairing section of `benchmarks`.
@@ -241,7 +242,7 @@ fn with_section(benchmarks: &str, section: &str) -> String {
     replace_section(
         benchmarks,
         "\n## Pairing against ground truth\n",
-        section,
+        section.trim_end_matches('\n'),
         "\n## Reassembly + HTTP framing",
     )
 }
