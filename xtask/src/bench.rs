@@ -206,7 +206,10 @@ pub fn classifier_only() -> anyhow::Result<()> {
     let path = workspace_root().join("BENCHMARKS.md");
     let benchmarks = std::fs::read_to_string(&path).unwrap_or_default();
     // The section keeps a blank line before the next heading.
-    let section = format!("\n{}\n\n", classifier_section(&classifier_table()?).trim_end());
+    let section = format!(
+        "\n{}\n\n",
+        classifier_section(&classifier_table()?).trim_end()
+    );
     let updated = replace_section(
         &benchmarks,
         "\n## Classifier cost per packet\n",
