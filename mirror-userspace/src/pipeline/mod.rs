@@ -20,8 +20,8 @@ mod evidence;
 mod shadows;
 mod target_metrics;
 
-pub use evidence::{EvidenceCollector, SharedEvidence};
-use evidence::{FieldComparer, ShadowRole, TargetEvidence};
+use evidence::FieldComparer;
+pub use evidence::{EvidenceCollector, ShadowRole, SharedEvidence, TargetEvidence};
 
 use shadows::Shadow;
 use target_metrics::TargetMetrics;
