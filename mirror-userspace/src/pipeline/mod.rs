@@ -22,8 +22,8 @@ mod judging;
 mod shadows;
 mod target_metrics;
 
-pub use evidence::{EvidenceCollector, SharedEvidence};
-use evidence::{FieldComparer, ShadowRole, TargetEvidence};
+use evidence::FieldComparer;
+pub use evidence::{EvidenceCollector, ShadowRole, SharedEvidence, TargetEvidence};
 use exchange_log::ExchangeLog;
 use judging::ExchangeNotes;
 
