@@ -3,7 +3,9 @@
 //! from the daemon's metrics ([`verdict`]).
 //!
 //! The service has one route per port so that each is its own mirror target: the daemon's
-//! per-target metrics then say *where* a regression is without any per-path metric.
+//! per-target metrics then say *where* a regression is without any per-path metric. Its JSON
+//! answers carry a fresh `request_id` (and `/price` a `served_at` time): noise that differs in
+//! every response of every version, which the baseline (a second v1) lets the verdict cancel.
 
 pub mod servers;
 pub mod traffic;
@@ -34,9 +36,18 @@ pub const STATIC: Route = Route {
     port: 8082,
     serves: "GET /static/*",
 };
+pub const PRICE: Route = Route {
+    target: "price",
+    port: 8083,
+    serves: "GET /price",
+};
 
 /// Every target, in the order the demo prints them.
-pub const ROUTES: [Route; 3] = [SEARCH, SUGGEST, STATIC];
+pub const ROUTES: [Route; 4] = [SEARCH, SUGGEST, STATIC, PRICE];
+
+/// The baseline (a second search v1 beside the shadow) serves each route on its port plus this:
+/// the shadow already has the route's own port on that address.
+pub const BASELINE_PORT_OFFSET: u16 = 100;
 
 /// The popular queries, most popular first. Both versions keep their results cached (a warm
 /// cache); any other query is a cache miss that goes to the database.

@@ -5,6 +5,9 @@
 //!   (`SELECT ... WHERE id IN (...)`);
 //! - **search v2** (the shadow, the candidate release) fetches each result with its own query:
 //!   the N+1 bug. Cache hits are as fast as v1's, so the median barely moves; the tail does.
+//!   It also discounts two items in five twice on `/price`: a changed field in a JSON answer;
+//! - **the baseline**, a second search v1 beside the shadow (its ports [`BASELINE_PORT_OFFSET`]
+//!   up): whatever differs between it and the primary is noise.
 //!
 //! A "database call" is a `tokio::time::sleep` of [`DATABASE_CALL`], and every request also
 //! spends [`SERVICE_TIME`]. Each route has its own port (see [`super::ROUTES`]).
@@ -29,7 +32,9 @@ use axum::{
 };
 use tokio::task::JoinHandle;
 
-use super::{POPULAR_QUERIES, SEARCH, STATIC, SUGGEST, SplitMix64, in_netns, is_cached};
+use super::{
+    BASELINE_PORT_OFFSET, POPULAR_QUERIES, ROUTES, SplitMix64, in_netns, is_cached, stable_hash,
+};
 use crate::netns::NetNs;
 
 /// One simulated database round trip. tokio's timer has millisecond resolution and rounds up,
@@ -45,14 +50,16 @@ pub const SERVICE_TIME: Duration = Duration::from_millis(1);
 pub enum Version {
     /// search v1: one database query per cache miss.
     V1,
-    /// search v2: one database query per result on a cache miss (N+1).
+    /// search v2: one database query per result on a cache miss (N+1), and a double discount.
     V2,
+    /// search v1 again, as the baseline.
+    Baseline,
 }
 
 impl Version {
     pub fn name(self) -> &'static str {
         match self {
-            Self::V1 => "search v1",
+            Self::V1 | Self::Baseline => "search v1",
             Self::V2 => "search v2",
         }
     }
@@ -62,6 +69,15 @@ impl Version {
         match self {
             Self::V1 => "primary",
             Self::V2 => "shadow",
+            Self::Baseline => "baseline",
+        }
+    }
+
+    /// The port it serves `port`'s route on.
+    pub fn port(self, port: u16) -> u16 {
+        match self {
+            Self::Baseline => port + BASELINE_PORT_OFFSET,
+            Self::V1 | Self::V2 => port,
         }
     }
 }
@@ -73,6 +89,7 @@ pub struct ServiceCounters {
     pub searches: AtomicU64,
     pub suggests: AtomicU64,
     pub static_files: AtomicU64,
+    pub prices: AtomicU64,
     pub clicks: AtomicU64,
     pub database_calls: AtomicU64,
 }
@@ -83,7 +100,7 @@ impl ServiceCounters {
     }
 }
 
-/// A version serving on its three ports; the servers stop on drop.
+/// A version serving on its ports (one per route); the servers stop on drop.
 pub struct RunningService {
     pub version: Version,
     pub address: Ipv4Addr,
@@ -105,7 +122,7 @@ pub async fn start(
     address: Ipv4Addr,
     version: Version,
 ) -> anyhow::Result<RunningService> {
-    let ports = [SEARCH.port, SUGGEST.port, STATIC.port];
+    let ports = ROUTES.map(|route| version.port(route.port));
     let listeners = in_netns(ns, move || {
         ports
             .iter()
@@ -129,6 +146,7 @@ pub async fn start(
             .route("/click", post(click)),
         Router::new().route("/suggest", get(suggest)),
         Router::new().route("/static/{*file}", get(static_file)),
+        Router::new().route("/price", get(price)),
     ];
     let mut tasks = Vec::new();
     for (listener, router) in listeners.into_iter().zip(routers) {
@@ -175,7 +193,7 @@ async fn search(State(service): State<Service>, RawQuery(query): RawQuery) -> Re
     let ids = result_ids(&q);
     if !is_cached(&q) {
         match service.version {
-            Version::V1 => service.database_call().await,
+            Version::V1 | Version::Baseline => service.database_call().await,
             Version::V2 => {
                 for _ in &ids {
                     service.database_call().await;
@@ -188,7 +206,8 @@ async fn search(State(service): State<Service>, RawQuery(query): RawQuery) -> Re
         .map(|id| format!("{{\"id\":{id},\"title\":\"document {id}\"}}"))
         .collect();
     json(format!(
-        "{{\"query\":{},\"results\":[{}]}}\n",
+        "{{\"request_id\":\"{}\",\"query\":{},\"results\":[{}]}}\n",
+        request_id(),
         json_string(&q),
         results.join(",")
     ))
@@ -205,7 +224,53 @@ async fn suggest(State(service): State<Service>, RawQuery(query): RawQuery) -> R
         .take(8)
         .map(|candidate| json_string(candidate))
         .collect();
-    json(format!("{{\"suggestions\":[{}]}}\n", suggestions.join(",")))
+    json(format!(
+        "{{\"request_id\":\"{}\",\"suggestions\":[{}]}}\n",
+        request_id(),
+        suggestions.join(",")
+    ))
+}
+
+/// `GET /price?item=N`: an item's price in cents, derived from the item alone, with the time
+/// it was served. v2 applies its 10% discount twice to items whose number ends in 0, 1, 5 or 6
+/// (two in five).
+async fn price(State(service): State<Service>, RawQuery(query): RawQuery) -> Response {
+    service.counters.prices.fetch_add(1, Ordering::Relaxed);
+    service.work().await;
+    let Some(item) = query_param(query.as_deref(), "item").and_then(|item| item.parse().ok())
+    else {
+        return (StatusCode::BAD_REQUEST, "missing item\n").into_response();
+    };
+    let served_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    json(format!(
+        "{{\"request_id\":\"{}\",\"served_at\":{served_at},\"item\":{item},\"price_cents\":{},\"currency\":\"EUR\"}}\n",
+        request_id(),
+        price_cents(item, service.version)
+    ))
+}
+
+/// What `version` charges for `item`, in cents.
+pub fn price_cents(item: u64, version: Version) -> u64 {
+    let list = 500 + stable_hash(&item.to_string()) % 9_500;
+    let discounted = list * 9 / 10;
+    match version {
+        Version::V2 if item % 5 < 2 => discounted * 9 / 10,
+        _ => discounted,
+    }
+}
+
+/// A fresh id per response, as most APIs send: different in every answer of every version.
+fn request_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let mut random = SplitMix64::new(nanos ^ NEXT.fetch_add(1, Ordering::Relaxed).rotate_left(32));
+    format!("{:016x}", random.next_u64())
 }
 
 /// `GET /static/<file>`: fixed assets of 2 to 24 KB (the larger ones span several segments).
@@ -315,6 +380,18 @@ mod tests {
         );
         assert_eq!(query_param(Some("x=1"), "q"), None);
         assert_eq!(query_param(None, "q"), None);
+    }
+
+    #[test]
+    fn v2_changes_two_prices_in_five() {
+        let changed = (0..1000)
+            .filter(|&item| price_cents(item, Version::V2) != price_cents(item, Version::V1))
+            .count();
+        assert_eq!(changed, 400);
+        assert!((0..1000).all(|item| {
+            price_cents(item, Version::Baseline) == price_cents(item, Version::V1)
+        }));
+        assert_ne!(request_id(), request_id());
     }
 
     #[test]

@@ -25,7 +25,8 @@ use tokio::{
 };
 
 use super::{
-    POPULAR_QUERIES, ROUTES, Route, SEARCH, STATIC, SUGGEST, SplitMix64, servers::ASSET_NAMES,
+    POPULAR_QUERIES, PRICE, ROUTES, Route, SEARCH, STATIC, SUGGEST, SplitMix64,
+    servers::ASSET_NAMES,
 };
 use crate::{
     netns::{NetNs, NetnsError},
@@ -44,10 +45,14 @@ pub struct Plan {
 }
 
 /// The mix, in percent of all requests (the rest are POST /click).
-pub const SEARCH_PERCENT: f64 = 55.0;
-pub const SUGGEST_PERCENT: f64 = 25.0;
+pub const SEARCH_PERCENT: f64 = 48.0;
+pub const SUGGEST_PERCENT: f64 = 18.0;
 pub const STATIC_PERCENT: f64 = 12.0;
-pub const CLICK_PERCENT: f64 = 100.0 - SEARCH_PERCENT - SUGGEST_PERCENT - STATIC_PERCENT;
+pub const PRICE_PERCENT: f64 = 14.0;
+pub const CLICK_PERCENT: f64 =
+    100.0 - SEARCH_PERCENT - SUGGEST_PERCENT - STATIC_PERCENT - PRICE_PERCENT;
+/// Items priced by `GET /price?item=N`, N uniform below this.
+pub const ITEMS: u64 = 1000;
 /// Share of searches for a popular query (a cache hit); the rest are long-tail misses.
 pub const POPULAR_SEARCH_PERCENT: f64 = 85.0;
 /// A keep-alive connection is replaced after a random number of requests up to this.
@@ -259,6 +264,8 @@ impl Request {
         } else if dice < SEARCH_PERCENT + SUGGEST_PERCENT + STATIC_PERCENT {
             let asset = ASSET_NAMES[random.below(ASSET_NAMES.len() as u64) as usize];
             get(STATIC, format!("/static/{asset}"))
+        } else if dice < SEARCH_PERCENT + SUGGEST_PERCENT + STATIC_PERCENT + PRICE_PERCENT {
+            get(PRICE, format!("/price?item={}", random.below(ITEMS)))
         } else {
             let query = popular(random);
             let position = random.below(10);
@@ -367,6 +374,8 @@ mod tests {
         };
         let searches = share(&|r| r.target.starts_with("/search"));
         assert!((searches - SEARCH_PERCENT).abs() < 2.0, "{searches}");
+        let prices = share(&|r| r.target.starts_with("/price?item="));
+        assert!((prices - PRICE_PERCENT).abs() < 1.5, "{prices}");
         let clicks = share(&|r| r.method == "POST");
         assert!((clicks - CLICK_PERCENT).abs() < 1.0, "{clicks}");
         let misses = share(&|r| r.target.starts_with("/search?q=") && r.target.contains('+'));
