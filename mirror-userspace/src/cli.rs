@@ -208,7 +208,7 @@ pub struct VerdictArgs {
     #[arg(long, value_name = "DURATION", requires = "prometheus_url")]
     pub window: Option<crate::verdict::prometheus::Window>,
 
-    /// Judge only this target (a [[target]] name).
+    /// Judge only this target (a `[[target]]` name).
     #[arg(long, value_name = "NAME")]
     pub target: Option<String>,
 
@@ -220,8 +220,8 @@ pub struct VerdictArgs {
     #[arg(long, value_enum, default_value_t = VerdictFormat::Text)]
     pub format: VerdictFormat,
 
-    /// A TOML file with the keys of a configuration's [verdict] section at its top level
-    /// (min_samples, max_p99_ratio, [fields], [drift]...). Default: the built-in policy.
+    /// A TOML file with the keys of a configuration's `[verdict]` section at its top level
+    /// (`min_samples`, `max_p99_ratio`, `[fields]`, `[drift]`...). Default: the built-in policy.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<std::path::PathBuf>,
 
