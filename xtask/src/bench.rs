@@ -3,25 +3,9 @@
 
 use std::{fmt::Write as _, process::Command};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
-use crate::{run, workspace_root};
-
-fn output_of(command: &mut Command) -> anyhow::Result<String> {
-    let line = format!("{command:?}");
-    let output = command
-        .current_dir(workspace_root())
-        .output()
-        .with_context(|| format!("starting {line}"))?;
-    if !output.status.success() {
-        bail!(
-            "{line} failed: {}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
+use crate::{output_of, run, workspace_root};
 
 fn machine() -> String {
     let kernel = output_of(Command::new("uname").arg("-r")).unwrap_or_default();

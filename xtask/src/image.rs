@@ -21,7 +21,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{run, workspace_root};
+use crate::{output_of, run, workspace_root};
 
 /// The Debian release of the image: the one the binary is built on (it links glibc
 /// dynamically; `check_glibc` refuses a host whose glibc is newer than the image's).
@@ -98,20 +98,9 @@ fn fnv1a(parts: &[&str]) -> u64 {
     hash
 }
 
+/// A command's stdout, trimmed.
 fn stdout(command: &mut Command) -> anyhow::Result<String> {
-    let line = format!("{command:?}");
-    let output = command
-        .current_dir(workspace_root())
-        .output()
-        .with_context(|| format!("starting {line}"))?;
-    if !output.status.success() {
-        bail!(
-            "{line} failed: {}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    Ok(output_of(command)?.trim().to_owned())
 }
 
 /// `target/image/rootfs-<suite>-<recipe hash>.tar`, made by mmdebstrap unless cached.

@@ -105,6 +105,24 @@ pub fn run(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs a command in the workspace root and returns its stdout, failing with the command line
+/// and its stderr on a non-zero exit.
+pub fn output_of(command: &mut Command) -> anyhow::Result<String> {
+    let line = format!("{command:?}");
+    let output = command
+        .current_dir(workspace_root())
+        .output()
+        .with_context(|| format!("starting {line}"))?;
+    if !output.status.success() {
+        bail!(
+            "{line} failed: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
 }
