@@ -24,6 +24,15 @@ mod validate;
 mod validate_sink;
 mod watch;
 
+/// A file's text and the name its errors give it.
+fn read(path: &Path) -> Result<(String, String), ConfigError> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((text, name)),
+        Err(source) => Err(ConfigError::Read { file: name, source }),
+    }
+}
+
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -239,24 +248,14 @@ impl Config {
 
     /// Reads and validates a config file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let path = path.as_ref();
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: name.clone(),
-            source,
-        })?;
+        let (text, name) = read(path.as_ref())?;
         Self::from_toml(&text, &name)
     }
 
     /// Reads a verdict policy file (`mirror verdict --policy`): the keys of a configuration's
     /// `[verdict]` section at the top level, checked as that section is.
     pub fn load_policy(path: impl AsRef<Path>) -> Result<crate::verdict::Policy, ConfigError> {
-        let path = path.as_ref();
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: name.clone(),
-            source,
-        })?;
+        let (text, name) = read(path.as_ref())?;
         Self::policy_from_toml(&text, &name)
     }
 
