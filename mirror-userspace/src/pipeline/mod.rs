@@ -19,6 +19,8 @@
 mod evidence;
 mod exchange_log;
 mod judging;
+mod reload;
+mod replay_results;
 mod shadows;
 mod target_metrics;
 
@@ -175,94 +177,6 @@ impl Pipeline {
         };
         pipeline.reload(targets, seed);
         pipeline
-    }
-
-    /// Replaces the targets (configuration reload) without touching capture or reassembly
-    /// state: sampling, filters, headers and shadows change for the next request. A shadow
-    /// whose replay settings are unchanged keeps its queue and connections; others get a new
-    /// replay pool (the old one finishes its queue). Open comparisons are dropped. Shed windows
-    /// start at `now_ns`.
-    pub fn reload(&mut self, targets: &[TargetConfig], now_ns: u64) {
-        let mut previous: HashMap<String, Target> = self
-            .targets
-            .drain(..)
-            .map(|target| (target.config.name.clone(), target))
-            .collect();
-        // The classifier records every reloaded port again (`TargetPort::resampled`).
-        for target in previous
-            .values()
-            .filter(|target| target.shed.shed().is_some())
-        {
-            self.tracker.expect_gaps(target.config.port);
-        }
-        self.by_port.clear();
-        self.comparator = Comparator::new(COMPARE_TTL_NS, COMPARE_MAX_ENTRIES);
-        self.metrics.shadow_info.clear();
-        let shared_evidence = self.evidence.clone();
-        let mut evidence = shared_evidence.lock();
-        let mut previous_evidence: HashMap<String, TargetEvidence> = evidence
-            .targets
-            .drain(..)
-            .map(|target| (target.target.clone(), target))
-            .collect();
-        // Primary bodies are copied only while some target compares responses.
-        let compares = targets.iter().any(|target| target.compare_responses);
-        self.tracker
-            .hold_bodies(self.settings.hold_bodies.clone().filter(|_| compares));
-        for (index, config) in targets.iter().enumerate() {
-            self.by_port.insert(config.port, index);
-            let mut old_shadows = previous
-                .remove(&config.name)
-                .map(|old| old.shadows)
-                .unwrap_or_default();
-            let shadows = config
-                .shadows
-                .iter()
-                .map(|shadow| {
-                    Shadow::new(
-                        config,
-                        shadow,
-                        &mut old_shadows,
-                        &self.metrics,
-                        &self.settings,
-                        self.self_traffic.as_ref(),
-                        &self.results,
-                    )
-                })
-                .collect();
-            // Connection sampling happens in the classifier (see `commands::run`): what arrives
-            // here is already sampled, so the policy must not sample it a second time.
-            let mut policy_config = config.clone();
-            if policy_config.sample_by == SampleBy::Connection {
-                policy_config.sample_percent = 100.0;
-            }
-            // A target keeps its evidence while its shadows and their roles stay the same.
-            let roles: Vec<ShadowRole> = config
-                .shadows
-                .iter()
-                .map(|shadow| ShadowRole {
-                    name: shadow.name.clone(),
-                    baseline: shadow.baseline,
-                })
-                .collect();
-            evidence.targets.push(
-                previous_evidence
-                    .remove(&config.name)
-                    .filter(|kept| kept.shadows == roles)
-                    .unwrap_or_else(|| {
-                        TargetEvidence::new(&config.name, roles, &self.settings.verdict)
-                    }),
-            );
-            self.targets.push(Target {
-                config: config.clone(),
-                policy: Policy::new(&policy_config),
-                shadows,
-                metrics: self.target_metrics(&config.name),
-                last_mismatch_log_ns: 0,
-                shed: ShedGate::new(now_ns),
-                last_shed_log_ns: None,
-            });
-        }
     }
 
     fn target_of(&self, server_port: u16) -> Option<usize> {
@@ -607,57 +521,6 @@ impl Pipeline {
             }
         }
         changes
-    }
-
-    /// Accounts one finished replay.
-    pub fn on_replay_result(&mut self, result: ReplayResult, now_ns: u64) {
-        let Some(target) = self.target_of(result.key.flow.server.port()) else {
-            return;
-        };
-        let Some(shadow_index) = self.targets[target]
-            .shadows
-            .iter()
-            .position(|shadow| shadow.name == result.shadow)
-        else {
-            // A shadow removed by a reload, finishing its queue.
-            return;
-        };
-        let metrics = &self.metrics;
-        let shadow = &mut self.targets[target].shadows[shadow_index];
-        shadow.replayed(result.outcome.as_str());
-        match (result.outcome, result.response) {
-            (ReplayOutcome::Ok, Some((response, latency))) => {
-                shadow.response(response.status, metrics);
-                if let Some(latency) = latency {
-                    shadow.metrics.duration.observe(latency.as_secs_f64());
-                }
-                let observed = Observed {
-                    status: response.status,
-                    body_digest: response.body_digest,
-                    head: response.head,
-                    body: response.body,
-                    latency_seconds: latency.map(|latency| latency.as_secs_f64()),
-                };
-                let (verdict, closed) =
-                    self.comparator
-                        .on_shadow(result.key, shadow_index, observed);
-                self.judged(verdict.into_iter().collect(), closed, now_ns);
-            }
-            // Counted by its outcome (error, timeout): nothing came back to compare.
-            (outcome, _) => {
-                if let Some(log) = self
-                    .comparator
-                    .extra_mut(&result.key)
-                    .and_then(|notes| notes.log.as_mut())
-                {
-                    let identity = self.targets[target].shadows[shadow_index].identity();
-                    log.failed(shadow_index, identity, outcome);
-                }
-                if let Some(closed) = self.comparator.cancel_shadow(result.key, shadow_index) {
-                    self.close(closed, "expired");
-                }
-            }
-        }
     }
 
     /// The evidence behind the verdict, for the metrics endpoint.
