@@ -65,7 +65,7 @@ pub enum Command {
     Capture(CaptureArgs),
     /// Print a table per target from a running daemon's /metrics: requests seen, mirrored,
     /// skipped by reason, lost; primary vs shadow P50/P99 latency, 5xx rate, status and body
-    /// mismatch rates; each candidate's verdict under the default policy. Needs no privileges.
+    /// mismatch rates; each candidate's verdict (the daemon's /verdict). Needs no privileges.
     Stats(StatsArgs),
     /// Promote or roll back: judge each candidate shadow by the verdict policy, from one
     /// daemon's /metrics (that node's traffic since it started) or from Prometheus (every node,

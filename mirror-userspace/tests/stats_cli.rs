@@ -290,13 +290,15 @@ fn ok_response(body: &str) -> Vec<u8> {
 }
 
 /// Serves `responses` to successive connections (one response each, then close) and reports
-/// each request head it read.
+/// each request head it read. `GET /verdict` is answered 404 (a daemon without the endpoint:
+/// `mirror stats` then judges by the default policy) and takes no response from the list.
 fn serve(responses: Vec<Vec<u8>>) -> (u16, mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (heads, received) = mpsc::channel();
     thread::spawn(move || {
-        for response in responses {
+        let mut responses = responses.into_iter();
+        loop {
             let Ok((mut stream, _)) = listener.accept() else {
                 return;
             };
@@ -305,6 +307,13 @@ fn serve(responses: Vec<Vec<u8>>) -> (u16, mpsc::Receiver<String>) {
             while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
                 head.push(byte[0]);
             }
+            if head.starts_with(b"GET /verdict ") {
+                let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+                continue;
+            }
+            let Some(response) = responses.next() else {
+                return;
+            };
             let _ = heads.send(String::from_utf8_lossy(&head).into_owned());
             let _ = stream.write_all(&response);
         }

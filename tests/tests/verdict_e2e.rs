@@ -219,6 +219,23 @@ fn the_verdict_fails_a_changed_field_and_passes_a_copy() {
         .expect("running curl");
     let served: serde_json::Value = serde_json::from_slice(&served.stdout).expect("/verdict JSON");
     assert_eq!(served, report, "/verdict and mirror verdict disagree");
+    // `mirror stats` shows the daemon's verdict (its [verdict]: the drift of /score is a third
+    // reason, which the default policy would not judge on 400 values).
+    let stats = topology
+        .server
+        .command(mirror_bin())
+        .args(["stats", "--metrics-url", &format!("http://{METRICS_ADDR}")])
+        .output()
+        .expect("running mirror stats");
+    let stats = String::from_utf8_lossy(&stats.stdout);
+    let v2_line = stats
+        .lines()
+        .find(|line| line.trim_start().starts_with("verdict v2 "))
+        .unwrap_or_else(|| panic!("no verdict line for v2:\n{stats}"));
+    assert!(
+        v2_line.contains("fail") && v2_line.ends_with("(+2 more)"),
+        "{stats}"
+    );
     assert_eq!(report["verdict"], "fail", "{report:#}");
     assert_eq!(code, 1, "exit 1 on fail: {report:#}");
     assert_eq!(report["targets"][0]["baseline"], "base");

@@ -1,7 +1,8 @@
 //! `mirror stats`: fetches a running daemon's `/metrics`, prints the per-target table of
 //! [`crate::stats`] once (totals since start), or with `--watch` every few seconds (what happened
 //! since the previous refresh), redrawn in place on a terminal; below each target, its
-//! candidates' verdicts under the default policy (from the same scrape's totals).
+//! candidates' verdicts: the daemon's `/verdict` (its own `[verdict]` policy), or for a daemon
+//! without one the default policy over the same scrape's totals.
 
 use std::{
     io::{IsTerminal as _, Write as _},
@@ -14,6 +15,7 @@ use super::fetch::{Endpoint, FetchError, fetch, metrics_url};
 use crate::{
     cli::StatsArgs,
     stats::{ParseError, Snapshot, Window, in_place, render},
+    verdict::Report,
 };
 
 /// A scrape that takes longer is stuck (the daemon renders /metrics in microseconds).
@@ -36,10 +38,26 @@ pub enum StatsError {
 
 async fn scrape(url: &Url) -> Result<Snapshot, StatsError> {
     let text = fetch(url, Endpoint::Daemon, FETCH_TIMEOUT).await?;
-    Snapshot::from_text(&text).map_err(|source| StatsError::Parse {
+    let mut snapshot = Snapshot::from_text(&text).map_err(|source| StatsError::Parse {
         url: url.to_string(),
         source,
-    })
+    })?;
+    if let Some(report) = daemon_verdict(url).await {
+        snapshot.verdict = Some(report);
+    }
+    Ok(snapshot)
+}
+
+/// The daemon's own `/verdict` beside `metrics_url`: judged by its `[verdict]` policy, which
+/// this command does not know. `None` (the snapshot keeps the default policy's verdict) for a
+/// daemon without the endpoint or a URL that does not end in `/metrics`.
+async fn daemon_verdict(metrics_url: &Url) -> Option<Report> {
+    let base = metrics_url.path().strip_suffix("/metrics")?;
+    let mut url = metrics_url.clone();
+    url.set_path(&format!("{base}/verdict"));
+    url.set_query(None);
+    let body = fetch(&url, Endpoint::Daemon, FETCH_TIMEOUT).await.ok()?;
+    serde_json::from_str(&body).ok()
 }
 
 /// Prints a frame: redrawn in place on a terminal, one after the other (blank line between)

@@ -1,7 +1,8 @@
 //! The I/O-free core of `mirror stats`: a running daemon's `/metrics` text -> [`parse`]d samples
 //! -> per-target [`Snapshot`] (differenced between refreshes with [`Snapshot::since`]) ->
 //! [`render`]ed table, with each candidate's verdict under the default policy
-//! ([`crate::verdict::inputs_from_samples`] on the same samples). Latency quantiles are
+//! ([`crate::verdict::inputs_from_samples`] on the same samples; the command replaces it with
+//! the daemon's `/verdict`, judged by the daemon's own policy, when there is one). Latency quantiles are
 //! estimated from the histogram buckets like PromQL's `histogram_quantile` ([`quantile`]). The
 //! command that fetches and prints is `commands::stats`.
 

@@ -261,7 +261,7 @@ fn target_table(stats: &TargetStats, window: Window) -> Table {
     table
 }
 
-/// Per candidate: its verdict under the default policy with the first reason, then its top
+/// Per candidate: its verdict (the daemon's policy, else the default one) with the first reason, then its top
 /// real fields (difference rate, and the baseline's as the noise it was judged against).
 /// `mirror verdict` gives every reason and takes a policy file.
 fn verdict_table(target: &TargetReport, window: Window) -> Table {

@@ -128,7 +128,7 @@ fn rate(part: u64, whole: u64) -> f64 {
 }
 
 /// A field's class.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldClass {
     /// The candidate differs from the primary beyond the noise.
@@ -140,7 +140,7 @@ pub enum FieldClass {
 }
 
 /// The rule that decided a field's class (see the module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
     /// Fewer samples than `min_samples`.

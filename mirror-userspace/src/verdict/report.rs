@@ -18,12 +18,12 @@
 //! the fields that differed at least once on either side (`fields_compared` counts all);
 //! `latency` and `errors` are omitted when not measured.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::fields::{FieldClass, Rule};
 
 /// A verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Nothing wrong found with enough evidence.
@@ -46,7 +46,7 @@ impl Outcome {
 }
 
 /// The whole verdict.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// `fail` if any candidate fails, else `inconclusive` if any is (or there is no candidate),
     /// else `pass`.
@@ -56,7 +56,7 @@ pub struct Report {
 }
 
 /// One target's candidates.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TargetReport {
     /// The target's name.
     pub target: String,
@@ -68,7 +68,7 @@ pub struct TargetReport {
 }
 
 /// One candidate's verdict.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShadowReport {
     /// The shadow's name.
     pub shadow: String,
@@ -95,7 +95,7 @@ pub struct ShadowReport {
 }
 
 /// One field's class.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FieldEntry {
     /// The field.
     pub field: String,
@@ -114,7 +114,7 @@ pub struct FieldEntry {
 }
 
 /// One numeric field's drift.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DriftEntry {
     /// The field.
     pub field: String,
@@ -131,7 +131,7 @@ pub struct DriftEntry {
 }
 
 /// Latency quantiles in seconds (`null` when unknown).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LatencyEntry {
     /// The primary's median.
     pub primary_p50: Option<f64>,
@@ -144,7 +144,7 @@ pub struct LatencyEntry {
 }
 
 /// 5xx shares of responses.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorEntry {
     /// The primary's 5xx share.
     pub primary_rate: f64,
