@@ -2,8 +2,20 @@
 //!
 //! Only these lines change: Host (per the `host` setting), each X-Forwarded-Host element (same
 //! rule: a staging service building redirects from it must not send users to production), the
-//! `set_headers` and `remove_headers` fields. Everything else stays byte-identical: the request
-//! line, header order and case, whitespace, line endings, the body and its chunked framing.
+//! `set_headers` and `remove_headers` fields, and the hop-by-hop fields (below). Everything else
+//! stays byte-identical: the request line, header order and case, whitespace, line endings, the
+//! body and its chunked framing.
+//!
+//! Hop-by-hop fields (RFC 9110 §7.6.1) describe the client's connection to the primary, not the
+//! daemon's pooled keep-alive connection to the shadow, so they are not replayed: `Connection`,
+//! every field its options name, `Keep-Alive`, `Proxy-Connection`, `TE` and `Upgrade`. A client
+//! that sends `Connection: close` on every request would otherwise close the replay connection
+//! after each replay (a new TCP connection to the shadow per request). Named fields that frame
+//! or route the request stay whatever `Connection` says: Transfer-Encoding (the body is replayed
+//! as captured), Content-Length and Host. An HTTP/1.0 request keeps its version and gets
+//! `Connection: keep-alive` (1.0 closes by default); a shadow that still closes ends that
+//! connection after its response. `set_headers` wins over all of this (a configured
+//! `Connection` is sent).
 //!
 //! Decisions where the contract is silent:
 //! - `set_headers` replaces the value of the first field of that name in place (name spelling
@@ -171,6 +183,7 @@ impl Rewriter {
             out = Some(new_head);
             copied_to = lines.request_line_end;
         }
+        let connection_options = connection_options(head, &lines);
         let mut asks_close = false;
         for field in &lines.fields {
             let name = &head[field.name.clone()];
@@ -178,7 +191,7 @@ impl Rewriter {
             let edit = if has_transfer_encoding && name.eq_ignore_ascii_case(b"content-length") {
                 Edit::Drop
             } else {
-                self.edit(name, value, &mut set_done)
+                self.edit(name, value, &mut set_done, &connection_options)
             };
             if name.eq_ignore_ascii_case(b"connection") {
                 asks_close |= match &edit {
@@ -200,12 +213,19 @@ impl Rewriter {
             copied_to = field.line.end;
         }
 
+        let sets_connection = self
+            .set_headers
+            .iter()
+            .any(|field| field.name.eq_ignore_ascii_case("connection"));
+        let keep_alive = (is_http10(&head[..lines.request_line_end]) && !sets_connection)
+            .then_some(&*KEEP_ALIVE);
         let mut appended = self
             .set_headers
             .iter()
             .zip(&set_done)
             .filter(|(_, done)| !**done)
             .map(|(field, _)| field)
+            .chain(keep_alive)
             .peekable();
         asks_close |= appended.clone().any(|field| {
             field.name.eq_ignore_ascii_case("connection")
@@ -236,7 +256,13 @@ impl Rewriter {
         })
     }
 
-    fn edit(&self, name: &[u8], value: &[u8], set_done: &mut [bool]) -> Edit {
+    fn edit(
+        &self,
+        name: &[u8],
+        value: &[u8],
+        set_done: &mut [bool],
+        connection_options: &[&[u8]],
+    ) -> Edit {
         if let Some(index) = self
             .set_headers
             .iter()
@@ -252,10 +278,11 @@ impl Rewriter {
                 Edit::Value(new_value.to_vec())
             };
         }
-        if self
-            .remove_headers
-            .iter()
-            .any(|removed| name.eq_ignore_ascii_case(removed.as_bytes()))
+        if is_hop_by_hop(name, connection_options)
+            || self
+                .remove_headers
+                .iter()
+                .any(|removed| name.eq_ignore_ascii_case(removed.as_bytes()))
         {
             return Edit::Drop;
         }
@@ -268,6 +295,47 @@ impl Rewriter {
         };
         rewritten.map_or(Edit::Keep, Edit::Value)
     }
+}
+
+/// The field every HTTP/1.0 replay gets, so that the pooled connection stays open.
+static KEEP_ALIVE: std::sync::LazyLock<HeaderField> = std::sync::LazyLock::new(|| {
+    // A constant that is a valid field.
+    HeaderField::new("Connection", "keep-alive").expect("a valid header field")
+});
+
+/// Fields that are hop-by-hop whatever `Connection` says (RFC 9110 §7.6.1; `Proxy-Connection`
+/// is its pre-standard twin, `Keep-Alive` RFC 2068's).
+const HOP_BY_HOP: [&[u8]; 5] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"upgrade",
+];
+
+/// Named in `Connection` and yet replayed: they frame or route the request, not the hop.
+const NEVER_HOP_BY_HOP: [&[u8]; 3] = [b"transfer-encoding", b"content-length", b"host"];
+
+/// The options of every `Connection` field of the head (tokens, as sent).
+fn connection_options<'a>(head: &'a [u8], lines: &head::HeadLines) -> Vec<&'a [u8]> {
+    lines
+        .fields
+        .iter()
+        .filter(|field| head[field.name.clone()].eq_ignore_ascii_case(b"connection"))
+        .flat_map(|field| head[field.value.clone()].split(|&byte| byte == b','))
+        .map(|option| option.trim_ascii())
+        .filter(|option| !option.is_empty())
+        .collect()
+}
+
+fn is_hop_by_hop(name: &[u8], connection_options: &[&[u8]]) -> bool {
+    let named = |list: &[&[u8]]| list.iter().any(|listed| name.eq_ignore_ascii_case(listed));
+    named(&HOP_BY_HOP) || (named(connection_options) && !named(&NEVER_HOP_BY_HOP))
+}
+
+/// Whether the request line (line ending included) is HTTP/1.0's.
+fn is_http10(request_line: &[u8]) -> bool {
+    request_line.trim_ascii_end().ends_with(b" HTTP/1.0")
 }
 
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8], line_ending: &[u8]) {

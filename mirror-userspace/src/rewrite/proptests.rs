@@ -1,4 +1,5 @@
-//! Property: only the edited header lines change; every other byte, and the body, is identical.
+//! Property: only the edited header lines change (the configured ones and the hop-by-hop
+//! fields); every other byte, and the body, is identical.
 
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -31,7 +32,40 @@ fn host_mode() -> impl Strategy<Value = HostMode> {
 }
 
 fn field() -> impl Strategy<Value = (String, &'static str, String)> {
+    prop_oneof![
+        4 => any_field(),
+        1 => connection_field(),
+    ]
+}
+
+/// A `Connection` field naming other fields of the generator (and framing ones it never drops).
+fn connection_field() -> impl Strategy<Value = (String, &'static str, String)> {
+    let options = prop::sample::subsequence(
+        vec![
+            "close",
+            "keep-alive",
+            "TE",
+            "x-request-id",
+            "Accept",
+            "x-env",
+            "Host",
+            "Transfer-Encoding",
+        ],
+        0..4,
+    );
+    (
+        prop::sample::select(vec!["Connection", "connection"]),
+        prop::sample::select(vec![": ", ":"]),
+        options,
+    )
+        .prop_map(|(name, separator, options)| (name.to_owned(), separator, options.join(", ")))
+}
+
+fn any_field() -> impl Strategy<Value = (String, &'static str, String)> {
     let name = prop::sample::select(vec![
+        "Keep-Alive",
+        "TE",
+        "Proxy-Connection",
         "Host",
         "host",
         "X-Forwarded-Host",
@@ -52,14 +86,18 @@ fn field() -> impl Strategy<Value = (String, &'static str, String)> {
     )
 }
 
-/// The head's lines (line ending included) whose field name is not edited.
-fn untouched_lines(head: &[u8]) -> Vec<&[u8]> {
+/// The head's lines (line ending included) whose field name is neither configured to change
+/// nor hop-by-hop (by itself or named in one of `original`'s Connection fields).
+fn untouched_lines<'a>(head: &'a [u8], original: &[u8]) -> Vec<&'a [u8]> {
+    let lines = head::HeadLines::parse(original).unwrap();
+    let options = connection_options(original, &lines);
     head.split_inclusive(|&byte| byte == b'\n')
         .filter(|line| {
             let name = line.split(|&byte| byte == b':').next().unwrap_or_default();
             !EDITED
                 .iter()
                 .any(|edited| name.eq_ignore_ascii_case(edited.as_bytes()))
+                && !is_hop_by_hop(name, &options)
         })
         .collect()
 }
@@ -85,7 +123,10 @@ proptest! {
 
         let rewritten = rewriter(mode).rewrite(&request, head.len()).unwrap();
         prop_assert_eq!(&rewritten.body[..], &body[..]);
-        prop_assert_eq!(untouched_lines(&rewritten.head), untouched_lines(head.as_bytes()));
+        prop_assert_eq!(
+            untouched_lines(&rewritten.head, head.as_bytes()),
+            untouched_lines(head.as_bytes(), head.as_bytes())
+        );
 
         let mut parsed_headers = [httparse::EMPTY_HEADER; 32];
         let mut parsed = httparse::Request::new(&mut parsed_headers);
@@ -96,6 +137,18 @@ proptest! {
             parsed.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value).collect::<Vec<_>>()
         };
         prop_assert!(named("cookie").is_empty());
+        for hop in ["connection", "keep-alive", "proxy-connection", "te"] {
+            prop_assert!(named(hop).is_empty(), "{} replayed", hop);
+        }
+        let lines = head::HeadLines::parse(head.as_bytes()).unwrap();
+        for option in connection_options(head.as_bytes(), &lines) {
+            let option = String::from_utf8_lossy(option).to_ascii_lowercase();
+            // Framing and routing fields stay; a configured field is set whatever is named.
+            if !["transfer-encoding", "host", "x-env", "close", "keep-alive"].contains(&option.as_str()) {
+                prop_assert!(named(&option).is_empty(), "{} named in Connection and replayed", option);
+            }
+        }
+        prop_assert!(!rewritten.asks_close);
         prop_assert_eq!(named("x-env"), vec![&b"shadow"[..]]);
     }
 }

@@ -192,21 +192,23 @@ fn set_headers_win_over_the_host_rule_for_forwarded_host() {
 
 #[test]
 fn missing_host_is_added_only_when_the_mode_names_one() {
+    // (An HTTP/1.0 request also asks to keep the replay connection open.)
     let request = b"GET / HTTP/1.0\r\nAccept: */*\r\n\r\n";
-    assert_eq!(rewrite_with(&suffix(), request), request);
+    let unchanged_host = "GET / HTTP/1.0\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n";
+    assert_eq!(text(&rewrite_with(&suffix(), request)), unchanged_host);
     assert_eq!(
-        rewrite_with(
+        text(&rewrite_with(
             &Rewriter::new(&target(HostMode::Keep), &shadow_url()),
             request
-        ),
-        request
+        )),
+        unchanged_host
     );
     assert_eq!(
         text(&rewrite_with(
             &Rewriter::new(&target(HostMode::Shadow), &shadow_url()),
             request
         )),
-        "GET / HTTP/1.0\r\nHost: shadow.internal:9000\r\nAccept: */*\r\n\r\n"
+        "GET / HTTP/1.0\r\nHost: shadow.internal:9000\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n"
     );
     // Together with other edits, and with no header at all.
     let rewriter = Rewriter::new(
@@ -218,11 +220,11 @@ fn missing_host_is_added_only_when_the_mode_names_one() {
     );
     assert_eq!(
         text(&rewrite_with(&rewriter, request)),
-        "GET / HTTP/1.0\r\nHost: h\r\n\r\n"
+        "GET / HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\n\r\n"
     );
     assert_eq!(
         text(&rewrite_with(&rewriter, b"GET / HTTP/1.0\r\n\r\n")),
-        "GET / HTTP/1.0\r\nHost: h\r\n\r\n"
+        "GET / HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\n\r\n"
     );
 }
 
@@ -347,14 +349,12 @@ fn a_close_option_in_the_rewritten_head_is_reported() {
     let keep_alive = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n";
     let plain = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
     let keep = with_headers(&[], &[]);
-    assert!(asks_close(&keep, closing), "kept as captured");
+    assert!(
+        !asks_close(&keep, closing),
+        "the client's Connection is hop-by-hop: not replayed"
+    );
     assert!(!asks_close(&keep, keep_alive));
     assert!(!asks_close(&keep, plain));
-    let removed = with_headers(&[], &["connection"]);
-    assert!(
-        !asks_close(&removed, closing),
-        "remove_headers takes Connection out of the replay"
-    );
     let set_close = with_headers(&[("Connection", "close")], &[]);
     assert!(asks_close(&set_close, keep_alive), "set in place");
     assert!(asks_close(&set_close, plain), "appended");
@@ -390,5 +390,64 @@ fn the_replay_marker_is_set_on_every_replay() {
             b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
         )),
         "GET / HTTP/1.1\r\nHost: a\r\nX-Mirror-Replay: node-a\r\n\r\n"
+    );
+}
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1) are the client's connection's, not the replay's: the
+/// exact bytes sent.
+#[test]
+fn hop_by_hop_fields_are_not_replayed() {
+    let rewriter = with_headers(&[], &[]);
+    for (captured, replayed) in [
+        (
+            "GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\nAccept: */*\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n",
+        ),
+        (
+            "GET /a HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, x-foo\r\nX-Foo: 1\r\nX-Bar: 2\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nX-Bar: 2\r\n\r\n",
+        ),
+        (
+            "GET /a HTTP/1.1\r\nHost: a\r\nKeep-Alive: timeout=5, max=100\r\nProxy-Connection: keep-alive\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        (
+            // TE goes, and so does the `te` option that names it (with the whole Connection).
+            "GET /a HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nConnection: TE\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        (
+            // Transfer-Encoding stays even when named: the body is replayed as captured.
+            "POST /a HTTP/1.1\r\nHost: a\r\nConnection: transfer-encoding, host\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+        ),
+        (
+            // HTTP/1.0 keeps its version and asks to keep the pooled connection open.
+            "GET /a HTTP/1.0\r\nHost: a\r\nUser-Agent: old\r\n\r\n",
+            "GET /a HTTP/1.0\r\nHost: a\r\nUser-Agent: old\r\nConnection: keep-alive\r\n\r\n",
+        ),
+        (
+            "GET /a HTTP/1.0\r\nConnection: close\r\n\r\n",
+            "GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        ),
+        (
+            "GET /a HTTP/1.0\nHost: a\nConnection: Keep-Alive\n\n",
+            "GET /a HTTP/1.0\nHost: a\nConnection: keep-alive\n\n",
+        ),
+    ] {
+        assert_eq!(
+            text(&rewrite_with(&rewriter, captured.as_bytes())),
+            replayed,
+            "{captured:?}"
+        );
+    }
+    // A configured Connection is what the user asked for: sent, on 1.0 too.
+    let configured = with_headers(&[("Connection", "close")], &[]);
+    assert_eq!(
+        text(&rewrite_with(
+            &configured,
+            b"GET /a HTTP/1.0\r\nHost: a\r\nKeep-Alive: 5\r\n\r\n"
+        )),
+        "GET /a HTTP/1.0\r\nHost: a\r\nConnection: close\r\n\r\n"
     );
 }
