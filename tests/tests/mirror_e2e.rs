@@ -523,3 +523,69 @@ fn a_configmap_update_applies_without_a_signal() {
     daemon.stop();
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A short-connection client (a new TCP connection and `Connection: close` per request) at 100%
+/// sampling: every request is replayed `ok`, once, without the client's hop-by-hop fields, over
+/// the daemon's pooled keep-alive connections - at least 10 replays per shadow connection where
+/// replaying `Connection: close` byte for byte used to cost one connection per replay.
+#[test]
+fn short_connections_are_replayed_over_pooled_connections() {
+    if !privileged("short_connections_are_replayed_over_pooled_connections") {
+        return;
+    }
+    const CLIENTS: usize = 4;
+    const PER_CLIENT: usize = 200;
+    let setup = setup();
+    let daemon = start_daemon(&setup, &["--sample", "100"]);
+    let request = |client: usize, i: usize| {
+        get(
+            &format!("/short/{client}/{i}"),
+            "Connection: close\r\nKeep-Alive: timeout=5\r\nUser-Agent: curl/8\r\n",
+        )
+    };
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            setup.topology.client.spawn(move || {
+                for i in 0..PER_CLIENT {
+                    let stream =
+                        std::net::TcpStream::connect((mirror_tests::netns::SERVER_ADDR, PORT))
+                            .expect("connect to primary");
+                    let mut writer = stream.try_clone().expect("clone");
+                    writer.write_all(&request(client, i).0).expect("write");
+                    let mut reader = std::io::BufReader::new(stream);
+                    assert_eq!(read_response(&mut reader), 200, "primary answered");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("client").expect("client namespace");
+    }
+    let sent = (CLIENTS * PER_CLIENT) as f64;
+    let metrics = wait_for(&daemon, "every short connection's request replayed", |m| {
+        all_replays(m) >= sent
+    });
+    assert_eq!(replays(&metrics, "ok"), sent, "{:#?}", metrics.samples);
+    assert_eq!(metrics.sum("mirror_requests_total", &[]), sent);
+    assert_accounting(&metrics);
+    // The shadow records a connection when it closes: stop the daemon's pool first.
+    daemon.stop();
+    let streams = shadow_streams(&setup.shadow);
+    // The shadow sees the request without Connection and Keep-Alive: the replay's connection
+    // is the daemon's, not the client's.
+    let expected: Vec<Vec<u8>> = (0..CLIENTS)
+        .flat_map(|client| (0..PER_CLIENT).map(move |i| (client, i)))
+        .map(|(client, i)| get(&format!("/short/{client}/{i}"), "User-Agent: curl/8\r\n").1)
+        .collect();
+    let received = match_requests(&streams, &expected);
+    assert!(
+        received.iter().all(|count| *count == 1),
+        "every request reaches the shadow exactly once: {received:?}"
+    );
+    assert!(
+        streams.len() * 10 <= CLIENTS * PER_CLIENT,
+        "{} shadow connections for {} requests on as many client connections",
+        streams.len(),
+        CLIENTS * PER_CLIENT
+    );
+}
