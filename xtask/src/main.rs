@@ -157,7 +157,8 @@ fn test(fuzz_seconds: u64, cargo_args: &[String]) -> anyhow::Result<()> {
         ])
         .args(cargo_args))?;
     run(cargo()
-        .args(["test", "-p", "mirror-tests"])
+        // Every test binary runs: one failure does not hide the others'.
+        .args(["test", "--no-fail-fast", "-p", "mirror-tests"])
         .args(cargo_args)
         .args(["--", "--test-threads=1"])
         .env("MIRROR_BIN", &bin))?;
