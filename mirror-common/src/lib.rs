@@ -67,6 +67,176 @@ pub const fn scope_key_v6(port: u16, address: [u8; 16]) -> [u8; 18] {
     key
 }
 
+/// `Array<ScopeList>`: the prefixes of scoped targets whose lists are short, so that a packet
+/// is placed with a few compares on one cache line (IPv4) instead of a trie walk (see
+/// [`TargetPort::scope_list`]). The tries hold every prefix all the same, which is what a
+/// port without a list, or with a longer one, is looked up in.
+pub const SCOPE_LISTS_MAP: &str = "SCOPE_LISTS";
+/// Prefixes of each family a [`ScopeList`] holds; a family with more is looked up in its trie.
+pub const SCOPE_LIST_PREFIXES: usize = 8;
+/// Entries of [`SCOPE_LISTS_MAP`]: two per scoped port (the list in use and the next one), so
+/// half as many scoped ports have lists; ports scoped beyond that use the tries.
+pub const SCOPE_LIST_SLOTS: u32 = 128;
+// Pairs, and every index below 255: a port's index torn between `SCOPE_NO_LIST` (all bytes
+// 0xff) and its first entry (one byte) is then either the new value or out of range.
+const _: () = assert!(SCOPE_LIST_SLOTS.is_multiple_of(2) && SCOPE_LIST_SLOTS <= 255);
+/// [`ScopeList::v4_len`] / [`ScopeList::v6_len`] of a family with more than
+/// [`SCOPE_LIST_PREFIXES`] prefixes: its trie decides.
+pub const SCOPE_IN_TRIE: u32 = u32::MAX;
+/// [`TargetPort::scope_list`] of a scoped port without a list: the tries decide.
+pub const SCOPE_NO_LIST: u32 = u32::MAX;
+
+/// An IPv6 prefix of a [`ScopeList`]: an address is in it when `address & mask == network`,
+/// each the network-order bytes as two native `u64`s ([`halves`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScopePrefixV6 {
+    pub network: [u64; 2],
+    pub mask: [u64; 2],
+}
+
+impl ScopePrefixV6 {
+    /// `network/prefix_len` (host bits cleared; lengths above 128 count as 128).
+    pub const fn new(network: [u8; 16], prefix_len: u8) -> Self {
+        let bits = if prefix_len > 128 {
+            128
+        } else {
+            prefix_len as u32
+        };
+        let mask = match bits {
+            0 => 0,
+            _ => u128::MAX << (128 - bits),
+        };
+        let mask = halves(mask.to_be_bytes());
+        let network = halves(network);
+        Self {
+            network: [network[0] & mask[0], network[1] & mask[1]],
+            mask,
+        }
+    }
+
+    /// Whether `address` (in [`halves`]) is in the prefix.
+    #[inline(always)]
+    pub const fn contains(&self, address: [u64; 2]) -> bool {
+        address[0] & self.mask[0] == self.network[0] && address[1] & self.mask[1] == self.network[1]
+    }
+}
+
+/// An IPv6 address in network order as two native `u64`s, the form [`ScopePrefixV6`] compares.
+#[inline(always)]
+pub const fn halves(address: [u8; 16]) -> [u64; 2] {
+    let a = address;
+    [
+        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+        u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+    ]
+}
+
+/// A [`SCOPE_LISTS_MAP`] entry: a scoped port's prefixes when a family has at most
+/// [`SCOPE_LIST_PREFIXES`] of them. The lengths and the whole IPv4 list fill the first 64 bytes,
+/// one cache line (the map's entries are line-aligned), and only the first `v6_len` IPv6
+/// prefixes are read: an IPv4 packet costs one line, an IPv6 packet one or a few more.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScopeList {
+    /// IPv4 prefixes in `v4_network`, or [`SCOPE_IN_TRIE`].
+    pub v4_len: u32,
+    /// IPv6 prefixes in `v6`, or [`SCOPE_IN_TRIE`].
+    pub v6_len: u32,
+    /// IPv4 networks in host byte order (`u32::from_be_bytes(octets)`).
+    pub v4_network: [u32; SCOPE_LIST_PREFIXES],
+    /// Per IPv4 network, 32 less its prefix length: how many low bits of an address in it may
+    /// differ from the network's.
+    pub v4_host_bits: [u8; SCOPE_LIST_PREFIXES],
+    /// The rest of the first cache line.
+    pub _padding: [u8; 16],
+    pub v6: [ScopePrefixV6; SCOPE_LIST_PREFIXES],
+}
+
+impl ScopeList {
+    /// No prefix of either family: nothing is in scope.
+    pub const EMPTY: Self = Self {
+        v4_len: 0,
+        v6_len: 0,
+        v4_network: [0; SCOPE_LIST_PREFIXES],
+        v4_host_bits: [0; SCOPE_LIST_PREFIXES],
+        _padding: [0; 16],
+        v6: [ScopePrefixV6 {
+            network: [0; 2],
+            mask: [0; 2],
+        }; SCOPE_LIST_PREFIXES],
+    };
+
+    /// Adds the IPv4 prefix `network/prefix_len` (lengths above 32 count as 32); `false`, and
+    /// nothing added, when the list already holds [`SCOPE_LIST_PREFIXES`].
+    pub const fn push_v4(&mut self, network: [u8; 4], prefix_len: u8) -> bool {
+        let index = self.v4_len as usize;
+        if index >= SCOPE_LIST_PREFIXES {
+            return false;
+        }
+        let host_bits = 32u8.saturating_sub(prefix_len);
+        // Host bits cleared, as in the trie; a /0 leaves nothing.
+        let network = ((u32::from_be_bytes(network) as u64 >> host_bits) << host_bits) as u32;
+        self.v4_network[index] = network;
+        self.v4_host_bits[index] = host_bits;
+        self.v4_len += 1;
+        true
+    }
+
+    /// Adds the IPv6 prefix `network/prefix_len` (see [`ScopeList::push_v4`]).
+    pub const fn push_v6(&mut self, network: [u8; 16], prefix_len: u8) -> bool {
+        let index = self.v6_len as usize;
+        if index >= SCOPE_LIST_PREFIXES {
+            return false;
+        }
+        self.v6[index] = ScopePrefixV6::new(network, prefix_len);
+        self.v6_len += 1;
+        true
+    }
+
+    /// Whether the IPv4 `address` is in one of the prefixes; `None` when the family's prefixes
+    /// are in the trie only.
+    #[inline(always)]
+    pub fn contains_v4(&self, address: [u8; 4]) -> Option<bool> {
+        let len = self.v4_len;
+        if len > SCOPE_LIST_PREFIXES as u32 {
+            return None;
+        }
+        // In 64 bits: a /0 shifts out all 32.
+        let address = u32::from_be_bytes(address) as u64;
+        // A constant bound (a loop the verifier walks at most SCOPE_LIST_PREFIXES times, or
+        // unrolled) and an early end.
+        for index in 0..SCOPE_LIST_PREFIXES {
+            if index as u32 >= len {
+                break;
+            }
+            let host_bits = self.v4_host_bits[index] as u64;
+            if (address ^ self.v4_network[index] as u64) >> host_bits == 0 {
+                return Some(true);
+            }
+        }
+        Some(false)
+    }
+
+    /// [`ScopeList::contains_v4`] for an IPv6 address in [`halves`].
+    #[inline(always)]
+    pub fn contains_v6(&self, address: [u64; 2]) -> Option<bool> {
+        let len = self.v6_len;
+        if len > SCOPE_LIST_PREFIXES as u32 {
+            return None;
+        }
+        for (index, prefix) in self.v6.iter().enumerate() {
+            if index as u32 >= len {
+                break;
+            }
+            if prefix.contains(address) {
+                return Some(true);
+            }
+        }
+        Some(false)
+    }
+}
+
 /// Capacity of [`SAMPLED_FLOWS_MAP`].
 pub const SAMPLED_FLOWS_ENTRIES: u32 = 262_144;
 
@@ -100,6 +270,11 @@ pub struct TargetPort {
     /// port's prefixes in [`SCOPE_V4_MAP`] / [`SCOPE_V6_MAP`]; others are counted
     /// ([`Counter::OtherAddress`]).
     pub scoped: u32,
+    /// While `scoped`: the [`SCOPE_LISTS_MAP`] entry holding the port's prefixes, or
+    /// [`SCOPE_NO_LIST`] (the tries decide). Userspace writes the next list into the other entry
+    /// of the port's pair (`2k`, `2k + 1`) and then flips this index, a change of one bit, so a
+    /// packet sees the old list or the new one, never half of each.
+    pub scope_list: u32,
 }
 
 impl TargetPort {
@@ -110,6 +285,7 @@ impl TargetPort {
         remembered_ppm: 0,
         shed: 0,
         scoped: 0,
+        scope_list: 0,
     };
 
     /// A target port whose every connection is captured.
@@ -128,6 +304,7 @@ impl TargetPort {
             remembered_ppm: 0,
             shed: 0,
             scoped: 0,
+            scope_list: 0,
         }
     }
 
@@ -139,6 +316,7 @@ impl TargetPort {
     pub const fn resampled(self, ppm: u32) -> Self {
         let mut next = Self::sampled(ppm);
         next.scoped = self.scoped;
+        next.scope_list = self.scope_list;
         if self.is_target == 0 {
             return next;
         }
@@ -161,6 +339,15 @@ impl TargetPort {
     pub const fn with_scope(self, scoped: bool) -> Self {
         Self {
             scoped: scoped as u32,
+            ..self
+        }
+    }
+
+    /// The same entry with its prefixes in [`SCOPE_LISTS_MAP`] entry `list` (or
+    /// [`SCOPE_NO_LIST`]); whether it is scoped is unchanged.
+    pub const fn with_scope_list(self, list: u32) -> Self {
+        Self {
+            scope_list: list,
             ..self
         }
     }
@@ -445,8 +632,12 @@ unsafe impl aya::Pod for SegmentHeader {}
 // SAFETY: plain `#[repr(C)]` data; the explicit `_padding` bytes fill the only gap.
 unsafe impl aya::Pod for FlowTuple {}
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, four `u32`s, no padding; any bit pattern is valid.
+// SAFETY: `#[repr(C)]`, six `u32`s, no padding; any bit pattern is valid.
 unsafe impl aya::Pod for TargetPort {}
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`: ten `u32`s, 24 bytes, then `u64`s from offset 64; no implicit padding
+// (the explicit `_padding` fills the first line); any bit pattern is valid.
+unsafe impl aya::Pod for ScopeList {}
 
 #[cfg(test)]
 mod tests {
@@ -544,6 +735,105 @@ mod tests {
             assert!(class.is_power_of_two());
         }
         assert!(MAX_CHUNK * MAX_CHUNKS_PER_SEGMENT as usize >= 65536);
+    }
+
+    #[test]
+    fn scope_prefixes_match_by_their_length() {
+        let cases: [([u8; 4], u8, [u8; 4], bool); 11] = [
+            ([10, 1, 2, 3], 0, [192, 168, 0, 1], true),
+            ([10, 1, 2, 3], 8, [10, 200, 0, 1], true),
+            ([10, 1, 2, 3], 8, [11, 1, 2, 3], false),
+            ([10, 1, 2, 3], 24, [10, 1, 2, 200], true),
+            ([10, 1, 2, 3], 24, [10, 1, 3, 3], false),
+            ([10, 1, 2, 3], 32, [10, 1, 2, 3], true),
+            ([10, 1, 2, 3], 32, [10, 1, 2, 2], false),
+            // Host bits of the network are cleared, as the trie ignores them.
+            ([10, 1, 2, 255], 25, [10, 1, 2, 127], false),
+            ([10, 1, 2, 255], 25, [10, 1, 2, 128], true),
+            ([128, 0, 0, 0], 1, [255, 255, 255, 255], true),
+            ([10, 1, 2, 3], 40, [10, 1, 2, 3], true),
+        ];
+        for (network, len, address, inside) in cases {
+            let mut list = ScopeList::EMPTY;
+            assert!(list.push_v4(network, len));
+            assert_eq!(
+                list.contains_v4(address),
+                Some(inside),
+                "{address:?} in {network:?}/{len}"
+            );
+        }
+        let mut host_bits_cleared = ScopeList::EMPTY;
+        host_bits_cleared.push_v4([10, 1, 2, 255], 25);
+        assert_eq!(host_bits_cleared.v4_network[0], 0x0a01_0280);
+
+        let net6 = [
+            0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let with_last = |last: u8, byte7: u8| {
+            let mut address = net6;
+            address[15] = last;
+            address[7] = byte7;
+            halves(address)
+        };
+        let cases6: [(u8, [u64; 2], bool); 9] = [
+            (0, halves([0xfe; 16]), true),
+            (64, with_last(0x99, 2), true),
+            (64, with_last(0x10, 3), false),
+            (127, with_last(0x11, 2), true),
+            (127, with_last(0x12, 2), false),
+            (128, with_last(0x10, 2), true),
+            (128, with_last(0x11, 2), false),
+            (56, with_last(0x10, 0xff), true),
+            (200, with_last(0x10, 2), true),
+        ];
+        for (len, address, inside) in cases6 {
+            let mut list = ScopeList::EMPTY;
+            assert!(list.push_v6(net6, len));
+            assert_eq!(
+                list.contains_v6(address),
+                Some(inside),
+                "{address:x?} in /{len}"
+            );
+        }
+    }
+
+    #[test]
+    fn scope_lists_read_their_length_only_and_defer_to_the_trie() {
+        let mut list = ScopeList::EMPTY;
+        let address = |host: u8| [10, 0, 0, host];
+        assert_eq!(list.contains_v4(address(1)), Some(false));
+        assert_eq!(list.contains_v6(halves([0; 16])), Some(false));
+        for host in 1..=SCOPE_LIST_PREFIXES as u8 {
+            assert!(list.push_v4(address(host), 32));
+        }
+        assert!(!list.push_v4(address(100), 32), "a full list takes no more");
+        assert_eq!(list.contains_v4(address(8)), Some(true));
+        assert_eq!(list.contains_v4(address(9)), Some(false));
+        assert_eq!(list.contains_v4(address(100)), Some(false));
+        // Entries past the length are not read, whatever they hold.
+        list.v4_len = 3;
+        assert_eq!(list.contains_v4(address(3)), Some(true));
+        assert_eq!(list.contains_v4(address(4)), Some(false));
+        list.v4_len = SCOPE_IN_TRIE;
+        assert_eq!(list.contains_v4(address(1)), None);
+        list.v4_len = SCOPE_LIST_PREFIXES as u32 + 1;
+        assert_eq!(list.contains_v4(address(1)), None);
+        // The families are separate.
+        assert_eq!(list.contains_v6(halves([0; 16])), Some(false));
+        assert!(list.push_v6([0; 16], 0));
+        assert_eq!(list.contains_v6(halves([0xab; 16])), Some(true));
+        list.v6_len = SCOPE_IN_TRIE;
+        assert_eq!(list.contains_v6(halves([0xab; 16])), None);
+
+        // The lengths and the IPv4 list are one cache line; five lines in all.
+        assert_eq!(core::mem::offset_of!(ScopeList, v6), 64);
+        assert_eq!(core::mem::size_of::<ScopeList>(), 5 * 64);
+        assert_eq!(core::mem::size_of::<TargetPort>(), 24);
+        // Resampling and shedding keep the port's list.
+        let scoped = TargetPort::ALL.with_scope(true).with_scope_list(5);
+        assert_eq!(scoped.resampled(10_000).scope_list, 5);
+        assert_eq!(scoped.with_shed(true).scope_list, 5);
+        assert_eq!(scoped.with_scope_list(4).scoped, 1);
     }
 
     #[test]

@@ -19,6 +19,27 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The subcommand named on a command line (`args` with the program name first), found without
+/// clap, for when clap rejected the line: `mirror verdict` reports usage errors with its own
+/// exit status (3), the other subcommands with clap's (2).
+pub fn subcommand_name<I, S>(args: I) -> Option<String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString>,
+{
+    let mut args = args.into_iter().map(Into::into).skip(1);
+    while let Some(arg) = args.next() {
+        let arg = arg.to_string_lossy().into_owned();
+        if arg == "--log-format" {
+            // The one global option with a separate value.
+            args.next();
+        } else if !arg.starts_with('-') {
+            return Some(arg);
+        }
+    }
+    None
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -44,8 +65,14 @@ pub enum Command {
     Capture(CaptureArgs),
     /// Print a table per target from a running daemon's /metrics: requests seen, mirrored,
     /// skipped by reason, lost; primary vs shadow P50/P99 latency, 5xx rate, status and body
-    /// mismatch rates. Needs no privileges.
+    /// mismatch rates; each candidate's verdict under the default policy. Needs no privileges.
     Stats(StatsArgs),
+    /// Promote or roll back: judge each candidate shadow by the verdict policy, from one
+    /// daemon's /metrics (that node's traffic since it started) or from Prometheus (every node,
+    /// over a window). Exit status: 0 pass, 1 fail, 2 inconclusive, 3 error (unreachable,
+    /// HTTP error, bad policy file, bad usage). With --serve, an HTTP gate for Flagger webhooks
+    /// instead. Needs no privileges.
+    Verdict(VerdictArgs),
     /// The one-command tour: in network namespaces it creates (and removes, also on Ctrl-C), a
     /// primary "search v1" and a shadow "search v2" with an N+1 regression, the mirror sampling
     /// 10% of real client traffic, live progress, and a verdict naming the slow path. Needs root.
@@ -133,8 +160,9 @@ pub struct CaptureArgs {
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// The daemon's metrics endpoint (plain http://; `mirror run --metrics-addr` or the config's
-    /// `[metrics]` `listen` sets where it is).
+    /// The daemon's metrics endpoint: its base URL (http://node:9477) or its /metrics URL
+    /// (plain http://; `mirror run --metrics-addr` or the config's `[metrics]` `listen` sets
+    /// where it is).
     #[arg(
         long,
         value_name = "URL",
@@ -152,6 +180,57 @@ pub struct StatsArgs {
         value_parser = clap::value_parser!(u64).range(1..),
     )]
     pub watch: Option<u64>,
+}
+
+/// `mirror verdict --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum VerdictFormat {
+    /// One line per candidate with its verdict and reasons, then its real and drifted fields.
+    Text,
+    /// The whole report (the shape of the daemon's /verdict).
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct VerdictArgs {
+    /// One daemon: its base URL (http://node:9477) or its /metrics URL. Judges that node's
+    /// traffic since the daemon started. The default when --prometheus-url is not given.
+    #[arg(long, value_name = "URL", conflicts_with = "prometheus_url")]
+    pub metrics_url: Option<url::Url>,
+
+    /// Every node: Prometheus' base URL (http://prometheus:9090); sums each daemon's evidence
+    /// over --window with `sum by (...) (increase(...))`.
+    #[arg(long, value_name = "URL")]
+    pub prometheus_url: Option<url::Url>,
+
+    /// With --prometheus-url: the window the counters' increase is taken over, a Prometheus
+    /// duration (30m, 1h, 1h30m, 1d). Default 1h.
+    #[arg(long, value_name = "DURATION", requires = "prometheus_url")]
+    pub window: Option<crate::verdict::prometheus::Window>,
+
+    /// Judge only this target (a [[target]] name).
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+
+    /// Judge only this candidate shadow (its name; `shadow` for `shadow = "URL"`).
+    #[arg(long, value_name = "NAME")]
+    pub shadow: Option<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = VerdictFormat::Text)]
+    pub format: VerdictFormat,
+
+    /// A TOML file with the keys of a configuration's [verdict] section at its top level
+    /// (min_samples, max_p99_ratio, [fields], [drift]...). Default: the built-in policy.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<std::path::PathBuf>,
+
+    /// Serve an HTTP gate on ADDR (e.g. 0.0.0.0:8080) instead of judging once: GET or POST
+    /// /gate answers 200 when the cluster-wide verdict of the target (`?target=`, else the
+    /// Flagger webhook payload's "name", else --target) is pass, 412 otherwise, with the JSON
+    /// report as the body. Needs --prometheus-url.
+    #[arg(long, value_name = "ADDR", requires = "prometheus_url")]
+    pub serve: Option<std::net::SocketAddr>,
 }
 
 #[cfg(test)]
@@ -279,6 +358,87 @@ mod tests {
             Command::Stats(StatsArgs { watch: Some(5), .. })
         ));
         assert!(Cli::try_parse_from(["mirror", "stats", "--watch", "0"]).is_err());
+        let base = Cli::try_parse_from(["mirror", "stats", "--metrics-url", "http://n:9477"]);
+        assert!(
+            base.is_ok(),
+            "a base URL is accepted (and normalised by the command)"
+        );
         assert!(Cli::try_parse_from(["mirror", "stats", "--metrics-url", "not a url"]).is_err());
+    }
+
+    #[test]
+    fn the_subcommand_is_found_past_global_options() {
+        assert_eq!(
+            subcommand_name(["mirror", "verdict", "--window", "x"]).as_deref(),
+            Some("verdict")
+        );
+        assert_eq!(
+            subcommand_name(["mirror", "--log-format", "json", "verdict"]).as_deref(),
+            Some("verdict")
+        );
+        assert_eq!(
+            subcommand_name(["mirror", "--log-format=json", "stats"]).as_deref(),
+            Some("stats")
+        );
+        assert_eq!(subcommand_name(["mirror", "--help"]), None);
+        assert_eq!(subcommand_name(Vec::<String>::new()), None);
+    }
+
+    #[test]
+    fn verdict_takes_one_source_and_filters() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["mirror", "verdict"].iter().chain(args)).map(|cli| cli.command)
+        };
+        let Ok(Command::Verdict(args)) = parse(&[]) else {
+            panic!("parsed as verdict");
+        };
+        assert_eq!(
+            args.metrics_url, None,
+            "the command defaults to the local daemon"
+        );
+        assert_eq!(args.format, VerdictFormat::Text);
+        let Ok(Command::Verdict(args)) = parse(&[
+            "--prometheus-url",
+            "http://prometheus:9090",
+            "--window",
+            "30m",
+            "--target",
+            "search",
+            "--shadow",
+            "v2",
+            "--format",
+            "json",
+            "--policy",
+            "p.toml",
+        ]) else {
+            panic!("parsed as verdict");
+        };
+        assert_eq!(args.window.unwrap().as_str(), "30m");
+        assert_eq!(args.target.as_deref(), Some("search"));
+        assert_eq!(args.format, VerdictFormat::Json);
+        for bad in [
+            &[
+                "--metrics-url",
+                "http://a:9477",
+                "--prometheus-url",
+                "http://p:9090",
+            ][..],
+            &["--window", "1h"],
+            &["--prometheus-url", "http://p:9090", "--window", "soon"],
+            &["--serve", "0.0.0.0:8080"],
+            &["--format", "yaml"],
+            &["--metrics-url", "not a url"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            parse(&[
+                "--prometheus-url",
+                "http://p:9090",
+                "--serve",
+                "0.0.0.0:8080"
+            ])
+            .is_ok()
+        );
     }
 }

@@ -2,7 +2,7 @@
 
 use std::{io::IsTerminal as _, process::ExitCode};
 
-use clap::Parser;
+use clap::Parser as _;
 use mirror::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::{EnvFilter, fmt};
 
@@ -31,8 +31,27 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// A command line clap rejected: help and version print and succeed; usage errors print and
+/// exit with clap's status (2), except for `mirror verdict`, whose 2 means "inconclusive": its
+/// usage errors exit with 3, its error status, so a gate never reads a typo as a verdict.
+fn rejected(error: clap::Error) -> ExitCode {
+    if !error.use_stderr() {
+        error.exit();
+    }
+    let _ = error.print();
+    let verdict = mirror::cli::subcommand_name(std::env::args_os()).as_deref() == Some("verdict");
+    if verdict {
+        ExitCode::from(mirror::commands::verdict::ERROR_EXIT)
+    } else {
+        ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return rejected(error),
+    };
     init_logging(cli.log_format);
     // One thread: the daemon's work is a pipeline of non-blocking steps, and cross-thread task
     // wake-ups (futexes) cost more than they gain; it also caps the daemon at one core, leaving
@@ -49,21 +68,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
+    let status = runtime.block_on(async {
+        let result = match cli.command {
+            // Its exit status is the verdict (0 pass, 1 fail, 2 inconclusive, 3 error).
+            Command::Verdict(args) => return mirror::commands::verdict::run(args).await,
             Command::Capture(args) => mirror::commands::capture::run(args).await,
             Command::Demo(args) => mirror::commands::demo::run(args).await,
             Command::Stats(args) => mirror::commands::stats::run(args).await,
             Command::Run(args) => mirror::commands::run::run(args).await,
             Command::CheckConfig { file } => mirror::commands::check_config(&file),
+        };
+        match result {
+            Ok(()) => 0,
+            Err(error) => {
+                // One sentence with its causes, e.g. "mirror: attaching ...: permission denied".
+                eprintln!("mirror: {error:#}");
+                1
+            }
         }
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // One sentence with its causes, e.g. "mirror: attaching ...: permission denied".
-            eprintln!("mirror: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    ExitCode::from(status)
 }

@@ -349,13 +349,16 @@ target search
   status mismatches                  5.56%  5 of 90 shadow responses
   body mismatches                   10.00%  9 of 90 shadow responses
   comparisons cancelled                  3  gap 2, response_lost 1
+
+  verdict  inconclusive  only 0 exchanges compared (minimum 200)
 ";
 
 #[test]
 fn one_shot_prints_totals_per_target() {
     let (port, heads) = serve(vec![ok_response(EXPOSITION)]);
+    // The daemon's base URL: /metrics is where its metrics are.
+    let output = mirror_stats(&["--metrics-url", &format!("http://127.0.0.1:{port}")]);
     let url = format!("http://127.0.0.1:{port}/metrics");
-    let output = mirror_stats(&["--metrics-url", &url]);
     let stdout = String::from_utf8(output.stdout).unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
@@ -384,6 +387,8 @@ target checkout
   5xx rate                  -        -
   status mismatches                  -  0 of 0 shadow responses
   body mismatches                    -  0 of 0 shadow responses
+
+  verdict  inconclusive  only 0 exchanges compared (minimum 200)
 {SEARCH_TABLE}"
     );
     assert_eq!(stdout, expected, "\n{stdout}");
@@ -496,6 +501,8 @@ fn watch_refreshes_with_what_happened_in_between() {
         "  comparisons cancelled                  1  response_lost 1\n",
         // Latency histograms did not move: no quantile for the interval.
         "  P99 latency                   -        -\n",
+        // The verdict is the totals' (a few seconds of evidence would say little).
+        "  verdict (totals)  inconclusive  only 0 exchanges compared (minimum 200)\n",
     ] {
         assert!(second.contains(line), "{line:?} in\n{second}");
     }

@@ -4,16 +4,22 @@
 use std::net::IpAddr;
 
 use aya::{
-    maps::{MapData, RingBuf},
+    maps::{
+        Array, Map, MapData, MapInfo, RingBuf,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{TestRun, TestRunOptions},
 };
 use bytes::Bytes;
 use mirror::{
     capture::{Classifier, KernelCounters},
+    config::parse_address,
     segment::{self, Direction, Segment},
 };
 use mirror_common::{
-    Counter, FAMILY_IPV4, SEGMENT_HEADER_LEN, TCX_NEXT, connection_sample_point, tcp_flags,
+    Counter, FAMILY_IPV4, SCOPE_IN_TRIE, SCOPE_LIST_PREFIXES, SCOPE_LIST_SLOTS, SCOPE_LISTS_MAP,
+    SCOPE_NO_LIST, SCOPE_PORT_BITS, SCOPE_V4_MAP, SEGMENT_HEADER_LEN, ScopeList, TARGET_PORTS_MAP,
+    TCX_NEXT, TargetPort, connection_sample_point, scope_key_v4, tcp_flags,
 };
 use mirror_tests::{
     frames::{Frame, pattern},
@@ -467,4 +473,322 @@ fn a_shed_port_is_counted_not_recorded_and_keeps_its_sampling() {
         assert_eq!(exchange_recorded(&mut harness, port), (true, true));
     }
     assert_eq!(harness.counters().get(Counter::ShedPackets), 6);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scopes: the server address of a scoped port's packets, in the port's list or in the trie
+// ---------------------------------------------------------------------------------------------
+
+/// A map of the loaded classifier, opened again by name through the kernel (the classifier
+/// keeps its own handles private): lets a test read which list a port uses and tamper with a
+/// trie to prove which of the two decided.
+fn kernel_map(classifier: &Classifier, name: &str) -> Map {
+    let info = classifier.program().expect("program").info().expect("info");
+    for id in info.map_ids().expect("map ids").expect("map ids supported") {
+        if MapInfo::from_id(id).expect("map info").name_as_str() == Some(name) {
+            let data = MapData::from_id(id).expect("open map");
+            return match name {
+                "SCOPE_V4" | "SCOPE_V6" => Map::LpmTrie(data),
+                _ => Map::Array(data),
+            };
+        }
+    }
+    panic!("the classifier has no map {name}");
+}
+
+/// The [`ScopeList`] the classifier reads for [`TARGET`], `None` when the port has none.
+fn list_in_use(classifier: &Classifier) -> (TargetPort, Option<ScopeList>) {
+    let ports: Array<MapData, TargetPort> =
+        Array::try_from(kernel_map(classifier, TARGET_PORTS_MAP)).expect("ports");
+    let port = ports.get(&u32::from(TARGET), 0).expect("port entry");
+    let lists: Array<MapData, ScopeList> =
+        Array::try_from(kernel_map(classifier, SCOPE_LISTS_MAP)).expect("lists");
+    let list = (port.scope_list != SCOPE_NO_LIST)
+        .then(|| lists.get(&port.scope_list, 0).expect("list entry"));
+    (port, list)
+}
+
+fn scope(harness: &mut Harness, nets: Option<&[&str]>) {
+    let nets: Option<Vec<_>> = nets.map(|nets| {
+        nets.iter()
+            .map(|net| parse_address(net).expect("address"))
+            .collect()
+    });
+    harness
+        .classifier
+        .set_scope(TARGET, nets.as_deref())
+        .expect("scope the target port");
+}
+
+/// Whether a request to `server` (from a client outside every scope) and its response (from
+/// `server`) are recorded. Both must agree: the server address is the destination of one and
+/// the source of the other.
+fn server_recorded(harness: &mut Harness, server: &str) -> bool {
+    let server: IpAddr = server.parse().expect("address");
+    let client: IpAddr = match server {
+        IpAddr::V4(_) => "203.0.113.250".parse().unwrap(),
+        IpAddr::V6(_) => "2001:db8:ffff:ffff::fa".parse().unwrap(),
+    };
+    let before = harness.counters().get(Counter::OtherAddress);
+    let request = !harness
+        .run(&request(client, server, b"GET / HTTP/1.1\r\n\r\n".to_vec()).bytes())
+        .is_empty();
+    let mut answer = Frame::tcp(server, client, TARGET, 40000);
+    answer.payload = b"HTTP/1.1 204 No Content\r\n\r\n".to_vec();
+    let response = !harness.run(&answer.bytes()).is_empty();
+    assert_eq!(request, response, "{server}: request and response disagree");
+    let counted = harness.counters().get(Counter::OtherAddress) - before;
+    assert_eq!(
+        counted,
+        if request { 0 } else { 2 },
+        "{server}: other_address"
+    );
+    request
+}
+
+/// Asserts each address of `inside` is recorded and each of `outside` is not.
+fn assert_scope(harness: &mut Harness, inside: &[&str], outside: &[&str], what: &str) {
+    for address in inside {
+        assert!(
+            server_recorded(harness, address),
+            "{what}: {address} in scope"
+        );
+    }
+    for address in outside {
+        assert!(
+            !server_recorded(harness, address),
+            "{what}: {address} out of scope"
+        );
+    }
+}
+
+/// `count` IPv4 hosts and `count` IPv6 hosts that no check uses, to push a family's list past
+/// the inline length.
+fn filler(count: usize) -> Vec<String> {
+    (1..=count)
+        .flat_map(|host| {
+            [
+                format!("192.0.2.{host}"),
+                format!("2001:db8:eeee::{host:x}"),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn scope_prefixes_of_each_length_place_the_server_address_in_the_list_and_in_the_trie() {
+    if !privileged(
+        "scope_prefixes_of_each_length_place_the_server_address_in_the_list_and_in_the_trie",
+    ) {
+        return;
+    }
+    let mut harness = Harness::new();
+    let prefixes = [
+        "10.0.0.0/8",
+        "172.20.7.0/24",
+        "198.18.0.2/32",
+        "2001:db8:1:2::/64",
+        "2001:db8::2/128",
+    ];
+    let inside = [
+        "10.0.0.1",
+        "10.255.255.254",
+        "172.20.7.0",
+        "172.20.7.255",
+        "198.18.0.2",
+        "2001:db8:1:2::1",
+        "2001:db8:1:2:ffff:ffff:ffff:ffff",
+        "2001:db8::2",
+    ];
+    let outside = [
+        "11.0.0.1",
+        "9.255.255.255",
+        "172.20.8.1",
+        "172.20.6.255",
+        "198.18.0.3",
+        "198.18.0.1",
+        "2001:db8:1:3::1",
+        "2001:db8:1:1:ffff:ffff:ffff:ffff",
+        "2001:db8::3",
+        "2001:db8::1",
+        // The same bits in the other family.
+        "::ffff:10.0.0.1",
+    ];
+    for (padding, in_trie) in [(0, false), (SCOPE_LIST_PREFIXES, true)] {
+        let filler = filler(padding);
+        let nets: Vec<&str> = prefixes
+            .iter()
+            .copied()
+            .chain(filler.iter().map(String::as_str))
+            .collect();
+        scope(&mut harness, Some(&nets));
+        let (_, list) = list_in_use(&harness.classifier);
+        let list = list.expect("a list");
+        let lengths = if in_trie {
+            (SCOPE_IN_TRIE, SCOPE_IN_TRIE)
+        } else {
+            (3, 2)
+        };
+        assert_eq!((list.v4_len, list.v6_len), lengths);
+        let what = if in_trie { "trie" } else { "list" };
+        assert_scope(&mut harness, &inside, &outside, what);
+    }
+    // /0: every address of its family, none of the other (an IPv4-mapped IPv6 address is
+    // IPv6).
+    scope(&mut harness, Some(&["0.0.0.0/0"]));
+    assert_scope(
+        &mut harness,
+        &["203.0.113.7", "198.18.0.3"],
+        &["2001:db8:abcd::7", "::ffff:10.0.0.1"],
+        "0.0.0.0/0",
+    );
+    scope(&mut harness, Some(&["::/0"]));
+    assert_scope(
+        &mut harness,
+        &["2001:db8:abcd::7", "::ffff:10.0.0.1"],
+        &["203.0.113.7", "198.18.0.3"],
+        "::/0",
+    );
+}
+
+#[test]
+fn a_list_of_the_inline_length_is_read_inline_and_one_more_goes_to_the_trie() {
+    if !privileged("a_list_of_the_inline_length_is_read_inline_and_one_more_goes_to_the_trie") {
+        return;
+    }
+    let mut harness = Harness::new();
+    let hosts: Vec<String> = (1..=SCOPE_LIST_PREFIXES + 1)
+        .map(|host| format!("198.18.1.{host}"))
+        .collect();
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    let outside = ["198.18.1.100", "198.18.2.1"];
+    let key = |host: &str| {
+        let octets = host.parse::<std::net::Ipv4Addr>().unwrap().octets();
+        Key::new(SCOPE_PORT_BITS + 32, scope_key_v4(TARGET, octets))
+    };
+    for len in [SCOPE_LIST_PREFIXES, SCOPE_LIST_PREFIXES + 1] {
+        let listed = &hosts[..len];
+        scope(&mut harness, Some(listed));
+        let (_, list) = list_in_use(&harness.classifier);
+        let inline = len <= SCOPE_LIST_PREFIXES;
+        let expected_len = if inline { len as u32 } else { SCOPE_IN_TRIE };
+        assert_eq!(list.expect("a list").v4_len, expected_len, "{len} hosts");
+        assert_scope(&mut harness, listed, &outside, &format!("{len} hosts"));
+
+        // Take the last host out of the trie behind the daemon's back: only a port whose list
+        // is in the trie loses it, so this tells which of the two decided.
+        let mut trie: LpmTrie<MapData, [u8; 6], u8> =
+            LpmTrie::try_from(kernel_map(&harness.classifier, SCOPE_V4_MAP)).expect("trie");
+        let last = listed[len - 1];
+        trie.remove(&key(last)).expect("remove from the trie");
+        assert_eq!(
+            server_recorded(&mut harness, last),
+            inline,
+            "{len} hosts: {last} out of the trie only"
+        );
+        trie.insert(&key(last), 1, 0).expect("put it back");
+    }
+}
+
+#[test]
+fn reloads_grow_and_shrink_the_list_and_flip_one_bit_of_its_index() {
+    if !privileged("reloads_grow_and_shrink_the_list_and_flip_one_bit_of_its_index") {
+        return;
+    }
+    let mut harness = Harness::new();
+    let candidates: Vec<String> = (1..=12)
+        .flat_map(|host| [format!("198.18.3.{host}"), format!("2001:db8:3::{host:x}")])
+        .collect();
+    let set = |hosts: std::ops::RangeInclusive<usize>| -> Vec<String> {
+        hosts
+            .flat_map(|host| [format!("198.18.3.{host}"), format!("2001:db8:3::{host:x}")])
+            .collect()
+    };
+    let steps: [(&str, Option<Vec<String>>); 9] = [
+        ("one", Some(set(1..=1))),
+        ("grown to three", Some(set(1..=3))),
+        ("moved", Some(set(3..=3))),
+        ("grown past the list", Some(set(2..=11))),
+        ("shrunk into the list", Some(set(4..=5))),
+        ("full list", Some(set(5..=12))),
+        ("empty: nothing recorded", Some(Vec::new())),
+        ("unscoped: everything recorded", None),
+        ("scoped again", Some(set(7..=7))),
+    ];
+    let mut previous_index: Option<u32> = None;
+    for (what, nets) in steps {
+        let borrowed: Option<Vec<&str>> = nets
+            .as_ref()
+            .map(|nets| nets.iter().map(String::as_str).collect());
+        scope(&mut harness, borrowed.as_deref());
+        let (port, list) = list_in_use(&harness.classifier);
+        assert_eq!(port.scoped != 0, nets.is_some(), "{what}");
+        if nets.is_some() {
+            let list = list.expect("a list");
+            let per_family = nets.as_ref().map_or(0, |nets| nets.len() / 2);
+            let expected = if per_family <= SCOPE_LIST_PREFIXES {
+                per_family as u32
+            } else {
+                SCOPE_IN_TRIE
+            };
+            assert_eq!((list.v4_len, list.v6_len), (expected, expected), "{what}");
+            if let Some(previous) = previous_index {
+                assert_eq!(
+                    port.scope_list ^ previous,
+                    1,
+                    "{what}: the other entry of the pair"
+                );
+            }
+            previous_index = Some(port.scope_list);
+        } else {
+            previous_index = None;
+        }
+        let (inside, outside): (Vec<&str>, Vec<&str>) =
+            candidates.iter().map(String::as_str).partition(|address| {
+                nets.as_ref()
+                    .is_none_or(|nets| nets.iter().any(|net| net == address))
+            });
+        assert_scope(&mut harness, &inside, &outside, what);
+    }
+}
+
+#[test]
+fn ports_scoped_beyond_the_lists_use_the_trie_and_take_a_freed_list() {
+    if !privileged("ports_scoped_beyond_the_lists_use_the_trie_and_take_a_freed_list") {
+        return;
+    }
+    let mut harness = Harness::new();
+    let pairs = SCOPE_LIST_SLOTS as u16 / 2;
+    // Other ports take every pair of lists first.
+    for port in 1..=pairs {
+        let net = parse_address("198.18.9.9").unwrap();
+        harness
+            .classifier
+            .set_scope(TARGET + port, Some(&[net]))
+            .expect("scope another port");
+    }
+    scope(&mut harness, Some(&["198.18.4.1", "2001:db8:4::1"]));
+    let (port, _) = list_in_use(&harness.classifier);
+    assert_eq!(port.scope_list, SCOPE_NO_LIST);
+    assert_scope(
+        &mut harness,
+        &["198.18.4.1", "2001:db8:4::1"],
+        &["198.18.4.2", "2001:db8:4::2", "198.18.9.9"],
+        "no list",
+    );
+    // A port unscoped frees its pair; the next change of ours takes it.
+    harness
+        .classifier
+        .set_scope(TARGET + 1, None)
+        .expect("unscope");
+    scope(&mut harness, Some(&["198.18.4.2"]));
+    let (port, list) = list_in_use(&harness.classifier);
+    assert_ne!(port.scope_list, SCOPE_NO_LIST);
+    assert_eq!(list.expect("a list").v4_len, 1);
+    assert_scope(
+        &mut harness,
+        &["198.18.4.2"],
+        &["198.18.4.1", "2001:db8:4::1"],
+        "freed list",
+    );
 }

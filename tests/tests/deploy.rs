@@ -20,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use clap::Parser as _;
 use mirror::config::Config;
 use mirror_tests::{mirror_bin, privileged, unique_name};
 
@@ -254,10 +255,30 @@ fn assert_spells_out_every_key(config: &Config, file_text: &str, file: &str) {
         .filter_map(|line| line.trim().split_once(" = "))
         .map(|(key, _)| key)
         .collect();
+    // Sub-tables are written as headers (`[verdict.drift.layout]`), like the effective
+    // configuration writes them.
+    for line in file_text.lines().map(str::trim) {
+        if let Some(header) = line.strip_prefix('[') {
+            let header = header.trim_matches(|c| c == '[' || c == ']');
+            if let Some((_, key)) = header.split_once('.') {
+                written.insert(key);
+            }
+        }
+    }
     // `shadow = "URL"` is the one-shadow spelling of `[[target.shadows]]`, which is how the
     // effective configuration prints it.
     if written.contains("shadow") {
         written.insert("shadows");
+    }
+    // A subtable written as a `[section.key]` header counts as written, like `key = {...}`.
+    for line in file_text.lines().map(str::trim) {
+        if let Some(header) = line.strip_prefix('[')
+            && let Some((_, key)) = header
+                .trim_matches(|c| c == '[' || c == ']')
+                .split_once('.')
+        {
+            written.insert(key);
+        }
     }
     let missing: Vec<&String> = keys
         .iter()
@@ -995,6 +1016,7 @@ fn templated_queries() -> Vec<(String, String)> {
         let name = get(&doc, "metadata.name");
         let query = get(&doc, "spec.query")
             .replace("{{ target }}", "search")
+            .replace("{{ variables.shadow }}", "shadow")
             .replace("{{ interval }}", "5m");
         queries.push((format!("flagger {name}"), query));
     }
@@ -1005,12 +1027,20 @@ fn templated_queries() -> Vec<(String, String)> {
     for i in 0..count(&argo, "spec.metrics") {
         let metric = format!("spec.metrics[{i}]");
         let name = get(&argo, &format!("{metric}.name"));
-        let mut query = get(&argo, &format!("{metric}.provider.prometheus.query")).to_owned();
+        // The Job metric (`mirror verdict`) has no PromQL of its own.
+        let Some(query) = argo.get(&format!("{metric}.provider.prometheus.query")) else {
+            continue;
+        };
+        let mut query = query.clone();
         while let Some(start) = query.find("{{args.") {
             let end = start + query[start..].find("}}").expect("closed {{");
             let arg = &query[start + 7..end];
             assert!(args.contains(arg), "argo {name} uses undeclared arg {arg}");
-            let value = if arg == "target" { "search" } else { "5m" };
+            let value = match arg {
+                "target" => "search",
+                "shadow" => "shadow",
+                _ => "5m",
+            };
             query.replace_range(start..end + 2, value);
         }
         queries.push((format!("argo {name}"), query));
@@ -1062,6 +1092,35 @@ fn dashboard_and_rollout_queries_are_valid_promql() {
     );
 }
 
+/// Every selector of a candidate's series names the candidate: `role="shadow"` alone would also
+/// take a second candidate's series, and a selector without a role the baseline's.
+fn assert_selects_the_candidate(query: &str, shadow: &str, source: &str) {
+    for family in [
+        "mirror_response_duration_seconds_bucket",
+        "mirror_responses_total",
+        "mirror_response_mismatches_total",
+        "mirror_replays_total",
+    ] {
+        for (at, _) in query.match_indices(&format!("{family}{{")) {
+            // Template variables hold braces too: a selector ends where its range starts.
+            let selector = &query[at..at + query[at..].find("}[").expect("a range selector")];
+            if selector.contains(r#"role="primary""#) {
+                continue;
+            }
+            assert!(
+                selector.contains(&format!(r#"shadow="{shadow}""#)),
+                "{source}: {selector} does not select the candidate"
+            );
+            if family.starts_with("mirror_respon") && family != "mirror_response_mismatches_total" {
+                assert!(
+                    selector.contains(r#"role="shadow""#),
+                    "{source}: {selector} could count a baseline"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn rollout_templates_are_structurally_valid() {
     if !has_pyyaml("rollout_templates_are_structurally_valid") {
@@ -1073,34 +1132,215 @@ fn rollout_templates_are_structurally_valid() {
     for doc in &flagger {
         assert_eq!(get(doc, "apiVersion"), "flagger.app/v1beta1");
         assert_eq!(get(doc, "kind"), "MetricTemplate");
-        assert!(names.insert(get(doc, "metadata.name").to_owned()));
+        let name = get(doc, "metadata.name");
+        assert!(names.insert(name.to_owned()));
         assert_eq!(get(doc, "spec.provider.type"), "prometheus");
         assert!(get(doc, "spec.provider.address").starts_with("http"));
-        assert!(get(doc, "spec.query").contains("{{ target }}"));
+        let query = get(doc, "spec.query");
+        assert!(query.contains("{{ target }}"));
+        assert_selects_the_candidate(query, "{{ variables.shadow }}", name);
     }
     let argo = single(&deploy("rollouts/argo-analysis-template.yaml"));
     assert_eq!(get(&argo, "apiVersion"), "argoproj.io/v1alpha1");
     assert_eq!(get(&argo, "kind"), "AnalysisTemplate");
+    let args: BTreeMap<&str, Option<&str>> = (0..count(&argo, "spec.args"))
+        .map(|i| {
+            let arg = format!("spec.args[{i}]");
+            let value = argo.get(&format!("{arg}.value")).map(String::as_str);
+            (get(&argo, &format!("{arg}.name")), value)
+        })
+        .collect();
+    assert_eq!(
+        args.get("shadow"),
+        Some(&Some("shadow")),
+        "the one shadow by default"
+    );
+    assert_eq!(args.get("target"), Some(&None), "the target must be given");
     let metrics = count(&argo, "spec.metrics");
-    assert!(metrics >= 3);
+    let mut conditions = Vec::new();
+    let mut jobs = Vec::new();
     for i in 0..metrics {
         let metric = format!("spec.metrics[{i}]");
-        assert!(get(&argo, &format!("{metric}.successCondition")).contains("result[0]"));
+        let name = get(&argo, &format!("{metric}.name"));
+        if argo.contains_key(&format!("{metric}.provider.job.spec.backoffLimit")) {
+            jobs.push(metric);
+            continue;
+        }
+        let condition = get(&argo, &format!("{metric}.successCondition"));
+        assert!(condition.contains("result[0]"));
+        conditions.push(condition);
         assert_eq!(
             get(&argo, &format!("{metric}.provider.prometheus.address")),
             "{{args.prometheus-address}}"
         );
+        let query = get(&argo, &format!("{metric}.provider.prometheus.query"));
+        assert_selects_the_candidate(query, "{{args.shadow}}", name);
     }
     // The gates the issue asks for: P99 ratio 1.5, 5xx delta one point, mismatches 1%.
-    let conditions: Vec<&str> = (0..metrics)
-        .map(|i| get(&argo, &format!("spec.metrics[{i}].successCondition")))
-        .collect();
+    assert!(conditions.len() >= 3);
     for bound in ["< 1.5", "<= 0.01", "< 0.01"] {
         assert!(
             conditions
                 .iter()
                 .any(|condition| condition.ends_with(bound)),
             "no condition with {bound}: {conditions:?}"
+        );
+    }
+    // The decision: one Job running `mirror verdict` on the cluster's evidence, judged by its
+    // exit status (no retry: a second run must not turn a fail into a pass).
+    let [job] = jobs.as_slice() else {
+        panic!("one Job metric expected, found {jobs:?}");
+    };
+    let spec = format!("{job}.provider.job.spec");
+    assert_eq!(get(&argo, &format!("{spec}.backoffLimit")), "0");
+    let pod = format!("{spec}.template.spec");
+    assert_eq!(get(&argo, &format!("{pod}.restartPolicy")), "Never");
+    let container = format!("{pod}.containers[0]");
+    let daemonset = single(&deploy("kubernetes/daemonset.yaml"));
+    assert_eq!(
+        get(&argo, &format!("{container}.image")),
+        get(&daemonset, "spec.template.spec.containers[0].image"),
+        "the mirror image"
+    );
+    assert_eq!(
+        list(&argo, &format!("{container}.args")),
+        [
+            "verdict",
+            "--prometheus-url",
+            "{{args.prometheus-address}}",
+            "--target",
+            "{{args.target}}",
+            "--shadow",
+            "{{args.shadow}}",
+            "--window",
+            "{{args.window}}",
+        ]
+    );
+    // The arguments are what `mirror verdict` accepts.
+    let cli = mirror::cli::Cli::try_parse_from(
+        ["mirror"]
+            .into_iter()
+            .chain(list(&argo, &format!("{container}.args")).iter().map(
+                |arg| match arg.as_str() {
+                    "{{args.prometheus-address}}" => "http://prometheus:9090",
+                    "{{args.window}}" => args["window"].expect("a default window"),
+                    other => other,
+                },
+            )),
+    );
+    assert!(cli.is_ok(), "{cli:?}");
+
+    // The Flagger gate: `mirror verdict --serve` behind a Service, pods the `mirror` Service
+    // (the DaemonSet's metrics) does not select.
+    let gate = flatten(&deploy("rollouts/verdict-gate.yaml"));
+    let of_kind = |kind: &str| {
+        gate.iter()
+            .find(|doc| doc.get("kind").map(String::as_str) == Some(kind))
+            .unwrap_or_else(|| panic!("verdict-gate.yaml has no {kind}"))
+    };
+    let (deployment, service) = (of_kind("Deployment"), of_kind("Service"));
+    let args = list(deployment, "spec.template.spec.containers[0].args");
+    assert_eq!(args[..2], ["verdict", "--prometheus-url"]);
+    let cli = mirror::cli::Cli::try_parse_from(
+        ["mirror"]
+            .into_iter()
+            .chain(args.iter().map(String::as_str)),
+    );
+    let Ok(mirror::cli::Cli {
+        command: mirror::cli::Command::Verdict(verdict),
+        ..
+    }) = cli
+    else {
+        panic!("not a `mirror verdict` line: {args:?}");
+    };
+    let port = verdict.serve.expect("--serve").port().to_string();
+    assert_eq!(
+        get(
+            deployment,
+            "spec.template.spec.containers[0].ports[0].containerPort"
+        ),
+        port
+    );
+    for (key, value) in service.iter() {
+        if let Some(label) = key.strip_prefix("spec.selector.") {
+            assert_eq!(
+                deployment.get(&format!("spec.template.metadata.labels.{label}")),
+                Some(value),
+                "the gate's Service selects {label}={value}, its pods lack it"
+            );
+        }
+    }
+    let metrics_service = single(&deploy("kubernetes/service.yaml"));
+    let selects_gate = metrics_service
+        .iter()
+        .filter_map(|(key, value)| Some((key.strip_prefix("spec.selector.")?, value)))
+        .all(|(label, value)| {
+            deployment.get(&format!("spec.template.metadata.labels.{label}")) == Some(value)
+        });
+    assert!(
+        !selects_gate,
+        "the DaemonSet's metrics Service would select the gate's pods"
+    );
+    for doc in &gate {
+        assert_eq!(get(doc, "metadata.namespace"), "mirror-system");
+    }
+}
+
+/// The gate's Deployment and Service, and the AnalysisTemplate's Job as the Job Argo Rollouts
+/// makes of it, against the Kubernetes schemas (the AnalysisTemplate itself is a CRD).
+#[test]
+fn rollout_manifests_validate_against_the_schemas() {
+    let test = "rollout_manifests_validate_against_the_schemas";
+    if !has_pyyaml(test)
+        || !tool(
+            test,
+            "kubernetes-validate",
+            &["--version"],
+            "kubernetes-validate (PyPI)",
+        )
+    {
+        return;
+    }
+    let dir = TempDir::new();
+    let job = dir.0.join("analysis-job.yaml");
+    let extract = r#"
+import sys, yaml
+template = yaml.safe_load(open(sys.argv[1]))
+jobs = [m["provider"]["job"] for m in template["spec"]["metrics"] if "job" in m["provider"]]
+assert len(jobs) == 1, jobs
+job = {"apiVersion": "batch/v1", "kind": "Job",
+       "metadata": dict(jobs[0].get("metadata", {}), name="mirror-verdict", namespace="mirror-system"),
+       "spec": jobs[0]["spec"]}
+yaml.safe_dump(job, open(sys.argv[2], "w"))
+"#;
+    let output = Command::new("python3")
+        .args(["-c", extract])
+        .arg(deploy("rollouts/argo-analysis-template.yaml"))
+        .arg(&job)
+        .output()
+        .expect("running python3");
+    assert!(output.status.success(), "{}", text(&output));
+    let manifests = [deploy("rollouts/verdict-gate.yaml"), job];
+    for version in KUBERNETES_VERSIONS {
+        let output = Command::new("kubernetes-validate")
+            .args(["--strict", "--kubernetes-version", version])
+            .args(&manifests)
+            .output()
+            .expect("running kubernetes-validate");
+        let report = text(&output);
+        assert!(
+            output.status.success(),
+            "kubernetes-validate {version}:\n{report}"
+        );
+        let passed = report
+            .lines()
+            .filter(|line| line.contains(" passed "))
+            .count();
+        // Deployment, Service, Job.
+        assert_eq!(passed, 3, "kubernetes-validate {version}:\n{report}");
+        assert!(
+            !report.contains("WARN") && !report.contains("ERROR"),
+            "kubernetes-validate {version}:\n{report}"
         );
     }
 }
@@ -1118,12 +1358,16 @@ fn exported_metrics() -> BTreeMap<String, String> {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let (body, health) = runtime.block_on(async {
-        let (metrics, registry) = mirror::metrics::Metrics::new();
+    let (body, health, verdict) = runtime.block_on(async {
+        let (metrics, mut registry) = mirror::metrics::Metrics::new();
         populate(&metrics);
+        registry.register_collector(Box::new(mirror::pipeline::EvidenceCollector::new(
+            evidence(),
+        )));
         let (addr, serve) = mirror::metrics::server::bind(
             "127.0.0.1:0".parse().expect("address"),
             Arc::new(registry),
+            mirror::verdict::Policy::default(),
         )
         .await
         .expect("binding the metrics endpoint");
@@ -1141,7 +1385,13 @@ fn exported_metrics() -> BTreeMap<String, String> {
             stream.read_to_string(&mut response).await.expect("read");
             response
         };
-        let client = async { (get("/metrics").await, get("/healthz").await) };
+        let client = async {
+            (
+                get("/metrics").await,
+                get("/healthz").await,
+                get("/verdict").await,
+            )
+        };
         tokio::select! {
             served = serve => panic!("metrics endpoint stopped: {served:?}"),
             responses = client => responses,
@@ -1149,6 +1399,12 @@ fn exported_metrics() -> BTreeMap<String, String> {
     });
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // This node's verdict, from the same registry: one candidate with one compared exchange.
+    assert!(verdict.starts_with("HTTP/1.1 200"), "{verdict}");
+    assert!(
+        verdict.contains(r#"{"verdict":"inconclusive","targets":[{"target":"search""#),
+        "{verdict}"
+    );
     let mut exported: BTreeMap<String, String> = body
         .lines()
         .filter_map(|line| line.strip_prefix("# TYPE "))
@@ -1157,14 +1413,26 @@ fn exported_metrics() -> BTreeMap<String, String> {
         .collect();
 
     let source = read(&repo().join("mirror-userspace/src/metrics/mod.rs"));
-    // Every metric `Metrics::new` registers was served (so `populate` covers them all).
-    let registered: BTreeSet<String> = source
+    // Every metric `Metrics::new` registers was served (so `populate` covers them all), and
+    // every family the evidence collector encodes (its names are the `"mirror_..."` literals of
+    // pipeline/evidence.rs).
+    let mut registered: BTreeSet<String> = source
         .split("register(")
         .skip(1)
         .filter_map(|call| call.trim_start().strip_prefix('"'))
         .filter_map(|call| call.split('"').next())
         .map(str::to_owned)
         .collect();
+    let evidence_source = read(&repo().join("mirror-userspace/src/pipeline/evidence.rs"));
+    let evidence_families: Vec<String> = evidence_source
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|literal| literal.starts_with("mirror_"))
+        .map(str::to_owned)
+        .collect();
+    assert!(evidence_families.len() >= 6, "{evidence_families:?}");
+    registered.extend(evidence_families);
     let served: BTreeSet<String> = exported
         .iter()
         .map(|(name, kind)| match kind.as_str() {
@@ -1201,6 +1469,34 @@ fn exported_metrics() -> BTreeMap<String, String> {
     }
     assert!(collector >= 1 && exported.contains_key("mirror_capture_drops_total"));
     exported
+}
+
+/// The evidence of one compared exchange: a field that differs and a numeric pair, so the
+/// evidence collector encodes every one of its families.
+fn evidence() -> mirror::pipeline::SharedEvidence {
+    use mirror::verdict::{FieldDiff, NumericPair, Policy, diff::FieldOutcome};
+    let shadows = vec![mirror::pipeline::ShadowRole {
+        name: "shadow".to_owned(),
+        baseline: false,
+    }];
+    let mut target = mirror::pipeline::TargetEvidence::new("search", shadows, &Policy::default());
+    let outcome = FieldOutcome {
+        differs: true,
+        volatile: false,
+    };
+    let diff = FieldDiff {
+        fields: [("/price".to_owned(), outcome)].into(),
+        numeric: vec![NumericPair {
+            field: "/price".to_owned(),
+            primary: 10.0,
+            shadow: 12.0,
+        }],
+        numeric_truncated: false,
+    };
+    target.record(&[(0, diff)]);
+    let evidence = mirror::pipeline::SharedEvidence::default();
+    evidence.lock().targets.push(target);
+    evidence
 }
 
 /// Gives every family one child: prometheus-client leaves empty families out of `/metrics`.
@@ -1251,14 +1547,33 @@ fn populate(metrics: &mirror::metrics::Metrics) {
             })
             .inc();
     }
+    for (family, reason) in [
+        (&metrics.comparisons_cancelled, "expired"),
+        (&metrics.comparisons_digest_only, "not_json"),
+    ] {
+        family
+            .get_or_create(&TargetShadowReasonLabels {
+                target: target(),
+                shadow: shadow(),
+                reason,
+            })
+            .inc();
+    }
     metrics
-        .comparisons_cancelled
-        .get_or_create(&TargetShadowReasonLabels {
+        .comparisons
+        .get_or_create(&TargetShadowLabels {
             target: target(),
             shadow: shadow(),
-            reason: "expired",
         })
         .inc();
+    metrics
+        .shadow_info
+        .get_or_create(&TargetRoleLabels {
+            target: target(),
+            role: "shadow",
+            shadow: shadow(),
+        })
+        .set(1);
     metrics
         .requests_lost_estimated
         .get_or_create(&TargetLabels { target: target() })
@@ -1301,6 +1616,30 @@ fn populate(metrics: &mirror::metrics::Metrics) {
             target: target(),
             shadow: shadow(),
             kind: "status",
+        })
+        .inc();
+    // What the verdict reads: the shadows and their roles, and the pairs compared.
+    metrics
+        .shadow_info
+        .get_or_create(&TargetRoleLabels {
+            target: target(),
+            role: "shadow",
+            shadow: shadow(),
+        })
+        .set(1);
+    metrics
+        .comparisons
+        .get_or_create(&TargetShadowLabels {
+            target: target(),
+            shadow: shadow(),
+        })
+        .inc();
+    metrics
+        .comparisons_digest_only
+        .get_or_create(&TargetShadowReasonLabels {
+            target: target(),
+            shadow: shadow(),
+            reason: "not_json",
         })
         .inc();
     // Targets with `pods`: their pod watch.
@@ -1393,6 +1732,7 @@ fn dashboards_alerts_and_templates_only_use_exported_metrics() {
         "README.md",
         "kubernetes/daemonset.yaml",
         "kubernetes/configmap.yaml",
+        "rollouts/verdict-gate.yaml",
     ];
     let mut problems = Vec::new();
     for (files, bare) in [(&queries[..], false), (&prose[..], true)] {
@@ -1427,6 +1767,11 @@ fn dashboards_alerts_and_templates_only_use_exported_metrics() {
         "mirror_comparisons_cancelled_total",
         "mirror_tcp_target_gaps_total",
         "mirror_requests_lost_estimated_total",
+        // Per field: the candidate's difference rate against the baseline's noise.
+        "mirror_field_differences_total",
+        "mirror_field_samples_total",
+        "mirror_field_baseline_differences_total",
+        "mirror_field_baseline_samples_total",
     ] {
         assert!(dashboard.contains(metric), "the dashboard lacks {metric}");
     }
@@ -1464,6 +1809,7 @@ fn dashboard_is_well_formed() {
     let panels = count(&dashboard, "panels");
     let mut ids = BTreeSet::new();
     let mut side_by_side = 0;
+    let mut fields_vs_noise = 0;
     for i in 0..panels {
         let panel = format!("panels[{i}]");
         assert!(ids.insert(get(&dashboard, &format!("{panel}.id")).to_owned()));
@@ -1487,6 +1833,21 @@ fn dashboard_is_well_formed() {
         {
             side_by_side += 1;
         }
+        // Per field, the candidate's difference rate next to the baseline's on the same fields.
+        if exprs
+            .iter()
+            .any(|e| e.contains("mirror_field_differences_total"))
+        {
+            fields_vs_noise += 1;
+            assert!(
+                exprs
+                    .iter()
+                    .any(|e| e.contains("mirror_field_baseline_differences_total")
+                        && e.contains("mirror_field_baseline_samples_total")
+                        && e.contains("by (target, shadow, field)")),
+                "{panel}: no baseline noise per field next to the candidate's rate"
+            );
+        }
         // Every per-target query follows the `target` variable.
         for expr in exprs {
             assert!(
@@ -1494,7 +1855,8 @@ fn dashboard_is_well_formed() {
                     || ![
                         "mirror_requests_total",
                         "mirror_responses_total",
-                        "mirror_replays_total"
+                        "mirror_replays_total",
+                        "mirror_field_"
                     ]
                     .iter()
                     .any(|m| expr.contains(m)),
@@ -1506,6 +1868,7 @@ fn dashboard_is_well_formed() {
         side_by_side >= 3,
         "P50, P99 and 5xx share: primary vs shadow"
     );
+    assert_eq!(fields_vs_noise, 1, "one per-field panel");
 }
 
 // ------------------------------------------------------------------------------------------

@@ -82,8 +82,11 @@ enum Task {
         /// Only measure the verdict's cost (the daemon's CPU with field-by-field comparison
         /// against digests only, 1 and 3 shadows; the field diff's criterion benchmark) and
         /// rewrite those two sections of BENCHMARKS.md. Needs root; about six minutes.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "only_classifier")]
         only_verdict: bool,
+        /// Only the classifier section (root); the rest of BENCHMARKS.md is kept.
+        #[arg(long, conflicts_with = "only_pairing")]
+        only_classifier: bool,
     },
 }
 
@@ -226,6 +229,13 @@ fn main() -> anyhow::Result<()> {
         } => {
             setup::setup()?;
             bench::verdict_only(rounds)
+        }
+        Task::Bench {
+            only_classifier: true,
+            ..
+        } => {
+            setup::setup()?;
+            bench::classifier_only()
         }
         Task::Bench {
             skip_criterion,

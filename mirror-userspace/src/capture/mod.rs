@@ -331,23 +331,41 @@ impl Classifier {
         port: u16,
         nets: Option<&[ipnet::IpNet]>,
     ) -> Result<(), CaptureError> {
-        if let Some(nets) = nets {
-            self.scope.set(port, nets)?;
-        }
-        let current = self
-            .target_ports
-            .get(&u32::from(port), 0)
-            .map_err(map_error(TARGET_PORTS_MAP, "reading"))?;
-        // Also on a port that is no target yet: `set_ports` keeps the flag when it makes it one.
-        if (current.scoped != 0) != nets.is_some() {
-            self.target_ports
-                .set(u32::from(port), current.with_scope(nets.is_some()), 0)
-                .map_err(map_error(TARGET_PORTS_MAP, "updating"))?;
-        }
-        if nets.is_none() {
-            self.scope.set(port, &[])?;
-        }
-        Ok(())
+        let key = u32::from(port);
+        let target_ports = &mut self.target_ports;
+        let Some(nets) = nets else {
+            let current = target_ports
+                .get(&key, 0)
+                .map_err(map_error(TARGET_PORTS_MAP, "reading"))?;
+            if current.scoped != 0 {
+                target_ports
+                    .set(key, current.with_scope(false), 0)
+                    .map_err(map_error(TARGET_PORTS_MAP, "updating"))?;
+            }
+            return self.scope.clear(port);
+        };
+        self.scope.set(port, nets, |list| {
+            let current = target_ports
+                .get(&key, 0)
+                .map_err(map_error(TARGET_PORTS_MAP, "reading"))?;
+            // The list first, then the flag: a packet never pairs the flag with a stale index.
+            // (On a scoped port the index only flips its lowest bit or leaves `SCOPE_NO_LIST`,
+            // see `scope`.) Also on a port that is no target yet: `set_ports` keeps both when it
+            // makes it one.
+            let mut write = |entry: TargetPort| {
+                target_ports
+                    .set(key, entry, 0)
+                    .map_err(map_error(TARGET_PORTS_MAP, "updating"))
+            };
+            let listed = current.with_scope_list(list);
+            if listed != current {
+                write(listed)?;
+            }
+            if listed.scoped == 0 {
+                write(listed.with_scope(true))?;
+            }
+            Ok(())
+        })
     }
 
     /// Sheds `port` (its packets are counted, not recorded) or records it again, keeping its

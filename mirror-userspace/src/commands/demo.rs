@@ -26,7 +26,7 @@ use nix::{
 
 use crate::{
     cli::DemoArgs,
-    commands::stats::fetch,
+    commands::fetch::{Endpoint, fetch},
     demo::{
         ROUTES, in_netns,
         servers::{self, ServiceCounters, Version},
@@ -255,7 +255,8 @@ async fn scrape(ns: &NetNs) -> anyhow::Result<Snapshot> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        anyhow::Ok(runtime.block_on(fetch(&url))?)
+        let timeout = std::time::Duration::from_secs(5);
+        anyhow::Ok(runtime.block_on(fetch(&url, Endpoint::Daemon, timeout))?)
     })
     .await??;
     Ok(Snapshot::from_text(&text)?)

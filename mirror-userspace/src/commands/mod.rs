@@ -2,8 +2,11 @@
 
 pub mod capture;
 pub mod demo;
+pub mod fetch;
+pub mod gate;
 pub mod run;
 pub mod stats;
+pub mod verdict;
 
 use std::path::Path;
 

@@ -254,9 +254,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         capture.classifier().counter_reader(),
         Arc::clone(&reader_stats),
     )));
-    let (metrics_addr, serve) = server::bind(config.metrics.listen, Arc::new(registry))
-        .await
-        .context("starting the metrics endpoint")?;
+    let (metrics_addr, serve) = server::bind(
+        config.metrics.listen,
+        Arc::new(registry),
+        config.verdict.clone(),
+    )
+    .await
+    .context("starting the metrics endpoint")?;
     let mut serve = std::pin::pin!(serve);
 
     let (results_tx, mut results) = mpsc::unbounded_channel();

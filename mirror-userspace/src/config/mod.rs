@@ -248,6 +248,36 @@ impl Config {
         Self::from_toml(&text, &name)
     }
 
+    /// Reads a verdict policy file (`mirror verdict --policy`): the keys of a configuration's
+    /// `[verdict]` section at the top level, checked as that section is.
+    pub fn load_policy(path: impl AsRef<Path>) -> Result<crate::verdict::Policy, ConfigError> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: name.clone(),
+            source,
+        })?;
+        Self::policy_from_toml(&text, &name)
+    }
+
+    /// [`load_policy`](Self::load_policy) on text.
+    pub fn policy_from_toml(
+        text: &str,
+        source_name: &str,
+    ) -> Result<crate::verdict::Policy, ConfigError> {
+        let policy: toml::Spanned<crate::verdict::Policy> =
+            toml::from_str(text).map_err(|error| {
+                ConfigError::at(
+                    source_name,
+                    text,
+                    error.span().unwrap_or(0..0),
+                    toml_message(&error),
+                )
+            })?;
+        validate::verdict(Some(policy))
+            .map_err(|problem| ConfigError::at(source_name, text, problem.span, problem.message))
+    }
+
     /// The effective configuration as TOML (every default spelled out); [`from_toml`] reads it
     /// back to an equal `Config`.
     ///

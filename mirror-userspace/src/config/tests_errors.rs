@@ -396,3 +396,36 @@ fn sink_values_are_checked_where_written() {
         "t.toml:2:8: invalid type: integer `1`, expected a quoted string"
     );
 }
+
+#[test]
+fn policy_files_are_the_verdict_section_at_top_level() {
+    let policy = Config::policy_from_toml(
+        "min_samples = 50\nmax_p99_ratio = 2.0\n[fields]\nmin_samples = 20\n",
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(policy.min_samples, 50);
+    assert_eq!(policy.max_p99_ratio, 2.0);
+    assert_eq!(policy.fields.min_samples, 20);
+    assert_eq!(
+        policy.max_p50_ratio,
+        crate::verdict::Policy::default().max_p50_ratio
+    );
+    assert_eq!(
+        Config::policy_from_toml("", "p.toml").unwrap(),
+        crate::verdict::Policy::default()
+    );
+    let unknown = Config::policy_from_toml("min_samples = 50\nmin_sample = 3\n", "p.toml");
+    let message = unknown.unwrap_err().to_string();
+    assert!(
+        message.starts_with("p.toml:2:1: unknown field `min_sample`"),
+        "{message}"
+    );
+    let range = Config::policy_from_toml("max_p50_ratio = 0.5\n", "p.toml").unwrap_err();
+    assert!(
+        range
+            .to_string()
+            .contains("max_p50_ratio = 0.5 is out of range"),
+        "{range}"
+    );
+}

@@ -42,7 +42,9 @@ pub(super) fn validate(raw: RawConfig, text: &str) -> Checked<Config> {
     })
 }
 
-fn verdict(raw: Option<Spanned<crate::verdict::Policy>>) -> Checked<crate::verdict::Policy> {
+pub(super) fn verdict(
+    raw: Option<Spanned<crate::verdict::Policy>>,
+) -> Checked<crate::verdict::Policy> {
     let Some(raw) = raw else {
         return Ok(crate::verdict::Policy::default());
     };

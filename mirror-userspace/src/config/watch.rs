@@ -86,7 +86,7 @@ impl ConfigWatch {
     }
 
     /// Resolves after the file (or the symlink the kubelet swaps) changed and the directory
-    /// has then been quiet for [`SETTLE`].
+    /// has then been quiet for `SETTLE`.
     pub async fn changed(&mut self) -> Result<(), WatchError> {
         loop {
             if self.read_relevant().await? {

@@ -1,5 +1,5 @@
 //! The `mirror run` data path after capture: segments -> [`HttpTracker`] -> per-target
-//! [`Policy`] -> [`Rewriter`] -> [`Replayer`] queue, primary responses and replay results ->
+//! [`Policy`] -> [`Rewriter`](crate::rewrite::Rewriter) -> [`Replayer`](crate::replay::Replayer) queue, primary responses and replay results ->
 //! [`Comparator`], and every step into [`Metrics`]. It never waits: replay queues are only
 //! `try_send`, so a slow or dead shadow costs counted drops, not capture.
 //!
@@ -22,8 +22,8 @@ mod judging;
 mod shadows;
 mod target_metrics;
 
-pub use evidence::{EvidenceCollector, SharedEvidence};
-use evidence::{FieldComparer, ShadowRole, TargetEvidence};
+use evidence::FieldComparer;
+pub use evidence::{EvidenceCollector, ShadowRole, SharedEvidence, TargetEvidence};
 use exchange_log::ExchangeLog;
 use judging::ExchangeNotes;
 

@@ -1,8 +1,9 @@
 //! The I/O-free core of `mirror stats`: a running daemon's `/metrics` text -> [`parse`]d samples
 //! -> per-target [`Snapshot`] (differenced between refreshes with [`Snapshot::since`]) ->
-//! [`render`]ed table. Latency quantiles are estimated from the histogram buckets like PromQL's
-//! `histogram_quantile` ([`quantile`]). The command that fetches and prints is
-//! `commands::stats`.
+//! [`render`]ed table, with each candidate's verdict under the default policy
+//! ([`crate::verdict::inputs_from_samples`] on the same samples). Latency quantiles are
+//! estimated from the histogram buckets like PromQL's `histogram_quantile` ([`quantile`]). The
+//! command that fetches and prints is `commands::stats`.
 
 mod histogram;
 mod parse;
@@ -10,6 +11,8 @@ mod render;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_verdict;
 
 pub use self::histogram::{Bucket, Quantile, quantile};
 pub use self::parse::{ParseError, Sample, parse};

@@ -7,6 +7,10 @@ use super::{
     histogram::Quantile,
     snapshot::{ShadowStats, Snapshot, TargetStats},
 };
+use crate::verdict::{FieldClass, report::TargetReport};
+
+/// Real fields shown per candidate below a target's table.
+const TOP_REAL_FIELDS: usize = 3;
 
 /// What period the counts cover.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +37,15 @@ pub fn render(snapshot: &Snapshot, source: &str, window: Window) -> String {
         out.push('\n');
         let _ = writeln!(out, "target {name}");
         out.push_str(&target_table(stats, window).render());
+        let verdict = snapshot
+            .verdict
+            .iter()
+            .flat_map(|report| &report.targets)
+            .find(|target| target.target == *name);
+        if let Some(target) = verdict.filter(|target| !target.shadows.is_empty()) {
+            out.push('\n');
+            out.push_str(&verdict_table(target, window).render());
+        }
     }
     if snapshot.shed_packets > 0.0 {
         let _ = writeln!(
@@ -248,6 +261,50 @@ fn target_table(stats: &TargetStats, window: Window) -> Table {
     table
 }
 
+/// Per candidate: its verdict under the default policy with the first reason, then its top
+/// real fields (difference rate, and the baseline's as the noise it was judged against).
+/// `mirror verdict` gives every reason and takes a policy file.
+fn verdict_table(target: &TargetReport, window: Window) -> Table {
+    let mut table = Table::default();
+    let since = match window {
+        Window::SinceStart => "",
+        Window::Last(_) => " (totals)",
+    };
+    let single = target.shadows.len() == 1;
+    for shadow in &target.shadows {
+        let label = if single {
+            format!("verdict{since}")
+        } else {
+            format!("verdict {}{since}", shadow.shadow)
+        };
+        let outcome = shadow.verdict.as_str();
+        let note = match shadow.reasons.as_slice() {
+            [] => String::new(),
+            [only] => only.clone(),
+            [first, rest @ ..] => format!("{first} (+{} more)", rest.len()),
+        };
+        table.row([&label, outcome, "", &note]);
+        let real = shadow
+            .fields
+            .iter()
+            .filter(|field| field.class == FieldClass::Real)
+            .take(TOP_REAL_FIELDS);
+        for field in real {
+            let noise = match field.noise_rate {
+                Some(rate) => format!("real field; baseline {:.2}%", rate * 100.0),
+                None => "real field; no baseline".to_owned(),
+            };
+            table.row([
+                &format!("  {}", field.field),
+                &format!("{:.2}%", field.diff_rate * 100.0),
+                "",
+                &noise,
+            ]);
+        }
+    }
+    table
+}
+
 /// The entries of a by-reason map that are not zero, in label order.
 fn nonzero(map: &BTreeMap<String, f64>) -> impl Iterator<Item = (&str, f64)> {
     map.iter()
@@ -343,13 +400,15 @@ impl Table {
                 out.push('\n');
                 continue;
             };
-            // `{:>width$}` counts chars, which is what a terminal shows for these cells.
-            let line = format!(
-                "  {label:<w0$}  {first:>w1$}  {second:>w2$}  {note}",
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2],
-            );
+            // `{:>width$}` counts chars, which is what a terminal shows for these cells. A
+            // column empty in every row takes no room.
+            let mut line = format!("  {label:<w0$}", w0 = widths[0]);
+            for (cell, width) in [(first, widths[1]), (second, widths[2])] {
+                if width > 0 {
+                    line.push_str(&format!("  {cell:>width$}"));
+                }
+            }
+            line.push_str(&format!("  {note}"));
             out.push_str(line.trim_end());
             out.push('\n');
         }
@@ -415,5 +474,8 @@ mod tests {
             table.render(),
             "  a               1  x\n  long label  12345     note\n\n"
         );
+        let mut sparse = Table::default();
+        sparse.row(["verdict", "fail", "", "why"]);
+        assert_eq!(sparse.render(), "  verdict  fail  why\n");
     }
 }

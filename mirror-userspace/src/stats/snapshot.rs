@@ -7,6 +7,7 @@ use super::{
     histogram::{Bucket, Quantile, quantile},
     parse::Sample,
 };
+use crate::verdict::{Policy, Report, inputs_from_samples};
 
 /// What one scrape says about every target, keyed by target name.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -15,6 +16,10 @@ pub struct Snapshot {
     /// `mirror_classifier_packets_total{reason="shed"}`: packets of targets whose shadow could
     /// take no more, counted and not recorded (the classifier's counters have no target).
     pub shed_packets: f64,
+    /// Each candidate's verdict under the default policy, from the same samples (totals since
+    /// the daemon started: a watch frame keeps the latest scrape's, since a few seconds of
+    /// evidence would always be inconclusive).
+    pub verdict: Option<Report>,
 }
 
 /// One target's counters. Counts are `f64` because that is what the exposition carries.
@@ -252,7 +257,11 @@ impl Snapshot {
     /// Aggregates the samples of one scrape. Samples of other metrics, and target-labelled
     /// samples that lack a label this needs, are ignored: the table shows what is there.
     pub fn from_samples(samples: &[Sample]) -> Self {
-        let mut snapshot = Self::default();
+        let policy = Policy::default();
+        let mut snapshot = Self {
+            verdict: Some(policy.judge(&inputs_from_samples(samples, &policy))),
+            ..Self::default()
+        };
         for sample in samples {
             if sample.name == "mirror_classifier_packets_total"
                 && sample.label("reason") == Some("shed")
@@ -353,6 +362,7 @@ impl Snapshot {
         Self {
             targets,
             shed_packets: increase(self.shed_packets, earlier.shed_packets),
+            verdict: self.verdict.clone(),
         }
     }
 }

@@ -347,6 +347,8 @@ target checkout
   status mismatches                  -  0 of 0 shadow responses
   body mismatches                    -  0 of 0 shadow responses
 
+  verdict  inconclusive  only 0 exchanges compared (minimum 200)
+
 target search
                          requests  of seen
   seen                       1000
@@ -376,6 +378,8 @@ target search
   body mismatches                   10.00%  9 of 90 shadow responses
   comparisons cancelled                  3  gap 2, response_lost 1
 
+  verdict  inconclusive  only 0 exchanges compared (minimum 200)
+
 target slow
                      requests  of seen
   seen                      2
@@ -392,6 +396,8 @@ target slow
   5xx rate              0.00%    0.00%
   status mismatches              0.00%  0 of 2 shadow responses
   body mismatches                0.00%  0 of 2 shadow responses
+
+  verdict  inconclusive  only 0 exchanges compared (minimum 200)
 ";
     assert_eq!(table, expected, "\n{table}");
 }

@@ -15,7 +15,10 @@
 //!    that exports as a Prometheus histogram; [`drift::ks_from_cumulative`] gives the
 //!    Kolmogorov–Smirnov statistic with its error interval, from one node's sketches or from
 //!    buckets summed across nodes.
-//! 4. [`policy::Policy::judge`] turns the statistics of every target and shadow into a
+//! 4. [`inputs::inputs_from_samples`] reads the same statistics back from metric samples (one
+//!    daemon's `/metrics`, or Prometheus sums over nodes), for `/verdict`, `mirror verdict` and
+//!    `mirror stats`.
+//! 5. [`policy::Policy::judge`] turns the statistics of every target and shadow into a
 //!    [`report::Report`]: `pass`, `fail` or `inconclusive`, with reasons, serialisable to JSON.
 //!
 //! Memory is bounded by configuration, not by traffic: `max_fields` counters and
@@ -30,9 +33,12 @@ pub mod exchange;
 pub mod fields;
 pub mod headers;
 pub mod heuristics;
+pub mod inputs;
 pub mod pointer;
 pub mod policy;
+pub mod prometheus;
 pub mod report;
+pub mod text;
 
 pub use self::diff::{DiffConfig, FieldDiff, NumericPair};
 pub use self::drift::{
@@ -40,5 +46,6 @@ pub use self::drift::{
 };
 pub use self::exchange::{BodyComparison, Comparer, ExchangeComparison, Response};
 pub use self::fields::{FieldClass, FieldConfig, FieldCounts, FieldStat, FieldTracker, classify};
+pub use self::inputs::{inputs_from_samples, select};
 pub use self::policy::{ErrorCounts, Latency, Policy, Role, ShadowInput, TargetInput};
 pub use self::report::{Outcome, Report};

@@ -34,6 +34,17 @@ pub enum Outcome {
     Fail,
 }
 
+impl Outcome {
+    /// The lowercase name, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Inconclusive => "inconclusive",
+            Self::Fail => "fail",
+        }
+    }
+}
+
 /// The whole verdict.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {

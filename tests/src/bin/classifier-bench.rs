@@ -9,12 +9,14 @@
 //!   up to 64 KiB, and a transfer to a non-target port gives the real non-target cost; each
 //!   figure is the median of three transfers (a new namespace pair each), with the range.
 //!
-//! Both also measure a target scoped by address (`addresses`) with 1 and with 64 entries: a
-//! packet to a listed address (in scope, recorded) and one to an unlisted address on the target
-//! port (out of scope: one trie lookup, counted, not recorded). The 64 entries are hosts next to
-//! the destination in its /24 (pod addresses of a node): the deepest trie walk for that size. An
-//! empty list (a `pods` target before its first pod is known: nothing recorded) is the same path
-//! without a trie walk.
+//! Both also measure a target scoped by address (`addresses`): a packet to a listed address (in
+//! scope, recorded) and one to an unlisted address on the target port (out of scope, counted,
+//! not recorded). Up to `SCOPE_LIST_PREFIXES` (8) prefixes of a family sit in the port's list in
+//! the classifier and cost a few compares: 1 entry, and 8 (a full list); 64 entries are
+//! looked up in the trie, hosts next to the destination in its /24 (pod addresses of a node): the
+//! deepest trie walk for that size. An empty list (a `pods` target before its first pod is known:
+//! nothing recorded) ends at the list's length. Crafted frames also measure an IPv6 address out
+//! of a full IPv6 list.
 //!
 //! The ring buffer is drained by a thread meanwhile, so the target figures include a successful
 //! reserve/copy/submit, not the cheaper ring-full path (checked: the drop counter must stay 0).
@@ -334,6 +336,20 @@ fn scope_list(len: usize, with_destination: bool) -> Vec<String> {
         .collect()
 }
 
+/// [`scope_list`] in IPv6: hosts of [`SERVER_V6`]'s /64 from ::3 up.
+fn scope_list_v6(len: usize, with_destination: bool) -> Vec<String> {
+    let destination = with_destination.then(|| SERVER_V6.to_owned());
+    destination
+        .into_iter()
+        .chain((3..).map(|host| format!("2001:2::{host:x}")))
+        .take(len)
+        .collect()
+}
+
+/// Client and server of the IPv6 crafted frames (2001:2::/48 is reserved for benchmarking).
+const CLIENT_V6: &str = "2001:2::1";
+const SERVER_V6: &str = "2001:2::2";
+
 /// One row of the table.
 struct Row {
     label: &'static str,
@@ -420,44 +436,66 @@ fn main() {
         });
     }
 
-    for (label, len, in_scope, payload) in [
+    let frame_v6 = |port: u16, len: usize| {
+        let mut frame = Frame::tcp(
+            CLIENT_V6.parse().unwrap(),
+            SERVER_V6.parse().unwrap(),
+            40000,
+            port,
+        );
+        frame.payload = pattern(len, 2);
+        frame.bytes()
+    };
+    for (label, len, in_scope, ipv6) in [
         (
-            "target scoped to 1 address, in scope, 100 B payload",
+            "target scoped to 1 address (list), in scope, 100 B payload",
             1,
             true,
-            100,
+            false,
         ),
         (
-            "target scoped to 64 addresses, in scope, 100 B payload",
+            "target scoped to 64 addresses (trie), in scope, 100 B payload",
             64,
             true,
-            100,
-        ),
-        (
-            "target port, empty scope (0 listed: no trie walk)",
-            0,
             false,
-            100,
         ),
+        ("target port, empty scope (0 listed)", 0, false, false),
         (
             "target port, address out of scope (1 listed)",
             1,
             false,
-            100,
+            false,
         ),
         (
-            "target port, address out of scope (64 listed)",
+            "target port, address out of scope (8 listed: a full list)",
+            8,
+            false,
+            false,
+        ),
+        (
+            "target port, IPv6 address out of scope (8 listed: a full list)",
+            8,
+            false,
+            true,
+        ),
+        (
+            "target port, address out of scope (64 listed: trie)",
             64,
             false,
-            100,
+            false,
         ),
     ] {
-        let list = scope_list(len, in_scope);
+        let payload = 100;
+        let (list, frame) = if ipv6 {
+            (scope_list_v6(len, in_scope), frame_v6(TARGET, payload))
+        } else {
+            (scope_list(len, in_scope), frame(TARGET, payload))
+        };
         let repeat = if in_scope { 400_000 } else { 2_000_000 };
         let make = || Subject::scoped(SAMPLE_SCALE, Some(&list));
-        let (_, counters) = test_run_ns(make(), &frame(TARGET, payload), 1000);
+        let (_, counters) = test_run_ns(make(), &frame, 1000);
         assert_scope(label, in_scope, counters.as_ref());
-        let (ns, range) = median_of_three(&make, &frame(TARGET, payload), repeat);
+        let (ns, range) = median_of_three(&make, &frame, repeat);
         rows.push(Row {
             label,
             method: TEST_RUN,
@@ -497,27 +535,28 @@ fn main() {
     }
     for (label, len, in_scope) in [
         (
-            "target scoped to 1 address, in scope, 64 KiB GSO segments",
+            "target scoped to 1 address (list), in scope, 64 KiB GSO segments",
             1,
             true,
         ),
         (
-            "target scoped to 64 addresses, in scope, 64 KiB GSO segments",
+            "target scoped to 64 addresses (trie), in scope, 64 KiB GSO segments",
             64,
             true,
         ),
-        (
-            "target port, empty scope (0 listed: no trie walk, GSO bulk)",
-            0,
-            false,
-        ),
+        ("target port, empty scope (0 listed, GSO bulk)", 0, false),
         (
             "target port, address out of scope (1 listed, GSO bulk)",
             1,
             false,
         ),
         (
-            "target port, address out of scope (64 listed, GSO bulk)",
+            "target port, address out of scope (8 listed: a full list, GSO bulk)",
+            8,
+            false,
+        ),
+        (
+            "target port, address out of scope (64 listed: trie, GSO bulk)",
             64,
             false,
         ),
