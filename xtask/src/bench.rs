@@ -80,17 +80,27 @@ const BENCH_PACKAGES: &[&str] = &["nginx", "libnginx-mod-http-echo"];
 const ANALYSIS_START: &str = "<!-- analysis: written by hand, kept by cargo xtask bench -->";
 const ANALYSIS_END: &str = "<!-- /analysis -->";
 
+const VERDICT_ANALYSIS_START: &str =
+    "<!-- verdict analysis: written by hand, kept by cargo xtask bench -->";
+const VERDICT_ANALYSIS_END: &str = "<!-- /verdict analysis -->";
+
 /// The hand-written analysis section of the current BENCHMARKS.md (with its markers), or an
 /// empty placeholder pair.
 fn kept_analysis(path: &std::path::Path) -> String {
+    kept_between(path, ANALYSIS_START, ANALYSIS_END)
+}
+
+/// The text of the current BENCHMARKS.md from `start` to `end` (markers included), or an empty
+/// placeholder pair.
+fn kept_between(path: &std::path::Path, start_marker: &str, end_marker: &str) -> String {
     let previous = std::fs::read_to_string(path).unwrap_or_default();
-    let kept = previous.find(ANALYSIS_START).and_then(|start| {
-        let end = previous[start..].find(ANALYSIS_END)? + start + ANALYSIS_END.len();
+    let kept = previous.find(start_marker).and_then(|start| {
+        let end = previous[start..].find(end_marker)? + start + end_marker.len();
         Some(previous[start..end].to_owned())
     });
     format!(
         "{}\n",
-        kept.unwrap_or_else(|| format!("{ANALYSIS_START}\n{ANALYSIS_END}"))
+        kept.unwrap_or_else(|| format!("{start_marker}\n{end_marker}"))
     )
 }
 
@@ -324,6 +334,13 @@ fn verdict_section(mirror_bin: &std::path::Path, rounds: u64) -> anyhow::Result<
          bodies (`1 shadow, field diff` against `1 shadow, digest only`).\n"
     );
     section.push_str(output.trim_start_matches('\n'));
+    // The interpretation of these figures is written by hand and kept across runs.
+    section.push('\n');
+    section.push_str(&kept_between(
+        &workspace_root().join("BENCHMARKS.md"),
+        VERDICT_ANALYSIS_START,
+        VERDICT_ANALYSIS_END,
+    ));
     Ok(section)
 }
 
@@ -343,16 +360,18 @@ fn diff_section() -> anyhow::Result<String> {
     let _ = writeln!(section, "{DIFF_HEADING}");
     let _ = writeln!(
         section,
-        "Command: `cargo bench -p mirror-userspace --bench diff` (one core). The cost of \
-         comparing one exchange field by field, the daemon's work per compared pair besides the \
-         digest: `json/1k`, `json/64k`: parsing a primary and a shadow body of about 1 KiB and 64 \
-         KiB (a catalogue page: an object with a list of items; a few leaves differ) and \
-         diffing them leaf by leaf (throughput counts both bodies); `parse/64k`: the two parses \
-         alone, the share of `json/64k` that is parsing; `exchange_gzip/64k`: the whole exchange \
-         comparison of the 64 KiB pair gzip-encoded (decode, parse, diff, headers); \
-         `record/64k`: recording that pair's diff as evidence (field counters and drift \
-         sketches), also once per compared pair. The daemon's own figure, with capture, \
-         replay and bookkeeping around it, is in \"Verdict cost\" above.\n"
+        "Command: `cargo bench -p mirror-userspace --bench diff` (one core). The daemon's work \
+         per compared pair besides the digest, on a primary and a shadow body of about 1 KiB and \
+         64 KiB (a catalogue page: an object with a list of items; every item's timestamp and \
+         every tenth price differ): `exchange/1k`, `exchange/64k`: the whole comparison of one \
+         exchange as the daemon makes it for identity-encoded JSON with nginx's headers (decode, \
+         parse, leaf-by-leaf diff with numeric pairs, `Content-Type` compared); `record/1k`, \
+         `record/64k`: recording that diff as evidence (field counters and drift sketches), also \
+         once per compared pair; `json/*`: parse and diff alone; `parse/64k`: the parse of the \
+         64 KiB pair into `serde_json::Value`s, for reference (the diff parses into a lighter \
+         tree of its own); `exchange_gzip/64k`: the 64 KiB exchange gzip-encoded. Throughput \
+         counts both bodies. The daemon's own figure, with capture, replay and bookkeeping \
+         around it, is in \"Verdict cost\" above.\n"
     );
     let _ = writeln!(section, "```text\n{summary}```");
     Ok(section)

@@ -182,15 +182,23 @@ struct VerdictRun {
 
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
-        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 /// Runs the verdict modes in `rounds` interleaved rounds at `rate` req/s for `seconds` each and
 /// prints the table and the goal line.
 pub(super) fn verdict_cost(topology: &Topology, rounds: u64, rate: u64, seconds: u64) {
-    let (primary, primary_dirs) =
-        json_nginx(&topology.server, SERVER_ADDR, &[(VERDICT_PORT, Page::Primary)]);
+    let (primary, primary_dirs) = json_nginx(
+        &topology.server,
+        SERVER_ADDR,
+        &[(VERDICT_PORT, Page::Primary)],
+    );
     let shadow_servers: Vec<(u16, Page)> = SHADOWS
         .iter()
         .map(|shadow| (shadow.port, shadow.page))
@@ -298,8 +306,9 @@ fn print_verdict_table(results: &[Vec<VerdictRun>]) {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (index, mode) in MODES.iter().enumerate() {
-        let column =
-            |f: &dyn Fn(&VerdictRun) -> f64| median(results.iter().map(|row| f(&row[index])).collect());
+        let column = |f: &dyn Fn(&VerdictRun) -> f64| {
+            median(results.iter().map(|row| f(&row[index])).collect())
+        };
         println!(
             "| {} | {:.0} | {:.3} | {:.3} | {:.2} | {:.1}% | {:.1} | {:.1}% / {:.1}% |",
             mode.label,
