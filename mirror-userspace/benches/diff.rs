@@ -5,9 +5,13 @@
 //!   leaf-by-leaf diff, i.e. the daemon's cost per compared exchange with identity bodies.
 //! - `parse/64k`: only the two `serde_json::from_slice` parses of `json/64k`, the share of the
 //!   diff's cost that is parsing.
+//! - `exchange/1k`, `exchange/64k`: [`Comparer::compare`] of the 1 KiB and 64 KiB pairs as the
+//!   daemon's field comparison gets them from a server answering identity-encoded JSON (nginx's
+//!   headers; `Content-Type` compared): decode (a no-op), parse, diff, numeric pairs, headers.
+//!   With `record/*`, the daemon's work per compared exchange besides capture and replay.
 //! - `exchange_gzip/64k`: [`Comparer::compare`] of the same 64 KiB pair, gzip-encoded, with
 //!   header comparison: decode + parse + diff.
-//! - `record/64k`: feeding the 64 KiB pair's [`FieldDiff`] to the field and drift trackers
+//! - `record/1k`, `record/64k`: feeding the pair's [`FieldDiff`] to the field and drift trackers
 //!   (done once per compared exchange too).
 
 use std::fmt::Write as _;
@@ -96,8 +100,39 @@ fn json(c: &mut Criterion) {
     group.finish();
 }
 
+/// Response headers as nginx sends them with a static JSON file.
+const NGINX_HEADERS: [(&[u8], &[u8]); 7] = [
+    (b"Server", b"nginx/1.26.3"),
+    (b"Date", b"Wed, 01 May 2024 12:00:00 GMT"),
+    (b"Content-Type", b"application/json"),
+    (b"Content-Length", b"1019"),
+    (b"Last-Modified", b"Wed, 01 May 2024 11:59:00 GMT"),
+    (b"Connection", b"keep-alive"),
+    (b"ETag", b"\"66322e4c-3fb\""),
+];
+
 fn exchange(c: &mut Criterion) {
     let comparer = Comparer::new(&DiffConfig::default()).unwrap();
+    let mut group = c.benchmark_group("exchange");
+    for (name, size) in [("1k", 1024), ("64k", 64 * 1024)] {
+        let (primary, shadow) = sized(size);
+        group.throughput(Throughput::Bytes((primary.len() + shadow.len()) as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                comparer.compare(
+                    &Response {
+                        headers: &NGINX_HEADERS,
+                        body: black_box(&primary),
+                    },
+                    &Response {
+                        headers: &NGINX_HEADERS,
+                        body: black_box(&shadow),
+                    },
+                )
+            })
+        });
+    }
+    group.finish();
     let (primary, shadow) = sized(64 * 1024);
     let (primary, shadow) = (gzip(&primary), gzip(&shadow));
     let headers: [(&[u8], &[u8]); 3] = [
@@ -125,27 +160,29 @@ fn exchange(c: &mut Criterion) {
 
 fn record(c: &mut Criterion) {
     let comparer = Comparer::new(&DiffConfig::default()).unwrap();
-    let (primary, shadow) = sized(64 * 1024);
     let headers: [(&[u8], &[u8]); 1] = [(b"Content-Type", b"application/json")];
-    let compared = comparer.compare(
-        &Response {
-            headers: &headers,
-            body: &primary,
-        },
-        &Response {
-            headers: &headers,
-            body: &shadow,
-        },
-    );
-    let mut fields = FieldTracker::new(FieldConfig::default(), true);
-    let mut drift = DriftTracker::new(DriftConfig::default());
     let mut group = c.benchmark_group("record");
-    group.bench_function("64k", |b| {
-        b.iter(|| {
-            fields.record("v2", black_box(&compared.fields), Some(&compared.fields));
-            drift.record("v2", black_box(&compared.fields.numeric));
-        })
-    });
+    for (name, size) in [("1k", 1024), ("64k", 64 * 1024)] {
+        let (primary, shadow) = sized(size);
+        let compared = comparer.compare(
+            &Response {
+                headers: &headers,
+                body: &primary,
+            },
+            &Response {
+                headers: &headers,
+                body: &shadow,
+            },
+        );
+        let mut fields = FieldTracker::new(FieldConfig::default(), true);
+        let mut drift = DriftTracker::new(DriftConfig::default());
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                fields.record("v2", black_box(&compared.fields), Some(&compared.fields));
+                drift.record("v2", black_box(&compared.fields.numeric));
+            })
+        });
+    }
     group.finish();
 }
 

@@ -64,19 +64,37 @@ const BENCH_PACKAGES: &[&str] = &["nginx", "libnginx-mod-http-echo"];
 const ANALYSIS_START: &str = "<!-- analysis: written by hand, kept by cargo xtask bench -->";
 const ANALYSIS_END: &str = "<!-- /analysis -->";
 
+const VERDICT_ANALYSIS_START: &str =
+    "<!-- verdict analysis: written by hand, kept by cargo xtask bench -->";
+const VERDICT_ANALYSIS_END: &str = "<!-- /verdict analysis -->";
+
 /// The hand-written analysis section of the current BENCHMARKS.md (with its markers), or an
 /// empty placeholder pair.
 fn kept_analysis(path: &std::path::Path) -> String {
+    kept_between(path, ANALYSIS_START, ANALYSIS_END)
+}
+
+/// The text of the current BENCHMARKS.md from `start` to `end` (markers included), or an empty
+/// placeholder pair.
+fn kept_between(path: &std::path::Path, start_marker: &str, end_marker: &str) -> String {
     let previous = std::fs::read_to_string(path).unwrap_or_default();
-    let kept = previous.find(ANALYSIS_START).and_then(|start| {
-        let end = previous[start..].find(ANALYSIS_END)? + start + ANALYSIS_END.len();
+    let kept = previous.find(start_marker).and_then(|start| {
+        let end = previous[start..].find(end_marker)? + start + end_marker.len();
         Some(previous[start..end].to_owned())
     });
     format!(
         "{}\n",
-        kept.unwrap_or_else(|| format!("{ANALYSIS_START}\n{ANALYSIS_END}"))
+        kept.unwrap_or_else(|| format!("{start_marker}\n{end_marker}"))
     )
 }
+
+/// Headings of the sections that `--only-pairing` and `--only-verdict` replace, and of those
+/// they are placed before.
+const PAIRING_HEADING: &str = "\n## Pairing against ground truth\n";
+const VERDICT_HEADING: &str = "\n## Verdict cost\n";
+const DIFF_HEADING: &str = "\n## Field diff per compared exchange (criterion)\n";
+const CORE_HEADING: &str = "\n## Reassembly + HTTP framing (criterion)\n";
+const MEMORY_HEADING: &str = "\n## Memory with 10,000 open connections\n";
 
 /// Command of the pairing report (`oracle_report` in the core's tests).
 const ORACLE_COMMAND: [&str; 9] = [
@@ -108,7 +126,7 @@ fn oracle_section() -> anyhow::Result<String> {
     let table = oracle_table(&output);
     print!("{table}");
     let mut section = String::new();
-    let _ = writeln!(section, "\n## Pairing against ground truth\n");
+    let _ = writeln!(section, "{PAIRING_HEADING}");
     let _ = writeln!(
         section,
         "Command: `cargo {}` (the strict test, `oracle_pairs_are_never_wrong`, runs 10,000 \
@@ -198,7 +216,7 @@ pub fn classifier_only() -> anyhow::Result<()> {
         &benchmarks,
         "\n## Classifier cost per packet\n",
         &section,
-        "\n## `mirror run`",
+        &["\n## `mirror run`"],
     );
     std::fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))?;
     println!("bench: wrote the classifier section of {}", path.display());
@@ -206,8 +224,9 @@ pub fn classifier_only() -> anyhow::Result<()> {
 }
 
 /// Replaces the section of `benchmarks` that starts with `heading` (up to the next `## `), or
-/// adds `section` before `before` (or at the end) when there is none.
-fn replace_section(benchmarks: &str, heading: &str, section: &str, before: &str) -> String {
+/// adds `section` before the first of the headings `before` present (or at the end) when there
+/// is none.
+fn replace_section(benchmarks: &str, heading: &str, section: &str, before: &[&str]) -> String {
     let (head, tail) = match benchmarks.find(heading) {
         Some(start) => {
             let rest = &benchmarks[start + heading.len()..];
@@ -217,20 +236,24 @@ fn replace_section(benchmarks: &str, heading: &str, section: &str, before: &str)
             (&benchmarks[..start], &benchmarks[end..])
         }
         None => {
-            let at = benchmarks.find(before).unwrap_or(benchmarks.len());
+            let at = before
+                .iter()
+                .find_map(|next| benchmarks.find(next))
+                .unwrap_or(benchmarks.len());
             (&benchmarks[..at], &benchmarks[at..])
         }
     };
     format!("{head}{section}{tail}")
 }
 
-/// Replaces (or adds, before the criterion section) the pairing section of `benchmarks`.
-fn with_section(benchmarks: &str, section: &str) -> String {
+/// Replaces the section of `benchmarks` under `heading` with `section`, or adds it before the
+/// first of the headings `before` present; a blank line before the next heading.
+fn with_section(benchmarks: &str, heading: &str, section: &str, before: &[&str]) -> String {
     replace_section(
         benchmarks,
-        "\n## Pairing against ground truth\n",
-        section.trim_end_matches('\n'),
-        "\n## Reassembly + HTTP framing",
+        heading,
+        &format!("{}\n", section.trim_end_matches('\n')),
+        before,
     )
 }
 
@@ -238,9 +261,130 @@ fn with_section(benchmarks: &str, section: &str) -> String {
 pub fn pairing_only() -> anyhow::Result<()> {
     let path = workspace_root().join("BENCHMARKS.md");
     let benchmarks = std::fs::read_to_string(&path).unwrap_or_default();
-    let updated = with_section(&benchmarks, &oracle_section()?);
+    let updated = with_section(
+        &benchmarks,
+        PAIRING_HEADING,
+        &oracle_section()?,
+        &[CORE_HEADING],
+    );
     std::fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))?;
     println!("bench: wrote the pairing section of {}", path.display());
+    Ok(())
+}
+
+/// The `## Verdict cost` section: `mirror-bench --tables verdict` (the daemon's CPU per
+/// request with field-by-field comparison against digests only, 1 and 3 shadows).
+fn verdict_section(mirror_bin: &std::path::Path, rounds: u64) -> anyhow::Result<String> {
+    println!("bench: verdict cost (mirror run, field diff against digest only)");
+    let output = output_of(
+        Command::new(workspace_root().join("target/release/mirror-bench"))
+            .args([
+                "--tables",
+                "verdict",
+                "--completeness-seconds",
+                "0",
+                "--rounds",
+                &rounds.to_string(),
+            ])
+            .env("MIRROR_BIN", mirror_bin),
+    )?;
+    print!("{output}");
+    let mut section = String::new();
+    let _ = writeln!(section, "{VERDICT_HEADING}");
+    let _ = writeln!(
+        section,
+        "Command: `cargo xtask bench` (or `cargo xtask bench --only-verdict` for this section and \
+         the field diff's criterion section alone; binary `mirror-bench` of the `tests` crate, \
+         `--tables verdict`). The same topology as above, with nginx instances of their own: the \
+         primary (server namespace) and up to three shadows (client namespace, through the \
+         captured veth) answer every request with a 1 KiB JSON catalogue page (`application/json`, \
+         a list of items with ids, names, prices, stock, tags and a timestamp; the baseline's page \
+         differs from the primary's in its `request_id`, the candidates' in it and in every fifth \
+         price). A paced client offers a fixed rate on keep-alive connections (pinned as above), \
+         every request is mirrored (100%) to every shadow, and each shadow's response is compared \
+         with the primary's: by status and body digest only (`[limits] compare_body_bytes = 0`), \
+         or field by field (the default: both bodies held, decoded, parsed and diffed leaf by \
+         leaf, the diffs of each request recorded as evidence when its exchange closes). One \
+         shadow is a candidate; three are a baseline (`baseline = true`) and two candidates. \
+         Modes run in interleaved rounds; each ratio is taken between runs of the same round and \
+         the median over rounds is reported. Columns: requests the primary served per second; the \
+         daemon's CPU seconds (user + system, from `/proc`, including the 0.5 s after the load \
+         that the last comparisons take) per 100k requests it framed (all mirrored); that figure \
+         against `1 shadow, digest only`; compared pairs per request \
+         (`mirror_comparisons_total`); digest-only fallbacks per compared pair \
+         (`mirror_comparisons_digest_only_total`: all of them with `compare_body_bytes = 0`, \
+         none expected otherwise); the daemon's peak RSS; the machine's idle and steal time \
+         during the load. Goal: the diff adds under 20% to the daemon's CPU per request at 1 KiB \
+         bodies (`1 shadow, field diff` against `1 shadow, digest only`).\n"
+    );
+    section.push_str(output.trim_start_matches('\n'));
+    // The interpretation of these figures is written by hand and kept across runs.
+    section.push('\n');
+    section.push_str(&kept_between(
+        &workspace_root().join("BENCHMARKS.md"),
+        VERDICT_ANALYSIS_START,
+        VERDICT_ANALYSIS_END,
+    ));
+    Ok(section)
+}
+
+/// The field diff's criterion section (`cargo bench -p mirror-userspace --bench diff`).
+fn diff_section() -> anyhow::Result<String> {
+    println!("bench: field diff per compared exchange (criterion)");
+    let output = output_of(Command::new("cargo").args([
+        "bench",
+        "-p",
+        "mirror-userspace",
+        "--bench",
+        "diff",
+    ]))?;
+    let summary = criterion_summary(&output);
+    print!("{summary}");
+    let mut section = String::new();
+    let _ = writeln!(section, "{DIFF_HEADING}");
+    let _ = writeln!(
+        section,
+        "Command: `cargo bench -p mirror-userspace --bench diff` (one core). The daemon's work \
+         per compared pair besides the digest, on a primary and a shadow body of about 1 KiB and \
+         64 KiB (a catalogue page: an object with a list of items; every item's timestamp and \
+         every tenth price differ): `exchange/1k`, `exchange/64k`: the whole comparison of one \
+         exchange as the daemon makes it for identity-encoded JSON with nginx's headers (decode, \
+         parse, leaf-by-leaf diff with numeric pairs, `Content-Type` compared); `record/1k`, \
+         `record/64k`: recording that diff as evidence (field counters and drift sketches), also \
+         once per compared pair; `json/*`: parse and diff alone; `parse/64k`: the parse of the \
+         64 KiB pair into `serde_json::Value`s, for reference (the diff parses into a lighter \
+         tree of its own); `exchange_gzip/64k`: the 64 KiB exchange gzip-encoded. Throughput \
+         counts both bodies. The daemon's own figure, with capture, replay and bookkeeping \
+         around it, is in \"Verdict cost\" above.\n"
+    );
+    let _ = writeln!(section, "```text\n{summary}```");
+    Ok(section)
+}
+
+/// `cargo xtask bench --only-verdict`: the verdict-cost and the field diff's criterion sections
+/// alone, the rest of BENCHMARKS.md kept (needs root).
+pub fn verdict_only(rounds: u64) -> anyhow::Result<()> {
+    crate::setup::debian_packages(BENCH_PACKAGES)?;
+    let mirror_bin = crate::build_release()?;
+    run(Command::new("cargo").args([
+        "build",
+        "--release",
+        "-p",
+        "mirror-tests",
+        "--bin",
+        "mirror-bench",
+    ]))?;
+    let verdict = verdict_section(&mirror_bin, rounds)?;
+    let diff = diff_section()?;
+    let path = workspace_root().join("BENCHMARKS.md");
+    let benchmarks = std::fs::read_to_string(&path).unwrap_or_default();
+    let updated = with_section(&benchmarks, VERDICT_HEADING, &verdict, &[PAIRING_HEADING]);
+    let updated = with_section(&updated, DIFF_HEADING, &diff, &[MEMORY_HEADING]);
+    std::fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "bench: wrote the verdict-cost and field-diff sections of {}",
+        path.display()
+    );
     Ok(())
 }
 
@@ -271,6 +415,8 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
     let mirror = output_of(
         Command::new(workspace_root().join("target/release/mirror-bench"))
             .args([
+                "--tables",
+                "impact,coupling,scaling",
                 "--rounds",
                 &rounds.to_string(),
                 "--seconds",
@@ -318,6 +464,8 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
     // The interpretation of these figures is written by hand and kept across runs.
     report.push_str(&kept_analysis(&workspace_root().join("BENCHMARKS.md")));
 
+    report.push_str(&verdict_section(&mirror_bin, rounds)?);
+
     println!("bench: pairing against ground truth (oracle)");
     report.push_str(&oracle_section()?);
 
@@ -332,7 +480,7 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
         ]))?;
         let summary = criterion_summary(&output);
         print!("{summary}");
-        let _ = writeln!(report, "\n## Reassembly + HTTP framing (criterion)\n");
+        let _ = writeln!(report, "{CORE_HEADING}");
         let _ = writeln!(
             report,
             "Command: `cargo bench -p mirror-userspace --bench core` (one core). Each \
@@ -348,6 +496,7 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
              body alive, and the heap's growth held 64 KiB bodies to 1.4 GiB/s.)\n"
         );
         let _ = writeln!(report, "```text\n{summary}```");
+        report.push_str(&diff_section()?);
         println!("bench: memory with 10,000 open connections");
         let memory = output_of(Command::new("cargo").args([
             "bench",
@@ -357,7 +506,7 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
             "memory",
         ]))?;
         print!("{memory}");
-        let _ = writeln!(report, "\n## Memory with 10,000 open connections\n");
+        let _ = writeln!(report, "{MEMORY_HEADING}");
         let _ = writeln!(
             report,
             "Command: `cargo bench -p mirror-userspace --bench memory` (a counting global \
@@ -378,21 +527,35 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
 
 #[cfg(test)]
 mod tests {
-    use super::{criterion_summary, oracle_table, with_section};
+    use super::{
+        CORE_HEADING, DIFF_HEADING, MEMORY_HEADING, PAIRING_HEADING, VERDICT_HEADING,
+        criterion_summary, oracle_table, with_section,
+    };
 
     #[test]
-    fn the_pairing_section_is_replaced_in_place_or_added_before_criterion() {
+    fn a_section_is_replaced_in_place_or_added_before_the_next() {
         let section = "\n## Pairing against ground truth\n\nnew\n";
-        let old =
-            "# B\n\n## Pairing against ground truth\n\nold\n\n## Reassembly + HTTP framing\nx\n";
+        let old = "# B\n\n## Pairing against ground truth\n\nold\n\n## Reassembly + HTTP framing (criterion)\nx\n";
+        let expected = "# B\n\n## Pairing against ground truth\n\nnew\n\n## Reassembly + HTTP framing (criterion)\nx\n";
         assert_eq!(
-            with_section(old, section),
-            "# B\n\n## Pairing against ground truth\n\nnew\n## Reassembly + HTTP framing\nx\n"
+            with_section(old, PAIRING_HEADING, section, &[CORE_HEADING]),
+            expected
         );
-        let without = "# B\n\n## Reassembly + HTTP framing\nx\n";
+        let without = "# B\n\n## Reassembly + HTTP framing (criterion)\nx\n";
         assert_eq!(
-            with_section(without, section),
-            "# B\n\n## Pairing against ground truth\n\nnew\n## Reassembly + HTTP framing\nx\n"
+            with_section(without, PAIRING_HEADING, section, &[CORE_HEADING]),
+            expected
+        );
+        // Missing neighbours: the first one present, else the end.
+        let verdict = "\n## Verdict cost\n\nv\n";
+        assert_eq!(
+            with_section(expected, VERDICT_HEADING, verdict, &[PAIRING_HEADING]),
+            "# B\n\n## Verdict cost\n\nv\n\n## Pairing against ground truth\n\nnew\n\n## Reassembly + HTTP framing (criterion)\nx\n"
+        );
+        let diff = "\n## Field diff per compared exchange (criterion)\n\nd\n";
+        assert_eq!(
+            with_section(expected, DIFF_HEADING, diff, &[MEMORY_HEADING]),
+            format!("{expected}{}", diff)
         );
     }
 

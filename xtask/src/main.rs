@@ -61,8 +61,9 @@ enum Task {
         #[arg(last = true)]
         demo_args: Vec<String>,
     },
-    /// Measure the classifier (ns per packet), `mirror run` (primary impact, completeness, cost)
-    /// and the core (criterion); writes BENCHMARKS.md. Needs root.
+    /// Measure the classifier (ns per packet), `mirror run` (primary impact, completeness, cost,
+    /// the verdict's cost) and the core and the field diff (criterion); writes BENCHMARKS.md.
+    /// Needs root.
     Bench {
         /// Skip the criterion benchmarks of the userspace core.
         #[arg(long)]
@@ -76,8 +77,13 @@ enum Task {
         seconds: u64,
         /// Only measure pairing against ground truth and rewrite that section of BENCHMARKS.md
         /// (no root needed, a minute).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "only_verdict")]
         only_pairing: bool,
+        /// Only measure the verdict's cost (the daemon's CPU with field-by-field comparison
+        /// against digests only, 1 and 3 shadows; the field diff's criterion benchmark) and
+        /// rewrite those two sections of BENCHMARKS.md. Needs root; about six minutes.
+        #[arg(long, conflicts_with = "only_classifier")]
+        only_verdict: bool,
         /// Only the classifier section (root); the rest of BENCHMARKS.md is kept.
         #[arg(long, conflicts_with = "only_pairing")]
         only_classifier: bool,
@@ -236,6 +242,14 @@ fn main() -> anyhow::Result<()> {
             only_pairing: true, ..
         } => bench::pairing_only(),
         Task::Bench {
+            only_verdict: true,
+            rounds,
+            ..
+        } => {
+            setup::setup()?;
+            bench::verdict_only(rounds)
+        }
+        Task::Bench {
             only_classifier: true,
             ..
         } => {
@@ -246,8 +260,7 @@ fn main() -> anyhow::Result<()> {
             skip_criterion,
             rounds,
             seconds,
-            only_pairing: false,
-            only_classifier: false,
+            ..
         } => {
             setup::setup()?;
             bench::bench(skip_criterion, rounds, seconds)

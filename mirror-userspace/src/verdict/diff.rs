@@ -24,8 +24,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Number, Value};
 
-use super::heuristics::value_is_volatile;
+use super::heuristics::{number_is_volatile, str_is_volatile};
 use super::pointer::{self, Cursor, IgnoreList, PointerError, Step};
+use super::tree::{KeyIndex, Node};
 
 /// Default cap on numeric pairs reported per exchange (a 256-element price list).
 pub const DEFAULT_MAX_NUMERIC_PAIRS: usize = 256;
@@ -205,9 +206,8 @@ impl JsonDiffer {
                 return JsonComparison::NotComparable(NotJson::ContentType(side));
             }
         }
-        let parse = |side, body: &[u8]| {
-            serde_json::from_slice::<Value>(body)
-                .map_err(|_| JsonComparison::NotComparable(NotJson::Invalid(side)))
+        let parse = |side, body| {
+            Node::parse(body).map_err(|_| JsonComparison::NotComparable(NotJson::Invalid(side)))
         };
         let primary = match parse(Side::Primary, primary.1) {
             Ok(value) => value,
@@ -217,11 +217,15 @@ impl JsonDiffer {
             Ok(value) => value,
             Err(not_json) => return not_json,
         };
-        JsonComparison::Compared(self.compare_values(&primary, &shadow))
+        JsonComparison::Compared(self.compare_nodes(&primary, &shadow))
     }
 
     /// Compares two parsed documents.
     pub fn compare_values(&self, primary: &Value, shadow: &Value) -> FieldDiff {
+        self.compare_nodes(&Node::from_value(primary), &Node::from_value(shadow))
+    }
+
+    fn compare_nodes(&self, primary: &Node<'_>, shadow: &Node<'_>) -> FieldDiff {
         let mut diff = FieldDiff::default();
         if let Step::Continue(cursor) = self.ignore.root() {
             let mut path = String::new();
@@ -232,8 +236,8 @@ impl JsonDiffer {
 
     fn walk(
         &self,
-        primary: &Value,
-        shadow: &Value,
+        primary: &Node<'_>,
+        shadow: &Node<'_>,
         path: &mut String,
         cursor: &Cursor,
         diff: &mut FieldDiff,
@@ -243,17 +247,25 @@ impl JsonDiffer {
             volatile,
         };
         match (primary, shadow) {
-            (Value::Object(a), Value::Object(b)) => {
-                for (key, a_value) in a {
-                    self.member(key, Some(a_value), b.get(key), path, cursor, diff);
+            (Node::Object(a), Node::Object(b)) => {
+                let mut b_index = KeyIndex::default();
+                let mut matched = 0;
+                for (at, (key, a_value)) in a.iter().enumerate() {
+                    let b_value = b.member(key, at, &mut b_index);
+                    matched += usize::from(b_value.is_some());
+                    self.member(key, Some(a_value), b_value, path, cursor, diff);
                 }
-                for (key, b_value) in b {
-                    if !a.contains_key(key) {
-                        self.member(key, None, Some(b_value), path, cursor, diff);
+                // Members only the shadow has: none when all of them matched (keys are unique).
+                if matched < b.len() {
+                    let mut a_index = KeyIndex::default();
+                    for (at, (key, b_value)) in b.iter().enumerate() {
+                        if a.member(key, at, &mut a_index).is_none() {
+                            self.member(key, None, Some(b_value), path, cursor, diff);
+                        }
                     }
                 }
             }
-            (Value::Array(a), Value::Array(b)) => {
+            (Node::Array(a), Node::Array(b)) => {
                 diff.record_at(
                     path,
                     FieldOutcome {
@@ -270,11 +282,11 @@ impl JsonDiffer {
                     path.truncate(len);
                 }
             }
-            (Value::Number(a), Value::Number(b)) => {
+            (Node::Number(a), Node::Number(b)) => {
                 let outcome = if numbers_equal(a, b) {
                     FieldOutcome::default()
                 } else {
-                    differs(value_is_volatile(primary) && value_is_volatile(shadow))
+                    differs(number_is_volatile(a) && number_is_volatile(b))
                 };
                 diff.record_at(path, outcome);
                 if let (Some(a), Some(b)) = (a.as_f64(), b.as_f64()) {
@@ -289,17 +301,17 @@ impl JsonDiffer {
                     }
                 }
             }
-            (Value::String(a), Value::String(b)) if a == b => {
+            (Node::String(a), Node::String(b)) if a == b => {
                 diff.record_at(path, FieldOutcome::default())
             }
-            (Value::Bool(a), Value::Bool(b)) if a == b => {
+            (Node::Bool(a), Node::Bool(b)) if a == b => {
                 diff.record_at(path, FieldOutcome::default())
             }
-            (Value::Null, Value::Null) => diff.record_at(path, FieldOutcome::default()),
+            (Node::Null, Node::Null) => diff.record_at(path, FieldOutcome::default()),
             // Different strings or booleans, or different types.
             _ => diff.record_at(
                 path,
-                differs(value_is_volatile(primary) && value_is_volatile(shadow)),
+                differs(node_is_volatile(primary) && node_is_volatile(shadow)),
             ),
         }
     }
@@ -308,8 +320,8 @@ impl JsonDiffer {
     fn member(
         &self,
         key: &str,
-        primary: Option<&Value>,
-        shadow: Option<&Value>,
+        primary: Option<&Node<'_>>,
+        shadow: Option<&Node<'_>>,
         path: &mut String,
         cursor: &Cursor,
         diff: &mut FieldDiff,
@@ -330,6 +342,15 @@ impl JsonDiffer {
             ),
         }
         path.truncate(len);
+    }
+}
+
+/// [`super::heuristics::value_is_volatile`] of a parsed node.
+fn node_is_volatile(node: &Node<'_>) -> bool {
+    match node {
+        Node::String(text) => str_is_volatile(text),
+        Node::Number(number) => number_is_volatile(number),
+        _ => false,
     }
 }
 

@@ -14,7 +14,7 @@
 //!   nanoseconds (a number, or a string of digits). A field is value-volatile when at least
 //!   [`VOLATILE_SHARE`] of its differences were between such values.
 
-use serde_json::Value;
+use serde_json::{Number, Value};
 
 /// Normalised names (see the module rules) that a field or header with no baseline is noise by.
 pub const VOLATILE_NAMES: &[&str] = &[
@@ -71,9 +71,14 @@ pub fn name_is_volatile(name: &str) -> bool {
 pub fn value_is_volatile(value: &Value) -> bool {
     match value {
         Value::String(text) => str_is_volatile(text),
-        Value::Number(number) => number.as_f64().is_some_and(number_is_epoch),
+        Value::Number(number) => number_is_volatile(number),
         _ => false,
     }
+}
+
+/// Whether a JSON number looks like a clock reading.
+pub fn number_is_volatile(number: &Number) -> bool {
+    number.as_f64().is_some_and(number_is_epoch)
 }
 
 /// Whether a string looks like an identifier or a clock reading.

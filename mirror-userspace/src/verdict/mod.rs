@@ -39,6 +39,7 @@ pub mod policy;
 pub mod prometheus;
 pub mod report;
 pub mod text;
+mod tree;
 
 pub use self::diff::{DiffConfig, FieldDiff, NumericPair};
 pub use self::drift::{

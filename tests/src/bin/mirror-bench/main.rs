@@ -9,7 +9,8 @@
 //!
 //! Tables: primary impact at saturation (wrk, keep-alive), coupling at a fixed rate below
 //! saturation (paced client), cost with the sampled share (wrk, short connections),
-//! completeness at fixed rates. During paced runs the client's threads are pinned to one CPU
+//! completeness at fixed rates; the verdict cost (daemon CPU with field-by-field comparison
+//! against digests only, 1 and 3 shadows, 1 KiB JSON pages). During paced runs the client's threads are pinned to one CPU
 //! and the primary to another, so that wake-up placement does not decide its latency.
 //!
 //! Options: `mirror-bench --help`. Environment: `MIRROR_BENCH_CAPTURE` and
@@ -29,6 +30,7 @@ mod chart;
 mod completeness;
 mod paced;
 mod table;
+mod verdict;
 
 use chart::latency_chart;
 use completeness::{CompletenessRun, DEFAULT_COMPLETENESS_RUNS, completeness};
@@ -254,19 +256,32 @@ fn start_daemon_with(
     target_lines: &str,
 ) -> Daemon {
     let shadow = format!("http://{CLIENT_ADDR}:{shadow_port}");
-    let config = std::env::temp_dir().join(unique_name("mirror-bench-conf-"));
     let sample_by = if by_connection {
         "connection"
     } else {
         "request"
     };
+    start_daemon_config(
+        topology,
+        "",
+        &format!(
+            "[[target]]\nname = \"bench\"\nport = {PORT}\nshadow = \"{shadow}\"\nsample_percent = {sample}.0\nsample_by = \"{sample_by}\"\n{}\n{target_lines}\n",
+            std::env::var("MIRROR_BENCH_TARGET").unwrap_or_default()
+        ),
+    )
+}
+
+/// Starts `mirror run --config FILE` in the server namespace, FILE holding the `[capture]`
+/// section on the server's veth (with `MIRROR_BENCH_CAPTURE`), then `sections` (e.g. `[limits]`)
+/// and `targets` (the `[[target]]` tables).
+fn start_daemon_config(topology: &Topology, sections: &str, targets: &str) -> Daemon {
+    let config = std::env::temp_dir().join(unique_name("mirror-bench-conf-"));
     std::fs::write(
         &config,
         format!(
-            "[capture]\ninterfaces = [\"{}\"]\n{}\n\n[[target]]\nname = \"bench\"\nport = {PORT}\nshadow = \"{shadow}\"\nsample_percent = {sample}.0\nsample_by = \"{sample_by}\"\n{}\n{target_lines}\n",
+            "[capture]\ninterfaces = [\"{}\"]\n{}\n\n{sections}\n{targets}",
             topology.server_if,
             std::env::var("MIRROR_BENCH_CAPTURE").unwrap_or_default(),
-            std::env::var("MIRROR_BENCH_TARGET").unwrap_or_default()
         ),
     )
     .expect("bench config");
@@ -466,8 +481,14 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_COMPLETENESS_RUNS)]
     completeness_rates: Vec<CompletenessRun>,
     /// Only these tables, comma-separated (default: all; `none` for only the completeness runs).
-    #[arg(long, value_delimiter = ',', value_parser = ["impact", "coupling", "scaling", "none"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["impact", "coupling", "scaling", "verdict", "none"])]
     tables: Option<Vec<String>>,
+    /// Offered rate of the verdict-cost runs, requests per second.
+    #[arg(long, default_value_t = 4000)]
+    verdict_rate: u64,
+    /// Seconds of each verdict-cost run.
+    #[arg(long, default_value_t = 10)]
+    verdict_seconds: u64,
     /// Keep the baseline and the modes whose label contains TEXT (to profile one mode).
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
@@ -606,6 +627,10 @@ fn main() {
             "\n### Cost with the sampled share (wrk -t2 -c32 with `Connection: close`, {seconds} s per run, {rounds} interleaved rounds)"
         ),
     );
+
+    if args.table_selected("verdict") {
+        verdict::verdict_cost(&topology, rounds, args.verdict_rate, args.verdict_seconds);
+    }
 
     let runs: &[CompletenessRun] = if completeness_seconds == 0 {
         &[]
