@@ -69,9 +69,14 @@ impl Drop for TempDir {
     }
 }
 
-/// The policy's minimums lowered to what `REQUESTS` gives: the daemon's `[verdict]` and, as a
-/// `--policy` file, `mirror verdict`'s (which does not read the daemon's configuration).
+/// The policy's minimums lowered to what `REQUESTS` gives, and every exchange diffed (the
+/// burst outruns the default sampling rate, and the sink test counts every changed price): the
+/// daemon's `[verdict]` and, as a `--policy` file, `mirror verdict`'s (which does not read the
+/// daemon's configuration).
 const POLICY: &str = "min_samples = 200
+
+[diff]
+max_per_second = 0
 
 [fields]
 min_samples = 100
@@ -110,6 +115,7 @@ url = "http://{CLIENT_ADDR}:8083"
 "#,
         sink = sink.display(),
         POLICY = POLICY
+            .replace("[diff]", "[verdict.diff]")
             .replace("[fields]", "[verdict.fields]")
             .replace("[drift]", "[verdict.drift]"),
     )

@@ -273,18 +273,21 @@ fn config_text(interface: &str) -> String {
 }
 
 /// Fetches and parses the daemon's metrics from a thread inside its namespace: as a snapshot
-/// (for people) and as samples (for the verdict).
+/// (for people) and as samples (for the verdict). The parsing stays on that thread too: the
+/// exposition (field histograms included) takes milliseconds to read in a debug build, which
+/// on the runtime would stall the demo's own servers, a latency tail the daemon then reports.
 async fn scrape(ns: &NetNs) -> anyhow::Result<(Snapshot, Vec<Sample>)> {
     let url = url::Url::parse(&format!("http://{METRICS_ADDR}/metrics"))?;
-    let text = in_netns(ns, move || {
+    in_netns(ns, move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let timeout = std::time::Duration::from_secs(5);
-        anyhow::Ok(runtime.block_on(fetch(&url, Endpoint::Daemon, timeout))?)
+        let text = runtime.block_on(fetch(&url, Endpoint::Daemon, timeout))?;
+        let samples = crate::stats::parse(&text)?;
+        anyhow::Ok((Snapshot::from_samples(&samples), samples))
     })
-    .await??;
-    Ok((Snapshot::from_text(&text)?, crate::stats::parse(&text)?))
+    .await?
 }
 
 /// One line of live progress: the clients' counts next to the mirror's, summed over targets.

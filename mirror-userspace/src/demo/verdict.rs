@@ -14,11 +14,12 @@ use crate::{
 };
 
 /// The demo's `[verdict]`: the defaults, with minimums a short run reaches at 10% sampling,
-/// and a latency regression required to add 10 ms (not the default 5 ms): with a few dozen
-/// samples a P99 is the slowest one or two, and a scheduling hiccup on a shared machine is not
-/// a regression. The N+1 bug adds tens of milliseconds.
+/// and a latency regression required to add 20 ms (not the default 5 ms): with a few dozen
+/// samples a P99 is the slowest one or two, and a scheduling hiccup of the demo's servers
+/// (three versions in one process, on the cores the clients and the daemon use too) is not a
+/// regression. The N+1 bug adds 40 to 80 ms to a cache miss.
 pub const POLICY: &str = "min_samples = 30
-latency_min_extra_seconds = 0.01
+latency_min_extra_seconds = 0.02
 
 [fields]
 min_samples = 30

@@ -33,16 +33,24 @@ pub enum DigestOnly {
     NotJson,
     /// A body's `Content-Encoding` could not be undone within the budget.
     Undecodable,
+    /// Beyond `[verdict.diff] max_per_second`: the exchange was not sampled for the field diff.
+    DiffRate,
 }
 
 impl DigestOnly {
-    pub const ALL: [Self; 3] = [Self::BodyBudget, Self::NotJson, Self::Undecodable];
+    pub const ALL: [Self; 4] = [
+        Self::BodyBudget,
+        Self::NotJson,
+        Self::Undecodable,
+        Self::DiffRate,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BodyBudget => "body_budget",
             Self::NotJson => "not_json",
             Self::Undecodable => "undecodable",
+            Self::DiffRate => "diff_rate",
         }
     }
 }

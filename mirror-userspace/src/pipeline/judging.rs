@@ -5,7 +5,7 @@
 
 use tracing::info;
 
-use super::{MISMATCH_LOG_INTERVAL_NS, Pipeline, exchange_log::ExchangeLog};
+use super::{MISMATCH_LOG_INTERVAL_NS, Pipeline, evidence::DigestOnly, exchange_log::ExchangeLog};
 use crate::{
     compare::{Closed, Verdict},
     verdict::FieldDiff,
@@ -18,6 +18,9 @@ pub(super) struct ExchangeNotes {
     pub(super) diffs: Vec<(usize, FieldDiff)>,
     /// The sink's record in the making (sink on only).
     pub(super) log: Option<Box<ExchangeLog>>,
+    /// Compared field by field (sampled by `[verdict.diff] max_per_second`, for every shadow
+    /// of the exchange alike); else by digest only.
+    pub(super) field_diff: bool,
 }
 
 impl Pipeline {
@@ -29,7 +32,14 @@ impl Pipeline {
         now_ns: u64,
     ) {
         for verdict in verdicts {
-            let diff = self.judge(&verdict, now_ns);
+            let field_diff = match closed.as_ref() {
+                Some(closed) => closed.extra.field_diff,
+                None => self
+                    .comparator
+                    .extra_mut(&verdict.key)
+                    .is_some_and(|notes| notes.field_diff),
+            };
+            let diff = self.judge(&verdict, now_ns, field_diff);
             let notes = match closed.as_mut() {
                 Some(closed) => Some(&mut closed.extra),
                 None => self.comparator.extra_mut(&verdict.key),
@@ -48,8 +58,9 @@ impl Pipeline {
         }
     }
 
-    /// Counts one pair's judgement; returns its field diff when both bodies were held.
-    fn judge(&mut self, verdict: &Verdict, now_ns: u64) -> Option<FieldDiff> {
+    /// Counts one pair's judgement; returns its field diff when the exchange is sampled for one
+    /// (`field_diff`) and both bodies were held.
+    fn judge(&mut self, verdict: &Verdict, now_ns: u64, field_diff: bool) -> Option<FieldDiff> {
         let target = &mut self.targets[verdict.target];
         let shadow = &target.shadows[verdict.shadow];
         shadow.metrics.comparisons.inc();
@@ -75,6 +86,10 @@ impl Pipeline {
             );
         }
         let comparer = self.comparer.as_ref()?;
+        if !field_diff {
+            shadow.digest_only(DigestOnly::DiffRate);
+            return None;
+        }
         match comparer.compare(&verdict.primary, &verdict.observed) {
             Ok((diff, digest_only)) => {
                 if let Some(reason) = digest_only {
@@ -96,7 +111,7 @@ impl Pipeline {
             return;
         };
         target.cancelled(closed.waiting, reason);
-        let ExchangeNotes { diffs, log } = closed.extra;
+        let ExchangeNotes { diffs, log, .. } = closed.extra;
         if !diffs.is_empty()
             && let Some(evidence) = self.evidence.lock().targets.get_mut(closed.target)
         {

@@ -45,7 +45,7 @@ use crate::{
         ResponseEvent, Stats,
     },
     metrics::{DirectionLabels, Metrics, ReasonLabels},
-    policy::{Decision, Policy, RequestView, connection_id},
+    policy::{Decision, Policy, RequestView, connection_id, rate::TokenBucket},
     reassembly::EvictionReason,
     replay::{ReplayJob, ReplayOutcome, ReplayResult},
     segment::{Direction, Segment},
@@ -87,6 +87,9 @@ struct Target {
     last_mismatch_log_ns: u64,
     shed: ShedGate,
     last_shed_log_ns: Option<u64>,
+    /// Which exchanges are compared field by field (`[verdict.diff] max_per_second`; `None`:
+    /// all).
+    diff_rate: Option<TokenBucket>,
 }
 
 /// Everything between the ring reader and the shadow.
@@ -437,9 +440,15 @@ impl Pipeline {
                     }
                     Box::new(log)
                 });
+            let field_diff = self.comparer.is_some()
+                && target
+                    .diff_rate
+                    .as_mut()
+                    .is_none_or(|rate| rate.try_take(event.last_byte_ns));
             let notes = ExchangeNotes {
                 diffs: Vec::new(),
                 log,
+                field_diff,
             };
             if let Some(evicted) = self.comparator.open(
                 key,

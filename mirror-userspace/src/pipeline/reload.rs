@@ -87,6 +87,10 @@ impl Pipeline {
                 last_mismatch_log_ns: 0,
                 shed: ShedGate::new(now_ns),
                 last_shed_log_ns: None,
+                diff_rate: match self.settings.verdict.diff.max_per_second {
+                    0 => None,
+                    rate => Some(TokenBucket::new(rate)),
+                },
             });
         }
     }

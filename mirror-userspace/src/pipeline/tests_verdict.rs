@@ -11,6 +11,8 @@ use tokio::{
     net::TcpListener,
 };
 
+use prometheus_client::registry::Registry;
+
 use super::tests::{Conn, PORT, scrape};
 use super::*;
 use crate::{
@@ -93,8 +95,14 @@ fn temp_path() -> PathBuf {
         .join("x.jsonl")
 }
 
-#[tokio::test]
-async fn a_changed_field_is_real_noise_is_cancelled_and_every_exchange_is_logged() {
+/// `REQUESTS` GETs through a pipeline whose target has the candidate `v2` (changes the price
+/// of one item in five) and the baseline `base`, every replay finished; `max_per_second` is the
+/// field diff's `[verdict.diff] max_per_second`. The synthetic segments all carry one
+/// timestamp, so a rate limit takes exactly its burst (one second's worth).
+async fn mirrored(
+    max_per_second: u32,
+    sink: Option<SinkSection>,
+) -> (Pipeline, Registry, SharedEvidence) {
     let candidate = json_shadow(true).await;
     let baseline = json_shadow(false).await;
     let mut target = TargetConfig::with_defaults("t".into(), PORT, candidate.clone());
@@ -104,19 +112,12 @@ async fn a_changed_field_is_real_noise_is_cancelled_and_every_exchange_is_logged
         shadow
     }];
     let (metrics, mut registry) = Metrics::new();
-    let sink_path = temp_path();
-    std::fs::create_dir_all(sink_path.parent().unwrap()).unwrap();
-    let sink = Sink::start(
-        &SinkSection {
-            path: Some(sink_path.clone()),
-            ..SinkSection::default()
-        },
-        &metrics,
-    )
-    .unwrap();
+    let sink = sink.map(|section| Sink::start(&section, &metrics).unwrap());
     let evidence = SharedEvidence::default();
     registry.register_collector(Box::new(EvidenceCollector::new(evidence.clone())));
     let (results_tx, mut results) = mpsc::unbounded_channel();
+    let mut verdict = VerdictPolicy::default();
+    verdict.diff.max_per_second = max_per_second;
     let mut pipeline = Pipeline::new(
         HttpTracker::new(TrackerConfig::default()),
         &[target],
@@ -127,10 +128,13 @@ async fn a_changed_field_is_real_noise_is_cancelled_and_every_exchange_is_logged
         PipelineSettings {
             evidence: evidence.clone(),
             hold_bodies: Some(BodyBudget::new(16 << 20)),
+            verdict,
             ..PipelineSettings::default()
         },
     );
-    pipeline.set_sink(sink);
+    if let Some(sink) = sink {
+        pipeline.set_sink(sink);
+    }
     // The primary answers like the baseline: its ids differ from every shadow's.
     let mut conn = Conn::new(41_000);
     for n in 0..REQUESTS {
@@ -147,6 +151,19 @@ async fn a_changed_field_is_real_noise_is_cancelled_and_every_exchange_is_logged
         pipeline.on_replay_result(result, 0);
         finished += 1;
     }
+    (pipeline, registry, evidence)
+}
+
+#[tokio::test]
+async fn a_changed_field_is_real_noise_is_cancelled_and_every_exchange_is_logged() {
+    let sink_path = temp_path();
+    std::fs::create_dir_all(sink_path.parent().unwrap()).unwrap();
+    let sink = SinkSection {
+        path: Some(sink_path.clone()),
+        ..SinkSection::default()
+    };
+    // 0: every exchange compared field by field.
+    let (mut pipeline, registry, evidence) = mirrored(0, Some(sink)).await;
     {
         let evidence = evidence.lock();
         let target = &evidence.targets[0];
@@ -219,4 +236,60 @@ async fn a_changed_field_is_real_noise_is_cancelled_and_every_exchange_is_logged
             .all(|line| line["shadows"][1]["role"] == "baseline")
     );
     let _ = std::fs::remove_dir_all(sink_path.parent().unwrap());
+}
+
+/// `[verdict.diff] max_per_second` samples whole exchanges: every shadow of a sampled exchange
+/// is diffed (the baseline's diff is there beside the candidate's), the others are compared by
+/// digest only and counted; the mismatch counters still see every pair.
+#[tokio::test]
+async fn the_field_diff_samples_whole_exchanges_at_its_rate() {
+    const RATE: u32 = 100;
+    let (_pipeline, registry, evidence) = mirrored(RATE, None).await;
+    {
+        let evidence = evidence.lock();
+        let target = &evidence.targets[0];
+        assert_eq!(target.fields.exchanges("v2"), u64::from(RATE));
+        let fields = target.fields.fields("v2");
+        let price = fields.iter().find(|stat| stat.field == "/price").unwrap();
+        assert_eq!(price.counts.samples, u64::from(RATE));
+        assert_eq!(
+            price.counts.baseline_samples,
+            u64::from(RATE),
+            "the baseline diffed on the same exchanges"
+        );
+        assert_eq!(price.counts.diffs, u64::from(RATE) / 5);
+    }
+    let samples = scrape(&registry);
+    let value = |name: &str, shadow: &str, label: Option<(&str, &str)>| -> f64 {
+        samples
+            .iter()
+            .filter(|s| s.name == name && s.label("shadow") == Some(shadow))
+            .filter(|s| label.is_none_or(|(key, value)| s.label(key) == Some(value)))
+            .map(|s| s.value)
+            .sum()
+    };
+    for shadow in ["v2", "base"] {
+        assert_eq!(
+            value("mirror_comparisons_total", shadow, None),
+            REQUESTS as f64
+        );
+        assert_eq!(
+            value(
+                "mirror_comparisons_digest_only_total",
+                shadow,
+                Some(("reason", "diff_rate"))
+            ),
+            (REQUESTS - RATE as usize) as f64,
+            "{shadow}"
+        );
+        assert_eq!(
+            value(
+                "mirror_response_mismatches_total",
+                shadow,
+                Some(("kind", "body"))
+            ),
+            REQUESTS as f64,
+            "every pair's digest compared ({shadow})"
+        );
+    }
 }

@@ -15,7 +15,7 @@
 //! Wiring: one [`Policy`] per target, fed each framed request of that target's port with the
 //! connection's [`connection_id`], a fresh uniform random `u64` and the request's timestamp.
 
-mod rate;
+pub mod rate;
 mod sampler;
 
 #[cfg(test)]

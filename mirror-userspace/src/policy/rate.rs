@@ -6,7 +6,7 @@ const TOKEN: u128 = 1_000_000_000;
 
 /// Admits at most `rate` requests per second on average, with bursts of up to `max(1, rate)`.
 #[derive(Clone, Debug)]
-pub(super) struct TokenBucket {
+pub struct TokenBucket {
     rate: u128,
     capacity: u128,
     level: u128,

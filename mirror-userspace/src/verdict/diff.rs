@@ -161,7 +161,17 @@ pub struct DiffConfig {
     /// Budget on each decoded body, bytes ([`super::decode`]). Default
     /// [`super::decode::DEFAULT_BODY_BUDGET`] (1 MiB).
     pub body_budget: usize,
+    /// Exchanges per second and target compared field by field (with every shadow, so the
+    /// baseline's diff of an exchange is there beside the candidates'); beyond, by digest only,
+    /// counted. The field statistics are rates: a sample of exchanges estimates them, while
+    /// the diff (a JSON parse of both bodies) costs more than the rest of a replay. 0: every
+    /// exchange. Default [`DEFAULT_MAX_PER_SECOND`].
+    pub max_per_second: u32,
 }
+
+/// [`DiffConfig::max_per_second`]'s default: 720,000 exchanges an hour per target, far beyond
+/// what the field and drift minimums need, at a bounded share of the daemon's CPU.
+pub const DEFAULT_MAX_PER_SECOND: u32 = 200;
 
 impl Default for DiffConfig {
     fn default() -> Self {
@@ -170,6 +180,7 @@ impl Default for DiffConfig {
             headers: vec!["content-type".to_owned()],
             max_numeric_pairs: DEFAULT_MAX_NUMERIC_PAIRS,
             body_budget: super::decode::DEFAULT_BODY_BUDGET,
+            max_per_second: DEFAULT_MAX_PER_SECOND,
         }
     }
 }
