@@ -364,9 +364,9 @@ fn diff_section() -> anyhow::Result<String> {
     Ok(section)
 }
 
-/// `cargo xtask bench --only-verdict`: the verdict-cost and the field diff's criterion sections
-/// alone, the rest of BENCHMARKS.md kept (needs root).
-pub fn verdict_only(rounds: u64) -> anyhow::Result<()> {
+/// The bench's packages installed, and `mirror` and `mirror-bench` built (release); the path
+/// of `mirror`.
+fn bench_binaries() -> anyhow::Result<std::path::PathBuf> {
     crate::setup::debian_packages(BENCH_PACKAGES)?;
     let mirror_bin = crate::build_release()?;
     run(Command::new("cargo").args([
@@ -377,6 +377,13 @@ pub fn verdict_only(rounds: u64) -> anyhow::Result<()> {
         "--bin",
         "mirror-bench",
     ]))?;
+    Ok(mirror_bin)
+}
+
+/// `cargo xtask bench --only-verdict`: the verdict-cost and the field diff's criterion sections
+/// alone, the rest of BENCHMARKS.md kept (needs root).
+pub fn verdict_only(rounds: u64) -> anyhow::Result<()> {
+    let mirror_bin = bench_binaries()?;
     let verdict = verdict_section(&mirror_bin, rounds)?;
     let diff = diff_section()?;
     let path = workspace_root().join("BENCHMARKS.md");
@@ -393,16 +400,7 @@ pub fn verdict_only(rounds: u64) -> anyhow::Result<()> {
 
 pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<()> {
     std::fs::create_dir_all(workspace_root().join("docs")).context("creating docs/")?;
-    crate::setup::debian_packages(BENCH_PACKAGES)?;
-    let mirror_bin = crate::build_release()?;
-    run(Command::new("cargo").args([
-        "build",
-        "--release",
-        "-p",
-        "mirror-tests",
-        "--bin",
-        "mirror-bench",
-    ]))?;
+    let mirror_bin = bench_binaries()?;
     let classifier = classifier_table()?;
 
     let mut report = String::new();

@@ -24,6 +24,21 @@ mod validate;
 mod validate_sink;
 mod watch;
 
+/// `text` deserialised, a syntax or type error pointing at its position in `source_name`.
+fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    source_name: &str,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|error| {
+        ConfigError::at(
+            source_name,
+            text,
+            error.span().unwrap_or(0..0),
+            toml_message(&error),
+        )
+    })
+}
+
 /// A file's text and the name its errors give it.
 fn read(path: &Path) -> Result<(String, String), ConfigError> {
     let name = path.display().to_string();
@@ -234,14 +249,7 @@ impl Config {
     /// Parses and validates a config file's text. `source_name` (usually the path) prefixes
     /// error positions.
     pub fn from_toml(text: &str, source_name: &str) -> Result<Self, ConfigError> {
-        let raw: raw::RawConfig = toml::from_str(text).map_err(|error| {
-            ConfigError::at(
-                source_name,
-                text,
-                error.span().unwrap_or(0..0),
-                toml_message(&error),
-            )
-        })?;
+        let raw: raw::RawConfig = parse_toml(text, source_name)?;
         validate::validate(raw, text)
             .map_err(|problem| ConfigError::at(source_name, text, problem.span, problem.message))
     }
@@ -264,15 +272,7 @@ impl Config {
         text: &str,
         source_name: &str,
     ) -> Result<crate::verdict::Policy, ConfigError> {
-        let policy: toml::Spanned<crate::verdict::Policy> =
-            toml::from_str(text).map_err(|error| {
-                ConfigError::at(
-                    source_name,
-                    text,
-                    error.span().unwrap_or(0..0),
-                    toml_message(&error),
-                )
-            })?;
+        let policy: toml::Spanned<crate::verdict::Policy> = parse_toml(text, source_name)?;
         validate::verdict(Some(policy))
             .map_err(|problem| ConfigError::at(source_name, text, problem.span, problem.message))
     }
