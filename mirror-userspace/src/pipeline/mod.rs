@@ -370,6 +370,16 @@ impl Pipeline {
             index: event.index,
         };
         let request = &event.request;
+        // Whether this exchange is compared field by field, decided before its replays so that
+        // the shadows hold their bodies only then (every shadow alike: the baseline's diff is
+        // the candidates' noise reference).
+        let field_diff = self.comparer.is_some()
+            && target.config.compare_responses
+            && event.unpaired.is_none()
+            && target
+                .diff_rate
+                .as_mut()
+                .is_none_or(|rate| rate.try_take(event.last_byte_ns));
         let mut accepted: ShadowSet = 0;
         // Shadows the request did not reach, and whether that was an error (not a drop).
         let mut unsent: Vec<(usize, bool)> = Vec::new();
@@ -406,6 +416,7 @@ impl Pipeline {
                 is_head: request.method() == "HEAD",
                 pipelinable: pipelinable(request, rewritten.asks_close),
                 idempotent: crate::replay::is_idempotent(request.method()),
+                hold_body: field_diff,
             };
             if shadow.replayer.try_send(job) {
                 accepted |= 1 << shadow_index;
@@ -440,11 +451,6 @@ impl Pipeline {
                     }
                     Box::new(log)
                 });
-            let field_diff = self.comparer.is_some()
-                && target
-                    .diff_rate
-                    .as_mut()
-                    .is_none_or(|rate| rate.try_take(event.last_byte_ns));
             let notes = ExchangeNotes {
                 diffs: Vec::new(),
                 log,

@@ -90,6 +90,9 @@ pub struct ReplayJob {
     /// May be sent again when the shadow may have received it without answering: the method
     /// is idempotent ([`is_idempotent`]).
     pub idempotent: bool,
+    /// The response body is held (within `hold_bodies`) for the field diff: only exchanges
+    /// sampled for one (`[verdict.diff] max_per_second`), the others need only the digest.
+    pub hold_body: bool,
 }
 
 /// Whether `method` is idempotent (RFC 9110 §9.2.2): sending it twice has the effect of
@@ -492,7 +495,10 @@ async fn exchange(
     open.send(jobs).await?;
     for (index, job) in jobs.iter().enumerate() {
         let (response, latency) = open
-            .read_response(job.is_head, state.config.hold_bodies.as_ref())
+            .read_response(
+                job.is_head,
+                state.config.hold_bodies.as_ref().filter(|_| job.hold_body),
+            )
             .await?;
         let closes = response.closes;
         done.push((response, latency));

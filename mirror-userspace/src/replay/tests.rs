@@ -125,6 +125,7 @@ fn job(index: u64) -> ReplayJob {
         is_head: false,
         pipelinable: true,
         idempotent: true,
+        hold_body: true,
     }
 }
 
