@@ -285,6 +285,10 @@ fn verdict_section(mirror_bin: &std::path::Path, rounds: u64) -> anyhow::Result<
                 "0",
                 "--rounds",
                 &rounds.to_string(),
+                // The CPU is read from /proc in 10 ms ticks, and a round's ratio swings with
+                // the machine: 20 s runs steady it.
+                "--verdict-seconds",
+                "20",
             ])
             .env("MIRROR_BIN", mirror_bin),
     )?;
