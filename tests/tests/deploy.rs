@@ -397,16 +397,7 @@ fn kubernetes_manifests_validate_against_the_schemas() {
     // The oldest release still under some vendor's support, two in between, and a recent one:
     // a field removed or added across them (a beta API, a new securityContext field) shows.
     for version in KUBERNETES_VERSIONS {
-        let output = Command::new("kubernetes-validate")
-            .args(["--strict", "--kubernetes-version", version])
-            .args(&builtin)
-            .output()
-            .expect("running kubernetes-validate");
-        let report = text(&output);
-        assert!(
-            output.status.success(),
-            "kubernetes-validate {version}:\n{report}"
-        );
+        let report = kubernetes_validate(version, &builtin);
         let minor = version.trim_end_matches(".0");
         for path in &builtin {
             let file = path.display().to_string();
@@ -417,10 +408,6 @@ fn kubernetes_manifests_validate_against_the_schemas() {
                 "{file} was not validated against {version}:\n{report}"
             );
         }
-        assert!(
-            !report.contains("WARN") && !report.contains("ERROR"),
-            "kubernetes-validate {version}:\n{report}"
-        );
     }
 
     // Negative control: strict validation does reject a misspelt field.
@@ -1322,27 +1309,30 @@ yaml.safe_dump(job, open(sys.argv[2], "w"))
     assert!(output.status.success(), "{}", text(&output));
     let manifests = [deploy("rollouts/verdict-gate.yaml"), job];
     for version in KUBERNETES_VERSIONS {
-        let output = Command::new("kubernetes-validate")
-            .args(["--strict", "--kubernetes-version", version])
-            .args(&manifests)
-            .output()
-            .expect("running kubernetes-validate");
-        let report = text(&output);
-        assert!(
-            output.status.success(),
-            "kubernetes-validate {version}:\n{report}"
-        );
+        let report = kubernetes_validate(version, &manifests);
         let passed = report
             .lines()
             .filter(|line| line.contains(" passed "))
             .count();
         // Deployment, Service, Job.
         assert_eq!(passed, 3, "kubernetes-validate {version}:\n{report}");
-        assert!(
-            !report.contains("WARN") && !report.contains("ERROR"),
-            "kubernetes-validate {version}:\n{report}"
-        );
     }
+}
+
+/// `kubernetes-validate --strict` of `files` against Kubernetes `version`: its report, which
+/// must be a success without warnings or errors.
+fn kubernetes_validate(version: &str, files: &[PathBuf]) -> String {
+    let output = Command::new("kubernetes-validate")
+        .args(["--strict", "--kubernetes-version", version])
+        .args(files)
+        .output()
+        .expect("running kubernetes-validate");
+    let report = text(&output);
+    assert!(
+        output.status.success() && !report.contains("WARN") && !report.contains("ERROR"),
+        "kubernetes-validate {version}:\n{report}"
+    );
+    report
 }
 
 // ------------------------------------------------------------------------------------------
