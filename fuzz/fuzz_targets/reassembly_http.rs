@@ -32,6 +32,12 @@ fn flow(connection: u8) -> FlowKey {
 fuzz_target!(|data: &[u8]| {
     // Both ways of pairing: with and without a copy of the request on the response.
     let label_responses = data.first().is_some_and(|byte| byte & 1 == 1);
+    // With and without the replay marker (requests carrying it are framed and skipped, their
+    // connection's responses not reported).
+    let replay_marker = data
+        .first()
+        .is_some_and(|byte| byte & 2 == 2)
+        .then(|| Box::from(&b"x-mirror-replay"[..]));
     let config = TrackerConfig {
         reassembly: ReassemblyConfig {
             reassembly_memory_bytes: MEMORY_CAP,
@@ -48,6 +54,7 @@ fuzz_target!(|data: &[u8]| {
             // Short, so that the fuzzer's clock reaches quiet points.
             resync_quiet_ns: 50_000,
             label_responses,
+            replay_marker,
         },
     };
     let mut tracker = HttpTracker::new(config);
@@ -122,7 +129,10 @@ fuzz_target!(|data: &[u8]| {
                     assert!(response.request.is_none() || response.request_index.is_some());
                     assert!(label_responses || response.request.is_none());
                     // Paired, or counted with why not: never both, never neither.
-                    assert_eq!(response.request_index.is_some(), response.unpaired.is_none());
+                    assert_eq!(
+                        response.request_index.is_some(),
+                        response.unpaired.is_none()
+                    );
                 }
                 HttpEvent::ConnectionSkipped { .. }
                 | HttpEvent::Lost(_)
