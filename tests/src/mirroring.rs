@@ -54,6 +54,11 @@ pub fn start_daemon(setup: &Setup, extra: &[&str]) -> Daemon {
 
 /// Reads one response with a Content-Length body (the recording server always sends one).
 pub fn read_response(reader: &mut BufReader<TcpStream>) -> u16 {
+    read_response_sized(reader).0
+}
+
+/// [`read_response`], with the response's size on the wire.
+pub fn read_response_sized(reader: &mut BufReader<TcpStream>) -> (u16, usize) {
     let mut head = String::new();
     loop {
         let mut line = String::new();
@@ -63,16 +68,18 @@ pub fn read_response(reader: &mut BufReader<TcpStream>) -> u16 {
             break;
         }
     }
-    let length = head
+    let length: usize = head
         .lines()
         .find_map(|line| line.strip_prefix("Content-Length: "))
         .map_or(0, |value| value.trim().parse().expect("content length"));
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body).expect("read body");
-    head.split_whitespace()
+    let status = head
+        .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .expect("status code")
+        .expect("status code");
+    (status, head.len() + length)
 }
 
 /// Sends `requests` on one connection from the client namespace: pipelined in one write when

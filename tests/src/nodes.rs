@@ -12,7 +12,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufReader, Write},
     net::TcpStream,
 };
 
@@ -92,7 +92,7 @@ pub fn exchange(ns: &NetNs, port: u16, plan: Vec<(String, Vec<u8>)>) -> Vec<usiz
                 (stream.try_clone().expect("clone"), BufReader::new(stream))
             });
             writer.write_all(&request).expect("write request");
-            let (status, size) = read_response(reader);
+            let (status, size) = crate::mirroring::read_response_sized(reader);
             assert_eq!(status, 200, "{address} answered");
             sizes.push(size);
         }
@@ -101,31 +101,6 @@ pub fn exchange(ns: &NetNs, port: u16, plan: Vec<(String, Vec<u8>)>) -> Vec<usiz
     .join()
     .expect("client thread")
     .expect("client namespace")
-}
-
-/// Reads one response (Content-Length body); returns its status and size on the wire.
-fn read_response(reader: &mut BufReader<TcpStream>) -> (u16, usize) {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("read response head");
-        head.push_str(&line);
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-    }
-    let length: usize = head
-        .lines()
-        .find_map(|line| line.strip_prefix("Content-Length: "))
-        .map_or(0, |value| value.trim().parse().expect("content length"));
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body).expect("read body");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("status code");
-    (status, head.len() + length)
 }
 
 /// The heads of the bodiless requests in a server's per-connection streams.
