@@ -276,22 +276,18 @@ pub fn pairing_only() -> anyhow::Result<()> {
 /// request with field-by-field comparison against digests only, 1 and 3 shadows).
 fn verdict_section(mirror_bin: &std::path::Path, rounds: u64) -> anyhow::Result<String> {
     println!("bench: verdict cost (mirror run, field diff against digest only)");
-    let output = output_of(
-        Command::new(workspace_root().join("target/release/mirror-bench"))
-            .args([
-                "--tables",
-                "verdict",
-                "--completeness-seconds",
-                "0",
-                "--rounds",
-                &rounds.to_string(),
-                // The CPU is read from /proc in 10 ms ticks, and a round's ratio swings with
-                // the machine: 20 s runs steady it.
-                "--verdict-seconds",
-                "20",
-            ])
-            .env("MIRROR_BIN", mirror_bin),
-    )?;
+    let output = output_of(mirror_bench(mirror_bin).args([
+        "--tables",
+        "verdict",
+        "--completeness-seconds",
+        "0",
+        "--rounds",
+        &rounds.to_string(),
+        // The CPU is read from /proc in 10 ms ticks, and a round's ratio swings with the
+        // machine: 20 s runs steady it.
+        "--verdict-seconds",
+        "20",
+    ]))?;
     print!("{output}");
     let mut section = String::new();
     let _ = writeln!(section, "{VERDICT_HEADING}");
@@ -384,6 +380,13 @@ fn bench_binaries() -> anyhow::Result<std::path::PathBuf> {
     Ok(mirror_bin)
 }
 
+/// `mirror-bench` (built by [`bench_binaries`]) driving the `mirror` at `mirror_bin`.
+fn mirror_bench(mirror_bin: &std::path::Path) -> Command {
+    let mut command = Command::new(workspace_root().join("target/release/mirror-bench"));
+    command.env("MIRROR_BIN", mirror_bin);
+    command
+}
+
 /// `cargo xtask bench --only-verdict`: the verdict-cost and the field diff's criterion sections
 /// alone, the rest of BENCHMARKS.md kept (needs root).
 pub fn verdict_only(rounds: u64) -> anyhow::Result<()> {
@@ -418,7 +421,7 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
 
     println!("bench: mirror run (primary impact, completeness, cost)");
     let mirror = output_of(
-        Command::new(workspace_root().join("target/release/mirror-bench"))
+        mirror_bench(&mirror_bin)
             .args([
                 "--tables",
                 "impact,coupling,scaling",
@@ -428,8 +431,7 @@ pub fn bench(skip_criterion: bool, rounds: u64, seconds: u64) -> anyhow::Result<
                 &seconds.to_string(),
             ])
             .arg("--chart")
-            .arg(workspace_root().join("docs/latency.svg"))
-            .env("MIRROR_BIN", &mirror_bin),
+            .arg(workspace_root().join("docs/latency.svg")),
     )?;
     print!("{mirror}");
     let _ = writeln!(
