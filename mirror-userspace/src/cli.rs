@@ -1,4 +1,4 @@
-//! Command-line interface (contract: DESIGN.md §4).
+//! Command-line interface (contract: the README's "Commands").
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 

@@ -227,7 +227,7 @@ impl Printer {
 
 pub async fn run(args: CaptureArgs) -> anyhow::Result<()> {
     let interfaces = if args.interfaces.is_empty() {
-        // DESIGN §4: `--interface` is optional; without it, everything but loopback (which
+        // `--interface` is optional (README "Commands"); without it, everything but loopback (which
         // would show local traffic twice over and is rarely what is meant).
         crate::capture::interfaces::list_interfaces()?
             .into_iter()

@@ -1,4 +1,4 @@
-//! The TOML configuration file (contract: DESIGN.md §5) and its merge with `mirror run` flags
+//! The TOML configuration file (contract: the README's "Configuration") and its merge with `mirror run` flags
 //! (§4).
 //!
 //! Loading is two steps: serde reads the file into position-keeping structs (syntax, types and

@@ -1,5 +1,5 @@
-//! `mirror run` flags merged over the config file (DESIGN.md §4: "must work with no config file
-//! (one implicit target). Flags override the file.").
+//! `mirror run` flags merged over the config file (README "Commands": without a file,
+//! `--interface`, `--port` and `--shadow` make one target; flags override the file).
 
 use super::target::{ShadowUrl, TargetConfig, WRITE_METHODS};
 use super::validate::{check_interface, check_sample_percent, parse_listen};

@@ -25,7 +25,7 @@ pub fn is_safe_method(method: &str) -> bool {
     SAFE_METHODS.contains(&method)
 }
 
-/// One mirrored service (`[[target]]`, DESIGN.md §5).
+/// One mirrored service (`[[target]]`, README "Configuration").
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TargetConfig {
     /// Label value in metrics; unique.

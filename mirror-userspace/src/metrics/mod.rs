@@ -1,4 +1,4 @@
-//! Prometheus metrics (contract: DESIGN.md §6) and the HTTP endpoint that serves them
+//! Prometheus metrics (contract: the README's "Metrics") and the HTTP endpoint that serves them
 //! ([`server`]). Metric names and labels are fixed: dashboards, alerts and canary analysis
 //! depend on them.
 //!

@@ -1,5 +1,4 @@
-//! Per-target aggregation of the daemon's samples (metric names: DESIGN.md §6 and the README's
-//! extras), and the difference of two snapshots for watch mode.
+//! Per-target aggregation of the daemon's samples (metric names: the README's "Metrics"), and the difference of two snapshots for watch mode.
 
 use std::collections::BTreeMap;
 
