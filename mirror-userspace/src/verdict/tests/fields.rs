@@ -302,3 +302,57 @@ fn fields_beyond_the_cap_fold_into_other() {
     tracker.record("w", &diff(&[(long.as_str(), true, false)]), None);
     assert_eq!(tracker.fields("w")[0].field, OTHER);
 }
+
+/// Ground truth, randomized (seeded): exchanges drawn with a known chance that the candidate
+/// differs from the primary (`c`) and that the baseline does (`b`). Where the truth is noise
+/// (`c == b`), the class may be `real` only at the z test's false-positive rate (one-sided
+/// z > 3: 0.13%; at most 0.5% allowed); where the candidate clearly exceeds the baseline (by
+/// twice the absolute and relative thresholds, with 2000 samples and more), it must be `real`
+/// in at least 99% of the cases. Everything between is the thresholds' business, not checked.
+#[test]
+fn classes_agree_with_the_true_rates() {
+    let config = FieldConfig::default();
+    let mut random = crate::demo::SplitMix64::new(21);
+    let (mut noise_cases, mut false_real) = (0u32, 0u32);
+    let (mut real_cases, mut missed) = (0u32, 0u32);
+    for _ in 0..3000 {
+        let samples = 100 + random.below(5000);
+        let b = random.unit() * 0.6;
+        let is_noise = random.below(2) == 0;
+        let c = if is_noise {
+            b
+        } else {
+            (b + 0.06 + random.unit() * 0.3).min(1.0)
+        };
+        if !is_noise && (samples < 2000 || (c - b) / (c + b) < 2.0 * config.relative_threshold) {
+            continue;
+        }
+        let mut counts = FieldCounts::default();
+        for _ in 0..samples {
+            counts.samples += 1;
+            counts.diffs += u64::from(random.unit() < c);
+            counts.baseline_samples += 1;
+            counts.baseline_diffs += u64::from(random.unit() < b);
+        }
+        let real = classify("/price", &counts, true, &config).class == FieldClass::Real;
+        if is_noise {
+            noise_cases += 1;
+            false_real += u32::from(real);
+        } else {
+            real_cases += 1;
+            missed += u32::from(!real);
+        }
+    }
+    assert!(
+        noise_cases > 1000 && real_cases > 200,
+        "{noise_cases} {real_cases}"
+    );
+    assert!(
+        f64::from(false_real) <= 0.005 * f64::from(noise_cases),
+        "{false_real} of {noise_cases} noise fields called real"
+    );
+    assert!(
+        f64::from(missed) <= 0.01 * f64::from(real_cases),
+        "{missed} of {real_cases} real fields missed"
+    );
+}
