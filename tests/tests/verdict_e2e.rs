@@ -72,8 +72,11 @@ impl Drop for TempDir {
 /// The policy's minimums lowered to what `REQUESTS` gives, and every exchange diffed (the
 /// burst outruns the default sampling rate, and the sink test counts every changed price): the
 /// daemon's `[verdict]` and, as a `--policy` file, `mirror verdict`'s (which does not read the
-/// daemon's configuration).
+/// daemon's configuration). Latency is not what this test judges: the four services share two
+/// cores with the daemon, so a candidate's P99 can double by chance; only a second's extra
+/// latency would fail it.
 const POLICY: &str = "min_samples = 200
+latency_min_extra_seconds = 1.0
 
 [diff]
 max_per_second = 0
