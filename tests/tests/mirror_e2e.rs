@@ -568,9 +568,15 @@ fn short_connections_are_replayed_over_pooled_connections() {
     assert_eq!(replays(&metrics, "ok"), sent, "{:#?}", metrics.samples);
     assert_eq!(metrics.sum("mirror_requests_total", &[]), sent);
     assert_accounting(&metrics);
+    let opened = metrics.sum("mirror_shadow_connections_opened_total", &[]);
     // The shadow records a connection when it closes: stop the daemon's pool first.
     daemon.stop();
     let streams = shadow_streams(&setup.shadow);
+    assert_eq!(
+        opened,
+        streams.len() as f64,
+        "the daemon counts the connections the shadow saw"
+    );
     // The shadow sees the request without Connection and Keep-Alive: the replay's connection
     // is the daemon's, not the client's.
     let expected: Vec<Vec<u8>> = (0..CLIENTS)

@@ -145,6 +145,8 @@ pub struct Metrics {
     pub comparisons_cancelled: Family<TargetShadowReasonLabels, Counter>,
     pub replays: Family<TargetOutcomeLabels, Counter>,
     pub replay_queue_depth: Family<TargetShadowLabels, Gauge>,
+    /// Connections opened to each shadow: replays per connection is `ok` replays over this.
+    pub shadow_connections_opened: Family<TargetShadowLabels, Counter>,
     pub response_duration: HistogramFamily,
     pub responses: Family<TargetRoleCodeLabels, Counter>,
     pub mismatches: Family<TargetKindLabels, Counter>,
@@ -194,6 +196,7 @@ impl Metrics {
             comparisons_cancelled: Family::default(),
             replays: Family::default(),
             replay_queue_depth: Family::default(),
+            shadow_connections_opened: Family::default(),
             response_duration: Family::new_with_constructor(duration_histogram),
             responses: Family::default(),
             mismatches: Family::default(),
@@ -336,6 +339,11 @@ impl Metrics {
             "mirror_replay_queue_depth",
             "Requests waiting in each shadow's replay queue",
             metrics.replay_queue_depth.clone(),
+        );
+        r.register(
+            "mirror_shadow_connections_opened",
+            "Connections opened to each shadow (replays reuse them while the shadow keeps them open)",
+            metrics.shadow_connections_opened.clone(),
         );
         r.register(
             "mirror_response_duration_seconds",

@@ -179,6 +179,12 @@ impl Shadow {
                     concurrency: config.concurrency,
                     timeout: std::time::Duration::from_millis(config.timeout_ms),
                     hold_bodies: settings.hold_bodies.clone(),
+                    connections_opened: metrics.shadow_connections_opened.get_or_create_owned(
+                        &TargetShadowLabels {
+                            target: target.name.clone(),
+                            shadow: name.to_string(),
+                        },
+                    ),
                 },
                 self_traffic.cloned(),
                 results.clone(),

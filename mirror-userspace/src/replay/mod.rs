@@ -38,6 +38,7 @@ use std::{
 
 use bytes::Bytes;
 pub use connection::{ConnectionError, ShadowConnection};
+use prometheus_client::metrics::counter::Counter;
 pub use response::ShadowResponse;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -73,6 +74,8 @@ pub struct ReplayConfig {
     pub timeout: Duration,
     /// Holds the shadow's response bodies within this budget (field-level comparison).
     pub hold_bodies: Option<BodyBudget>,
+    /// Counts the connections opened to the shadow (`mirror_shadow_connections_opened_total`).
+    pub connections_opened: Counter,
 }
 
 /// One request to replay.
@@ -481,6 +484,7 @@ async fn exchange(
         match ShadowConnection::connect(addr, self_traffic, Arc::clone(&state.open)).await {
             Ok(connected) => {
                 state.connected();
+                state.config.connections_opened.inc();
                 *connection = Some(connected);
             }
             Err(error) => {

@@ -156,6 +156,7 @@ fn replayer_with(
         concurrency: 1,
         timeout,
         hold_bodies: None,
+        connections_opened: Counter::default(),
     };
     (Replayer::spawn(config, None, results), receiver)
 }

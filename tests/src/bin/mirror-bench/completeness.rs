@@ -74,6 +74,7 @@ pub(super) fn completeness(
         rate,
         seconds,
         PACED_CONNECTIONS,
+        false,
     );
     let machine_after = machine_ticks();
     std::thread::sleep(Duration::from_secs(3));

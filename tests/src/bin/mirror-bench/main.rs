@@ -54,6 +54,8 @@ enum Load {
     /// The paced client at a fixed rate on keep-alive connections: a load below saturation,
     /// so the primary's latency shows coupling rather than CPU shared at saturation.
     FixedRate,
+    /// The paced client at a fixed rate, a new connection per request (`Connection: close`).
+    FixedRateClose,
     /// The same paced load through nginx's `mirror` module.
     FixedRateNginxMirror,
 }
@@ -63,6 +65,8 @@ enum Load {
 const FIXED_RATE_SHARE: f64 = 0.2;
 /// What the paced client sends: one request per write (TCP_NODELAY), so per packet.
 const PACED_REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
+/// What the paced client sends on short connections.
+const PACED_REQUEST_CLOSE: &[u8] = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
 /// Keep-alive connections of the paced client.
 const PACED_CONNECTIONS: u64 = 50;
 
@@ -179,6 +183,22 @@ const SCALING: [Mode; 5] = [
         "mirror 1% of connections (in-kernel)",
         Load::Close,
         Some((FAST_PORT, "1", true)),
+    ),
+];
+
+/// Short connections at a fixed rate (the paced client opening a connection per request): what
+/// replaying them over the daemon's pooled connections costs. Index 0 is the baseline.
+const SHORT: [Mode; 3] = [
+    mode("no mirror (short connections)", Load::FixedRateClose, None),
+    mode(
+        "mirror 100% of requests",
+        Load::FixedRateClose,
+        Some((FAST_PORT, "100", false)),
+    ),
+    mode(
+        "mirror 10% of requests",
+        Load::FixedRateClose,
+        Some((FAST_PORT, "10", false)),
     ),
 ];
 
@@ -341,11 +361,22 @@ struct Processes {
 }
 
 /// One run of one mode: wrk's figures, where the machine's time went and, when the daemon ran,
-/// (CPU seconds, peak RSS MiB, replays answered by the shadow).
+/// what it cost and did.
 struct Run {
     wrk: WrkResult,
     shares: Shares,
-    cost: Option<(f64, f64, f64)>,
+    cost: Option<DaemonCost>,
+}
+
+/// What the daemon took and did during one run.
+#[derive(Clone, Copy)]
+struct DaemonCost {
+    cpu_seconds: f64,
+    peak_rss_mib: f64,
+    /// Replays the shadow answered (`mirror_replays_total{outcome="ok"}`).
+    replayed_ok: f64,
+    /// `mirror_shadow_connections_opened_total`.
+    shadow_connections: f64,
 }
 
 /// Shares of the machine's CPU time (all cores) during one run: what the shadows and the daemon
@@ -396,7 +427,9 @@ fn wrk(client: &NetNs, seconds: u64, load: Load) -> WrkResult {
             PORT
         }
         Load::NginxMirror => FRONT_PORT,
-        Load::FixedRate | Load::FixedRateNginxMirror => unreachable!("paced loads do not use wrk"),
+        Load::FixedRate | Load::FixedRateClose | Load::FixedRateNginxMirror => {
+            unreachable!("paced loads do not use wrk")
+        }
     };
     let output = command
         .arg(format!("http://{SERVER_ADDR}:{port}/"))
@@ -430,9 +463,10 @@ fn measure(
     load: Load,
     fixed_rate: u64,
 ) -> WrkResult {
-    let port = match load {
-        Load::FixedRate => PORT,
-        Load::FixedRateNginxMirror => FRONT_PORT,
+    let (port, short) = match load {
+        Load::FixedRate => (PORT, false),
+        Load::FixedRateClose => (PORT, true),
+        Load::FixedRateNginxMirror => (FRONT_PORT, false),
         Load::KeepAlive | Load::Close | Load::NginxMirror => return wrk(client, seconds, load),
     };
     let paced = paced(
@@ -442,6 +476,7 @@ fn measure(
         fixed_rate,
         seconds,
         PACED_CONNECTIONS,
+        short,
     );
     WrkResult {
         seconds: seconds as f64,
@@ -481,8 +516,11 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_COMPLETENESS_RUNS)]
     completeness_rates: Vec<CompletenessRun>,
     /// Only these tables, comma-separated (default: all; `none` for only the completeness runs).
-    #[arg(long, value_delimiter = ',', value_parser = ["impact", "coupling", "scaling", "verdict", "none"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["impact", "coupling", "scaling", "short", "verdict", "none"])]
     tables: Option<Vec<String>>,
+    /// Offered rate of the short-connection runs, requests per second.
+    #[arg(long, default_value_t = 6000)]
+    short_rate: u64,
     /// Offered rate of the verdict-cost runs, requests per second.
     #[arg(long, default_value_t = 4000)]
     verdict_rate: u64,
@@ -627,6 +665,23 @@ fn main() {
             "\n### Cost with the sampled share (wrk -t2 -c32 with `Connection: close`, {seconds} s per run, {rounds} interleaved rounds)"
         ),
     );
+
+    let short_rate = args.short_rate;
+    if args.table_selected("short") {
+        table(
+            &topology,
+            &SHORT,
+            processes,
+            false,
+            &format!(
+                "\n### Short connections at a fixed rate ({short_rate} req/s offered by a paced client on {PACED_CONNECTIONS} threads, each opening a new connection per request with `Connection: close`, {seconds} s per run, {rounds} interleaved rounds)"
+            ),
+            Schedule {
+                fixed_rate: short_rate,
+                ..schedule
+            },
+        );
+    }
 
     if args.table_selected("verdict") {
         verdict::verdict_cost(&topology, rounds, args.verdict_rate, args.verdict_seconds);

@@ -58,6 +58,7 @@ pub(super) fn paced(
     rate: u64,
     seconds: u64,
     connections: u64,
+    short: bool,
 ) -> Paced {
     // Below saturation the primary's latency is mostly wake-ups, and unpinned it depends on
     // where the scheduler puts the client and the primary: on one CPU or two, the no-mirror P50
@@ -73,7 +74,9 @@ pub(super) fn paced(
             let threads: Vec<_> = (0..connections)
                 .map(|index| {
                     let first = start + period.mul_f64(index as f64 / connections as f64);
-                    std::thread::spawn(move || paced_connection(port, first, period, deadline))
+                    std::thread::spawn(move || {
+                        paced_connection(port, first, period, deadline, short)
+                    })
                 })
                 .collect();
             let mut total = Paced::default();
@@ -94,13 +97,29 @@ pub(super) fn paced(
 
 /// One connection of [`paced()`]: a request at `first`, then one every `period` until `deadline`
 /// (a late response delays the next sends, which then catch up; a primary slower than the
-/// period stops at the deadline all the same).
-fn paced_connection(port: u16, first: Instant, period: Duration, deadline: Instant) -> Paced {
+/// period stops at the deadline all the same). With `short`, each request goes on a new
+/// connection with `Connection: close` (the primary closes it after its response); the
+/// latency then includes the handshake.
+fn paced_connection(
+    port: u16,
+    first: Instant,
+    period: Duration,
+    deadline: Instant,
+    short: bool,
+) -> Paced {
     use std::io::{Read, Write};
     set_affinity(0, &[CLIENT_CPU]);
-    let mut stream = std::net::TcpStream::connect((SERVER_ADDR, port)).expect("connect");
-    stream.set_nodelay(true).expect("TCP_NODELAY");
-    let request = PACED_REQUEST;
+    let connect = || {
+        let stream = std::net::TcpStream::connect((SERVER_ADDR, port)).expect("connect");
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        stream
+    };
+    let mut open = (!short).then(connect);
+    let request = if short {
+        PACED_REQUEST_CLOSE
+    } else {
+        PACED_REQUEST
+    };
     let mut buffer = vec![0u8; 4096];
     let mut result = Paced::default();
     let mut next = first;
@@ -110,31 +129,44 @@ fn paced_connection(port: u16, first: Instant, period: Duration, deadline: Insta
         }
         next += period;
         let written = Instant::now();
+        let stream = open.get_or_insert_with(connect);
         stream.write_all(request).expect("write");
         result.sent += 1;
-        // nginx's reply to this page fits one read in practice; count bytes to be sure one
-        // whole response arrived.
-        let mut got = 0;
-        let mut expected = usize::MAX;
-        while got < expected {
-            let n = stream.read(&mut buffer[got..]).expect("read");
-            assert!(n > 0, "primary closed the connection");
-            got += n;
-            if let Some(end) = buffer[..got].windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buffer[..end]);
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Content-Length: "))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                expected = end + 4 + length;
-            }
-        }
+        read_one_response(stream, &mut buffer);
         result.served += 1;
         let latency = written.elapsed().as_micros();
         result
             .latencies_us
             .push(u32::try_from(latency).unwrap_or(u32::MAX));
+        if short {
+            // Wait for the primary's FIN: the primary, which closes first, then holds the
+            // TIME_WAIT rather than the client's port range.
+            let after = stream.read(&mut buffer).expect("read the close");
+            assert_eq!(after, 0, "bytes after a Connection: close response");
+            open = None;
+        }
     }
     result
+}
+
+/// Reads one response of nginx's page from `stream`. It fits one read in practice; the bytes
+/// are counted to be sure one whole response arrived.
+fn read_one_response(stream: &mut std::net::TcpStream, buffer: &mut [u8]) {
+    use std::io::Read;
+    let mut got = 0;
+    let mut expected = usize::MAX;
+    while got < expected {
+        let n = stream.read(&mut buffer[got..]).expect("read");
+        assert!(n > 0, "primary closed the connection");
+        got += n;
+        if let Some(end) = buffer[..got].windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]);
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            expected = end + 4 + length;
+        }
+    }
 }

@@ -74,10 +74,13 @@ pub(super) fn rounds_of(
                 steal: (after.steal - before.steal) / machine_ticks,
             };
             let cost = daemon.as_ref().map(|daemon| {
-                let replayed = daemon
-                    .metrics()
-                    .sum("mirror_replays_total", &["outcome=\"ok\""]);
-                (daemon_cpu, peak_rss_mib(daemon), replayed)
+                let metrics = daemon.metrics();
+                DaemonCost {
+                    cpu_seconds: daemon_cpu,
+                    peak_rss_mib: peak_rss_mib(daemon),
+                    replayed_ok: metrics.sum("mirror_replays_total", &["outcome=\"ok\""]),
+                    shadow_connections: metrics.sum("mirror_shadow_connections_opened_total", &[]),
+                }
             });
             eprintln!(
                 "round {round} {}: {:.0} req/s, P50 {:.3} ms, P99 {:.3} ms",
@@ -99,10 +102,10 @@ pub(super) fn rounds_of(
 /// Daemon CPU is per 100,000 requests the primary served in that run.
 pub(super) fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usize>) {
     println!(
-        "| mode | req/s | P50 ms | P99 ms | throughput / {} | throughput / fast shadow | P50 / {} | P50 - {} us | daemon CPU s per 100k requests | daemon peak RSS MiB | replayed ok / served | machine: daemon / shadow / softirq / idle / steal |",
+        "| mode | req/s | P50 ms | P99 ms | throughput / {} | throughput / fast shadow | P50 / {} | P50 - {} us | daemon CPU s per 100k requests | daemon peak RSS MiB | replayed ok / served | replays per shadow connection | machine: daemon / shadow / softirq / idle / steal |",
         modes[0].label, modes[0].label, modes[0].label
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (index, mode) in modes.iter().enumerate() {
         let column = |f: &dyn Fn(&WrkResult) -> f64| {
             median(results.iter().map(|row| f(&row[index].wrk)).collect())
@@ -123,7 +126,7 @@ pub(super) fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usi
             )
         };
         // Median over rounds of a figure of the daemon's runs, given the requests served.
-        let daemon_median = |figure: &dyn Fn((f64, f64, f64), f64) -> f64| {
+        let daemon_median = |figure: &dyn Fn(DaemonCost, f64) -> f64| {
             median(
                 results
                     .iter()
@@ -135,11 +138,19 @@ pub(super) fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usi
                     .collect(),
             )
         };
-        let per_100k = daemon_median(&|(cpu, _, _), served| cpu / served * 100_000.0);
-        let rss = daemon_median(&|(_, rss, _), _| rss);
+        let per_100k = daemon_median(&|cost, served| cost.cpu_seconds / served * 100_000.0);
+        let rss = daemon_median(&|cost, _| cost.peak_rss_mib);
         // The share actually mirrored: with connection sampling it depends on which of wrk's
         // 32 connections the hash picks.
-        let mirrored = daemon_median(&|(_, _, replayed), served| replayed / served * 100.0);
+        let mirrored = daemon_median(&|cost, served| cost.replayed_ok / served * 100.0);
+        // NaN (printed `-`) when no connection was opened.
+        let per_connection = daemon_median(&|cost, _| {
+            if cost.shadow_connections > 0.0 {
+                cost.replayed_ok / cost.shadow_connections
+            } else {
+                f64::NAN
+            }
+        });
         let number = |value: f64, digits: usize| {
             if value.is_nan() {
                 "-".to_owned()
@@ -151,7 +162,7 @@ pub(super) fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usi
             median(results.iter().map(|row| f(&row[index].shares)).collect()) * 100.0
         };
         println!(
-            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {:+.0} | {} | {} | {} | {:.1}% / {:.1}% / {:.1}% / {:.1}% / {:.1}% |",
+            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {:+.0} | {} | {} | {} | {} | {:.1}% / {:.1}% / {:.1}% / {:.1}% / {:.1}% |",
             mode.label,
             column(&|r| r.requests_per_second),
             column(&|r| r.p50_ms),
@@ -170,6 +181,7 @@ pub(super) fn print_table(modes: &[Mode], results: &[Vec<Run>], fast: Option<usi
             } else {
                 format!("{mirrored:.1}%")
             },
+            number(per_connection, 0),
             share(&|shares| shares.daemon),
             share(&|shares| shares.shadow),
             share(&|shares| shares.softirq),

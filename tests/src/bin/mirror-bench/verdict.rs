@@ -235,6 +235,7 @@ pub(super) fn verdict_cost(topology: &Topology, rounds: u64, rate: u64, seconds:
                 rate,
                 seconds,
                 PACED_CONNECTIONS,
+                false,
             );
             let after = machine_ticks();
             // The last responses' replays and comparisons.
