@@ -87,6 +87,10 @@ enum Task {
         /// Only the classifier section (root); the rest of BENCHMARKS.md is kept.
         #[arg(long, conflicts_with = "only_pairing")]
         only_classifier: bool,
+        /// Only the `mirror run` section (primary impact, coupling, sampled share, short
+        /// connections, completeness; root); the rest of BENCHMARKS.md is kept.
+        #[arg(long, conflicts_with_all = ["only_pairing", "only_verdict", "only_classifier"])]
+        only_run: bool,
     },
 }
 
@@ -255,6 +259,15 @@ fn main() -> anyhow::Result<()> {
         } => {
             setup::setup()?;
             bench::classifier_only()
+        }
+        Task::Bench {
+            only_run: true,
+            rounds,
+            seconds,
+            ..
+        } => {
+            setup::setup()?;
+            bench::run_only(rounds, seconds)
         }
         Task::Bench {
             skip_criterion,
