@@ -7,7 +7,12 @@
 //! - real traffic through a veth pair between two namespaces (the classifier attached on the
 //!   receiving side's ingress): a bulk TCP transfer in 64 KiB writes arrives as GSO/GRO segments of
 //!   up to 64 KiB, and a transfer to a non-target port gives the real non-target cost; each
-//!   figure is the median of three transfers (a new namespace pair each), with the range.
+//!   figure is the median of three transfers (a new namespace pair each), with the range;
+//! - a client's ordinary traffic through the same veth and hook, single segments and no GSO:
+//!   request/response exchanges of 100 B each way with `TCP_NODELAY` ("small writes"), and a
+//!   transfer in 1448 B writes with `TCP_NODELAY` and the client veth's `gso_max_segs` at 1
+//!   (full 1.5 KiB frames), each on a non-target and on the target port, each with its own
+//!   empty-program floor.
 //!
 //! Both also measure a target scoped by address (`addresses`): a packet to a listed address (in
 //! scope, recorded) and one to an unlisted address on the target port (out of scope, counted,
@@ -223,15 +228,47 @@ fn test_run_ns(mut subject: Subject, frame: &[u8], repeat: u32) -> (f64, Option<
     (per_packet, subject.counters())
 }
 
-/// Sends `total` bytes in 64 KiB writes from the client namespace to `port` in the server
-/// namespace, the subject `make` returns attached to the server veth's ingress. Returns ns per
-/// packet, average payload bytes per matched packet, and the classifier's counters.
+/// The client's traffic in a veth run.
+#[derive(Clone, Copy)]
+enum Traffic {
+    /// A bulk transfer of this many bytes in 64 KiB writes: GSO segments of up to 64 KiB.
+    Bulk(usize),
+    /// This many request/response exchanges of [`EXCHANGE_BYTES`] each way with `TCP_NODELAY`:
+    /// small single segments (and the client's ACKs) at the server's ingress.
+    Exchanges(usize),
+    /// This many bytes in writes of [`MSS_BYTES`] with `TCP_NODELAY`, the client veth's
+    /// `gso_max_segs` set to 1 so that the stack sends every segment as its own packet: full
+    /// 1.5 KiB frames, none GSO.
+    MssWrites(usize),
+}
+
+/// Payload of each request and each response of [`Traffic::Exchanges`].
+const EXCHANGE_BYTES: usize = 100;
+/// TCP payload of a full segment on a 1500-byte MTU with timestamps.
+const MSS_BYTES: usize = 1448;
+
+/// Runs `traffic` from the client namespace to `port` in the server namespace, the subject
+/// `make` returns attached to the server veth's ingress. Returns ns per packet, average payload
+/// bytes per matched packet, and the classifier's counters.
 fn real_traffic(
     make: impl FnOnce() -> Subject + Send + 'static,
     port: u16,
-    total: usize,
+    traffic: Traffic,
 ) -> (f64, f64, Option<KernelCounters>) {
     let topology = topology();
+    if let Traffic::MssWrites(_) = traffic {
+        topology
+            .client
+            .ip(&[
+                "link",
+                "set",
+                "dev",
+                &topology.client_if,
+                "gso_max_segs",
+                "1",
+            ])
+            .expect("gso_max_segs 1 on the client veth");
+    }
     let server_if = topology.server_if.clone();
     let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
@@ -245,8 +282,17 @@ fn real_traffic(
         loaded_tx.send(()).expect("signal");
         let (mut stream, _) = listener.accept().expect("accept");
         let before = subject.stats();
-        let mut buffer = vec![0u8; 1 << 20];
-        while stream.read(&mut buffer).expect("read") > 0 {}
+        if let Traffic::Exchanges(_) = traffic {
+            stream.set_nodelay(true).expect("TCP_NODELAY");
+            let response = pattern(EXCHANGE_BYTES, 3);
+            let mut request = [0u8; EXCHANGE_BYTES];
+            while stream.read_exact(&mut request).is_ok() {
+                stream.write_all(&response).expect("respond");
+            }
+        } else {
+            let mut buffer = vec![0u8; 1 << 20];
+            while stream.read(&mut buffer).expect("read") > 0 {}
+        }
         let after = subject.stats();
         let _ = done_rx.recv_timeout(Duration::from_secs(1));
         std::thread::sleep(Duration::from_millis(200));
@@ -255,7 +301,23 @@ fn real_traffic(
     loaded_rx.recv().expect("server ready");
     let client = topology.client.spawn(move || {
         let mut stream = TcpStream::connect((SERVER_ADDR, port)).expect("connect");
-        let chunk = pattern(64 * 1024, 1);
+        let (chunk, total) = match traffic {
+            Traffic::Bulk(total) => (pattern(64 * 1024, 1), total),
+            Traffic::MssWrites(total) => (pattern(MSS_BYTES, 1), total),
+            Traffic::Exchanges(count) => {
+                stream.set_nodelay(true).expect("TCP_NODELAY");
+                let request = pattern(EXCHANGE_BYTES, 1);
+                let mut response = [0u8; EXCHANGE_BYTES];
+                for _ in 0..count {
+                    stream.write_all(&request).expect("request");
+                    stream.read_exact(&mut response).expect("response");
+                }
+                return;
+            }
+        };
+        if let Traffic::MssWrites(_) = traffic {
+            stream.set_nodelay(true).expect("TCP_NODELAY");
+        }
         let mut sent = 0;
         while sent < total {
             stream.write_all(&chunk).expect("write");
@@ -274,11 +336,12 @@ fn real_traffic(
     (per_packet, bytes_per_packet, counters)
 }
 
-/// [`real_traffic`] of 256 MiB three times (a new namespace pair each): the median ns per
-/// packet, the range, and the median run's payload per packet. `check` sees each run's counters.
+/// [`real_traffic`] three times (a new namespace pair each): the median ns per packet, the
+/// range, and the median run's payload per packet. `check` sees each run's counters.
 fn real_traffic_median<F>(
     make: F,
     port: u16,
+    traffic: Traffic,
     check: impl Fn(Option<&KernelCounters>),
 ) -> (f64, String, f64)
 where
@@ -286,7 +349,7 @@ where
 {
     let mut runs: Vec<(f64, f64)> = (0..3)
         .map(|_| {
-            let (ns, payload_bytes, counters) = real_traffic(make.clone(), port, 256 << 20);
+            let (ns, payload_bytes, counters) = real_traffic(make.clone(), port, traffic);
             check(counters.as_ref());
             (ns, payload_bytes)
         })
@@ -363,6 +426,70 @@ struct Row {
 
 const TEST_RUN: &str = "BPF_PROG_TEST_RUN";
 const VETH: &str = "veth, bpf_stats";
+const VETH_SMALL: &str = "veth, bpf_stats, small writes";
+const VETH_MSS: &str = "veth, bpf_stats, 1448 B writes";
+/// The bulk transfer of the GSO rows.
+const BULK: Traffic = Traffic::Bulk(256 << 20);
+/// Exchanges of the small-writes rows: about 40,000 packets at the server's ingress.
+const EXCHANGES: Traffic = Traffic::Exchanges(20_000);
+/// The transfer of the 1448 B rows: about 46,000 packets.
+const MSS_WRITES: Traffic = Traffic::MssWrites(64 << 20);
+
+/// Rows of a client's ordinary traffic through the veth: single segments, no GSO, each method
+/// with its own floor.
+fn client_traffic_rows(rows: &mut Vec<Row>) {
+    for (method, traffic, rows_of) in [
+        (
+            VETH_SMALL,
+            EXCHANGES,
+            [
+                ("empty program (100 B exchanges, the method's floor)", None),
+                ("non-target TCP packet (100 B exchanges)", Some(OTHER)),
+                ("target, 100 B exchanges", Some(TARGET)),
+            ],
+        ),
+        (
+            VETH_MSS,
+            MSS_WRITES,
+            [
+                ("empty program (1448 B writes, the method's floor)", None),
+                ("non-target TCP packet (1448 B writes)", Some(OTHER)),
+                ("target, 1448 B writes (1.5 KiB frames)", Some(TARGET)),
+            ],
+        ),
+    ] {
+        let mut floor = 0.0;
+        for (label, port) in rows_of {
+            let Some(port) = port else {
+                let (ns, range, _) = real_traffic_median(Subject::empty, OTHER, traffic, |_| {});
+                floor = ns;
+                rows.push(Row {
+                    label,
+                    method,
+                    ns,
+                    range,
+                    without_floor: None,
+                    payload_bytes: 0.0,
+                });
+                continue;
+            };
+            let (ns, range, payload_bytes) = real_traffic_median(
+                || Subject::classifier(SAMPLE_SCALE),
+                port,
+                traffic,
+                |counters| assert_no_loss(label, counters),
+            );
+            rows.push(Row {
+                label,
+                method,
+                ns,
+                range,
+                without_floor: Some(ns - floor),
+                payload_bytes,
+            });
+        }
+    }
+}
 
 fn main() {
     assert!(
@@ -506,7 +633,7 @@ fn main() {
         });
     }
 
-    let (floor, range, _) = real_traffic_median(Subject::empty, OTHER, |_| {});
+    let (floor, range, _) = real_traffic_median(Subject::empty, OTHER, BULK, |_| {});
     rows.push(Row {
         label: "empty program (GSO bulk, the method's floor)",
         method: VETH,
@@ -522,6 +649,7 @@ fn main() {
         let (ns, range, payload_bytes) = real_traffic_median(
             || Subject::classifier(SAMPLE_SCALE),
             port,
+            BULK,
             |counters| assert_no_loss(label, counters),
         );
         rows.push(Row {
@@ -565,6 +693,7 @@ fn main() {
         let (ns, range, payload_bytes) = real_traffic_median(
             move || Subject::scoped(SAMPLE_SCALE, Some(&list)),
             TARGET,
+            BULK,
             |counters| {
                 assert_no_loss(label, counters);
                 assert_scope(label, in_scope, counters);
@@ -580,6 +709,12 @@ fn main() {
         });
     }
 
+    client_traffic_rows(&mut rows);
+
+    print_table(rows);
+}
+
+fn print_table(rows: Vec<Row>) {
     println!(
         "| packet | method | ns/packet (median of 3) | range | ns less the empty program | avg payload B/packet |"
     );
