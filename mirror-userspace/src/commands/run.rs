@@ -83,6 +83,8 @@ const SINK_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Replay results handled per turn of the event loop, so that captured batches wait at most
 /// this many behind them.
 const MAX_RESULTS_PER_TURN: usize = 256;
+/// Captured segments framed between two looks at the replay queues.
+const SEGMENTS_PER_TURN: usize = 256;
 
 /// CLOCK_MONOTONIC now, the clock of the kernel's segment timestamps.
 pub fn monotonic_ns() -> u64 {
@@ -313,7 +315,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::select! {
             batch = batches.recv() => {
                 let Some(batch) = batch else { break };
-                pipeline.on_segments(&batch);
+                // One thread frames and replays: while it frames a batch, no replay worker
+                // takes a job. A batch after a stall (up to 4096 records) would otherwise queue
+                // its replays all at once and overflow a queue the workers keep up with.
+                for slice in batch.chunks(SEGMENTS_PER_TURN) {
+                    pipeline.on_segments(slice);
+                    if pipeline.replay_queues_filling() {
+                        tokio::task::yield_now().await;
+                    }
+                }
             }
             Some(result) = results.recv() => {
                 // One result per replay: those already waiting are taken in the same turn of

@@ -214,6 +214,17 @@ impl Pipeline {
         self.drain_events();
     }
 
+    /// Whether a shadow's replay queue is more than half full: its workers should run before
+    /// more requests are framed.
+    pub fn replay_queues_filling(&self) -> bool {
+        self.targets.iter().any(|target| {
+            target
+                .shadows
+                .iter()
+                .any(|shadow| shadow.replayer.queue_depth() * 2 > shadow.replayer.queue_capacity())
+        })
+    }
+
     /// Advances time: idle connections, stale holes, expired comparisons, gauges.
     pub fn on_tick(&mut self, now_ns: u64) {
         self.tracker.on_tick(now_ns);
