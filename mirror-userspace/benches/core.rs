@@ -5,6 +5,9 @@
 //! - `body_64k/requests`: POSTs with 64 KiB bodies in 2 KiB capture chunks (the classifier's
 //!   largest chunk class), so each request is reassembled from 33 chunks and copied once.
 //! - `body_64k/responses`: 64 KiB response bodies (delimited and hashed with xxh3-128).
+//! - `short_connections/exchanges`: a connection per exchange (`Connection: close`): handshake,
+//!   request, response, FIN both ways, 20,000 client ports, so each connection's set-up and
+//!   tear-down (table insert, tombstone, framer state) is in the figure.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -17,6 +20,7 @@ use mirror::segment::{Direction, FlowKey, Segment, TcpFlags};
 const CONNECTIONS: u16 = 100;
 const CHUNK: usize = 2048;
 const SMALL_GET: &[u8] = b"GET /api/v1/items?id=12345 HTTP/1.1\r\nHost: shop.example.test\r\nUser-Agent: bench/1.0\r\nAccept: */*\r\n\r\n";
+const SHORT_GET: &[u8] = b"GET /api/v1/items?id=12345 HTTP/1.1\r\nHost: shop.example.test\r\nUser-Agent: bench/1.0\r\nAccept: */*\r\nConnection: close\r\n\r\n";
 const SMALL_OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{\"id\":12345,\"a\":1}";
 
 fn flow(port: u16) -> FlowKey {
@@ -242,5 +246,69 @@ fn body_64k(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, small_get, body_64k);
+/// A new connection per exchange: SYN, SYN-ACK, request (ACK), response with FIN, the client's
+/// FIN. Pure ACKs are left out, as the classifier does not record them.
+fn short_connections(c: &mut Criterion) {
+    const PORTS: u16 = 20_000;
+    let mut group = c.benchmark_group("short_connections");
+    let get = Bytes::from_static(SHORT_GET);
+    let ok = Bytes::from_static(SMALL_OK);
+    let mut segments = Vec::new();
+    let mut ts = 1_000_000;
+    for port in 0..PORTS {
+        ts += 1_000;
+        let mut c = Connection {
+            port,
+            client_seq: 1_000 + u32::from(port),
+            server_seq: 9_000_000,
+        };
+        segments.push(segment(
+            port,
+            Direction::Request,
+            c.client_seq,
+            0,
+            TcpFlags::SYN,
+            Bytes::new(),
+            ts,
+        ));
+        c.client_seq += 1;
+        segments.push(segment(
+            port,
+            Direction::Response,
+            c.server_seq,
+            c.client_seq,
+            TcpFlags(TcpFlags::SYN.0 | TcpFlags::ACK.0),
+            Bytes::new(),
+            ts,
+        ));
+        c.server_seq += 1;
+        send(&mut c, &mut segments, Direction::Request, &get, ts);
+        segments.push(segment(
+            port,
+            Direction::Response,
+            c.server_seq,
+            c.client_seq,
+            TcpFlags(TcpFlags::ACK.0 | TcpFlags::PSH.0 | TcpFlags::FIN.0),
+            ok.clone(),
+            ts + 500,
+        ));
+        c.server_seq += ok.len() as u32 + 1;
+        segments.push(segment(
+            port,
+            Direction::Request,
+            c.client_seq,
+            c.server_seq,
+            TcpFlags(TcpFlags::ACK.0 | TcpFlags::FIN.0),
+            Bytes::new(),
+            ts + 600,
+        ));
+    }
+    group.throughput(Throughput::Elements(u64::from(PORTS)));
+    group.bench_function("exchanges", |b| {
+        b.iter_custom(|iters| run(iters, &[], &segments))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, small_get, body_64k, short_connections);
 criterion_main!(benches);
