@@ -378,6 +378,11 @@ fn diff_section() -> anyhow::Result<String> {
 /// of `mirror`.
 fn bench_binaries() -> anyhow::Result<std::path::PathBuf> {
     crate::setup::debian_packages(BENCH_PACKAGES)?;
+    // oha (the load generator users reach for) is not packaged by Debian: from crates.io.
+    if Command::new("oha").arg("--version").output().is_err() {
+        println!("bench: installing oha (cargo install oha --locked)");
+        run(Command::new("cargo").args(["install", "oha", "--locked"]))?;
+    }
     let mirror_bin = crate::build_release()?;
     run(Command::new("cargo").args([
         "build",
@@ -424,7 +429,7 @@ fn run_section(mirror_bin: &std::path::Path, rounds: u64, seconds: u64) -> anyho
         mirror_bench(mirror_bin)
             .args([
                 "--tables",
-                "impact,coupling,scaling,short",
+                "impact,oha,coupling,scaling,short",
                 "--rounds",
                 &rounds.to_string(),
                 "--seconds",
@@ -451,7 +456,11 @@ fn run_section(mirror_bin: &std::path::Path, rounds: u64, seconds: u64) -> anyho
          throughput and P50, P99 swings several-fold). The last column splits the machine's \
          CPU time during each run (both cores, from `/proc`; medians over rounds): the daemon \
          process, the shadows' nginx, softirq (tick-sampled), idle, and steal (time the \
-         hypervisor gave other guests: a run with much of it measured a slower machine). \
+         hypervisor gave other guests: a run with much of it measured a slower machine). The \
+         oha table loads the primary with oha (`cargo install oha`; 32 keep-alive \
+         connections, a tokio runtime on both cores, nothing pinned) as a user trying mirror \
+         first would: a heavier client than wrk, it leaves the machine no idle time, so the \
+         daemon's CPU comes straight out of the primary's share. \
          \"replays per shadow connection\" is the replays the shadow answered over the \
          connections the daemon opened to it (`mirror_shadow_connections_opened_total`): \
          replays of short connections travel on the daemon's pooled keep-alive connections, \

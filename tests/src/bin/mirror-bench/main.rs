@@ -51,6 +51,9 @@ enum Load {
     Close,
     /// wrk's keep-alive connections to nginx's `mirror` module in front of the primary.
     NginxMirror,
+    /// oha's 32 keep-alive connections: a heavier client than wrk (a tokio runtime on both
+    /// cores), so the machine has no idle time left to hide the daemon's share in.
+    Oha,
     /// The paced client at a fixed rate on keep-alive connections: a load below saturation,
     /// so the primary's latency shows coupling rather than CPU shared at saturation.
     FixedRate,
@@ -199,6 +202,19 @@ const SHORT: [Mode; 3] = [
         "mirror 10% of requests",
         Load::FixedRateClose,
         Some((FAST_PORT, "10", false)),
+    ),
+];
+
+/// Primary impact as a new user first measures it: oha instead of wrk, nothing pinned. Index 0
+/// is the baseline.
+const OHA: [Mode; 4] = [
+    mode("no mirror (oha)", Load::Oha, None),
+    mode("mirror 100%", Load::Oha, Some((FAST_PORT, "100", false))),
+    mode("mirror 10%", Load::Oha, Some((FAST_PORT, "10", false))),
+    mode(
+        "mirror 10% of connections (in-kernel)",
+        Load::Oha,
+        Some((FAST_PORT, "10", true)),
     ),
 ];
 
@@ -427,8 +443,8 @@ fn wrk(client: &NetNs, seconds: u64, load: Load) -> WrkResult {
             PORT
         }
         Load::NginxMirror => FRONT_PORT,
-        Load::FixedRate | Load::FixedRateClose | Load::FixedRateNginxMirror => {
-            unreachable!("paced loads do not use wrk")
+        Load::Oha | Load::FixedRate | Load::FixedRateClose | Load::FixedRateNginxMirror => {
+            unreachable!("not a wrk load")
         }
     };
     let output = command
@@ -454,6 +470,34 @@ fn wrk(client: &NetNs, seconds: u64, load: Load) -> WrkResult {
     }
 }
 
+/// oha at saturation: 32 keep-alive connections for `seconds`, its JSON summary.
+fn oha(client: &NetNs, seconds: u64) -> WrkResult {
+    let output = client
+        .command("oha")
+        .args([
+            "-c",
+            "32",
+            "-z",
+            &format!("{seconds}s"),
+            "--no-tui",
+            "--output-format",
+            "json",
+        ])
+        .arg(format!("http://{SERVER_ADDR}:{PORT}/"))
+        .output()
+        .expect("oha (cargo install oha)");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    let seconds_ms = |value: &serde_json::Value| value.as_f64().map_or(f64::NAN, |s| s * 1000.0);
+    WrkResult {
+        seconds: seconds as f64,
+        requests_per_second: report["summary"]["requestsPerSec"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        p50_ms: seconds_ms(&report["latencyPercentiles"]["p50"]),
+        p99_ms: seconds_ms(&report["latencyPercentiles"]["p99"]),
+    }
+}
+
 /// One run of `load` against the primary (or nginx's `mirror` module in front of it).
 /// `fixed_rate`: requests per second of the paced loads.
 fn measure(
@@ -468,6 +512,7 @@ fn measure(
         Load::FixedRateClose => (PORT, true),
         Load::FixedRateNginxMirror => (FRONT_PORT, false),
         Load::KeepAlive | Load::Close | Load::NginxMirror => return wrk(client, seconds, load),
+        Load::Oha => return oha(client, seconds),
     };
     let paced = paced(
         client,
@@ -516,7 +561,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_COMPLETENESS_RUNS)]
     completeness_rates: Vec<CompletenessRun>,
     /// Only these tables, comma-separated (default: all; `none` for only the completeness runs).
-    #[arg(long, value_delimiter = ',', value_parser = ["impact", "coupling", "scaling", "short", "verdict", "none"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["impact", "oha", "coupling", "scaling", "short", "verdict", "none"])]
     tables: Option<Vec<String>>,
     /// Offered rate of the short-connection runs, requests per second.
     #[arg(long, default_value_t = 6000)]
@@ -646,6 +691,14 @@ fn main() {
         true,
         &format!(
             "### Primary impact (wrk -t2 -c32 keep-alive, {seconds} s per run, {rounds} interleaved rounds)"
+        ),
+    );
+    runs(
+        "oha",
+        &OHA,
+        false,
+        &format!(
+            "\n### Primary impact with oha (oha -c 32 keep-alive, {seconds} s per run, {rounds} interleaved rounds)"
         ),
     );
     let share = FIXED_RATE_SHARE * 100.0;
