@@ -80,6 +80,8 @@ struct Mode {
     load: Load,
     /// Shadow port, sampling percent, sampled by connection; `None`: no mirror daemon.
     daemon: Option<(u16, &'static str, bool)>,
+    /// Lines added to the daemon's `[[target]]` section.
+    target_lines: &'static str,
 }
 
 const fn mode(label: &'static str, load: Load, daemon: Option<(u16, &'static str, bool)>) -> Mode {
@@ -87,6 +89,7 @@ const fn mode(label: &'static str, load: Load, daemon: Option<(u16, &'static str
         label,
         load,
         daemon,
+        target_lines: "",
     }
 }
 
@@ -191,7 +194,7 @@ const SCALING: [Mode; 5] = [
 
 /// Short connections at a fixed rate (the paced client opening a connection per request): what
 /// replaying them over the daemon's pooled connections costs. Index 0 is the baseline.
-const SHORT: [Mode; 3] = [
+const SHORT: [Mode; 4] = [
     mode("no mirror (short connections)", Load::FixedRateClose, None),
     mode(
         "mirror 100% of requests",
@@ -203,6 +206,16 @@ const SHORT: [Mode; 3] = [
         Load::FixedRateClose,
         Some((FAST_PORT, "10", false)),
     ),
+    // Before hop-by-hop fields were left out, the client's `Connection: close` was replayed:
+    // the shadow closed the daemon's connection after every replay. Asking for it restores that.
+    Mode {
+        target_lines: "set_headers = { Connection = \"close\" }",
+        ..mode(
+            "mirror 100%, every replay asking the shadow to close (as before hop-by-hop fields were dropped)",
+            Load::FixedRateClose,
+            Some((FAST_PORT, "100", false)),
+        )
+    },
 ];
 
 /// Primary impact as a new user first measures it: oha instead of wrk, nothing pinned. Index 0
@@ -273,17 +286,8 @@ fn nginx(ns: &NetNs, addr: &str, ports: &[(u16, bool)], extra: &str) -> (Guard, 
     (Guard(child), dir)
 }
 
-/// Starts `mirror run` in the server namespace with one target on the primary's port.
-fn start_daemon(
-    topology: &Topology,
-    shadow_port: u16,
-    sample: &str,
-    by_connection: bool,
-) -> Daemon {
-    start_daemon_with(topology, shadow_port, sample, by_connection, "")
-}
-
-/// [`start_daemon`] with `target_lines` added to the `[[target]]` section.
+/// Starts `mirror run` in the server namespace with one target on the primary's port,
+/// `target_lines` added to its `[[target]]` section.
 fn start_daemon_with(
     topology: &Topology,
     shadow_port: u16,

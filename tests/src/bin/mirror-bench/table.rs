@@ -54,7 +54,7 @@ pub(super) fn rounds_of(
         let mut row = Vec::new();
         for mode in modes {
             let daemon = mode.daemon.map(|(port, sample, by_connection)| {
-                start_daemon(topology, port, sample, by_connection)
+                start_daemon_with(topology, port, sample, by_connection, mode.target_lines)
             });
             let cpu_before = daemon.as_ref().map(Daemon::cpu_seconds);
             let shadow_before = process_cpu_seconds(processes.shadows);
