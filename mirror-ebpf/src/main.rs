@@ -228,14 +228,10 @@ fn parse_ethernet(ctx: &TcContext) -> Result<(u16, usize), Skip> {
     Ok((ethertype, offset))
 }
 
-/// Network layer: addresses, offset of the TCP header and the L3 length (header + payload).
-struct Network {
-    family: u8,
-    src_addr: [u8; 16],
-    dst_addr: [u8; 16],
-    l4_offset: usize,
-    /// Bytes from the TCP header to the end of the IP packet.
-    l4_len: u32,
+/// The IP header of a packet, in place or in the caller's scratch buffer.
+enum IpHeader<'a> {
+    V4(&'a [u8; 20]),
+    V6(&'a [u8; IPV6_HEADER_LEN]),
 }
 
 /// The IPv4 address at `header[at..at + 4]` in the first four of sixteen bytes, the rest zero.
@@ -247,14 +243,15 @@ fn ipv4_in_16(header: &[u8; 20], at: usize) -> [u8; 16] {
     u128::from(u32::from_ne_bytes(octets)).to_ne_bytes()
 }
 
+/// Checks an IPv4 header and returns the offset of the TCP header. Only what decides whether
+/// the packet is TCP with ports is read here; addresses and lengths wait for the port check.
 #[inline(always)]
-fn parse_ipv4(ctx: &TcContext, offset: usize) -> Result<Network, Skip> {
-    let mut scratch = MaybeUninit::uninit();
-    let header: &[u8; 20] = header(ctx, offset, &mut scratch)?;
-    if header[0] >> 4 != 4 {
+fn locate_ipv4(header: &[u8; 20], offset: usize) -> Result<usize, Skip> {
+    let first = header[0];
+    if first >> 4 != 4 {
         return Err(Skip::Header);
     }
-    let header_len = ((header[0] & 0x0f) as usize) * 4;
+    let header_len = ((first & 0x0f) as usize) * 4;
     if header_len < 20 {
         return Err(Skip::Header);
     }
@@ -263,42 +260,22 @@ fn parse_ipv4(ctx: &TcContext, offset: usize) -> Result<Network, Skip> {
     }
     // More-fragments flag or a fragment offset: only the first fragment has ports, and we do
     // not reassemble IP; TCP with PMTU discovery does not fragment in practice.
-    if be16(header, 6) & 0x3fff != 0 {
+    if (header[6] & 0x3f) | header[7] != 0 {
         return Err(Skip::Fragment);
     }
-    let frame_l3_len = ctx.len().saturating_sub(offset as u32);
-    let total_len = be16(header, 2) as u32;
-    // BIG TCP IPv4 GSO packets carry total length 0; fall back to the skb length. Otherwise the
-    // header's length excludes Ethernet padding of short frames.
-    let l3_len = if total_len == 0 {
-        frame_l3_len
-    } else {
-        total_len.min(frame_l3_len)
-    };
-    Ok(Network {
-        family: FAMILY_IPV4,
-        src_addr: ipv4_in_16(header, 12),
-        dst_addr: ipv4_in_16(header, 16),
-        l4_offset: offset + header_len,
-        l4_len: l3_len.saturating_sub(header_len as u32),
-    })
+    Ok(offset + header_len)
 }
 
+/// Checks an IPv6 header, skips extension headers and returns the offset of the TCP header.
 #[inline(always)]
-fn parse_ipv6(ctx: &TcContext, offset: usize) -> Result<Network, Skip> {
-    let mut scratch = MaybeUninit::uninit();
-    let header: &[u8; IPV6_HEADER_LEN] = header(ctx, offset, &mut scratch)?;
+fn locate_ipv6(
+    ctx: &TcContext,
+    header: &[u8; IPV6_HEADER_LEN],
+    offset: usize,
+) -> Result<usize, Skip> {
     if header[0] >> 4 != 6 {
         return Err(Skip::Header);
     }
-    let frame_l3_len = ctx.len().saturating_sub(offset as u32);
-    let payload_len = be16(header, 4) as u32;
-    // Jumbograms (BIG TCP) carry payload length 0.
-    let l3_len = if payload_len == 0 {
-        frame_l3_len
-    } else {
-        (IPV6_HEADER_LEN as u32 + payload_len).min(frame_l3_len)
-    };
     let mut next_header = header[6];
     let mut l4_offset = offset + IPV6_HEADER_LEN;
     for _ in 0..MAX_IPV6_EXTENSIONS {
@@ -316,18 +293,57 @@ fn parse_ipv6(ctx: &TcContext, offset: usize) -> Result<Network, Skip> {
     if next_header != IPPROTO_TCP {
         return Err(Skip::NotOurs);
     }
-    let mut src_addr = [0u8; 16];
-    let mut dst_addr = [0u8; 16];
-    src_addr.copy_from_slice(&header[8..24]);
-    dst_addr.copy_from_slice(&header[24..40]);
-    let l4_len = l3_len.saturating_sub((l4_offset - offset) as u32);
-    Ok(Network {
-        family: FAMILY_IPV6,
-        src_addr,
-        dst_addr,
-        l4_offset,
-        l4_len,
-    })
+    Ok(l4_offset)
+}
+
+/// The family, addresses and the bytes from the TCP header to the end of the IP packet, read
+/// once the packet is known to be a target's.
+#[inline(always)]
+fn network(
+    ctx: &TcContext,
+    ip: &IpHeader,
+    l3_offset: usize,
+    l4_offset: usize,
+) -> (u8, [u8; 16], [u8; 16], u32) {
+    let frame_l3_len = ctx.len().saturating_sub(l3_offset as u32);
+    let ip_len = (l4_offset - l3_offset) as u32;
+    match ip {
+        IpHeader::V4(header) => {
+            let total_len = be16(*header, 2) as u32;
+            // BIG TCP IPv4 GSO packets carry total length 0; fall back to the skb length.
+            // Otherwise the header's length excludes Ethernet padding of short frames.
+            let l3_len = if total_len == 0 {
+                frame_l3_len
+            } else {
+                total_len.min(frame_l3_len)
+            };
+            (
+                FAMILY_IPV4,
+                ipv4_in_16(header, 12),
+                ipv4_in_16(header, 16),
+                l3_len.saturating_sub(ip_len),
+            )
+        }
+        IpHeader::V6(header) => {
+            let payload_len = be16(*header, 4) as u32;
+            // Jumbograms (BIG TCP) carry payload length 0.
+            let l3_len = if payload_len == 0 {
+                frame_l3_len
+            } else {
+                (IPV6_HEADER_LEN as u32 + payload_len).min(frame_l3_len)
+            };
+            let mut src_addr = [0u8; 16];
+            let mut dst_addr = [0u8; 16];
+            src_addr.copy_from_slice(&header[8..24]);
+            dst_addr.copy_from_slice(&header[24..40]);
+            (
+                FAMILY_IPV6,
+                src_addr,
+                dst_addr,
+                l3_len.saturating_sub(ip_len),
+            )
+        }
+    }
 }
 
 /// The [`TARGET_PORTS`] entry of `port` if it is a target port.
@@ -339,17 +355,29 @@ fn target_port(port: u16) -> Option<&'static TargetPort> {
 }
 
 /// Parses the packet down to TCP and decides the direction; `Skip::NotOurs` for anything that is
-/// not a target-port TCP segment.
+/// not a target-port TCP segment. Most packets are not a target's, so the port check comes as
+/// early as the headers allow: before it only the fields that decide whether the packet is TCP
+/// are read; the addresses, lengths and TCP fields after it.
 #[inline(always)]
 fn parse(ctx: &TcContext) -> Result<(Direction, &'static TargetPort, TcpSegment), Skip> {
     let (ethertype, l3_offset) = parse_ethernet(ctx)?;
-    let network = match ethertype {
-        ETH_P_IPV4 => parse_ipv4(ctx, l3_offset)?,
-        ETH_P_IPV6 => parse_ipv6(ctx, l3_offset)?,
+    // One buffer for either header (used only when it is not in the linear data).
+    let mut ip_scratch = MaybeUninit::<[u8; IPV6_HEADER_LEN]>::uninit();
+    let (ip, l4_offset) = match ethertype {
+        ETH_P_IPV4 => {
+            // SAFETY: the first 20 bytes of a 40-byte buffer; both are byte arrays.
+            let scratch = unsafe { &mut *ip_scratch.as_mut_ptr().cast::<MaybeUninit<[u8; 20]>>() };
+            let header = header(ctx, l3_offset, scratch)?;
+            (IpHeader::V4(header), locate_ipv4(header, l3_offset)?)
+        }
+        ETH_P_IPV6 => {
+            let header = header(ctx, l3_offset, &mut ip_scratch)?;
+            (IpHeader::V6(header), locate_ipv6(ctx, header, l3_offset)?)
+        }
         _ => return Err(Skip::NotOurs),
     };
     let mut scratch = MaybeUninit::uninit();
-    let tcp: &[u8; TCP_MIN_HEADER_LEN] = header(ctx, network.l4_offset, &mut scratch)?;
+    let tcp: &[u8; TCP_MIN_HEADER_LEN] = header(ctx, l4_offset, &mut scratch)?;
     let src_port = be16(tcp, 0);
     let dst_port = be16(tcp, 2);
     // Destination port first: a client that happens to use a target port as its source port
@@ -361,24 +389,25 @@ fn parse(ctx: &TcContext) -> Result<(Direction, &'static TargetPort, TcpSegment)
             target_port(src_port).ok_or(Skip::NotOurs)?,
         ),
     };
+    let (family, src_addr, dst_addr, l4_len) = network(ctx, &ip, l3_offset, l4_offset);
     let tcp_header_len = ((tcp[12] >> 4) as u32) * 4;
-    if tcp_header_len < TCP_MIN_HEADER_LEN as u32 || tcp_header_len > network.l4_len {
+    if tcp_header_len < TCP_MIN_HEADER_LEN as u32 || tcp_header_len > l4_len {
         return Err(Skip::Header);
     }
     Ok((
         direction,
         port,
         TcpSegment {
-            family: network.family,
-            src_addr: network.src_addr,
-            dst_addr: network.dst_addr,
+            family,
+            src_addr,
+            dst_addr,
             src_port,
             dst_port,
             seq: be32(tcp, 4),
             ack: be32(tcp, 8),
             flags: tcp[13],
-            payload_offset: network.l4_offset as u32 + tcp_header_len,
-            payload_len: network.l4_len - tcp_header_len,
+            payload_offset: l4_offset as u32 + tcp_header_len,
+            payload_len: l4_len - tcp_header_len,
         },
     ))
 }
@@ -540,14 +569,11 @@ const MAX_CHUNK_U32: u32 = MAX_CHUNK as u32;
 // Self-traffic
 // ---------------------------------------------------------------------------------------------
 
-/// True for packets of the daemon's own replay connections, which must never be recorded (a
-/// shadow on a captured interface and target port would otherwise loop). Independent of the
-/// shadow's address and port: a packet that leaves one of our registered sockets (found by its
-/// socket cookie, present on locally generated packets) marks its 4-tuple, as seen on this hook
-/// after any NAT, in both orientations; replies then match the reversed tuple.
+/// The packet's 4-tuple as [`IGNORED_FLOWS`] keys it. Built only where a lookup needs it: most
+/// recorded packets make none.
 #[inline(always)]
-fn is_self_traffic(ctx: &TcContext, segment: &TcpSegment) -> bool {
-    let tuple = FlowTuple {
+fn flow_tuple(segment: &TcpSegment) -> FlowTuple {
+    FlowTuple {
         src_addr: segment.src_addr,
         dst_addr: segment.dst_addr,
         src_port: segment.src_port,
@@ -555,11 +581,20 @@ fn is_self_traffic(ctx: &TcContext, segment: &TcpSegment) -> bool {
         family: segment.family,
         _padding_byte: 0,
         _padding_half: 0,
-    };
+    }
+}
+
+/// True for packets of the daemon's own replay connections, which must never be recorded (a
+/// shadow on a captured interface and target port would otherwise loop). Independent of the
+/// shadow's address and port: a packet that leaves one of our registered sockets (found by its
+/// socket cookie, present on locally generated packets) marks its 4-tuple, as seen on this hook
+/// after any NAT, in both orientations; replies then match the reversed tuple.
+#[inline(always)]
+fn is_self_traffic(ctx: &TcContext, segment: &TcpSegment) -> bool {
     // SAFETY: see IGNORED_FLOWS_IN_USE.
     let in_use = unsafe { core::ptr::read_volatile(&raw const IGNORED_FLOWS_IN_USE) } != 0;
     // SAFETY: lookup of a plain key; the value is not dereferenced.
-    if in_use && unsafe { IGNORED_FLOWS.get(&tuple) }.is_some() {
+    if in_use && unsafe { IGNORED_FLOWS.get(&flow_tuple(segment)) }.is_some() {
         return true;
     }
     // SAFETY: `skb` is the context pointer the kernel passed to this program.
@@ -568,6 +603,7 @@ fn is_self_traffic(ctx: &TcContext, segment: &TcpSegment) -> bool {
     if cookie == 0 || unsafe { REPLAY_SOCKETS.get(&cookie) }.is_none() {
         return false;
     }
+    let tuple = flow_tuple(segment);
     // Before the inserts: a reply that finds the flow must find the flag set too. The reply
     // follows this packet's departure, so the store is visible by then.
     // SAFETY: see IGNORED_FLOWS_IN_USE.
