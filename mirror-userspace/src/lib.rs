@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod netns;
 pub mod pipeline;
 pub mod policy;
+pub mod random;
 pub mod reassembly;
 pub mod replay;
 pub mod rewrite;

@@ -11,6 +11,10 @@ pub mod servers;
 pub mod traffic;
 pub mod verdict;
 
+/// Reproducible traffic without a `rand` dependency, and the same "random" results for the
+/// same query in both service versions.
+pub use crate::random::SplitMix64;
+
 /// One mirror target of the demo: a port of the search service and what it serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route {
@@ -81,35 +85,6 @@ pub const POPULAR_QUERIES: [&str; 24] = [
 /// True when `query`'s results are in the services' cache.
 pub fn is_cached(query: &str) -> bool {
     POPULAR_QUERIES.contains(&query)
-}
-
-/// A small deterministic generator (SplitMix64): reproducible traffic without a `rand`
-/// dependency, and the same "random" results for the same query in both service versions.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..bound` (`bound` > 0; the modulo bias is irrelevant at these sizes).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        self.next_u64() % bound
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// FNV-1a: a stable hash of a query, so results do not depend on the process or version.

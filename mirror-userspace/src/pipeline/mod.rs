@@ -46,6 +46,7 @@ use crate::{
     },
     metrics::{DirectionLabels, Metrics, ReasonLabels},
     policy::{Decision, Policy, RequestView, connection_id, rate::TokenBucket},
+    random::SplitMix64,
     reassembly::EvictionReason,
     replay::{ReplayJob, ReplayOutcome, ReplayResult},
     segment::{Direction, Segment},
@@ -107,8 +108,8 @@ pub struct Pipeline {
     sink: Option<Sink>,
     metrics: Metrics,
     last_stats: Stats,
-    /// splitmix64 state for per-request sampling (no global RNG: deterministic when seeded).
-    random_state: u64,
+    /// Per-request sampling draws (no global RNG: deterministic when seeded).
+    random: SplitMix64,
     settings: PipelineSettings,
 }
 
@@ -124,14 +125,6 @@ pub struct PipelineSettings {
     /// Where response bodies are held for the field-level comparison (`[limits]
     /// compare_body_bytes`); `None`: digests only.
     pub hold_bodies: Option<BodyBudget>,
-}
-
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Whether a request may share a connection write with others (see [`crate::replay`]): a safe
@@ -175,7 +168,7 @@ impl Pipeline {
             evidence: settings.evidence.clone(),
             metrics,
             last_stats: Stats::default(),
-            random_state: seed,
+            random: SplitMix64::new(seed),
             settings,
         };
         pipeline.reload(targets, seed);
@@ -365,7 +358,7 @@ impl Pipeline {
             self.skipped(index, reason.as_str());
             return;
         }
-        let random = splitmix64(&mut self.random_state);
+        let random = self.random.next_u64();
         let connection = connection_id(event.flow.client, event.flow.server);
         let target = &mut self.targets[index];
         let decision = target

@@ -57,19 +57,6 @@ fn target(name: &str) -> TargetConfig {
     )
 }
 
-/// splitmix64: a tiny deterministic PRNG for the tests.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 const SKIP_SAMPLED: Decision = Decision::Skip(SkipReason::SampledOut);
 
 #[test]
@@ -250,9 +237,9 @@ fn ten_percent_of_random_requests_is_ten_percent() {
         sample_percent: 10.0,
         ..target("t")
     });
-    let mut rng = SplitMix(42);
+    let mut rng = crate::random::SplitMix64::new(42);
     let mirrored = (0..20_000)
-        .filter(|_| policy.decide(&get("/"), 0, rng.next(), 0) == Decision::Mirror)
+        .filter(|_| policy.decide(&get("/"), 0, rng.next_u64(), 0) == Decision::Mirror)
         .count();
     assert!((1800..=2200).contains(&mirrored), "{mirrored} of 20000");
 }
@@ -269,12 +256,12 @@ fn per_connection_sampling_is_all_or_nothing() {
         ..target("t")
     });
     let server = address("198.18.0.1:8080");
-    let mut rng = SplitMix(7);
+    let mut rng = crate::random::SplitMix64::new(7);
     let mut connections_in = 0;
     for port in 10_000..11_000u16 {
         let connection = connection_id(SocketAddr::new(address("198.18.0.2:1").ip(), port), server);
         let decisions: Vec<Decision> = (0..20)
-            .map(|_| policy.decide(&get("/"), connection, rng.next(), 0))
+            .map(|_| policy.decide(&get("/"), connection, rng.next_u64(), 0))
             .collect();
         assert!(
             decisions.iter().all(|d| *d == decisions[0]),
@@ -325,14 +312,17 @@ fn per_header_sampling_is_all_or_nothing_per_value() {
         ..target("t")
     };
     let mut policy = Policy::new(&config);
-    let mut rng = SplitMix(3);
+    let mut rng = crate::random::SplitMix64::new(3);
     let mut users_in = 0;
     for user in 0..1000 {
         let request = with_header("x-user-id", &format!("user-{user}"));
-        let first = policy.decide(&request, rng.next(), rng.next(), 0);
+        let first = policy.decide(&request, rng.next_u64(), rng.next_u64(), 0);
         for _ in 0..10 {
             // Other connections, other random values: same decision.
-            assert_eq!(policy.decide(&request, rng.next(), rng.next(), 0), first);
+            assert_eq!(
+                policy.decide(&request, rng.next_u64(), rng.next_u64(), 0),
+                first
+            );
         }
         users_in += usize::from(first == Decision::Mirror);
     }

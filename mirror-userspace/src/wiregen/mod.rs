@@ -24,27 +24,27 @@ pub mod tcp;
 use std::fmt;
 use std::ops::Range;
 
+use crate::random::SplitMix64;
 use crate::segment::{Direction, FlowKey, Segment};
 
 pub use self::tcp::{LinkParams, Side};
 
-/// SplitMix64: small, fast, good enough for test data, and stable across platforms.
+/// The crate's SplitMix64 with the draws test data needs: small, fast, stable across platforms.
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed ^ 0x6a09_e667_f3bc_c908)
+        Self(SplitMix64::new(seed ^ 0x6a09_e667_f3bc_c908))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix(self.0)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+        self.0.below(n)
     }
 
     /// Uniform in `range` (inclusive).
@@ -84,7 +84,7 @@ impl Rng {
 
     /// An independent generator (for a sub-model whose draws must not shift the others').
     pub fn fork(&mut self) -> Self {
-        Self(self.next_u64())
+        Self(SplitMix64::new(self.next_u64()))
     }
 
     /// `len` random ASCII letters and digits (never a space, CR, LF, '/' or '.', so body bytes
@@ -121,12 +121,7 @@ fn alnum_pool() -> &'static [u8] {
     })
 }
 
-/// SplitMix64's finaliser, also used to derive per-case seeds from a counter.
-pub const fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+pub use crate::random::mix;
 
 /// What the capture does to the segments of a case (and, for two modes, the traffic itself).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

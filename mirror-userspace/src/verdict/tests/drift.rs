@@ -2,16 +2,12 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// splitmix64: a fixed-seed generator, so the tests are deterministic.
-struct Rng(u64);
+/// A fixed-seed generator, so the tests are deterministic.
+struct Rng(crate::random::SplitMix64);
 
 impl Rng {
     fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in (0, 1).
@@ -27,7 +23,7 @@ impl Rng {
 }
 
 fn normals(seed: u64, n: usize, mean: f64, sd: f64) -> Vec<f64> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng(crate::random::SplitMix64::new(seed));
     (0..n).map(|_| mean + sd * rng.normal()).collect()
 }
 
@@ -254,7 +250,7 @@ fn tracker_caps_fields_per_candidate() {
         min_samples: 100,
         ..DriftConfig::default()
     });
-    let mut rng = Rng(10);
+    let mut rng = Rng(crate::random::SplitMix64::new(10));
     for _ in 0..500 {
         let x = rng.normal();
         let pairs = [

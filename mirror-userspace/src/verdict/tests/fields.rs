@@ -312,7 +312,7 @@ fn fields_beyond_the_cap_fold_into_other() {
 #[test]
 fn classes_agree_with_the_true_rates() {
     let config = FieldConfig::default();
-    let mut random = crate::demo::SplitMix64::new(21);
+    let mut random = crate::random::SplitMix64::new(21);
     let (mut noise_cases, mut false_real) = (0u32, 0u32);
     let (mut real_cases, mut missed) = (0u32, 0u32);
     for _ in 0..3000 {
