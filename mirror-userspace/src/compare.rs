@@ -78,7 +78,6 @@ struct Entry<X> {
     opened: u64,
     target: usize,
     request: RequestSummary,
-    compare_bodies: bool,
     primary: Option<Observed>,
     /// Shadows still to be judged (replayed and not failed).
     waiting: ShadowSet,
@@ -102,7 +101,7 @@ impl<X> Entry<X> {
             shadow,
             request: self.request.clone(),
             status_mismatch: primary.status != observed.status,
-            body_mismatch: self.compare_bodies && primary.body_digest != observed.body_digest,
+            body_mismatch: primary.body_digest != observed.body_digest,
             primary: primary.clone(),
             observed,
         }
@@ -145,8 +144,6 @@ pub struct Comparator<X = ()> {
     opened: u64,
     ttl_ns: u64,
     max_entries: usize,
-    /// Entries dropped unjudged (other side never came, or the table was full).
-    pub expired: u64,
 }
 
 impl<X> Comparator<X> {
@@ -158,22 +155,16 @@ impl<X> Comparator<X> {
             opened: 0,
             ttl_ns,
             max_entries: max_entries.max(1),
-            expired: 0,
         }
     }
 
-    /// Opens a comparison for exchange `id`, replayed to `shadows`. `compare_bodies` false
-    /// judges status codes only. Returns the entry evicted to make room (the table is full).
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one exchange's facts, all needed"
-    )]
+    /// Opens a comparison for exchange `id`, replayed to `shadows`. Returns the entry evicted
+    /// to make room (the table is full).
     pub fn open(
         &mut self,
         id: ExchangeKey,
         target: usize,
         request: RequestSummary,
-        compare_bodies: bool,
         now_ns: u64,
         shadows: ShadowSet,
         extra: X,
@@ -194,7 +185,6 @@ impl<X> Comparator<X> {
                 opened,
                 target,
                 request,
-                compare_bodies,
                 primary: None,
                 waiting: shadows,
                 answers: Vec::new(),
@@ -220,9 +210,7 @@ impl<X> Comparator<X> {
         if slot.get().opened != opened {
             return None;
         }
-        let entry = slot.remove();
-        self.expired += 1;
-        Some(entry.close())
+        Some(slot.remove().close())
     }
 
     /// Forgets `id` without a verdict for the shadows still waiting (the primary's response
@@ -372,8 +360,18 @@ mod tests {
     }
 
     /// Opens `key` replayed to shadow 0 only.
-    fn open(comparator: &mut Comparator, index: u64, target: usize, now: u64) {
-        comparator.open(key(index), target, get(), true, now, 1, ());
+    /// Opens exchange `index`; true when that evicted another (the table was full).
+    fn open(comparator: &mut Comparator, index: u64, target: usize, now: u64) -> bool {
+        comparator
+            .open(key(index), target, get(), now, 1, ())
+            .is_some()
+    }
+
+    /// Entries `expire` dropped at `now`.
+    fn expire(comparator: &mut Comparator, now: u64) -> usize {
+        let mut expired = 0;
+        comparator.expire(now, |_| expired += 1);
+        expired
     }
 
     fn primary(comparator: &mut Comparator, index: u64, observed: Observed) -> Vec<Verdict> {
@@ -426,7 +424,7 @@ mod tests {
     fn each_shadow_is_judged_once_against_the_same_primary() {
         let mut comparator = Comparator::new(1_000, 10);
         // Replayed to shadows 0, 1 and 2; shadow 1's replay fails.
-        comparator.open(key(1), 0, get(), true, 0, 0b111, ());
+        comparator.open(key(1), 0, get(), 0, 0b111, ());
         let other = Observed::digest_only(200, 7);
         assert_eq!(shadow(&mut comparator, key(1), 2, other), None);
         comparator.cancel_shadow(key(1), 1);
@@ -442,7 +440,7 @@ mod tests {
     #[test]
     fn the_caller_data_comes_back_once_when_the_last_shadow_is_done() {
         let mut comparator: Comparator<&str> = Comparator::new(1_000, 10);
-        comparator.open(key(1), 2, get(), true, 0, 0b11, "exchange 1");
+        comparator.open(key(1), 2, get(), 0, 0b11, "exchange 1");
         *comparator.extra_mut(&key(1)).unwrap() = "updated";
         let mut verdicts = Vec::new();
         assert_eq!(comparator.on_primary(key(1), || OK, &mut verdicts), None);
@@ -465,19 +463,10 @@ mod tests {
         );
         assert!(comparator.is_empty());
         // Closed by a verdict, with the primary last.
-        comparator.open(key(2), 0, get(), true, 0, 1, "exchange 2");
+        comparator.open(key(2), 0, get(), 0, 1, "exchange 2");
         assert_eq!(comparator.on_shadow(key(2), 0, OK), (None, None));
         let closed = comparator.on_primary(key(2), || OK, &mut verdicts);
         assert_eq!(closed.map(|closed| closed.extra), Some("exchange 2"));
-    }
-
-    #[test]
-    fn bodies_are_ignored_when_asked() {
-        let mut comparator = Comparator::new(1_000, 10);
-        comparator.open(key(1), 0, get(), false, 0, 1, ());
-        primary(&mut comparator, 1, OK);
-        let verdict = shadow(&mut comparator, key(1), 0, Observed::digest_only(200, 9)).unwrap();
-        assert!(!verdict.body_mismatch);
     }
 
     #[test]
@@ -489,16 +478,14 @@ mod tests {
         comparator.expire(120, |closed| expired.push((closed.target, closed.waiting)));
         assert_eq!(expired, [(0, 1)]);
         assert_eq!(comparator.len(), 1);
-        assert_eq!(comparator.expired, 1);
-        open(&mut comparator, 3, 0, 120);
-        let evicted = comparator.open(key(4), 0, get(), true, 121, 1, ());
+        assert!(!open(&mut comparator, 3, 0, 120));
+        let evicted = comparator.open(key(4), 0, get(), 121, 1, ());
         assert_eq!(
             evicted.map(|closed| (closed.target, closed.waiting)),
             Some((0, 1)),
             "oldest evicted at the bound"
         );
         assert_eq!(comparator.len(), 2);
-        assert_eq!(comparator.expired, 2);
         assert!(primary(&mut comparator, 2, OK).is_empty(), "2 was evicted");
         assert_eq!(
             comparator.cancel(key(3)),
@@ -527,7 +514,6 @@ mod tests {
             "{} deadlines queued for no open entry",
             comparator.deadlines.len()
         );
-        assert_eq!(comparator.expired, 0);
     }
 
     #[test]
@@ -537,16 +523,14 @@ mod tests {
         comparator.cancel(key(1));
         // The same key again (a new connection on the same 4-tuple), later.
         open(&mut comparator, 1, 0, 90);
-        comparator.expire(150, |_| {});
+        assert_eq!(expire(&mut comparator, 150), 0);
         assert_eq!(
             comparator.len(),
             1,
             "the first use's deadline passed, not this one's"
         );
-        assert_eq!(comparator.expired, 0);
-        comparator.expire(190, |_| {});
+        assert_eq!(expire(&mut comparator, 190), 1);
         assert!(comparator.is_empty());
-        assert_eq!(comparator.expired, 1);
     }
 
     #[test]
@@ -556,9 +540,8 @@ mod tests {
         comparator.cancel(key(1));
         open(&mut comparator, 1, 0, 1);
         open(&mut comparator, 2, 0, 2);
-        open(&mut comparator, 3, 0, 3);
+        assert!(open(&mut comparator, 3, 0, 3), "one evicted at the bound");
         assert_eq!(comparator.len(), 2);
-        assert_eq!(comparator.expired, 1);
         assert!(
             primary(&mut comparator, 1, OK).is_empty(),
             "the oldest open entry went"

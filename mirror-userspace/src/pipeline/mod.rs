@@ -464,7 +464,6 @@ impl Pipeline {
                 key,
                 index,
                 RequestSummary::of(request),
-                true,
                 event.last_byte_ns,
                 accepted,
                 notes,
