@@ -486,8 +486,8 @@ impl<H: ConnectionHandler> Reassembler<H> {
         self.tombstones.insert(flow, predecessor);
     }
 
-    /// Advances time: drops idle connections and declares stale holes gaps. O(connections with
-    /// held data); call it about once a second.
+    /// Advances time: drops idle connections and declares stale holes gaps. One pass over every
+    /// tracked connection to find those holding out-of-order data; call it about once a second.
     pub fn on_tick(&mut self, now_ns: u64, cx: &mut H::Context) {
         while let Some(id) = self.tombstones.oldest() {
             if now_ns.saturating_sub(self.tombstones.get(id).closed_ns) < TOMBSTONE_NS {

@@ -32,8 +32,9 @@
 //!   Content-Length first; sent with both, it is the ambiguity request smuggling uses).
 //!
 //! The result keeps head and body apart: the body is a zero-copy slice of the input, and a head
-//! with nothing to change is one too; the replay writes both (vectored) without copying the
-//! body.
+//! with nothing to change is one too. The replay writes a bodiless request's head as it is;
+//! otherwise it copies head and body into one buffer per write (one syscall for a pipelined
+//! batch).
 
 mod head;
 mod host;
