@@ -313,7 +313,7 @@ impl Http2Connection {
                 self.stats.streams_untracked += 1;
                 return;
             }
-            if fields.get(b":method").is_none() {
+            if fields.get(b":method").is_none_or(<[u8]>::is_empty) {
                 self.stats.streams_lost[StreamLossReason::Malformed as usize] += 1;
                 self.events.push_back(Http2Event::StreamLost {
                     stream,

@@ -102,7 +102,7 @@ pub enum StreamLossReason {
     /// A capture gap inside one of its DATA (or RST_STREAM) frames.
     Gap,
     /// Its frames contradicted the protocol (DATA before HEADERS, a response without a valid
-    /// `:status`, a request without `:method`, a second header block without END_STREAM).
+    /// `:status`, a request without a `:method`, a second header block without END_STREAM).
     Malformed,
     /// The server's GOAWAY announced it was not processed.
     Refused,
