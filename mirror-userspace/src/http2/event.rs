@@ -53,7 +53,8 @@ impl ResponseHead {
 ///
 /// A stream that got an [`Http2Event::Request`] ends in exactly one way: an
 /// [`Http2Event::End`] in both directions, an [`Http2Event::Reset`], or an
-/// [`Http2Event::StreamLost`]. Nothing is reported for it after that.
+/// [`Http2Event::StreamLost`]. Nothing is reported for it after that. A stream whose request
+/// head was malformed gets only its [`Http2Event::StreamLost`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Http2Event {
     /// The client opened a stream.
