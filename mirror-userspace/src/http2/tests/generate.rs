@@ -57,6 +57,8 @@ struct Script {
     steps: [Vec<Step>; 2],
     opened: bool,
     reset: bool,
+    /// Opened while fewer than `max_streams` were: reported.
+    tracked: bool,
 }
 
 fn extras(rng: &mut Rng, fields: &mut Fields) {
@@ -156,7 +158,10 @@ fn script(rng: &mut Rng) -> Script {
 pub(super) struct Built {
     pub(super) frames: Vec<(Direction, Vec<u8>)>,
     pub(super) truth: Vec<Http2Event>,
-    pub(super) streams: usize,
+    /// Streams opened within `max_streams` (reported), and beyond (not).
+    pub(super) tracked: usize,
+    pub(super) untracked: usize,
+    pub(super) max_streams: usize,
     /// Dynamic table entries the encoders evicted.
     pub(super) evictions: usize,
 }
@@ -297,10 +302,18 @@ fn settings_ack_from(direction: Direction, frames: &mut Vec<(Direction, Vec<u8>)
     frames.push((direction, settings_ack()));
 }
 
-pub(super) fn build(seed: u64) -> Built {
+/// `limit`: sometimes track as few streams as 1 to 3.
+pub(super) fn build(seed: u64, limit: bool) -> Built {
     let mut rng = Rng(seed | 1);
     let announced = [*rng.pick(&[4096, 8192]), *rng.pick(&[4096, 8192])];
     let scripts: Vec<Script> = (0..1 + rng.below(6)).map(|_| script(&mut rng)).collect();
+    // Sometimes few enough that streams go untracked (their blocks are still decoded).
+    let max_streams = if rng.chance(30) && limit {
+        1 + rng.below(3)
+    } else {
+        128
+    };
+    let mut active = 0;
     let mut builder = Builder {
         rng,
         encoders: [Encoder::default(), Encoder::default()],
@@ -347,11 +360,14 @@ pub(super) fn build(seed: u64) -> Built {
         if scripts[index].opened && builder.rng.chance(3) {
             let code = builder.rng.below(14) as u32;
             builder.frames.push((direction, rst(stream, code)));
-            builder.truth.push(Http2Event::Reset {
-                stream,
-                direction,
-                error_code: code,
-            });
+            if scripts[index].tracked {
+                builder.truth.push(Http2Event::Reset {
+                    stream,
+                    direction,
+                    error_code: code,
+                });
+                active -= 1;
+            }
             scripts[index].reset = true;
             continue;
         }
@@ -362,10 +378,21 @@ pub(super) fn build(seed: u64) -> Built {
                 matches!(script.steps[1].last(), Some(Step::Head(fields, _)) if fields[0].0 == ":status")
             }
         };
+        if !script.opened {
+            script.tracked = active < max_streams;
+            active += usize::from(script.tracked);
+        }
         script.opened = true;
         let step = script.steps[side].pop().unwrap();
+        let mark = builder.truth.len();
         builder.step(stream, direction, step, first);
+        if !script.tracked {
+            builder.truth.truncate(mark);
+        } else if script.steps.iter().all(Vec::is_empty) {
+            active -= 1;
+        }
     }
+    let tracked = scripts.iter().filter(|script| script.tracked).count();
     if builder.rng.chance(30) {
         let last = 2 * streams as u32 - 1;
         builder.frames.push((RESP, goaway(last, 0)));
@@ -378,7 +405,9 @@ pub(super) fn build(seed: u64) -> Built {
     Built {
         frames: builder.frames,
         truth: builder.truth,
-        streams,
+        tracked,
+        untracked: streams - tracked,
+        max_streams,
         evictions: builder
             .encoders
             .iter()
