@@ -528,10 +528,11 @@ impl FlowTuple {
 }
 
 /// Size of [`SegmentHeader`] in a record.
-pub const SEGMENT_HEADER_LEN: usize = core::mem::size_of::<SegmentHeader>();
+pub const SEGMENT_HEADER_LEN: usize = size_of::<SegmentHeader>();
 
 /// One ring-buffer record: header plus up to `N` payload bytes (only `chunk_len` are valid).
 #[repr(C)]
+#[derive(Debug)]
 pub struct SegmentRecord<const N: usize> {
     pub header: SegmentHeader,
     pub data: [u8; N],
@@ -647,13 +648,13 @@ mod tests {
     fn header_layout_is_stable() {
         // The kernel and userspace must agree on this layout byte for byte.
         assert_eq!(SEGMENT_HEADER_LEN, 72);
-        assert_eq!(core::mem::align_of::<SegmentHeader>(), 8);
+        assert_eq!(align_of::<SegmentHeader>(), 8);
         assert_eq!(core::mem::offset_of!(SegmentHeader, src_addr), 40);
     }
 
     #[test]
     fn flow_tuple_has_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<FlowTuple>(), 40);
+        assert_eq!(size_of::<FlowTuple>(), 40);
         let tuple = FlowTuple {
             src_addr: [1; 16],
             dst_addr: [2; 16],
@@ -827,8 +828,8 @@ mod tests {
 
         // The lengths and the IPv4 list are one cache line; five lines in all.
         assert_eq!(core::mem::offset_of!(ScopeList, v6), 64);
-        assert_eq!(core::mem::size_of::<ScopeList>(), 5 * 64);
-        assert_eq!(core::mem::size_of::<TargetPort>(), 24);
+        assert_eq!(size_of::<ScopeList>(), 5 * 64);
+        assert_eq!(size_of::<TargetPort>(), 24);
         // Resampling and shedding keep the port's list.
         let scoped = TargetPort::ALL.with_scope(true).with_scope_list(5);
         assert_eq!(scoped.resampled(10_000).scope_list, 5);

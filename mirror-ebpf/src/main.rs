@@ -467,7 +467,7 @@ fn emit_chunk<const N: usize>(
     // wake-up is an irq_work costing microseconds, so a lagging reader must not get one per
     // record. A crossing missed because another CPU submitted concurrently is caught by the
     // reader's poll interval.
-    let record_bytes = (core::mem::size_of::<SegmentRecord<N>>() + 8) as u64;
+    let record_bytes = (size_of::<SegmentRecord<N>>() + 8) as u64;
     let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     let flags = if unread >= wakeup_bytes && unread < wakeup_bytes + record_bytes {
         BPF_RB_FORCE_WAKEUP

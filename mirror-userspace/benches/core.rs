@@ -179,11 +179,11 @@ fn small_get(c: &mut Criterion) {
     let ok = Bytes::from_static(SMALL_OK);
 
     let (setup, segments) = workload(rounds, |c, out, ts| {
-        send(c, out, Direction::Request, &get, *ts)
+        send(c, out, Direction::Request, &get, *ts);
     });
     group.throughput(Throughput::Elements(segments.len() as u64));
     group.bench_function("requests", |b| {
-        b.iter_custom(|iters| run(iters, &setup, &segments))
+        b.iter_custom(|iters| run(iters, &setup, &segments));
     });
 
     let (setup, segments) = workload(rounds, |c, out, ts| {
@@ -195,7 +195,7 @@ fn small_get(c: &mut Criterion) {
         (rounds * usize::from(CONNECTIONS)) as u64,
     ));
     group.bench_function("exchanges", |b| {
-        b.iter_custom(|iters| run(iters, &setup, &segments))
+        b.iter_custom(|iters| run(iters, &setup, &segments));
     });
     group.finish();
 }
@@ -222,12 +222,12 @@ fn body_64k(c: &mut Criterion) {
     let small = Bytes::from_static(SMALL_GET);
 
     let (setup, segments) = workload(rounds, |c, out, ts| {
-        send(c, out, Direction::Request, &post, *ts)
+        send(c, out, Direction::Request, &post, *ts);
     });
     let bytes: usize = segments.iter().map(|segment| segment.payload.len()).sum();
     group.throughput(Throughput::Bytes(bytes as u64));
     group.bench_function("requests", |b| {
-        b.iter_custom(|iters| run(iters, &setup, &segments))
+        b.iter_custom(|iters| run(iters, &setup, &segments));
     });
 
     let (setup, segments) = workload(rounds, |c, out, ts| {
@@ -241,7 +241,7 @@ fn body_64k(c: &mut Criterion) {
         .sum();
     group.throughput(Throughput::Bytes(bytes as u64));
     group.bench_function("responses", |b| {
-        b.iter_custom(|iters| run(iters, &setup, &segments))
+        b.iter_custom(|iters| run(iters, &setup, &segments));
     });
     group.finish();
 }
@@ -305,7 +305,7 @@ fn short_connections(c: &mut Criterion) {
     }
     group.throughput(Throughput::Elements(u64::from(PORTS)));
     group.bench_function("exchanges", |b| {
-        b.iter_custom(|iters| run(iters, &[], &segments))
+        b.iter_custom(|iters| run(iters, &[], &segments));
     });
     group.finish();
 }

@@ -83,7 +83,7 @@ fn json(c: &mut Criterion) {
         }
         group.throughput(Throughput::Bytes((primary.len() + shadow.len()) as u64));
         group.bench_function(name, |b| {
-            b.iter(|| differ.compare((json, black_box(&primary)), (json, black_box(&shadow))))
+            b.iter(|| differ.compare((json, black_box(&primary)), (json, black_box(&shadow))));
         });
     }
     group.finish();
@@ -95,7 +95,7 @@ fn json(c: &mut Criterion) {
             let a: serde_json::Value = serde_json::from_slice(black_box(&primary)).unwrap();
             let b: serde_json::Value = serde_json::from_slice(black_box(&shadow)).unwrap();
             (a, b)
-        })
+        });
     });
     group.finish();
 }
@@ -129,7 +129,7 @@ fn exchange(c: &mut Criterion) {
                         body: black_box(&shadow),
                     },
                 )
-            })
+            });
         });
     }
     group.finish();
@@ -153,7 +153,7 @@ fn exchange(c: &mut Criterion) {
                     body: black_box(&shadow),
                 },
             )
-        })
+        });
     });
     group.finish();
 }
@@ -180,7 +180,7 @@ fn record(c: &mut Criterion) {
             b.iter(|| {
                 fields.record("v2", black_box(&compared.fields), Some(&compared.fields));
                 drift.record("v2", black_box(&compared.fields.numeric));
-            })
+            });
         });
     }
     group.finish();

@@ -343,7 +343,7 @@ mod tests {
             .unwrap()
             .unwrap();
         RequestSummary::of(&crate::http::HttpRequest::new(
-            bytes::Bytes::from_static(GET),
+            Bytes::from_static(GET),
             head,
         ))
     }

@@ -63,6 +63,7 @@ pub fn ip(args: &[&str]) -> Result<Output, NetnsError> {
 }
 
 /// A named network namespace (`ip netns add`), deleted with every process inside on drop.
+#[derive(Debug)]
 pub struct NetNs {
     pub name: String,
 }
@@ -136,6 +137,7 @@ pub const SERVER_ADDR: &str = "198.18.0.2";
 
 /// Client and server namespaces joined by a veth pair: [`CLIENT_ADDR`]/24 on `client_if`,
 /// [`SERVER_ADDR`]/24 on `server_if`.
+#[derive(Debug)]
 pub struct Topology {
     pub client: NetNs,
     pub server: NetNs,

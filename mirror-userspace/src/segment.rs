@@ -86,8 +86,8 @@ impl std::hash::Hash for FlowKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         fn address_bits(address: &SocketAddr) -> u128 {
             match address.ip() {
-                std::net::IpAddr::V4(ip) => u128::from(u32::from(ip)),
-                std::net::IpAddr::V6(ip) => u128::from(ip),
+                IpAddr::V4(ip) => u128::from(u32::from(ip)),
+                IpAddr::V6(ip) => u128::from(ip),
             }
         }
         state.write_u128(address_bits(&self.client));

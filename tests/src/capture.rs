@@ -21,6 +21,7 @@ use mirror::{
 use crate::netns::NetNs;
 
 /// What a capture session saw.
+#[derive(Debug)]
 pub struct Captured {
     pub segments: Vec<Segment>,
     pub kernel: KernelCounters,
@@ -43,6 +44,7 @@ impl Captured {
 }
 
 /// A capture attached in a namespace; [`CaptureSession::stop`] detaches and returns what it saw.
+#[derive(Debug)]
 pub struct CaptureSession {
     /// Registry of sockets whose traffic the classifier must ignore.
     pub self_traffic: SelfTraffic,

@@ -14,6 +14,7 @@ use nix::{
 use crate::{mirror_bin, netns::Topology};
 
 /// A running `mirror capture` on the server's interface; SIGKILLed on drop unless stopped.
+#[derive(Debug)]
 pub struct CaptureCli {
     child: Child,
     lines: mpsc::Receiver<String>,

@@ -21,6 +21,7 @@ use crate::{mirror_bin, netns::NetNs};
 pub const METRICS_ADDR: &str = "127.0.0.1:9477";
 
 /// A running `mirror run`; SIGTERMed on drop.
+#[derive(Debug)]
 pub struct Daemon {
     child: Child,
     namespace: String,

@@ -27,7 +27,7 @@ use std::{
     fs::File,
     net::SocketAddr,
     path::Path,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     thread::JoinHandle,
 };
 
@@ -276,7 +276,7 @@ impl Query {
 type Shared = Arc<Mutex<Store>>;
 
 fn lock(store: &Shared) -> MutexGuard<'_, Store> {
-    store.lock().unwrap_or_else(|poison| poison.into_inner())
+    store.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn line(value: &Value) -> Result<Bytes, Infallible> {
@@ -395,6 +395,7 @@ async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
 }
 
 /// The stub API server. Stopped on drop.
+#[derive(Debug)]
 pub struct StubApi {
     store: Shared,
     addr: SocketAddr,

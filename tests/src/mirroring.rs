@@ -16,6 +16,7 @@ use crate::{
 
 pub const PORT: u16 = 8080;
 
+#[derive(Debug)]
 pub struct Setup {
     pub topology: Topology,
     pub primary: RecordingServer,
@@ -346,6 +347,7 @@ pub fn write_config_with(
 }
 
 /// A config file written by [`ConfigFile::write`], removed on drop (also when a test fails).
+#[derive(Debug)]
 pub struct ConfigFile(pub std::path::PathBuf);
 
 impl ConfigFile {

@@ -11,6 +11,7 @@ use std::{
 use crate::{netns::NetNs, unique_name};
 
 /// A running nginx; killed and its directory removed on drop.
+#[derive(Debug)]
 pub struct Nginx {
     child: Child,
     pub dir: PathBuf,

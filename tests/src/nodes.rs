@@ -31,6 +31,7 @@ pub const NODE_A_TO_B: &str = "198.18.11.1";
 pub const NODE_B: &str = "198.18.11.2";
 
 /// The three namespaces; deleted (with their veths and every process inside) on drop.
+#[derive(Debug)]
 pub struct Nodes {
     pub client: NetNs,
     pub a: NetNs,

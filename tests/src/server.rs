@@ -20,6 +20,7 @@ pub struct Recording {
 }
 
 /// A running recording server; killed and its directory removed on drop.
+#[derive(Debug)]
 pub struct RecordingServer {
     child: Child,
     pub dir: PathBuf,
@@ -152,7 +153,7 @@ impl RecordingServer {
         let mut last = usize::MAX;
         let mut since = std::time::Instant::now();
         while start.elapsed() < limit {
-            let count = std::fs::read_dir(&self.dir).map_or(0, |dir| dir.count());
+            let count = std::fs::read_dir(&self.dir).map_or(0, Iterator::count);
             if count != last {
                 last = count;
                 since = std::time::Instant::now();

@@ -465,7 +465,7 @@ fn crds_and_kustomization_are_structurally_valid() {
                         !doc.contains_key("metadata.namespace"),
                         "{}",
                         path.display()
-                    )
+                    );
                 }
                 _ => assert_eq!(
                     get(&doc, "metadata.namespace"),
@@ -1248,7 +1248,7 @@ fn rollout_templates_are_structurally_valid() {
         ),
         port
     );
-    for (key, value) in service.iter() {
+    for (key, value) in service {
         if let Some(label) = key.strip_prefix("spec.selector.") {
             assert_eq!(
                 deployment.get(&format!("spec.template.metadata.labels.{label}")),

@@ -18,7 +18,7 @@ fn machine() -> String {
                 .map(|model| model.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".to_owned());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
 }
 

@@ -58,6 +58,7 @@ pub struct LinkChanges {
 }
 
 /// A loaded classifier attached to interfaces. Dropping it detaches every link (aya owns them).
+#[derive(Debug)]
 pub struct Capture {
     classifier: Classifier,
     specs: Vec<String>,
@@ -208,7 +209,7 @@ impl Capture {
             match program.detach(attachment.link) {
                 Ok(()) => info!(%interface, direction, "classifier detached"),
                 Err(error) => {
-                    warn!(%interface, direction, %error, "detaching the classifier failed")
+                    warn!(%interface, direction, %error, "detaching the classifier failed");
                 }
             }
         }

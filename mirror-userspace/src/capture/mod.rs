@@ -14,7 +14,7 @@ mod scope;
 use std::{
     io,
     os::fd::{AsRawFd, BorrowedFd},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, PoisonError},
 };
 
 pub use attach::{Capture, LinkChanges};
@@ -141,10 +141,21 @@ pub struct Classifier {
     self_traffic: SelfTraffic,
 }
 
+// aya's Array, RingBuf and the scope tries have no Debug.
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("ebpf", &self.ebpf)
+            .field("counters", &self.counters)
+            .field("self_traffic", &self.self_traffic)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Registry of the daemon's own replay sockets: the classifier never records their traffic, in
 /// either direction, whatever the shadow's address or port (see `is_self_traffic` in the
 /// classifier). Cheap to clone; share it with the replay connection pool.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct SelfTraffic {
     sockets: Arc<Mutex<HashMap<MapData, u64, u8>>>,
 }
@@ -154,10 +165,7 @@ impl SelfTraffic {
     /// socket cookie to pass to [`SelfTraffic::unregister`] when the socket closes.
     pub fn register(&self, socket: BorrowedFd<'_>) -> Result<u64, CaptureError> {
         let cookie = socket_cookie(socket)?;
-        let mut sockets = self
-            .sockets
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
         sockets
             .insert(cookie, 1, 0)
             .map_err(map_error(REPLAY_SOCKETS_MAP, "updating"))?;
@@ -166,10 +174,7 @@ impl SelfTraffic {
 
     /// Forgets a closed socket. The classifier's remembered 4-tuples age out by themselves.
     pub fn unregister(&self, cookie: u64) {
-        let mut sockets = self
-            .sockets
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
         if let Err(error) = sockets.remove(&cookie) {
             debug!(cookie, %error, "unregistering a replay socket");
         }
@@ -415,6 +420,14 @@ impl Classifier {
 #[derive(Clone)]
 pub struct KernelCounterReader {
     map: Arc<PerCpuArray<MapData, u64>>,
+}
+
+// aya's PerCpuArray has no Debug.
+impl std::fmt::Debug for KernelCounterReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelCounterReader")
+            .finish_non_exhaustive()
+    }
 }
 
 impl KernelCounterReader {

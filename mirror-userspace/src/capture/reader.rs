@@ -216,6 +216,18 @@ pub struct RingReader {
     last_arena_bytes: usize,
 }
 
+// aya's RingBuf has no Debug.
+impl std::fmt::Debug for RingReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingReader")
+            .field("last_batch_bytes", &self.last_batch_bytes)
+            .field("last_batch_records", &self.last_batch_records)
+            .field("empty_polls", &self.empty_polls)
+            .field("last_arena_bytes", &self.last_arena_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RingReader {
     pub(super) fn new(ring: RingBuf<MapData>) -> Result<Self, CaptureError> {
         // SAFETY: the fd is the ring buffer map's, owned by `ring`, which the AsyncFd owns for its

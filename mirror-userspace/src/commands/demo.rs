@@ -13,7 +13,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Stdio},
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -282,7 +282,7 @@ async fn scrape(ns: &NetNs) -> anyhow::Result<(Snapshot, Vec<Sample>)> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let timeout = std::time::Duration::from_secs(5);
+        let timeout = Duration::from_secs(5);
         let text = runtime.block_on(fetch(&url, Endpoint::Daemon, timeout))?;
         let samples = crate::stats::parse(&text)?;
         anyhow::Ok((Snapshot::from_samples(&samples), samples))
@@ -377,9 +377,7 @@ impl Daemon {
         let kept = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut kept = kept
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
                 if kept.len() == LOG_LINES_KEPT {
                     kept.pop_front();
                 }
@@ -423,10 +421,7 @@ impl Daemon {
     }
 
     fn log_tail(&self) -> String {
-        let log = self
-            .log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
         log.iter().map(|line| format!("  {line}\n")).collect()
     }
 

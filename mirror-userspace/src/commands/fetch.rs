@@ -219,7 +219,7 @@ fn response_body(url: &Url, response: &[u8], endpoint: Endpoint) -> Result<Strin
     let mut reader = BodyReader::new(framing, 4096);
     let mut body = Vec::new();
     let read = reader.feed(&response[head_len..], &mut |data| {
-        body.extend_from_slice(data)
+        body.extend_from_slice(data);
     });
     if status != 200 {
         return Err(FetchError::Status {

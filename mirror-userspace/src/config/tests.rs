@@ -57,8 +57,8 @@ fn full_example_parses_to_the_expected_struct() {
         concurrency: 4,
         timeout_ms: 500,
         addresses: vec![
-            crate::config::parse_address("10.42.0.0/16").unwrap(),
-            crate::config::parse_address("fd00::7").unwrap(),
+            parse_address("10.42.0.0/16").unwrap(),
+            parse_address("fd00::7").unwrap(),
         ],
         pods: Some(PodSelector::new("shop", "app=checkout,track!=shadow").unwrap()),
     };

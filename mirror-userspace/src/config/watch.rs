@@ -17,6 +17,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::io::{Interest, unix::AsyncFd};
 
 /// The inotify descriptor as tokio wants it (nix exposes it through `AsFd` only).
+#[derive(Debug)]
 struct InotifyFd(Inotify);
 
 impl AsRawFd for InotifyFd {
@@ -44,6 +45,7 @@ pub enum WatchError {
 }
 
 /// A watch on the directory of one configuration file.
+#[derive(Debug)]
 pub struct ConfigWatch {
     inotify: AsyncFd<InotifyFd>,
     /// The file's name in its directory, and `..data` (the kubelet's symlink).

@@ -102,6 +102,7 @@ impl ServiceCounters {
 }
 
 /// A version serving on its ports (one per route); the servers stop on drop.
+#[derive(Debug)]
 pub struct RunningService {
     pub version: Version,
     pub address: Ipv4Addr,
@@ -328,7 +329,7 @@ static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
 
 /// The ids of `query`'s results: 10 to 20, derived from the query alone.
 fn result_ids(query: &str) -> Vec<u64> {
-    let mut random = SplitMix64::new(super::stable_hash(query));
+    let mut random = SplitMix64::new(stable_hash(query));
     let count = 10 + random.below(11);
     (0..count).map(|_| random.below(1_000_000)).collect()
 }

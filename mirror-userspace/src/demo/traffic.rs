@@ -79,6 +79,7 @@ impl TrafficCounters {
 }
 
 /// The running clients. Dropping it asks them to stop.
+#[derive(Debug)]
 pub struct Traffic {
     thread: Option<JoinHandle<Result<anyhow::Result<()>, NetnsError>>>,
     stop: Arc<AtomicBool>,

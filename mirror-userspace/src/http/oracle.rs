@@ -304,7 +304,7 @@ pub(crate) fn check(seed: u64, mode: Mode) -> (Http1Case, Outcome) {
             let message = panic
                 .downcast_ref::<String>()
                 .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .or_else(|| panic.downcast_ref::<&str>().map(ToString::to_string))
                 .unwrap_or_default();
             Outcome {
                 violations: vec![format!("tracker panicked: {message}")],

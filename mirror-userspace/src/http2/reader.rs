@@ -260,7 +260,7 @@ impl FrameReader {
                                 self.small_len += copy;
                             }
                             Payload::Settings(settings) => {
-                                for &byte in chunk.iter() {
+                                for &byte in &chunk {
                                     self.small[self.small_len] = byte;
                                     self.small_len += 1;
                                     if self.small_len == 6 {

@@ -9,7 +9,7 @@ pub mod server;
 
 use std::{
     fmt,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, PoisonError},
 };
 
 use prometheus_client::{
@@ -121,7 +121,7 @@ type HistogramFamily = Family<TargetRoleLabels, Histogram, fn() -> Histogram>;
 pub type EstimateCounter = Counter<f64, std::sync::atomic::AtomicU64>;
 
 /// Handles to every metric the pipeline updates. Cloning shares the underlying values.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Metrics {
     pub packets: Family<DirectionLabels, Counter>,
     pub capture_bytes: Family<DirectionLabels, Counter>,
@@ -449,10 +449,7 @@ fn encode_family(
 impl Collector for CaptureCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let kernel = {
-            let mut last = self
-                .last
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
+            let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
             if let Ok(now) = self.kernel.read() {
                 *last = now;
             }

@@ -86,7 +86,7 @@ async fn metrics(
         )
             .into_response(),
         Err(error) => (
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::INTERNAL_SERVER_ERROR,
             format!("encoding metrics: {error}"),
         )
             .into_response(),

@@ -6,7 +6,7 @@
 
 use std::{
     fmt,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
 use prometheus_client::{
@@ -173,7 +173,7 @@ pub struct SharedEvidence(Arc<Mutex<Evidence>>);
 
 impl SharedEvidence {
     pub fn lock(&self) -> MutexGuard<'_, Evidence> {
-        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -93,7 +93,22 @@ struct Target {
     diff_rate: Option<TokenBucket>,
 }
 
+// The shadows and their metric handles have no Debug.
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("config", &self.config)
+            .field("policy", &self.policy)
+            .field("last_mismatch_log_ns", &self.last_mismatch_log_ns)
+            .field("shed", &self.shed)
+            .field("last_shed_log_ns", &self.last_shed_log_ns)
+            .field("diff_rate", &self.diff_rate)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Everything between the ring reader and the shadow.
+#[derive(Debug)]
 pub struct Pipeline {
     tracker: HttpTracker,
     self_traffic: Option<SelfTraffic>,

@@ -16,7 +16,7 @@ fn request(bytes: &'static [u8]) -> HttpRequest {
         max_head_bytes: 4096,
     };
     let head = parse_request_head(bytes, &limits).unwrap().unwrap();
-    HttpRequest::new(bytes::Bytes::from_static(bytes), head)
+    HttpRequest::new(Bytes::from_static(bytes), head)
 }
 
 #[test]

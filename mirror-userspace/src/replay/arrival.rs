@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, unix::AsyncFd};
 
 /// A connected replay socket whose reads note when the first byte after [`Self::arm`] reached
 /// the host.
+#[derive(Debug)]
 pub struct TimestampedStream {
     stream: AsyncFd<TcpStream>,
     /// `recvmsg` calls made (for tests of the readiness handling).
@@ -184,7 +185,7 @@ fn recv_with_arrival(
     message.msg_iov = &mut iov;
     message.msg_iovlen = 1;
     message.msg_control = control.as_mut_ptr().cast();
-    message.msg_controllen = std::mem::size_of_val(&control) as _;
+    message.msg_controllen = size_of_val(&control) as _;
     // SAFETY: every pointer in `message` is valid for its stated length for the whole call.
     let read = unsafe { libc::recvmsg(fd, &mut message, libc::MSG_DONTWAIT) };
     if read < 0 {

@@ -40,6 +40,7 @@ pub enum ConnectionError {
     Response(#[from] ResponseError),
 }
 
+#[derive(Debug)]
 pub struct ShadowConnection {
     stream: TimestampedStream,
     /// When the last batch's final byte was handed to the kernel, until its first response

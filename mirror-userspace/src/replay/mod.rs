@@ -30,7 +30,7 @@ pub mod response;
 use std::{
     net::SocketAddr,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -159,6 +159,7 @@ pub struct ReplayResult {
 }
 
 /// Shared state of a target's workers: resolved addresses and back-off.
+#[derive(Debug)]
 struct ShadowState {
     config: ReplayConfig,
     addrs: Mutex<(Vec<SocketAddr>, Option<Instant>)>,
@@ -172,7 +173,7 @@ struct ShadowState {
 impl ShadowState {
     async fn addr(&self) -> Option<SocketAddr> {
         let stale = {
-            let addrs = self.addrs.lock().unwrap_or_else(|p| p.into_inner());
+            let addrs = self.addrs.lock().unwrap_or_else(PoisonError::into_inner);
             addrs.0.is_empty() || addrs.1.is_none_or(|at| at.elapsed() > RESOLVE_INTERVAL)
         };
         if stale {
@@ -180,7 +181,7 @@ impl ShadowState {
             match tokio::net::lookup_host(host).await {
                 Ok(resolved) => {
                     let resolved: Vec<_> = resolved.collect();
-                    let mut addrs = self.addrs.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut addrs = self.addrs.lock().unwrap_or_else(PoisonError::into_inner);
                     *addrs = (resolved, Some(Instant::now()));
                 }
                 Err(error) => warn!(
@@ -191,7 +192,7 @@ impl ShadowState {
                 ),
             }
         }
-        let addrs = self.addrs.lock().unwrap_or_else(|p| p.into_inner());
+        let addrs = self.addrs.lock().unwrap_or_else(PoisonError::into_inner);
         if addrs.0.is_empty() {
             return None;
         }
@@ -200,25 +201,26 @@ impl ShadowState {
     }
 
     fn backing_off(&self) -> bool {
-        let backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let backoff = self.backoff.lock().unwrap_or_else(PoisonError::into_inner);
         backoff.0.is_some_and(|until| Instant::now() < until)
     }
 
     fn connect_failed(&self) {
-        let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let mut backoff = self.backoff.lock().unwrap_or_else(PoisonError::into_inner);
         let delay = backoff.1.max(BACKOFF_MIN);
         *backoff = (Some(Instant::now() + delay), (delay * 2).min(BACKOFF_MAX));
         // Force a fresh resolution on the next attempt.
-        self.addrs.lock().unwrap_or_else(|p| p.into_inner()).1 = None;
+        self.addrs.lock().unwrap_or_else(PoisonError::into_inner).1 = None;
     }
 
     fn connected(&self) {
-        *self.backoff.lock().unwrap_or_else(|p| p.into_inner()) = (None, BACKOFF_MIN);
+        *self.backoff.lock().unwrap_or_else(PoisonError::into_inner) = (None, BACKOFF_MIN);
     }
 }
 
 /// Handle on one target's replay queue and workers. Dropping it stops the workers once the
 /// queue is empty.
+#[derive(Debug)]
 pub struct Replayer {
     sender: mpsc::Sender<ReplayJob>,
     state: Arc<ShadowState>,

@@ -375,20 +375,16 @@ enum HangUp {
 /// connections accepted.
 async fn serve_hanging_up(
     hang_up: HangUp,
-) -> (
-    SocketAddr,
-    Arc<Mutex<Vec<Received>>>,
-    Arc<std::sync::atomic::AtomicUsize>,
-) {
+) -> (SocketAddr, Arc<Mutex<Vec<Received>>>, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let received = Arc::new(Mutex::new(Vec::new()));
-    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let connections = Arc::new(AtomicUsize::new(0));
     let (log, accepted) = (Arc::clone(&received), Arc::clone(&connections));
     tokio::spawn(async move {
         loop {
             let (mut stream, _) = listener.accept().await.unwrap();
-            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            accepted.fetch_add(1, Ordering::SeqCst);
             let log = Arc::clone(&log);
             tokio::spawn(async move {
                 let mut buffer = Vec::new();
@@ -531,7 +527,7 @@ fn a_post_the_shadow_hung_up_on_is_an_error_and_is_never_sent_again() {
             }
         }
         assert_eq!(
-            connections.load(std::sync::atomic::Ordering::SeqCst),
+            connections.load(Ordering::SeqCst),
             5,
             "a fresh connection after each hang-up, none for a second copy"
         );
@@ -574,7 +570,7 @@ fn a_post_is_not_written_on_a_connection_the_shadow_closed_while_idle() {
             assert_eq!(times_received(&received, index).await, 1);
         }
         assert_eq!(
-            connections.load(std::sync::atomic::Ordering::SeqCst),
+            connections.load(Ordering::SeqCst),
             5,
             "each POST on a fresh connection"
         );

@@ -318,13 +318,13 @@ const HOP_BY_HOP: [&[u8]; 5] = [
 const NEVER_HOP_BY_HOP: [&[u8]; 3] = [b"transfer-encoding", b"content-length", b"host"];
 
 /// The options of every `Connection` field of the head (tokens, as sent).
-fn connection_options<'a>(head: &'a [u8], lines: &head::HeadLines) -> Vec<&'a [u8]> {
+fn connection_options<'a>(head: &'a [u8], lines: &HeadLines) -> Vec<&'a [u8]> {
     lines
         .fields
         .iter()
         .filter(|field| head[field.name.clone()].eq_ignore_ascii_case(b"connection"))
         .flat_map(|field| head[field.value.clone()].split(|&byte| byte == b','))
-        .map(|option| option.trim_ascii())
+        .map(<[u8]>::trim_ascii)
         .filter(|option| !option.is_empty())
         .collect()
 }

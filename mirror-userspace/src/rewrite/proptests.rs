@@ -89,7 +89,7 @@ fn any_field() -> impl Strategy<Value = (String, &'static str, String)> {
 /// The head's lines (line ending included) whose field name is neither configured to change
 /// nor hop-by-hop (by itself or named in one of `original`'s Connection fields).
 fn untouched_lines<'a>(head: &'a [u8], original: &[u8]) -> Vec<&'a [u8]> {
-    let lines = head::HeadLines::parse(original).unwrap();
+    let lines = HeadLines::parse(original).unwrap();
     let options = connection_options(original, &lines);
     head.split_inclusive(|&byte| byte == b'\n')
         .filter(|line| {
@@ -140,7 +140,7 @@ proptest! {
         for hop in ["connection", "keep-alive", "proxy-connection", "te"] {
             prop_assert!(named(hop).is_empty(), "{} replayed", hop);
         }
-        let lines = head::HeadLines::parse(head.as_bytes()).unwrap();
+        let lines = HeadLines::parse(head.as_bytes()).unwrap();
         for option in connection_options(head.as_bytes(), &lines) {
             let option = String::from_utf8_lossy(option).to_ascii_lowercase();
             // Framing and routing fields stay; a configured field is set whatever is named.

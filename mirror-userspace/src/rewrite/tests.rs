@@ -135,7 +135,7 @@ fn with_headers(set: &[(&str, &str)], remove: &[&str]) -> Rewriter {
                 .iter()
                 .map(|(n, v)| HeaderField::new(n, v).unwrap())
                 .collect(),
-            remove_headers: remove.iter().map(|n| n.to_string()).collect(),
+            remove_headers: remove.iter().map(ToString::to_string).collect(),
             ..target(HostMode::Keep)
         },
         &shadow_url(),

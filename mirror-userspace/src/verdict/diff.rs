@@ -313,10 +313,10 @@ impl JsonDiffer {
                 }
             }
             (Node::String(a), Node::String(b)) if a == b => {
-                diff.record_at(path, FieldOutcome::default())
+                diff.record_at(path, FieldOutcome::default());
             }
             (Node::Bool(a), Node::Bool(b)) if a == b => {
-                diff.record_at(path, FieldOutcome::default())
+                diff.record_at(path, FieldOutcome::default());
             }
             (Node::Null, Node::Null) => diff.record_at(path, FieldOutcome::default()),
             // Different strings or booleans, or different types.

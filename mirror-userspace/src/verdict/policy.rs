@@ -52,7 +52,7 @@ use super::fields::{FieldClass, FieldConfig, FieldStat, OTHER};
 use super::report::{
     DriftEntry, ErrorEntry, FieldEntry, LatencyEntry, Outcome, Report, ShadowReport, TargetReport,
 };
-use crate::stats::{Bucket, quantile};
+use crate::stats::{Bucket, Quantile, quantile};
 
 /// What a promotion must satisfy (TOML keys as the field names; see the module docs).
 #[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
@@ -130,7 +130,7 @@ impl Latency {
                     .iter()
                     .map(|bucket| bucket.count)
                     .fold(0.0, f64::max);
-                let at = |q| quantile(q, buckets).map(|value| value.promql_value());
+                let at = |q| quantile(q, buckets).map(Quantile::promql_value);
                 (samples as u64, at(0.5), at(0.99))
             }
         }
@@ -348,7 +348,7 @@ impl Policy {
             );
             match class.class {
                 FieldClass::Real if class.diff_rate > self.max_real_diff_rate => {
-                    reasons.push(sentence)
+                    reasons.push(sentence);
                 }
                 FieldClass::Real => notes.push(format!("{sentence}, within the policy")),
                 FieldClass::Insufficient => notes.push(format!(

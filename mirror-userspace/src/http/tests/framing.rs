@@ -197,7 +197,7 @@ fn chunked_response_digest_covers_decoded_body() {
 
 #[test]
 fn held_bodies_are_dechunked_and_kept_within_the_budget() {
-    let budget = crate::held::BodyBudget::new(8);
+    let budget = BodyBudget::new(8);
     let (mut t, mut wire) = open(1);
     t.hold_bodies(Some(budget.clone()));
     wire.client(&mut t, GET);

@@ -296,7 +296,7 @@ fn sequence_wraparound_inside_a_request() {
 #[test]
 fn memory_cap_bounds_many_stalled_connections() {
     let config = TrackerConfig {
-        reassembly: crate::reassembly::ReassemblyConfig {
+        reassembly: ReassemblyConfig {
             reassembly_memory_bytes: 10_000,
             ..Default::default()
         },

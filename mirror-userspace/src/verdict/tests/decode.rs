@@ -156,7 +156,7 @@ fn large_window_brotli_is_rejected() {
     // The same stream is valid for a large-window decoder...
     let mut permissive = brotli_decompressor::Decompressor::new(&encoded[..], 4096);
     let mut decoded = Vec::new();
-    std::io::Read::read_to_end(&mut permissive, &mut decoded).unwrap();
+    Read::read_to_end(&mut permissive, &mut decoded).unwrap();
     assert_eq!(decoded, body);
     // ...and rejected here.
     assert!(matches!(

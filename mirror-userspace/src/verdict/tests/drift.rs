@@ -196,7 +196,7 @@ fn merging_sketches_equals_sketching_the_union() {
         .collect();
     assert_eq!(
         ks_from_cumulative(&summed, &other.cumulative()),
-        super::ks(&merged, &other)
+        ks(&merged, &other)
     );
     // Another layout does not merge.
     let coarse = Layout::new(&LayoutConfig {
