@@ -594,13 +594,13 @@ fn is_self_traffic(ctx: &TcContext, segment: &TcpSegment) -> bool {
     // SAFETY: see IGNORED_FLOWS_IN_USE.
     let in_use = unsafe { core::ptr::read_volatile(&raw const IGNORED_FLOWS_IN_USE) } != 0;
     // SAFETY: lookup of a plain key; the value is not dereferenced.
-    if in_use && unsafe { IGNORED_FLOWS.get(&flow_tuple(segment)) }.is_some() {
+    if in_use && unsafe { IGNORED_FLOWS.get(flow_tuple(segment)) }.is_some() {
         return true;
     }
     // SAFETY: `skb` is the context pointer the kernel passed to this program.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
     // SAFETY: lookup of a plain key; the value is not dereferenced.
-    if cookie == 0 || unsafe { REPLAY_SOCKETS.get(&cookie) }.is_none() {
+    if cookie == 0 || unsafe { REPLAY_SOCKETS.get(cookie) }.is_none() {
         return false;
     }
     let tuple = flow_tuple(segment);
@@ -609,8 +609,8 @@ fn is_self_traffic(ctx: &TcContext, segment: &TcpSegment) -> bool {
     // SAFETY: see IGNORED_FLOWS_IN_USE.
     unsafe { core::ptr::write_volatile(&raw mut IGNORED_FLOWS_IN_USE, 1) };
     // Failing inserts (map full of live entries) only cost the next packet another lookup.
-    let _ = IGNORED_FLOWS.insert(&tuple, &1, 0);
-    let _ = IGNORED_FLOWS.insert(&tuple.reversed(), &1, 0);
+    let _ = IGNORED_FLOWS.insert(tuple, 1, 0);
+    let _ = IGNORED_FLOWS.insert(tuple.reversed(), 1, 0);
     true
 }
 
@@ -718,10 +718,10 @@ fn is_sampled_connection(direction: Direction, port: &TargetPort, segment: &TcpS
         _padding_half: 0,
     };
     // SAFETY: lookup of a plain key; the value is not dereferenced.
-    let remembered = unsafe { SAMPLED_FLOWS.get(&key) }.is_some();
+    let remembered = unsafe { SAMPLED_FLOWS.get(key) }.is_some();
     if kept && !remembered {
         // A full map of live entries only means this connection would be cut by a lower rate.
-        let _ = SAMPLED_FLOWS.insert(&key, &1, 0);
+        let _ = SAMPLED_FLOWS.insert(key, 1, 0);
     }
     kept || remembered
 }
@@ -779,7 +779,7 @@ pub fn mirror_tc(ctx: TcContext) -> i32 {
         Err(Skip::Fragment) => count(Counter::IpFragments, 1),
     }
     // TC_ACT_OK would end a TCX chain; keep the constant referenced so a reader sees the contrast.
-    const _: () = assert!(TCX_NEXT != TC_ACT_OK as i32);
+    const _: () = assert!(TCX_NEXT != TC_ACT_OK);
     TCX_NEXT
 }
 

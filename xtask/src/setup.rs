@@ -71,18 +71,28 @@ fn has_nightly() -> bool {
 pub fn setup() -> anyhow::Result<()> {
     // The eBPF crate needs -Z build-std, so rust-src for the toolchain that builds it: nightly
     // when present, otherwise stable with RUSTC_BOOTSTRAP=1 (mirror-userspace/build.rs decides).
+    // CI lints it for its own target with that toolchain's clippy.
     let toolchain = if has_nightly() { "nightly" } else { "stable" };
-    let rust_src = stdout_of(Command::new("rustup").args([
+    let installed = stdout_of(Command::new("rustup").args([
         "component",
         "list",
         "--installed",
         "--toolchain",
         toolchain,
     ]))
-    .is_some_and(|installed| installed.lines().any(|line| line.starts_with("rust-src")));
-    step(&format!("rust-src ({toolchain})"), rust_src, || {
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", toolchain]))
-    })?;
+    .unwrap_or_default();
+    for component in ["rust-src", "clippy"] {
+        let present = installed.lines().any(|line| line.starts_with(component));
+        step(&format!("{component} ({toolchain})"), present, || {
+            run(Command::new("rustup").args([
+                "component",
+                "add",
+                component,
+                "--toolchain",
+                toolchain,
+            ]))
+        })?;
+    }
 
     let linker = stdout_of(Command::new("bpf-linker").arg("--version"))
         .is_some_and(|version| version.contains(BPF_LINKER_VERSION));
