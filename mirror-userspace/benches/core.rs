@@ -59,6 +59,40 @@ fn segment(
     }
 }
 
+impl Connection {
+    fn new(port: u16) -> Self {
+        Self {
+            port,
+            client_seq: 1_000 + u32::from(port),
+            server_seq: 9_000_000,
+        }
+    }
+
+    /// SYN and SYN-ACK at `ts`.
+    fn handshake(&mut self, out: &mut Vec<Segment>, ts: u64) {
+        out.push(segment(
+            self.port,
+            Direction::Request,
+            self.client_seq,
+            0,
+            TcpFlags::SYN,
+            Bytes::new(),
+            ts,
+        ));
+        self.client_seq += 1;
+        out.push(segment(
+            self.port,
+            Direction::Response,
+            self.server_seq,
+            self.client_seq,
+            TcpFlags(TcpFlags::SYN.0 | TcpFlags::ACK.0),
+            Bytes::new(),
+            ts,
+        ));
+        self.server_seq += 1;
+    }
+}
+
 /// Handshakes of all connections, then `rounds` of `build(connection)` segments round-robin.
 fn workload(
     rounds: usize,
@@ -66,34 +100,9 @@ fn workload(
 ) -> (Vec<Segment>, Vec<Segment>) {
     let mut ts = 1_000_000;
     let mut setup = Vec::new();
-    let mut connections: Vec<Connection> = (0..CONNECTIONS)
-        .map(|port| Connection {
-            port,
-            client_seq: 1_000 + u32::from(port),
-            server_seq: 9_000_000,
-        })
-        .collect();
+    let mut connections: Vec<Connection> = (0..CONNECTIONS).map(Connection::new).collect();
     for c in &mut connections {
-        setup.push(segment(
-            c.port,
-            Direction::Request,
-            c.client_seq,
-            0,
-            TcpFlags::SYN,
-            Bytes::new(),
-            ts,
-        ));
-        c.client_seq += 1;
-        setup.push(segment(
-            c.port,
-            Direction::Response,
-            c.server_seq,
-            c.client_seq,
-            TcpFlags(TcpFlags::SYN.0 | TcpFlags::ACK.0),
-            Bytes::new(),
-            ts,
-        ));
-        c.server_seq += 1;
+        c.handshake(&mut setup, ts);
     }
     let mut segments = Vec::new();
     for _ in 0..rounds {
@@ -257,31 +266,8 @@ fn short_connections(c: &mut Criterion) {
     let mut ts = 1_000_000;
     for port in 0..PORTS {
         ts += 1_000;
-        let mut c = Connection {
-            port,
-            client_seq: 1_000 + u32::from(port),
-            server_seq: 9_000_000,
-        };
-        segments.push(segment(
-            port,
-            Direction::Request,
-            c.client_seq,
-            0,
-            TcpFlags::SYN,
-            Bytes::new(),
-            ts,
-        ));
-        c.client_seq += 1;
-        segments.push(segment(
-            port,
-            Direction::Response,
-            c.server_seq,
-            c.client_seq,
-            TcpFlags(TcpFlags::SYN.0 | TcpFlags::ACK.0),
-            Bytes::new(),
-            ts,
-        ));
-        c.server_seq += 1;
+        let mut c = Connection::new(port);
+        c.handshake(&mut segments, ts);
         send(&mut c, &mut segments, Direction::Request, &get, ts);
         segments.push(segment(
             port,
