@@ -1584,6 +1584,13 @@ fn populate(metrics: &mirror::metrics::Metrics) {
         })
         .set(1);
     metrics
+        .shadow_connections_opened
+        .get_or_create(&TargetShadowLabels {
+            target: target(),
+            shadow: shadow(),
+        })
+        .inc();
+    metrics
         .response_duration
         .get_or_create(&TargetRoleLabels {
             target: target(),
