@@ -1,14 +1,13 @@
-//! Support for mirror's end-to-end tests: a harness that shows the privileged tests as ignored
-//! when not root and fails them under CI, network namespaces that clean up in `Drop`, crafted
-//! frames for the classifier, an independent stream assembler used as the oracle, a recording
-//! HTTP server, and a stub of the Kubernetes API for the pod watch.
+//! Support for mirror's end-to-end tests: a privilege gate that fails under CI instead of
+//! skipping, network namespaces that clean up in `Drop`, crafted frames for the classifier, an
+//! independent stream assembler used as the oracle, a recording HTTP server, and a stub of the
+//! Kubernetes API for the pod watch.
 
 pub mod capture;
 pub mod capture_cli;
 pub mod compare;
 pub mod daemon;
 pub mod frames;
-pub mod harness;
 pub mod kube_stub;
 pub mod mirroring;
 pub mod netns;
@@ -18,6 +17,20 @@ pub mod server;
 pub mod streams;
 
 use std::path::PathBuf;
+
+/// True when the test may run. Privileged tests must fail, not skip, under CI (`CI=true`);
+/// elsewhere they skip with a clear message when not root.
+pub fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs root (BPF, network namespaces); under CI it fails instead of skipping"
+    );
+    eprintln!("skipping {test}: needs root (BPF, network namespaces); run as root or under CI");
+    false
+}
 
 pub use mirror::netns::unique_name;
 

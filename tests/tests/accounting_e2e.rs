@@ -4,7 +4,7 @@
 //! HTTP/2) in `mirror_connections_skipped_total` and not among the requests; every labelled
 //! counter exported with its label values from the first scrape.
 
-use mirror_tests::{daemon::Metrics, harness, mirroring::*};
+use mirror_tests::{daemon::Metrics, mirroring::*, privileged};
 
 /// Label values every family has from the first scrape (`target="search"` where per target).
 /// `mirror_responses_total{code}` is the exception: codes are not known in advance.
@@ -200,7 +200,11 @@ fn h2_preface() -> Vec<u8> {
     preface
 }
 
+#[test]
 fn accounting_is_exact_after_a_varied_run() {
+    if !privileged("accounting_is_exact_after_a_varied_run") {
+        return;
+    }
     let setup = setup();
     let config = ConfigFile::write(&setup, "", "sample_percent = 50.0\n");
     let daemon = config.start(&setup);
@@ -341,11 +345,4 @@ fn accounting_is_exact_after_a_varied_run() {
         !targets.iter().any(|target| target == "/chat"),
         "the Upgrade request itself is never replayed"
     );
-}
-
-fn main() {
-    harness::main(vec![harness::root(
-        "accounting_is_exact_after_a_varied_run",
-        accounting_is_exact_after_a_varied_run,
-    )])
 }

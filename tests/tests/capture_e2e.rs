@@ -13,8 +13,8 @@ use mirror_tests::{
     capture::CaptureSession,
     compare::{assert_streams_match, assert_streams_match_except},
     frames::pattern,
-    harness,
     netns::{CLIENT_ADDR, NetNs, SERVER_ADDR, topology},
+    privileged,
     server::RecordingServer,
 };
 
@@ -47,7 +47,11 @@ fn addresses() -> (IpAddr, SocketAddr) {
     )
 }
 
+#[test]
 fn curl_exchanges_are_captured_byte_exact() {
+    if !privileged("curl_exchanges_are_captured_byte_exact") {
+        return;
+    }
     let topology = topology();
     let server = RecordingServer::start(&topology.server, SERVER_ADDR, PORT);
     let capture = CaptureSession::start(&topology.server, &[&topology.server_if], &[PORT]);
@@ -145,7 +149,11 @@ fn curl_exchanges_are_captured_byte_exact() {
     );
 }
 
+#[test]
 fn thousand_concurrent_short_connections_are_captured_byte_exact() {
+    if !privileged("thousand_concurrent_short_connections_are_captured_byte_exact") {
+        return;
+    }
     let topology = topology();
     // A wide ephemeral range: no client port is reused within the run, so recordings (named by
     // port) map to captured connections one to one. It starts above the target port: a client
@@ -190,17 +198,4 @@ fn thousand_concurrent_short_connections_are_captured_byte_exact() {
     // Connections wrk closes when its 3 s end may lose their response; all others compare.
     assert!(comparison.responses_not_compared <= 1000, "{comparison:?}");
     eprintln!("compared {comparison:?}; wrk:\n{report}");
-}
-
-fn main() {
-    harness::main(vec![
-        harness::root(
-            "curl_exchanges_are_captured_byte_exact",
-            curl_exchanges_are_captured_byte_exact,
-        ),
-        harness::root(
-            "thousand_concurrent_short_connections_are_captured_byte_exact",
-            thousand_concurrent_short_connections_are_captured_byte_exact,
-        ),
-    ])
 }

@@ -14,9 +14,9 @@ use std::{
 use mirror_tests::{
     capture_cli::{CaptureCli, Line, parse},
     frames::pattern,
-    harness,
     mirroring::read_response,
     netns::{NetNs, SERVER_ADDR, Topology, topology},
+    privileged,
     server::RecordingServer,
 };
 
@@ -79,7 +79,11 @@ fn curl(topology: &Topology, args: &[&str]) {
     assert!(status.success(), "curl {args:?}: {status}");
 }
 
+#[test]
 fn capture_prints_one_line_per_exchange() {
+    if !privileged("capture_prints_one_line_per_exchange") {
+        return;
+    }
     let topology = topology();
     let _server = RecordingServer::start(&topology.server, SERVER_ADDR, PORT);
     let (go, early) = early_connection(&topology.client);
@@ -153,11 +157,4 @@ fn capture_prints_one_line_per_exchange() {
     // invented.
     assert_eq!(printed[6].client, printed[8].client);
     assert!(!printed.iter().any(|line| line.target == "/size/7"));
-}
-
-fn main() {
-    harness::main(vec![harness::root(
-        "capture_prints_one_line_per_exchange",
-        capture_prints_one_line_per_exchange,
-    )])
 }

@@ -23,7 +23,7 @@ use mirror_common::{
 };
 use mirror_tests::{
     frames::{Frame, pattern},
-    harness,
+    privileged,
 };
 
 const TARGET: u16 = 8080;
@@ -117,7 +117,11 @@ fn assert_single_exact(records: &[Record], frame: &Frame, direction: Direction) 
     assert!(segment.timestamp_ns > 0);
 }
 
+#[test]
 fn ipv4_request_is_byte_exact() {
+    if !privileged("ipv4_request_is_byte_exact") {
+        return;
+    }
     let mut harness = Harness::new();
     let frame = request(v4(1), v4(2), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec());
     let records = harness.run(&frame.bytes());
@@ -132,7 +136,11 @@ fn ipv4_request_is_byte_exact() {
     );
 }
 
+#[test]
 fn ipv4_response_direction_from_source_port() {
+    if !privileged("ipv4_response_direction_from_source_port") {
+        return;
+    }
     let mut harness = Harness::new();
     let mut frame = Frame::tcp(v4(2), v4(1), TARGET, 40000);
     frame.payload = b"HTTP/1.1 204 No Content\r\n\r\n".to_vec();
@@ -140,14 +148,22 @@ fn ipv4_response_direction_from_source_port() {
     assert_single_exact(&records, &frame, Direction::Response);
 }
 
+#[test]
 fn ipv6_request_is_byte_exact() {
+    if !privileged("ipv6_request_is_byte_exact") {
+        return;
+    }
     let mut harness = Harness::new();
     let frame = request(v6(1), v6(2), pattern(300, 6));
     let records = harness.run(&frame.bytes());
     assert_single_exact(&records, &frame, Direction::Request);
 }
 
+#[test]
 fn vlan_tagged_frames_are_parsed() {
+    if !privileged("vlan_tagged_frames_are_parsed") {
+        return;
+    }
     let mut harness = Harness::new();
     let mut single = request(v4(1), v4(2), pattern(64, 1));
     single.vlan_tags = vec![(0x8100, 42)];
@@ -158,7 +174,11 @@ fn vlan_tagged_frames_are_parsed() {
     assert_single_exact(&harness.run(&double.bytes()), &double, Direction::Request);
 }
 
+#[test]
 fn ipv4_options_are_skipped() {
+    if !privileged("ipv4_options_are_skipped") {
+        return;
+    }
     let mut harness = Harness::new();
     let mut frame = request(v4(1), v4(2), pattern(77, 3));
     // Record-route option (7), 11 bytes, padded with end-of-options to 12.
@@ -166,7 +186,11 @@ fn ipv4_options_are_skipped() {
     assert_single_exact(&harness.run(&frame.bytes()), &frame, Direction::Request);
 }
 
+#[test]
 fn non_target_traffic_emits_nothing() {
+    if !privileged("non_target_traffic_emits_nothing") {
+        return;
+    }
     let mut harness = Harness::new();
     let mut other_port = Frame::tcp(v4(1), v4(2), 40000, 9090);
     other_port.payload = pattern(100, 4);
@@ -188,7 +212,11 @@ fn non_target_traffic_emits_nothing() {
     assert_eq!(counters.get(Counter::RecordsEmitted), 0);
 }
 
+#[test]
 fn lifecycle_segments_without_payload_are_recorded() {
+    if !privileged("lifecycle_segments_without_payload_are_recorded") {
+        return;
+    }
     let mut harness = Harness::new();
     for flags in [
         tcp_flags::SYN,
@@ -208,20 +236,32 @@ fn lifecycle_segments_without_payload_are_recorded() {
     assert_eq!(harness.counters().get(Counter::PacketsMatched), 4);
 }
 
+#[test]
 fn one_byte_payload() {
+    if !privileged("one_byte_payload") {
+        return;
+    }
     let mut harness = Harness::new();
     let frame = request(v4(1), v4(2), vec![b'G']);
     assert_single_exact(&harness.run(&frame.bytes()), &frame, Direction::Request);
 }
 
+#[test]
 fn ethernet_padding_is_not_payload() {
+    if !privileged("ethernet_padding_is_not_payload") {
+        return;
+    }
     let mut harness = Harness::new();
     let mut frame = request(v4(1), v4(2), b"abc".to_vec());
     frame.trailer = vec![0xee; 7];
     assert_single_exact(&harness.run(&frame.bytes()), &frame, Direction::Request);
 }
 
+#[test]
 fn payload_spanning_several_chunks_is_byte_exact() {
+    if !privileged("payload_spanning_several_chunks_is_byte_exact") {
+        return;
+    }
     let mut harness = Harness::new();
     for (frame, family) in [
         (request(v4(1), v4(2), pattern(3000, 7)), "IPv4"),
@@ -243,7 +283,11 @@ fn payload_spanning_several_chunks_is_byte_exact() {
     assert_eq!(counters.lost_bytes(), 0);
 }
 
+#[test]
 fn records_use_the_smallest_size_class() {
+    if !privileged("records_use_the_smallest_size_class") {
+        return;
+    }
     let mut harness = Harness::new();
     for (len, class) in [(1, 128), (128, 128), (200, 512), (1448, 2048), (2048, 2048)] {
         let frame = request(v4(1), v4(2), pattern(len, 9));
@@ -257,7 +301,11 @@ fn records_use_the_smallest_size_class() {
     }
 }
 
+#[test]
 fn ip_fragments_are_counted_not_recorded() {
+    if !privileged("ip_fragments_are_counted_not_recorded") {
+        return;
+    }
     let mut harness = Harness::new();
     let mut bytes = request(v4(1), v4(2), pattern(40, 10)).bytes();
     // More-fragments flag set.
@@ -266,7 +314,11 @@ fn ip_fragments_are_counted_not_recorded() {
     assert_eq!(harness.counters().get(Counter::IpFragments), 1);
 }
 
+#[test]
 fn full_ring_buffer_is_counted() {
+    if !privileged("full_ring_buffer_is_counted") {
+        return;
+    }
     // Smallest ring: one page. Without draining, a few 2 KiB records fill it.
     let page = 4096u32;
     let classifier = Classifier::load(&[TARGET], page).expect("load");
@@ -316,7 +368,11 @@ fn exchange_recorded(harness: &mut Harness, client_port: u16) -> (bool, bool) {
     )
 }
 
+#[test]
 fn connection_sampling_is_per_connection_and_survives_a_lower_rate() {
+    if !privileged("connection_sampling_is_per_connection_and_survives_a_lower_rate") {
+        return;
+    }
     let mut harness = Harness::new();
     let point = |client_port: u16| {
         connection_sample_point(
@@ -373,7 +429,11 @@ fn connection_sampling_is_per_connection_and_survives_a_lower_rate() {
     }
 }
 
+#[test]
 fn a_shed_port_is_counted_not_recorded_and_keeps_its_sampling() {
+    if !privileged("a_shed_port_is_counted_not_recorded_and_keeps_its_sampling") {
+        return;
+    }
     let mut harness = Harness::new();
     harness
         .classifier
@@ -515,7 +575,13 @@ fn filler(count: usize) -> Vec<String> {
         .collect()
 }
 
+#[test]
 fn scope_prefixes_of_each_length_place_the_server_address_in_the_list_and_in_the_trie() {
+    if !privileged(
+        "scope_prefixes_of_each_length_place_the_server_address_in_the_list_and_in_the_trie",
+    ) {
+        return;
+    }
     let mut harness = Harness::new();
     let prefixes = [
         "10.0.0.0/8",
@@ -585,7 +651,11 @@ fn scope_prefixes_of_each_length_place_the_server_address_in_the_list_and_in_the
     );
 }
 
+#[test]
 fn a_list_of_the_inline_length_is_read_inline_and_one_more_goes_to_the_trie() {
+    if !privileged("a_list_of_the_inline_length_is_read_inline_and_one_more_goes_to_the_trie") {
+        return;
+    }
     let mut harness = Harness::new();
     let hosts: Vec<String> = (1..=SCOPE_LIST_PREFIXES + 1)
         .map(|host| format!("198.18.1.{host}"))
@@ -620,7 +690,11 @@ fn a_list_of_the_inline_length_is_read_inline_and_one_more_goes_to_the_trie() {
     }
 }
 
+#[test]
 fn reloads_grow_and_shrink_the_list_and_flip_one_bit_of_its_index() {
+    if !privileged("reloads_grow_and_shrink_the_list_and_flip_one_bit_of_its_index") {
+        return;
+    }
     let mut harness = Harness::new();
     let candidates: Vec<String> = (1..=12)
         .flat_map(|host| [format!("198.18.3.{host}"), format!("2001:db8:3::{host:x}")])
@@ -678,7 +752,11 @@ fn reloads_grow_and_shrink_the_list_and_flip_one_bit_of_its_index() {
     }
 }
 
+#[test]
 fn ports_scoped_beyond_the_lists_use_the_trie_and_take_a_freed_list() {
+    if !privileged("ports_scoped_beyond_the_lists_use_the_trie_and_take_a_freed_list") {
+        return;
+    }
     let mut harness = Harness::new();
     let pairs = SCOPE_LIST_SLOTS as u16 / 2;
     // Other ports take every pair of lists first.
@@ -713,70 +791,4 @@ fn ports_scoped_beyond_the_lists_use_the_trie_and_take_a_freed_list() {
         &["198.18.4.1", "2001:db8:4::1"],
         "freed list",
     );
-}
-
-fn main() {
-    harness::main(vec![
-        harness::root("ipv4_request_is_byte_exact", ipv4_request_is_byte_exact),
-        harness::root(
-            "ipv4_response_direction_from_source_port",
-            ipv4_response_direction_from_source_port,
-        ),
-        harness::root("ipv6_request_is_byte_exact", ipv6_request_is_byte_exact),
-        harness::root(
-            "vlan_tagged_frames_are_parsed",
-            vlan_tagged_frames_are_parsed,
-        ),
-        harness::root("ipv4_options_are_skipped", ipv4_options_are_skipped),
-        harness::root(
-            "non_target_traffic_emits_nothing",
-            non_target_traffic_emits_nothing,
-        ),
-        harness::root(
-            "lifecycle_segments_without_payload_are_recorded",
-            lifecycle_segments_without_payload_are_recorded,
-        ),
-        harness::root("one_byte_payload", one_byte_payload),
-        harness::root(
-            "ethernet_padding_is_not_payload",
-            ethernet_padding_is_not_payload,
-        ),
-        harness::root(
-            "payload_spanning_several_chunks_is_byte_exact",
-            payload_spanning_several_chunks_is_byte_exact,
-        ),
-        harness::root(
-            "records_use_the_smallest_size_class",
-            records_use_the_smallest_size_class,
-        ),
-        harness::root(
-            "ip_fragments_are_counted_not_recorded",
-            ip_fragments_are_counted_not_recorded,
-        ),
-        harness::root("full_ring_buffer_is_counted", full_ring_buffer_is_counted),
-        harness::root(
-            "connection_sampling_is_per_connection_and_survives_a_lower_rate",
-            connection_sampling_is_per_connection_and_survives_a_lower_rate,
-        ),
-        harness::root(
-            "a_shed_port_is_counted_not_recorded_and_keeps_its_sampling",
-            a_shed_port_is_counted_not_recorded_and_keeps_its_sampling,
-        ),
-        harness::root(
-            "scope_prefixes_of_each_length_place_the_server_address_in_the_list_and_in_the_trie",
-            scope_prefixes_of_each_length_place_the_server_address_in_the_list_and_in_the_trie,
-        ),
-        harness::root(
-            "a_list_of_the_inline_length_is_read_inline_and_one_more_goes_to_the_trie",
-            a_list_of_the_inline_length_is_read_inline_and_one_more_goes_to_the_trie,
-        ),
-        harness::root(
-            "reloads_grow_and_shrink_the_list_and_flip_one_bit_of_its_index",
-            reloads_grow_and_shrink_the_list_and_flip_one_bit_of_its_index,
-        ),
-        harness::root(
-            "ports_scoped_beyond_the_lists_use_the_trie_and_take_a_freed_list",
-            ports_scoped_beyond_the_lists_use_the_trie_and_take_a_freed_list,
-        ),
-    ])
 }

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use mirror_tests::{harness, mirror_bin};
+use mirror_tests::{mirror_bin, privileged};
 
 /// The number right after `prefix` on the line that starts with it.
 fn number_after(output: &str, prefix: &str) -> u64 {
@@ -17,7 +17,11 @@ fn number_after(output: &str, prefix: &str) -> u64 {
         .unwrap_or_else(|| panic!("no number after {prefix:?}: {line:?}"))
 }
 
+#[test]
 fn short_demo_names_the_regression_and_cleans_up() {
+    if !privileged("short_demo_names_the_regression_and_cleans_up") {
+        return;
+    }
     let output = Command::new(mirror_bin())
         .args(["demo", "--short"])
         .output()
@@ -86,11 +90,4 @@ fn short_demo_names_the_regression_and_cleans_up() {
             "namespace {name} is left over:\n{list}"
         );
     }
-}
-
-fn main() {
-    harness::main(vec![harness::root(
-        "short_demo_names_the_regression_and_cleans_up",
-        short_demo_names_the_regression_and_cleans_up,
-    )])
 }

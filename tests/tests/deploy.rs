@@ -22,7 +22,7 @@ use std::{
 
 use clap::Parser as _;
 use mirror::config::Config;
-use mirror_tests::{harness, mirror_bin, unique_name};
+use mirror_tests::{mirror_bin, privileged, unique_name};
 
 // ------------------------------------------------------------------------------------------
 // Helpers
@@ -51,7 +51,7 @@ fn text(output: &Output) -> String {
 }
 
 /// True when `program args...` runs successfully. Otherwise the test fails under CI (`CI=true`)
-/// and returns early with a message elsewhere.
+/// and skips with a message elsewhere: the same policy as `mirror_tests::privileged`.
 fn tool(test: &str, program: &str, args: &[&str], what: &str) -> bool {
     let works = Command::new(program)
         .args(args)
@@ -293,6 +293,7 @@ fn assert_spells_out_every_key(config: &Config, file_text: &str, file: &str) {
 // ------------------------------------------------------------------------------------------
 // Configuration files
 
+#[test]
 fn configmap_config_is_accepted_by_the_config_parser() {
     let toml = configmap_toml();
     let config = Config::from_toml(&toml, "deploy/kubernetes/configmap.yaml:mirror.toml")
@@ -310,6 +311,7 @@ fn configmap_config_is_accepted_by_the_config_parser() {
     assert!(Config::from_toml(&typo, "typo").is_err());
 }
 
+#[test]
 fn systemd_example_config_is_accepted_by_the_config_parser() {
     let path = deploy("systemd/mirror.toml");
     let config = Config::load(&path).unwrap_or_else(|error| panic!("{error}"));
@@ -353,6 +355,7 @@ fn kubernetes_manifests() -> (Vec<PathBuf>, Vec<PathBuf>) {
 /// Kubernetes releases the manifests are validated against (schemas kubernetes-validate ships).
 const KUBERNETES_VERSIONS: [&str; 4] = ["1.27.0", "1.30.0", "1.33.0", "1.36.0"];
 
+#[test]
 fn kubernetes_manifests_validate_against_the_schemas() {
     let test = "kubernetes_manifests_validate_against_the_schemas";
     if !tool(
@@ -428,6 +431,7 @@ fn kubernetes_manifests_validate_against_the_schemas() {
     );
 }
 
+#[test]
 fn crds_and_kustomization_are_structurally_valid() {
     if !has_pyyaml("crds_and_kustomization_are_structurally_valid") {
         return;
@@ -551,6 +555,7 @@ fn crds_and_kustomization_are_structurally_valid() {
     }
 }
 
+#[test]
 fn daemonset_follows_the_deployment_contract() {
     if !has_pyyaml("daemonset_follows_the_deployment_contract") {
         return;
@@ -685,6 +690,7 @@ fn daemonset_follows_the_deployment_contract() {
 /// The default DaemonSet is not privileged: `privileged: true` appears only in the commented
 /// alternative for old kernels and runtimes (checked on the text, so that no other container,
 /// init container or later edit brings it back).
+#[test]
 fn daemonset_is_not_privileged_by_default() {
     let daemonset = read(&deploy("kubernetes/daemonset.yaml"));
     let mut commented = 0;
@@ -754,6 +760,7 @@ fn verify(unit: &Path) -> (bool, Vec<String>) {
     (output.status.success(), complaints)
 }
 
+#[test]
 fn systemd_unit_verifies_and_is_hardened() {
     let test = "systemd_unit_verifies_and_is_hardened";
     if !tool(
@@ -864,9 +871,10 @@ fn systemd_unit_verifies_and_is_hardened() {
 /// The unit's capability set is what the daemon needs, no more: as an unprivileged user with
 /// exactly AmbientCapabilities (via setpriv, in a fresh network namespace), `mirror capture`
 /// loads and attaches the real classifier; without any one of them it fails.
+#[test]
 fn unit_capabilities_are_necessary_and_sufficient() {
     let test = "unit_capabilities_are_necessary_and_sufficient";
-    if !tool(test, "setpriv", &["--version"], "setpriv (util-linux)") {
+    if !privileged(test) || !tool(test, "setpriv", &["--version"], "setpriv (util-linux)") {
         return;
     }
     let unit = read(&deploy("systemd/mirror.service"));
@@ -940,6 +948,7 @@ fn unit_capabilities_are_necessary_and_sufficient() {
 // ------------------------------------------------------------------------------------------
 // Prometheus rules and PromQL
 
+#[test]
 fn promtool_accepts_and_unit_tests_the_alert_rules() {
     let test = "promtool_accepts_and_unit_tests_the_alert_rules";
     if !tool(
@@ -1026,6 +1035,7 @@ fn templated_queries() -> Vec<(String, String)> {
     queries
 }
 
+#[test]
 fn dashboard_and_rollout_queries_are_valid_promql() {
     let test = "dashboard_and_rollout_queries_are_valid_promql";
     if !has_pyyaml(test)
@@ -1098,6 +1108,7 @@ fn assert_selects_the_candidate(query: &str, shadow: &str, source: &str) {
     }
 }
 
+#[test]
 fn rollout_templates_are_structurally_valid() {
     if !has_pyyaml("rollout_templates_are_structurally_valid") {
         return;
@@ -1264,6 +1275,7 @@ fn rollout_templates_are_structurally_valid() {
 
 /// The gate's Deployment and Service, and the AnalysisTemplate's Job as the Job Argo Rollouts
 /// makes of it, against the Kubernetes schemas (the AnalysisTemplate itself is a CRD).
+#[test]
 fn rollout_manifests_validate_against_the_schemas() {
     let test = "rollout_manifests_validate_against_the_schemas";
     if !has_pyyaml(test)
@@ -1673,6 +1685,7 @@ fn unknown_metrics(
     unknown
 }
 
+#[test]
 fn dashboards_alerts_and_templates_only_use_exported_metrics() {
     let exported = exported_metrics();
     for contract in [
@@ -1775,6 +1788,7 @@ fn dashboards_alerts_and_templates_only_use_exported_metrics() {
     }
 }
 
+#[test]
 fn dashboard_is_well_formed() {
     if !has_pyyaml("dashboard_is_well_formed") {
         return;
@@ -1857,6 +1871,7 @@ fn dashboard_is_well_formed() {
 // ------------------------------------------------------------------------------------------
 // Dockerfile
 
+#[test]
 fn dockerfile_builds_from_files_that_exist() {
     let dockerfile = read(&deploy("Dockerfile"));
     // Join continuation lines.
@@ -1934,66 +1949,4 @@ fn dockerfile_builds_from_files_that_exist() {
         !runtime.contains("RUN "),
         "the runtime stage stays a plain copy"
     );
-}
-
-fn main() {
-    harness::main(vec![
-        harness::plain(
-            "configmap_config_is_accepted_by_the_config_parser",
-            configmap_config_is_accepted_by_the_config_parser,
-        ),
-        harness::plain(
-            "systemd_example_config_is_accepted_by_the_config_parser",
-            systemd_example_config_is_accepted_by_the_config_parser,
-        ),
-        harness::plain(
-            "kubernetes_manifests_validate_against_the_schemas",
-            kubernetes_manifests_validate_against_the_schemas,
-        ),
-        harness::plain(
-            "crds_and_kustomization_are_structurally_valid",
-            crds_and_kustomization_are_structurally_valid,
-        ),
-        harness::plain(
-            "daemonset_follows_the_deployment_contract",
-            daemonset_follows_the_deployment_contract,
-        ),
-        harness::plain(
-            "daemonset_is_not_privileged_by_default",
-            daemonset_is_not_privileged_by_default,
-        ),
-        harness::plain(
-            "systemd_unit_verifies_and_is_hardened",
-            systemd_unit_verifies_and_is_hardened,
-        ),
-        harness::root(
-            "unit_capabilities_are_necessary_and_sufficient",
-            unit_capabilities_are_necessary_and_sufficient,
-        ),
-        harness::plain(
-            "promtool_accepts_and_unit_tests_the_alert_rules",
-            promtool_accepts_and_unit_tests_the_alert_rules,
-        ),
-        harness::plain(
-            "dashboard_and_rollout_queries_are_valid_promql",
-            dashboard_and_rollout_queries_are_valid_promql,
-        ),
-        harness::plain(
-            "rollout_templates_are_structurally_valid",
-            rollout_templates_are_structurally_valid,
-        ),
-        harness::plain(
-            "rollout_manifests_validate_against_the_schemas",
-            rollout_manifests_validate_against_the_schemas,
-        ),
-        harness::plain(
-            "dashboards_alerts_and_templates_only_use_exported_metrics",
-            dashboards_alerts_and_templates_only_use_exported_metrics,
-        ),
-        harness::plain("dashboard_is_well_formed", dashboard_is_well_formed),
-        harness::plain(
-            "dockerfile_builds_from_files_that_exist",
-            dockerfile_builds_from_files_that_exist,
-        ),
-    ])
 }

@@ -9,15 +9,19 @@ use mirror_tests::{
     capture::CaptureSession,
     capture_cli::{CaptureCli, Line, parse},
     frames::pattern,
-    harness,
     netns::{SERVER_ADDR, topology},
     nginx::Nginx,
+    privileged,
 };
 
 const PORT: u16 = 8080;
 const UPLOAD_BYTES: usize = 200 * 1024;
 
+#[test]
 fn nginx_answering_a_large_put_early_is_paired() {
+    if !privileged("nginx_answering_a_large_put_early_is_paired") {
+        return;
+    }
     let topology = topology();
     let _nginx = Nginx::start(
         &topology.server,
@@ -111,11 +115,4 @@ fn nginx_answering_a_large_put_early_is_paired() {
         );
     }
     assert_eq!(lines[0].client, lines[1].client, "one connection");
-}
-
-fn main() {
-    harness::main(vec![harness::root(
-        "nginx_answering_a_large_put_early_is_paired",
-        nginx_answering_a_large_put_early_is_paired,
-    )])
 }

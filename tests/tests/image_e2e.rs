@@ -56,10 +56,9 @@ use std::{
 
 use mirror_tests::{
     daemon::Metrics,
-    harness,
     mirroring::{PORT, send},
     netns::{CLIENT_ADDR, NetNs},
-    unique_name,
+    privileged, unique_name,
 };
 
 fn repo() -> PathBuf {
@@ -338,9 +337,10 @@ fn hard_limit(resource: libc::__rlimit_resource_t) -> u64 {
     limit.rlim_max
 }
 
+#[test]
 fn image_runs_the_daemonset_pod() {
     let test = "image_runs_the_daemonset_pod";
-    if !tools(test) {
+    if !privileged(test) || !tools(test) {
         return;
     }
     let started = Instant::now();
@@ -705,11 +705,4 @@ fn image_runs_the_daemonset_pod() {
         "Host rewritten with the default suffix:-shadow:\n{replayed}"
     );
     eprintln!("{test}: passed in {:.1} s", started.elapsed().as_secs_f64());
-}
-
-fn main() {
-    harness::main(vec![harness::root(
-        "image_runs_the_daemonset_pod",
-        image_runs_the_daemonset_pod,
-    )])
 }

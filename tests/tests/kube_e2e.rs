@@ -15,11 +15,11 @@ use std::{
 
 use mirror_tests::{
     daemon::{Daemon, Metrics},
-    harness,
     kube_stub::{StubApi, StubPod},
     mirror_bin,
     mirroring::{ConfigFile, PORT, Setup, replays, setup, shadow_targets, wait_for},
     netns::SERVER_ADDR,
+    privileged,
     server::RecordingServer,
     unique_name,
 };
@@ -155,7 +155,11 @@ fn wait_for_pods(daemon: &Daemon, addresses: &str) {
     );
 }
 
+#[test]
 fn only_the_selected_pods_of_this_node_are_mirrored_as_they_come_and_go() {
+    if !privileged("only_the_selected_pods_of_this_node_are_mirrored_as_they_come_and_go") {
+        return;
+    }
     let pods = Pods::new(true);
     // Pod a is server 1; the pod on server 2's address runs on another node.
     pods.stub.apply(pod("a", NODE, SERVER_ADDR));
@@ -212,7 +216,11 @@ fn only_the_selected_pods_of_this_node_are_mirrored_as_they_come_and_go() {
     );
 }
 
+#[test]
 fn an_unreachable_api_at_start_up_mirrors_nothing_and_says_so_once() {
+    if !privileged("an_unreachable_api_at_start_up_mirrors_nothing_and_says_so_once") {
+        return;
+    }
     let mut pods = Pods::new(false);
     pods.stub.apply(pod("a", NODE, SERVER_ADDR));
     let daemon = pods.start();
@@ -264,6 +272,7 @@ fn an_unreachable_api_at_start_up_mirrors_nothing_and_says_so_once() {
     assert_eq!(shadow_targets(&pods.setup.shadow), ["/one/after"]);
 }
 
+#[test]
 fn pods_without_node_name_is_refused_at_start_up() {
     // No privileges needed: the check comes before anything is attached.
     let dir = std::env::temp_dir().join(unique_name("mirror-nonode-"));
@@ -290,21 +299,4 @@ fn pods_without_node_name_is_refused_at_start_up() {
         stderr.contains("NODE_NAME is not set") && stderr.contains("spec.nodeName"),
         "{stderr}"
     );
-}
-
-fn main() {
-    harness::main(vec![
-        harness::root(
-            "only_the_selected_pods_of_this_node_are_mirrored_as_they_come_and_go",
-            only_the_selected_pods_of_this_node_are_mirrored_as_they_come_and_go,
-        ),
-        harness::root(
-            "an_unreachable_api_at_start_up_mirrors_nothing_and_says_so_once",
-            an_unreachable_api_at_start_up_mirrors_nothing_and_says_so_once,
-        ),
-        harness::plain(
-            "pods_without_node_name_is_refused_at_start_up",
-            pods_without_node_name_is_refused_at_start_up,
-        ),
-    ])
 }

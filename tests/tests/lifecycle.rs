@@ -12,8 +12,9 @@ use aya::programs::{SchedClassifier, TcAttachType};
 use mirror::netns::Topology;
 use mirror_common::CLASSIFIER_PROGRAM;
 use mirror_tests::{
-    harness, mirror_bin,
+    mirror_bin,
     netns::{in_netns, topology},
+    privileged,
 };
 use nix::{
     sys::signal::{Signal, kill},
@@ -90,7 +91,11 @@ fn signal_and_wait(child: &mut Child, signal: Signal) -> std::process::ExitStatu
     child.wait().expect("wait for mirror")
 }
 
+#[test]
 fn sigterm_and_sigkill_leave_nothing_attached_and_restart_attaches_again() {
+    if !privileged("sigterm_and_sigkill_leave_nothing_attached_and_restart_attaches_again") {
+        return;
+    }
     let topology = topology();
     assert_eq!(ours(&attached(&topology)), 0);
 
@@ -134,11 +139,4 @@ fn sigterm_and_sigkill_leave_nothing_attached_and_restart_attaches_again() {
         "attached after SIGKILL restart"
     );
     assert!(signal_and_wait(&mut daemon, Signal::SIGTERM).success());
-}
-
-fn main() {
-    harness::main(vec![harness::root(
-        "sigterm_and_sigkill_leave_nothing_attached_and_restart_attaches_again",
-        sigterm_and_sigkill_leave_nothing_attached_and_restart_attaches_again,
-    )])
 }

@@ -7,13 +7,17 @@ use std::{io::Write, time::Duration};
 
 use mirror_tests::{
     daemon::{Daemon, Metrics},
-    harness,
     mirroring::*,
     netns::CLIENT_ADDR,
+    privileged,
     server::RecordingServer,
 };
 
+#[test]
 fn replays_are_byte_identical_except_rewritten_headers() {
+    if !privileged("replays_are_byte_identical_except_rewritten_headers") {
+        return;
+    }
     let setup = setup();
     let daemon = start_daemon(&setup, &["--sample", "100"]);
     let client = &setup.topology.client;
@@ -99,7 +103,11 @@ fn replays_are_byte_identical_except_rewritten_headers() {
     );
 }
 
+#[test]
 fn writes_are_mirrored_only_with_allow_writes() {
+    if !privileged("writes_are_mirrored_only_with_allow_writes") {
+        return;
+    }
     let setup = setup();
     let daemon = start_daemon(&setup, &["--sample", "100", "--allow-writes"]);
     let client = &setup.topology.client;
@@ -142,7 +150,11 @@ fn writes_are_mirrored_only_with_allow_writes() {
     );
 }
 
+#[test]
 fn metrics_parse_with_promtool() {
+    if !privileged("metrics_parse_with_promtool") {
+        return;
+    }
     let setup = setup();
     let daemon = start_daemon(&setup, &["--sample", "100"]);
     let (sent, _) = get("/promtool", "");
@@ -203,7 +215,11 @@ fn latencies_within(metrics: &Metrics, role: &str, le: f64) -> (f64, f64) {
     (within, total)
 }
 
+#[test]
 fn shadow_latency_is_the_shadows_own() {
+    if !privileged("shadow_latency_is_the_shadows_own") {
+        return;
+    }
     // A shadow that answers after 100 ms, a primary that answers at once.
     let setup = setup_with_shadow(mirror_tests::server::Behaviour::Slow(
         Duration::from_millis(100),
@@ -231,7 +247,11 @@ fn shadow_latency_is_the_shadows_own() {
     daemon.stop();
 }
 
+#[test]
 fn ten_percent_sampling_lands_within_one_point() {
+    if !privileged("ten_percent_sampling_lands_within_one_point") {
+        return;
+    }
     let setup = setup();
     let daemon = start_daemon(&setup, &["--sample", "10"]);
     load(&setup.topology.client, 20, 1000, plain_get);
@@ -261,7 +281,11 @@ fn ten_percent_sampling_lands_within_one_point() {
     assert_eq!(shadow_targets(&setup.shadow).len() as f64, mirrored);
 }
 
+#[test]
 fn connection_and_header_sampling_are_all_or_nothing_per_key() {
+    if !privileged("connection_and_header_sampling_are_all_or_nothing_per_key") {
+        return;
+    }
     // Per connection: 60 connections of 5 requests.
     let setup = setup();
     let daemon = start_with_config(
@@ -309,7 +333,11 @@ fn connection_and_header_sampling_are_all_or_nothing_per_key() {
     assert_all_or_nothing(&shadow_targets(&setup.shadow), 40, 5);
 }
 
+#[test]
 fn dead_slow_and_resetting_shadows_never_touch_the_primary() {
+    if !privileged("dead_slow_and_resetting_shadows_never_touch_the_primary") {
+        return;
+    }
     // Dead: nothing listens on the shadow's address.
     let mut setup = setup();
     drop(std::mem::replace(
@@ -378,7 +406,11 @@ fn dead_slow_and_resetting_shadows_never_touch_the_primary() {
     daemon.stop();
 }
 
+#[test]
 fn sighup_reloads_targets_and_rejects_bad_files() {
+    if !privileged("sighup_reloads_targets_and_rejects_bad_files") {
+        return;
+    }
     let setup = setup();
     let path = write_config(&setup, "sample_percent = 0.0\n");
     let daemon = Daemon::start(
@@ -415,7 +447,11 @@ fn sighup_reloads_targets_and_rejects_bad_files() {
     let _ = std::fs::remove_file(&path);
 }
 
+#[test]
 fn links_that_appear_after_start_are_captured() {
+    if !privileged("links_that_appear_after_start_are_captured") {
+        return;
+    }
     let setup = setup();
     let shadow = format!("http://{CLIENT_ADDR}:{PORT}");
     // The pattern matches nothing yet: the daemon starts anyway and waits for links.
@@ -450,7 +486,11 @@ fn links_that_appear_after_start_are_captured() {
 /// A Kubernetes ConfigMap update as the kubelet makes it: the files are written into a new
 /// directory and the `..data` symlink is swapped to it. The daemon applies it without a signal
 /// (the slim image has no `kill` for `kubectl exec`).
+#[test]
 fn a_configmap_update_applies_without_a_signal() {
+    if !privileged("a_configmap_update_applies_without_a_signal") {
+        return;
+    }
     let setup = setup();
     let root = std::env::temp_dir().join(mirror_tests::unique_name("mirror-configmap-"));
     let version = |name: &str, sample: &str| {
@@ -488,7 +528,11 @@ fn a_configmap_update_applies_without_a_signal() {
 /// sampling: every request is replayed `ok`, once, without the client's hop-by-hop fields, over
 /// the daemon's pooled keep-alive connections - at least 10 replays per shadow connection where
 /// replaying `Connection: close` byte for byte used to cost one connection per replay.
+#[test]
 fn short_connections_are_replayed_over_pooled_connections() {
+    if !privileged("short_connections_are_replayed_over_pooled_connections") {
+        return;
+    }
     const CLIENTS: usize = 4;
     const PER_CLIENT: usize = 200;
     let setup = setup();
@@ -550,50 +594,4 @@ fn short_connections_are_replayed_over_pooled_connections() {
         streams.len(),
         CLIENTS * PER_CLIENT
     );
-}
-
-fn main() {
-    harness::main(vec![
-        harness::root(
-            "replays_are_byte_identical_except_rewritten_headers",
-            replays_are_byte_identical_except_rewritten_headers,
-        ),
-        harness::root(
-            "writes_are_mirrored_only_with_allow_writes",
-            writes_are_mirrored_only_with_allow_writes,
-        ),
-        harness::root("metrics_parse_with_promtool", metrics_parse_with_promtool),
-        harness::root(
-            "shadow_latency_is_the_shadows_own",
-            shadow_latency_is_the_shadows_own,
-        ),
-        harness::root(
-            "ten_percent_sampling_lands_within_one_point",
-            ten_percent_sampling_lands_within_one_point,
-        ),
-        harness::root(
-            "connection_and_header_sampling_are_all_or_nothing_per_key",
-            connection_and_header_sampling_are_all_or_nothing_per_key,
-        ),
-        harness::root(
-            "dead_slow_and_resetting_shadows_never_touch_the_primary",
-            dead_slow_and_resetting_shadows_never_touch_the_primary,
-        ),
-        harness::root(
-            "sighup_reloads_targets_and_rejects_bad_files",
-            sighup_reloads_targets_and_rejects_bad_files,
-        ),
-        harness::root(
-            "links_that_appear_after_start_are_captured",
-            links_that_appear_after_start_are_captured,
-        ),
-        harness::root(
-            "a_configmap_update_applies_without_a_signal",
-            a_configmap_update_applies_without_a_signal,
-        ),
-        harness::root(
-            "short_connections_are_replayed_over_pooled_connections",
-            short_connections_are_replayed_over_pooled_connections,
-        ),
-    ])
 }

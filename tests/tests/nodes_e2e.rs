@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 
 use mirror_tests::{
     daemon::{Daemon, Metrics},
-    harness,
     mirroring::{
         ConfigFile, all_replays, assert_accounting, replays, wait_for, wait_until_settled,
     },
     nodes::{NODE_A, NODE_B, Nodes, exchange, header_values, request_heads, target_of},
+    privileged,
     server::RecordingServer,
     unique_name,
 };
@@ -100,7 +100,11 @@ fn primary_responses(metrics: &Metrics) -> f64 {
     metrics.sum("mirror_responses_total", &["role=\"primary\""])
 }
 
+#[test]
 fn one_config_on_two_nodes_mirrors_each_request_once() {
+    if !privileged("one_config_on_two_nodes_mirrors_each_request_once") {
+        return;
+    }
     // The default [replay] section: marker_header = "X-Mirror-Replay".
     let Outcome { shadow, a, b } = two_nodes("");
 
@@ -161,7 +165,11 @@ fn one_config_on_two_nodes_mirrors_each_request_once() {
     assert_accounting(&b);
 }
 
+#[test]
 fn without_the_marker_node_b_mirrors_node_as_replays_again() {
+    if !privileged("without_the_marker_node_b_mirrors_node_as_replays_again") {
+        return;
+    }
     // What the marker prevents: B takes A's replays for client requests.
     let Outcome { shadow, a, b } = two_nodes("[replay]\nmarker_header = \"\"\n");
 
@@ -184,17 +192,4 @@ fn without_the_marker_node_b_mirrors_node_as_replays_again() {
         N as f64,
         "the shadow's answers reported as a primary's: {b:#?}"
     );
-}
-
-fn main() {
-    harness::main(vec![
-        harness::root(
-            "one_config_on_two_nodes_mirrors_each_request_once",
-            one_config_on_two_nodes_mirrors_each_request_once,
-        ),
-        harness::root(
-            "without_the_marker_node_b_mirrors_node_as_replays_again",
-            without_the_marker_node_b_mirrors_node_as_replays_again,
-        ),
-    ])
 }

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mirror_tests::{daemon::Metrics, harness, mirroring::*, netns::SERVER_ADDR};
+use mirror_tests::{daemon::Metrics, mirroring::*, netns::SERVER_ADDR, privileged};
 
 /// Client connections at any time.
 const CLIENTS: usize = 8;
@@ -167,7 +167,11 @@ fn print_family(metrics: &Metrics, name: &str, label: &str) {
     eprintln!("  {name}: {}", parts.join(" "));
 }
 
+#[test]
 fn no_wrong_pair_under_pipelining_joins_and_ring_overflow() {
+    if !privileged("no_wrong_pair_under_pipelining_joins_and_ring_overflow") {
+        return;
+    }
     let setup = setup();
     let config = ConfigFile::write(
         &setup,
@@ -275,11 +279,4 @@ fn no_wrong_pair_under_pipelining_joins_and_ring_overflow() {
     // Every framed request skipped or replayed, exactly.
     assert_accounting(&metrics);
     daemon.stop();
-}
-
-fn main() {
-    harness::main(vec![harness::root(
-        "no_wrong_pair_under_pipelining_joins_and_ring_overflow",
-        no_wrong_pair_under_pipelining_joins_and_ring_overflow,
-    )])
 }

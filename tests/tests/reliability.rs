@@ -7,9 +7,9 @@ use aya::programs::{SchedClassifier, TcAttachType};
 use mirror_common::CLASSIFIER_PROGRAM;
 use mirror_tests::{
     daemon::Daemon,
-    harness,
     mirroring::*,
     netns::{SERVER_ADDR, in_netns},
+    privileged,
 };
 
 const PORT: u16 = 8080;
@@ -32,7 +32,11 @@ fn attached(setup: &Setup) -> usize {
     })
 }
 
+#[test]
 fn sigkill_under_load_spares_the_primary_and_a_restart_resumes_mid_stream() {
+    if !privileged("sigkill_under_load_spares_the_primary_and_a_restart_resumes_mid_stream") {
+        return;
+    }
     let setup = setup();
     let daemon = start_daemon(&setup, &["--sample", "100"]);
     // Four keep-alive connections carrying requests throughout: opened before the kill, still
@@ -109,7 +113,11 @@ fn big_get(connection: usize, i: usize) -> Vec<u8> {
         .into_bytes()
 }
 
+#[test]
 fn tiny_ring_buffer_drops_are_counted_and_nothing_corrupted_is_replayed() {
+    if !privileged("tiny_ring_buffer_drops_are_counted_and_nothing_corrupted_is_replayed") {
+        return;
+    }
     let setup = setup();
     let path = write_config_with(
         &setup,
@@ -147,7 +155,11 @@ fn tiny_ring_buffer_drops_are_counted_and_nothing_corrupted_is_replayed() {
     let _ = std::fs::remove_file(&path);
 }
 
+#[test]
 fn malformed_storm_is_counted_and_never_replayed() {
+    if !privileged("malformed_storm_is_counted_and_never_replayed") {
+        return;
+    }
     let setup = setup();
     let daemon = start_daemon(&setup, &["--sample", "100", "--allow-writes"]);
     // Deterministic pseudo-random garbage.
@@ -228,7 +240,11 @@ fn malformed_storm_is_counted_and_never_replayed() {
     );
 }
 
+#[test]
 fn stalled_connections_and_a_syn_flood_stay_under_the_memory_cap() {
+    if !privileged("stalled_connections_and_a_syn_flood_stay_under_the_memory_cap") {
+        return;
+    }
     let setup = setup();
     let path = write_config_with(
         &setup,
@@ -302,25 +318,4 @@ fn stalled_connections_and_a_syn_flood_stay_under_the_memory_cap() {
     );
     daemon.stop();
     let _ = std::fs::remove_file(&path);
-}
-
-fn main() {
-    harness::main(vec![
-        harness::root(
-            "sigkill_under_load_spares_the_primary_and_a_restart_resumes_mid_stream",
-            sigkill_under_load_spares_the_primary_and_a_restart_resumes_mid_stream,
-        ),
-        harness::root(
-            "tiny_ring_buffer_drops_are_counted_and_nothing_corrupted_is_replayed",
-            tiny_ring_buffer_drops_are_counted_and_nothing_corrupted_is_replayed,
-        ),
-        harness::root(
-            "malformed_storm_is_counted_and_never_replayed",
-            malformed_storm_is_counted_and_never_replayed,
-        ),
-        harness::root(
-            "stalled_connections_and_a_syn_flood_stay_under_the_memory_cap",
-            stalled_connections_and_a_syn_flood_stay_under_the_memory_cap,
-        ),
-    ])
 }

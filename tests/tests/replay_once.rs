@@ -8,8 +8,8 @@ use std::{path::PathBuf, time::Duration};
 
 use mirror_tests::{
     daemon::Daemon,
-    harness,
     mirroring::*,
+    privileged,
     server::{Behaviour, RecordingServer},
 };
 
@@ -53,7 +53,11 @@ fn exchanges(server: &RecordingServer) -> Vec<(Vec<u8>, Vec<u8>)> {
     exchanges
 }
 
+#[test]
 fn a_post_the_shadow_hung_up_on_is_an_error_and_never_sent_again() {
+    if !privileged("a_post_the_shadow_hung_up_on_is_an_error_and_never_sent_again") {
+        return;
+    }
     let setup = setup_with_shadow(Behaviour::HangUpOnReusedPost(3));
     // Eight workers: each keeps its connection for dozens of POSTs, so most come on reused ones.
     let config = RemovedOnDrop(write_config(
@@ -142,11 +146,4 @@ fn a_post_the_shadow_hung_up_on_is_an_error_and_never_sent_again() {
         "{POSTS} POSTs: {ok} ok, {error} error (the shadow hung up on {hung_up}), {timeout} \
          timeout, {dropped} dropped; none reached the shadow twice"
     );
-}
-
-fn main() {
-    harness::main(vec![harness::root(
-        "a_post_the_shadow_hung_up_on_is_an_error_and_never_sent_again",
-        a_post_the_shadow_hung_up_on_is_an_error_and_never_sent_again,
-    )])
 }

@@ -12,8 +12,8 @@ use mirror::capture::SelfTraffic;
 use mirror_common::Counter;
 use mirror_tests::{
     capture::CaptureSession,
-    harness,
     netns::{SERVER_ADDR, in_netns, topology},
+    privileged,
     server::RecordingServer,
 };
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, connect, socket};
@@ -53,7 +53,11 @@ fn request(registry: Option<&SelfTraffic>, host: &str) -> SocketAddr {
     stream.local_addr().expect("local addr")
 }
 
+#[test]
 fn registered_sockets_are_never_captured() {
+    if !privileged("registered_sockets_are_never_captured") {
+        return;
+    }
     let topology = topology();
     let _server = RecordingServer::start(&topology.server, SERVER_ADDR, PORT);
     // The "shadow" is the very server on the captured target port, reached over a captured
@@ -102,11 +106,4 @@ fn registered_sockets_are_never_captured() {
         "self traffic counted: {:?}",
         captured.kernel
     );
-}
-
-fn main() {
-    harness::main(vec![harness::root(
-        "registered_sockets_are_never_captured",
-        registered_sockets_are_never_captured,
-    )])
 }
